@@ -1,0 +1,35 @@
+# The README's commands: `make demo` (set up + convert a bundled sample) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DEMO   := demo-out
+
+.PHONY: venv demo test test-fast bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing tf2torch and its dependencies into $(VENV) (first run only)..."
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -c constraints.txt -e ".[convert,tf,test]"
+	@touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	@$(BIN)/python -m fixtures.models build cnn --print-path > .demo-source
+	@$(BIN)/tf2torch convert "$$(cat .demo-source)/saved_model" -o $(DEMO) --force
+	@$(BIN)/tf2torch parity "$$(cat .demo-source)/saved_model" $(DEMO)
+	@rm -f .demo-source
+
+test: $(STAMP)
+	@$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	@$(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	@$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(DEMO) .cache

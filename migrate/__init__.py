@@ -1,0 +1,1 @@
+"""tf2torch conversion: TensorFlow/Keras saved models to PyTorch."""

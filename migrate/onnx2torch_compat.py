@@ -1,0 +1,53 @@
+"""Import onnx2torch safely and register tf2torch's own converters into its registry.
+
+onnx2torch imports torchvision at import time, but only its NMS and RoiAlign converters use it.
+Where torchvision cannot be imported (no wheel for this torch build, or a CUDA wheel beside a CPU
+torch fails with ``operator torchvision::nms does not exist``) a stand-in module is installed so
+everything else converts, and those two ops raise a clear error when run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
+
+_TORCHVISION_ERROR: str | None = None
+
+
+def _torchvision_stub(reason: str) -> types.ModuleType:
+    def unavailable(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError(f"this model uses NonMaxSuppression/RoiAlign, which need torchvision, "
+                           f"but torchvision cannot be imported here ({reason}); install a torchvision "
+                           f"built for torch {importlib.import_module('torch').__version__}")
+
+    module = types.ModuleType("torchvision")
+    ops = types.ModuleType("torchvision.ops")
+    ops.nms = ops.roi_align = ops.box_convert = unavailable
+    module.ops = ops
+    module.__tf2torch_stub__ = True
+    return module
+
+
+def _ensure_torchvision() -> None:
+    global _TORCHVISION_ERROR
+    if "torchvision" in sys.modules:
+        return
+    try:
+        importlib.import_module("torchvision")
+    except Exception as exc:  # ImportError, or RuntimeError from a wheel built for another torch
+        _TORCHVISION_ERROR = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
+        stub = _torchvision_stub(_TORCHVISION_ERROR)
+        sys.modules["torchvision"] = stub
+        sys.modules["torchvision.ops"] = stub.ops
+
+
+def onnx2torch() -> types.ModuleType:
+    """Return the onnx2torch module with tf2torch's converters registered (idempotent)."""
+    _ensure_torchvision()
+    module = importlib.import_module("onnx2torch")
+    importlib.import_module("migrate.converters")
+    return module

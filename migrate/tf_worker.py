@@ -1,0 +1,363 @@
+"""The TensorFlow side of tf2torch, run as a child process: ``python -m migrate.tf_worker REQUEST.json``.
+
+TensorFlow and torch must never share a process (on standard builds ``import tensorflow``
+followed by torch._dynamo/triton/torchvision aborts with an LLVM error), so everything that
+needs TensorFlow lives here and talks to the torch side through files only:
+
+* ``export``  - load SOURCE, pick a signature, write ``signature.json`` and ``model.onnx`` (tf2onnx).
+* ``predict`` - run the signature on arrays from an ``.npz`` and write the outputs to an ``.npz``.
+
+The request is a JSON object ``{"command": ..., "result": PATH, ...}``; the worker writes
+``{"ok": true, ...}`` or ``{"ok": false, "exit_code": 1|2, "message": "..."}`` to ``result``.
+This module never imports torch (tests check it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # reproducible float results across runs
+
+#: TF ops whose NHWC data makes a rank-4 tensor an "image" for layout purposes.
+SPATIAL_OPS = frozenset({
+    "Conv2D", "DepthwiseConv2dNative", "Conv2DBackpropInput", "MaxPool", "MaxPoolV2", "AvgPool",
+    "FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3", "ResizeBilinear", "ResizeNearestNeighbor",
+    "ResizeBicubic", "ResizeArea", "SpaceToDepth", "DepthToSpace", "ExtractImagePatches",
+})
+#: Ops that move data without caring about its meaning; layout analysis walks through them.
+LAYOUT_TRANSPARENT_STOP = frozenset({"Reshape", "Transpose", "Squeeze", "ExpandDims", "Flatten"})
+
+
+class WorkerError(Exception):
+    """An error with a user-facing one-line message and the CLI exit code it maps to."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _quiet_tf():
+    import logging
+
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+    return tf
+
+
+def _import_tf():
+    try:
+        return _quiet_tf()
+    except ImportError as exc:
+        raise WorkerError(
+            f"TensorFlow is not installed for {sys.executable} ({exc}); "
+            "install tensorflow or tensorflow-cpu there, or set TF2TORCH_TF_PYTHON to a Python that has it"
+        ) from exc
+
+
+def source_kind(source: Path) -> str:
+    """Classify SOURCE without TensorFlow so bad paths fail fast with a clear message."""
+    if not source.exists():
+        raise WorkerError(f"{source}: no such file or directory; pass a SavedModel directory, a .keras or an .h5 file")
+    if source.is_dir():
+        if not (source / "saved_model.pb").exists() and not (source / "saved_model.pbtxt").exists():
+            what = "is empty" if not any(source.iterdir()) else "has no saved_model.pb"
+            raise WorkerError(f"{source}: directory {what}, so it is not a SavedModel; "
+                              "pass the directory written by tf.saved_model.save or model.export")
+        return "saved_model"
+    suffix = source.suffix.lower()
+    if suffix == ".keras":
+        return "keras"
+    if suffix in (".h5", ".hdf5"):
+        return "h5"
+    raise WorkerError(f"{source}: unsupported file type {suffix or '(none)'}; pass a SavedModel directory, "
+                      "a .keras or an .h5 file")
+
+
+class LoadedModel:
+    """A signature's concrete function plus what the torch side needs to know about it."""
+
+    def __init__(self, func: Any, kind: str, signature: str, keepalive: Any) -> None:
+        self.func = func
+        self.kind = kind
+        self.signature = signature
+        self._keepalive = keepalive  # the object/tempdir owning the function's variables
+
+    def input_specs(self) -> list[tuple[str, Any]]:
+        """(signature key, TensorSpec) in the order of the function's placeholders."""
+        import tensorflow as tf
+
+        args, kwargs = self.func.structured_input_signature
+        flat = [s for s in tf.nest.flatten(args) if isinstance(s, tf.TensorSpec)]
+        named = [(s.name, s) for s in flat] + sorted(kwargs.items())
+        return named
+
+    def output_specs(self) -> list[tuple[str, Any]]:
+        """(output key, tensor) in the order of ``func.outputs`` (flattened structured outputs)."""
+        import tensorflow as tf
+
+        structured = self.func.structured_outputs
+        if isinstance(structured, dict):
+            keys = sorted(structured)
+        else:
+            keys = [f"output_{i}" for i in range(len(tf.nest.flatten(structured)))]
+        return list(zip(keys, self.func.outputs))
+
+
+def load_model(source: Path, signature: str) -> LoadedModel:
+    """Load SOURCE and return the concrete function of SIGNATURE.
+
+    Keras files are exported to a temporary SavedModel first so that every kind of source
+    goes through the same signature machinery (names, None dims, dict outputs).
+    """
+    kind = source_kind(source)
+    tf = _import_tf()
+    keepalive: list[Any] = []
+    if kind in ("keras", "h5"):
+        import keras
+
+        try:
+            model = keras.models.load_model(str(source), compile=False)
+        except Exception as exc:  # keras raises many types for a bad file
+            raise WorkerError(f"{source}: not a readable Keras model ({type(exc).__name__}: "
+                              f"{_first_line(exc)}); check the file is a model saved by model.save") from exc
+        tmp = tempfile.TemporaryDirectory(prefix="tf2torch-keras-")
+        keepalive.append(tmp)
+        try:
+            model.export(tmp.name, format="tf_saved_model", verbose=False)
+        except Exception as exc:
+            raise WorkerError(f"{source}: Keras could not export a serving signature "
+                              f"({type(exc).__name__}: {_first_line(exc)})", exit_code=1) from exc
+        path = Path(tmp.name)
+    else:
+        path = source
+    try:
+        obj = tf.saved_model.load(str(path))
+    except Exception as exc:
+        raise WorkerError(f"{source}: cannot read the SavedModel ({type(exc).__name__}: {_first_line(exc)}); "
+                          "the files may be truncated or corrupt, re-export the model") from exc
+    keepalive.append(obj)
+    signatures = dict(obj.signatures)
+    if signature not in signatures:
+        available = ", ".join(sorted(signatures)) or "none"
+        raise WorkerError(f"{source}: no signature {signature!r}; available signatures: {available}"
+                          + ("" if signatures else " (save the model with signatures=... or model.export)"))
+    return LoadedModel(signatures[signature], kind, signature, keepalive)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def _dims(shape: Any) -> list[int | None]:
+    return [None if d is None else int(d) for d in shape]
+
+
+def _placeholders(input_specs: list[tuple[str, Any]], input_names: list[str]) -> dict[str, str]:
+    """Map signature keys to placeholder tensor names (by the spec's name, else by position)."""
+    by_name = {n.split(":")[0]: n for n in input_names}
+    if all(s.name in by_name for _, s in input_specs):
+        return {k: by_name[s.name] for k, s in input_specs}
+    return {k: n for (k, _), n in zip(input_specs, input_names)}
+
+
+def _spatial_reach(graph_def: Any, start: set[str], forward: bool) -> set[str]:
+    """Tensor names in ``start`` connected (downstream if forward, else upstream) to a spatial op."""
+    consumers: dict[str, list[Any]] = {}
+    producers: dict[str, Any] = {}
+    for node in graph_def.node:
+        producers[node.name] = node
+        for inp in node.input:
+            consumers.setdefault(inp.split(":")[0].lstrip("^"), []).append(node)
+    hits = set()
+    for tensor in start:
+        seen: set[str] = set()
+        stack = [tensor.split(":")[0]]
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if forward:
+                nexts = consumers.get(name, [])
+            else:
+                node = producers.get(name)
+                nexts = [producers[i.split(":")[0].lstrip("^")] for i in (node.input if node else [])
+                         if i.split(":")[0].lstrip("^") in producers]
+            for node in nexts:
+                if node.op in SPATIAL_OPS:
+                    hits.add(tensor)
+                    stack.clear()
+                    break
+                if node.op not in LAYOUT_TRANSPARENT_STOP:
+                    stack.append(node.name)
+    return hits
+
+
+def _unsupported_nodes(model_proto: Any) -> dict[str, list[str]]:
+    """Nodes tf2onnx left as raw TF ops (it converts with continue_on_error)."""
+    import onnx
+
+    bad: dict[str, list[str]] = {}
+
+    def visit(graph: Any) -> None:
+        for node in graph.node:
+            if not onnx.defs.has(node.op_type, node.domain or ""):
+                bad.setdefault(node.op_type, []).append(node.name)
+            for attr in node.attribute:
+                if attr.g is not None and attr.g.node:
+                    visit(attr.g)
+                for sub in attr.graphs:
+                    visit(sub)
+
+    visit(model_proto.graph)
+    return bad
+
+
+def export(request: dict[str, Any]) -> dict[str, Any]:
+    """SOURCE -> model.onnx + signature.json, choosing channels-first at the boundary unless asked not to."""
+    t0 = time.perf_counter()
+    loaded = load_model(Path(request["source"]), request["signature"])
+    tf = _quiet_tf()
+    import tf2onnx
+    from tf2onnx import convert as tf2onnx_convert
+    from tf2onnx import tf_loader
+
+    func = loaded.func
+    input_specs = loaded.input_specs()
+    input_names = [t.name for t in func.inputs if t.dtype != tf.dtypes.resource]
+    output_specs = loaded.output_specs()
+    output_names = [t.name for _, t in output_specs]
+    for key, spec in input_specs:
+        if spec.dtype == tf.string:
+            raise WorkerError(f"input {key!r} is a string tensor; string inputs cannot be converted to torch "
+                              "(export a signature that takes the tokenized ids instead)", exit_code=1)
+    placeholder_by_key = _placeholders(input_specs, input_names)
+    rename = {placeholder_by_key[key]: key for key, _ in input_specs}
+    rename.update({name: key for (key, _), name in zip(output_specs, output_names)})
+
+    try:
+        with tf.device("/cpu:0"):
+            graph_def = tf_loader.from_function(func, input_names, output_names)
+    except Exception as exc:
+        raise WorkerError(f"TensorFlow could not freeze signature {loaded.signature!r} "
+                          f"({type(exc).__name__}: {_first_line(exc)})", exit_code=1) from exc
+
+    rank4_in = {placeholder_by_key[k] for k, s in input_specs if s.shape.rank == 4}
+    rank4_out = {name for (_, t), name in zip(output_specs, output_names) if t.shape.rank == 4}
+    image_in = _spatial_reach(graph_def, rank4_in, forward=True)
+    image_out = _spatial_reach(graph_def, rank4_out, forward=False)
+    nchw_in, nchw_out = (set(), set()) if request.get("keep_layout") else (image_in, image_out)
+    t_load = time.perf_counter() - t0
+
+    opset = int(request["opset"])
+    try:
+        with tf.device("/cpu:0"):
+            model_proto, _ = tf2onnx_convert._convert_common(
+                graph_def, name=loaded.signature, continue_on_error=True, opset=opset,
+                input_names=input_names, output_names=output_names,
+                inputs_as_nchw=sorted(nchw_in) or None, outputs_as_nchw=sorted(nchw_out) or None,
+                tensors_to_rename=rename, output_path=None,
+            )
+    except Exception as exc:
+        raise WorkerError(f"tf2onnx failed to convert the graph ({type(exc).__name__}: {_first_line(exc)})",
+                          exit_code=1) from exc
+    bad = _unsupported_nodes(model_proto)
+    if bad:
+        parts = [f"{op} ({len(names)} node{'s' if len(names) > 1 else ''}, first: {', '.join(names[:3])})"
+                 for op, names in sorted(bad.items(), key=lambda kv: -len(kv[1]))]
+        raise WorkerError("unsupported TensorFlow op(s) for ONNX export: " + "; ".join(parts)
+                          + ". Replace them in the model or open an issue with this line", exit_code=1)
+
+    import onnx
+
+    onnx.save(model_proto, request["onnx"])
+
+    def describe(key: str, shape: Any, dtype: Any, tensor: str, images: set[str], nchw: set[str]) -> dict[str, Any]:
+        dims = _dims(shape)
+        is_image, is_nchw = tensor in images, tensor in nchw
+        return {"name": key, "tf_name": key, "dtype": dtype.name,
+                "shape": [dims[0], dims[3], dims[1], dims[2]] if is_nchw else dims, "tf_shape": dims,
+                "layout": "NCHW" if is_nchw else ("NHWC" if is_image else None),
+                "tf_layout": "NHWC" if is_image else None}
+
+    signature_info = {
+        "source": {"path": str(Path(request["source"]).resolve()), "kind": loaded.kind,
+                   "signature": loaded.signature},
+        "inputs": [describe(k, s.shape, s.dtype, placeholder_by_key[k], image_in, nchw_in) for k, s in input_specs],
+        "outputs": [describe(k, t.shape, t.dtype, n, image_out, nchw_out)
+                    for (k, t), n in zip(output_specs, output_names)],
+        "versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__},
+        "timings_s": {"tf_load": round(t_load, 3), "tf_export": round(time.perf_counter() - t0, 3)},
+    }
+    Path(request["signature_json"]).write_text(json.dumps(signature_info, indent=2))
+    return {"ok": True}
+
+
+def predict(request: dict[str, Any]) -> dict[str, Any]:
+    """Run the signature on every batch in ``inputs`` (a list of .npz) and write one .npz of outputs each."""
+    import numpy as np
+
+    loaded = load_model(Path(request["source"]), request["signature"])
+    tf = _quiet_tf()
+    keys = [k for k, _ in loaded.input_specs()]
+    for in_path, out_path in zip(request["inputs"], request["outputs"]):
+        with np.load(in_path, allow_pickle=False) as data:
+            missing = [k for k in keys if k not in data.files]
+            if missing:
+                raise WorkerError(f"{in_path}: missing input(s) {', '.join(missing)}")
+            feeds = {k: tf.constant(data[k]) for k in keys}
+        try:
+            result = loaded.func(**feeds)
+        except Exception as exc:
+            raise WorkerError(f"TensorFlow failed to run signature {loaded.signature!r} "
+                              f"({type(exc).__name__}: {_first_line(exc)})", exit_code=2) from exc
+        flat = {k: v.numpy() for k, v in result.items()} if isinstance(result, dict) else {
+            f"output_{i}": t.numpy() for i, t in enumerate(tf.nest.flatten(result))}
+        np.savez(out_path, **flat)
+    return {"ok": True}
+
+
+COMMANDS = {"export": export, "predict": predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    request = json.loads(Path(argv[0]).read_text())
+    result_path = Path(request["result"])
+    try:
+        result = COMMANDS[request["command"]](request)
+        code = 0
+    except WorkerError as exc:
+        result = {"ok": False, "exit_code": exc.exit_code, "message": str(exc)}
+        code = exc.exit_code
+    except Exception as exc:  # last resort: keep the one-line contract, traceback goes to the log
+        import traceback
+
+        traceback.print_exc()
+        result = {"ok": False, "exit_code": 1, "message": f"{type(exc).__name__}: {_first_line(exc)}"}
+        code = 1
+    result_path.write_text(json.dumps(result))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code
+
+
+if __name__ == "__main__":
+    # os._exit skips TensorFlow's slow and sometimes crashing interpreter teardown.
+    os._exit(main())

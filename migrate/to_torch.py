@@ -1,0 +1,72 @@
+"""ONNX -> torch.fx through onnx2torch plus tf2torch's converters, with errors that name the node."""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from typing import Any
+
+import onnx
+
+from migrate.errors import ConversionError
+from migrate.onnx2torch_compat import onnx2torch
+
+
+def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference, so converters and passes see static dims wherever ONNX can prove them."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # inference is an optimisation; conversion works without it
+        return model
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """op_type -> names of top-level nodes that no registered converter handles."""
+    onnx2torch()
+    from migrate.converters.registry import is_supported
+
+    version = _opset(model)
+    missing: dict[str, list[str]] = defaultdict(list)
+    for node in model.graph.node:
+        if not is_supported(node.op_type, version, node.domain):
+            missing[node.op_type].append(node.name)
+    return dict(missing)
+
+
+def _name_failures(fn: Any) -> Any:
+    """Wrap a converter so any failure says which node and op it was converting."""
+    if getattr(fn, "__tf2torch_named__", False):
+        return fn
+
+    @functools.wraps(fn)
+    def wrapper(node: Any, graph: Any) -> Any:
+        try:
+            return fn(node, graph)
+        except ConversionError:
+            raise
+        except Exception as exc:
+            raise ConversionError(f"cannot convert ONNX {node.operation_type} node {node.name!r}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+
+    wrapper.__tf2torch_named__ = True
+    return wrapper
+
+
+def onnx_to_torch(model: onnx.ModelProto) -> Any:
+    """Convert to a ``torch.fx.GraphModule``; raise ConversionError naming unsupported ops and nodes."""
+    o2t = onnx2torch()
+    missing = unsupported_ops(model)
+    if missing:
+        parts = [f"{op} ({len(names)} node{'s' if len(names) > 1 else ''}, first: {', '.join(names[:3])})"
+                 for op, names in sorted(missing.items(), key=lambda kv: -len(kv[1]))]
+        raise ConversionError(f"unsupported ONNX op(s) at opset {_opset(model)}: " + "; ".join(parts)
+                              + ". See docs/ops.md for how to add a converter")
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY
+
+    for key, fn in list(_CONVERTER_REGISTRY.items()):
+        _CONVERTER_REGISTRY[key] = _name_failures(fn)
+    return o2t.convert(model)
