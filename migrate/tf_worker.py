@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,15 @@ def source_kind(source: Path) -> str:
         return "saved_model"
     suffix = source.suffix.lower()
     if suffix == ".keras":
+        if not zipfile.is_zipfile(source):
+            raise WorkerError(f"{source}: not a Keras model (a .keras file is a zip archive written by model.save); "
+                              "check the path or re-save the model")
         return "keras"
     if suffix in (".h5", ".hdf5"):
+        with open(source, "rb") as fh:
+            if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+                raise WorkerError(f"{source}: not an HDF5 file, so not a Keras .h5 model; check the path "
+                                  "or re-save the model")
         return "h5"
     raise WorkerError(f"{source}: unsupported file type {suffix or '(none)'}; pass a SavedModel directory, "
                       "a .keras or an .h5 file")

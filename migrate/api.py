@@ -1,0 +1,141 @@
+"""Python API: ``convert`` a TensorFlow model into an output directory, ``load`` it back as a torch module."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from migrate.artifacts import MANIFEST, MODEL_ONNX, MODEL_PT2, read_manifest, staged_output, write_json
+from migrate.errors import InputError
+from migrate.progress import Progress
+from migrate.tf_worker import WorkerError, source_kind
+from migrate.worker_client import run_worker
+
+#: Opsets tf2onnx 1.17 emits that the converters are tested on; 17 is the default.
+SUPPORTED_OPSETS = range(13, 19)
+DEFAULT_OPSET = 17
+
+
+@dataclass
+class ConversionResult:
+    """What :func:`convert` produced: the loaded module, the manifest and the artifact paths."""
+
+    module: Any
+    manifest: dict[str, Any]
+    out: Path
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+@contextmanager
+def _hush(debug: bool) -> Iterator[None]:
+    """Hide library warnings and log chatter from onnx2torch/torch.export unless debugging."""
+    if debug:
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("torch", "onnx2torch", "torch._export", "torch.export")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def convert(source: str | Path, out: str | Path, *, signature: str = "serving_default", opset: int = DEFAULT_OPSET,
+            keep_layout: bool = False, force: bool = False, quiet: bool = True,
+            debug: bool = False) -> ConversionResult:
+    """Convert SOURCE (SavedModel dir, .keras or .h5) into OUT: model.pt2, model.onnx, manifest.json.
+
+    TensorFlow runs in a child process; this process only ever imports torch. Image inputs and
+    outputs become channels-first unless ``keep_layout``. OUT appears only if everything succeeded.
+    """
+    source, out = Path(source), Path(out)
+    if opset not in SUPPORTED_OPSETS:
+        raise InputError(f"--opset {opset} is not supported; use {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")
+    try:
+        source_kind(source)  # fail fast on a bad path, before any child process starts
+    except WorkerError as exc:
+        raise InputError(str(exc)) from None
+    progress = Progress(total=3, quiet=quiet)
+    started = time.perf_counter()
+    with staged_output(out, force) as stage, tempfile.TemporaryDirectory(prefix="tf2torch-") as scratch:
+        signature_json = Path(scratch, "signature.json")
+        with progress.stage("tf_export", "exporting the TensorFlow signature to ONNX (tf2onnx, child process)"):
+            run_worker("export", {"source": str(source), "signature": signature, "opset": opset,
+                                  "keep_layout": keep_layout, "onnx": str(stage / MODEL_ONNX),
+                                  "signature_json": str(signature_json)}, debug=debug)
+        info = json.loads(signature_json.read_text())
+        with _hush(debug):
+            import onnx
+            import torch
+
+            from migrate.export import export_program
+            from migrate.to_torch import onnx_to_torch, prepare
+
+            with progress.stage("to_torch", "converting ONNX to torch.fx (onnx2torch + tf2torch converters)"):
+                model = onnx.load(str(stage / MODEL_ONNX))
+                order = [i.name for i in model.graph.input]
+                inputs = sorted(info["inputs"], key=lambda s: order.index(s["name"]) if s["name"] in order else 0)
+                out_order = [o.name for o in model.graph.output]
+                outputs = sorted(info["outputs"], key=lambda s: out_order.index(s["name"]) if s["name"] in out_order else 0)
+                gm = onnx_to_torch(prepare(model))
+            with progress.stage("export", "exporting with torch.export (dynamic batch)"):
+                program, all_dynamic = export_program(gm, inputs)
+                torch.export.save(program, str(stage / MODEL_PT2))
+        timings = {"tf_export": progress.timings["tf_export"], "to_torch": progress.timings["to_torch"],
+                   "export": progress.timings["export"]}
+        manifest = {
+            "format": 1,
+            "source": info["source"],
+            "inputs": inputs,
+            "outputs": outputs,
+            "dynamic": {"batch": any(s["shape"] and s["shape"][0] is None for s in inputs),
+                        "other_dims": all_dynamic},
+            "onnx": {"opset": opset},
+            "versions": {"tf2torch": _version("tf2torch"), **info["versions"], "torch": torch.__version__,
+                         "onnx2torch": _version("onnx2torch")},
+            "timings_s": timings,
+        }
+        write_json(stage / MANIFEST, manifest)
+    total = time.perf_counter() - started
+    progress.say(f"converted {source} -> {out} in {total:.1f}s "
+                 f"(TF->ONNX {timings['tf_export']:.1f}s, ONNX->torch {timings['to_torch']:.1f}s, "
+                 f"torch.export {timings['export']:.1f}s); inputs: {_shapes(inputs)}; outputs: {_shapes(outputs)}")
+    paths = {"out": out, "pt2": out / MODEL_PT2, "onnx": out / MODEL_ONNX, "manifest": out / MANIFEST}
+    return ConversionResult(module=load(out), manifest=manifest, out=out, paths=paths)
+
+
+def _shapes(specs: list[dict[str, Any]]) -> str:
+    def dims(shape: list[int | None]) -> str:
+        return ",".join("N" if (i == 0 and d is None) else ("?" if d is None else str(d)) for i, d in enumerate(shape))
+
+    return ", ".join(f"{s['name']}[{dims(s['shape'])}]{' ' + s['layout'] if s.get('layout') else ''}" for s in specs)
+
+
+def load(out: str | Path) -> Any:
+    """Load ``OUT/model.pt2`` as a ``torch.nn.Module`` (no pickle; plain ``torch.export.load``)."""
+    import torch
+
+    out = Path(out)
+    read_manifest(out)
+    return torch.export.load(str(out / MODEL_PT2)).module()

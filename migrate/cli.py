@@ -1,0 +1,94 @@
+"""The ``tf2torch`` command: ``convert``, ``parity`` and ``lint``.
+
+Subcommands are imported only when chosen, so ``tf2torch lint`` needs neither torch nor TensorFlow.
+Exit codes (all subcommands): 0 success, 1 findings/mismatch/conversion failed, 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from importlib import import_module
+
+from migrate.errors import Tf2TorchError
+
+#: subcommand -> module providing ``add_parser(subparsers)``; convert lives here.
+_PLUGINS = {"parity": "checks.parity.cli", "lint": "checks.lint.cli"}
+
+
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("convert", help="convert a SavedModel / .keras / .h5 to PyTorch (model.pt2)",
+                              description="Convert a TensorFlow model to a torch.export program. "
+                                          "Writes OUT/model.pt2, OUT/model.onnx and OUT/manifest.json atomically.")
+    p.add_argument("source", help="SavedModel directory, .keras or .h5 file")
+    p.add_argument("-o", "--out", required=True, help="output directory (must not exist unless --force)")
+    p.add_argument("--signature", default="serving_default", help="signature to convert (default: %(default)s)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset for the intermediate model, 13..18 "
+                                                          "(default: %(default)s)")
+    p.add_argument("--keep-layout", action="store_true",
+                   help="keep TensorFlow's channels-last layout for image inputs/outputs (default: NCHW)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow/tf2onnx logs")
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from migrate.api import convert
+
+    convert(args.source, args.out, signature=args.signature, opset=args.opset, keep_layout=args.keep_layout,
+            force=args.force, quiet=args.quiet, debug=args.debug)
+    return 0
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The full parser; only the chosen plugin subcommand is imported (plus all of them for --help)."""
+    parser = argparse.ArgumentParser(prog="tf2torch", description="Move TensorFlow/Keras models and training "
+                                                                   "code to PyTorch: convert, check parity, lint.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="{convert,parity,lint}", required=True)
+    _add_convert(subparsers)
+    wanted = [a for a in argv if not a.startswith("-")][:1]
+    for name, module in _PLUGINS.items():
+        if not wanted or wanted[0] == name:
+            import_module(module).add_parser(subparsers)
+    return parser
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("tf2torch")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tf2torch`` console script; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    try:
+        return args.func(args)
+    except Tf2TorchError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"tf2torch {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"tf2torch {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"tf2torch {args.command}: internal error: {type(exc).__name__}: {first} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
