@@ -1,0 +1,84 @@
+"""Shared test helpers: TF reference outputs (child process) and layout mapping.
+
+TensorFlow never loads in the pytest process: references come from the TF worker's ``predict``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from fixtures.models import model_dir  # noqa: E402
+from migrate.worker_client import run_worker  # noqa: E402
+
+#: TF layout -> torch layout permutation for the layouts the manifest can name.
+PERMS = {("NHWC", "NCHW"): (0, 3, 1, 2)}
+
+
+def random_tf_inputs(specs: list[dict[str, Any]], batch: int, seed: int = 0, other: int = 8) -> dict[str, np.ndarray]:
+    """Inputs in the TF layout for manifest/signature specs; ints in [0, 10) (fixture vocabularies are >= 10)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in specs:
+        shape = [(batch if i == 0 else other) if d is None else d for i, d in enumerate(spec["tf_shape"])]
+        if spec["dtype"].startswith("float"):
+            feeds[spec["tf_name"]] = rng.standard_normal(shape).astype(spec["dtype"])
+        elif spec["dtype"] == "bool":
+            feeds[spec["tf_name"]] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            feeds[spec["tf_name"]] = rng.integers(0, 10, shape).astype(spec["dtype"])
+    return feeds
+
+
+def to_torch_layout(array: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Transpose a TF-layout array into the converted model's layout (per the manifest entry)."""
+    if spec.get("layout") and spec.get("tf_layout") and spec["layout"] != spec["tf_layout"]:
+        return np.ascontiguousarray(array.transpose(PERMS[(spec["tf_layout"], spec["layout"])]))
+    return array
+
+
+def to_tf_layout(array: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Inverse of :func:`to_torch_layout`."""
+    if spec.get("layout") and spec.get("tf_layout") and spec["layout"] != spec["tf_layout"]:
+        return np.ascontiguousarray(array.transpose(np.argsort(PERMS[(spec["tf_layout"], spec["layout"])])))
+    return array
+
+
+def tf_predict(source: Path, batches: list[dict[str, np.ndarray]], signature: str = "serving_default") -> list[dict[str, np.ndarray]]:
+    """Run the TF model on each batch in the TF worker (child process) and return its outputs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ins, outs = [], []
+        for i, feeds in enumerate(batches):
+            ins.append(str(Path(tmp, f"in{i}.npz")))
+            outs.append(str(Path(tmp, f"out{i}.npz")))
+            np.savez(ins[-1], **feeds)
+        run_worker("predict", {"source": str(source), "signature": signature, "inputs": ins, "outputs": outs})
+        results = []
+        for path in outs:
+            with np.load(path) as data:
+                results.append({k: data[k] for k in data.files})
+        return results
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, atol: float = 1e-5, rtol: float = 1e-4, what: str = "") -> float:
+    """Element-wise ``|a - e| <= atol + rtol * |e|``; returns the max abs error for reporting."""
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    err = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    bound = atol + rtol * np.abs(expected.astype(np.float64))
+    assert np.all(err <= bound), f"{what}: max abs err {err.max():.3g} (worst at {np.unravel_index(err.argmax(), err.shape)})"
+    return float(err.max()) if err.size else 0.0
+
+
+@pytest.fixture(scope="session")
+def fixture_model():
+    """``fixture_model(name)`` -> directory of the built fixture (cached across runs by builder content)."""
+    return model_dir
