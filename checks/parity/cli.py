@@ -1,0 +1,121 @@
+"""``tf2torch parity SOURCE CONVERTED``: exit 0 when every output matches, 1 on a mismatch, 2 on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Any
+
+from migrate.errors import InputError, Tf2TorchError
+
+
+def _tolerance(text: str) -> tuple[str, str]:
+    """``1e-4`` (every output) or ``NAME=1e-4``; validated as numbers later, with the output names known."""
+    name, sep, value = text.rpartition("=")
+    return (name if sep else "*"), value
+
+
+def _span(text: str) -> tuple[float, float]:
+    low, sep, high = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        low_v, high_v = float(low), float(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH, got {text!r}") from None
+    if not low_v < high_v:
+        raise argparse.ArgumentTypeError(f"LOW must be below HIGH in {text!r}")
+    return low_v, high_v
+
+
+def _named_span(text: str) -> tuple[str, tuple[float, float]]:
+    name, sep, span = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=LOW:HIGH, got {text!r}")
+    return name, _span(span)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``parity`` on the ``tf2torch`` command's subparsers."""
+    p = subparsers.add_parser(
+        "parity", help="check that the converted model computes what the TensorFlow model computes",
+        description="Run the TensorFlow model (child process), model.pt2 (torch) and model.onnx (ONNX Runtime) "
+                    "on the same inputs and compare every output. An element passes when "
+                    "|actual - expected| <= atol + rtol*|expected|. Exit 0 pass, 1 mismatch, 2 error.")
+    p.add_argument("source", help="the TensorFlow model: SavedModel directory, .keras or .h5 file")
+    p.add_argument("converted", help="directory written by 'tf2torch convert'")
+    p.add_argument("--signature", help="signature to run (default: the one recorded in the manifest)")
+    tol = p.add_argument_group("tolerances")
+    tol.add_argument("--atol", action="append", type=_tolerance, default=[], metavar="[OUTPUT=]VALUE",
+                     help="absolute tolerance, for all outputs or one (repeatable; default 1e-5 for float32)")
+    tol.add_argument("--rtol", action="append", type=_tolerance, default=[], metavar="[OUTPUT=]VALUE",
+                     help="relative tolerance, for all outputs or one (repeatable; default 1e-4 for float32)")
+    gen = p.add_argument_group("inputs")
+    gen.add_argument("--seed", type=int, default=0, help="random seed for generated inputs (default: %(default)s)")
+    gen.add_argument("--iterations", type=int, default=1, help="number of random batches (default: %(default)s)")
+    gen.add_argument("--batch-size", type=int, default=2, help="size of the batch dimension (default: %(default)s)")
+    gen.add_argument("--dim-size", type=int, default=8,
+                     help="size for other dynamic dimensions, e.g. sequence length (default: %(default)s)")
+    gen.add_argument("--float-range", type=_span, metavar="LOW:HIGH",
+                     help="draw float inputs uniformly from [LOW, HIGH) instead of a standard normal")
+    gen.add_argument("--range", dest="ranges", action="append", type=_named_span, default=[],
+                     metavar="NAME=LOW:HIGH", help="value range [LOW, HIGH) for one input (repeatable); integer "
+                                                   "inputs that index an embedding get [0, rows) by default")
+    gen.add_argument("--inputs", metavar="FILE.npz", help="use these arrays (one per input name) instead")
+    gen.add_argument("--inputs-layout", choices=("tf", "torch"), default="tf",
+                     help="layout of the arrays in --inputs (default: %(default)s, e.g. NHWC images)")
+    p.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime (compare TF~torch only)")
+    p.add_argument("--per-layer", action="store_true",
+                   help="on a mismatch, name the first ONNX/torch node and TF op whose output differs")
+    p.add_argument("--format", choices=("text", "json", "junit"), default="text", help="report format")
+    p.add_argument("--output", metavar="FILE", help="write the report to FILE (atomically) instead of stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's log")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the check and print or write the report; 0 pass, 1 mismatch, 2 error (one line on stderr)."""
+    debug = bool(getattr(args, "debug", False))
+    try:
+        from checks.parity.api import compare
+        from checks.parity.report import write_atomic
+
+        report = compare(args.source, args.converted, signature=args.signature,
+                         atol=dict(args.atol) or None, rtol=dict(args.rtol) or None, seed=args.seed,
+                         iterations=args.iterations, batch_size=args.batch_size, dim_size=args.dim_size,
+                         float_range=args.float_range, ranges=dict(args.ranges), inputs=args.inputs,
+                         inputs_layout=args.inputs_layout, onnx=not args.no_onnx, per_layer=args.per_layer,
+                         debug=debug)
+        text = report.render(args.format)
+        if args.output:
+            write_atomic(args.output, text)
+        sys.stdout.write(report.to_text() if args.output else text)
+        return 0 if report.passed else 1
+    except Tf2TorchError as exc:
+        return _fail(str(exc), exc.exit_code, debug)
+    except OSError as exc:
+        return _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), InputError.exit_code, debug)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return _fail(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", 2, debug)
+
+
+def _fail(message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"tf2torch parity: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m checks.parity.cli``: the same command without the ``tf2torch`` front end."""
+    parser = argparse.ArgumentParser(prog="tf2torch")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["parity", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The parity report and its three renderings: a text table, JSON (DESIGN.md's keys) and JUnit XML."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from checks.parity.numeric import Stats
+
+FORMATS = ("text", "json", "junit")
+
+
+@dataclass
+class OutputResult:
+    """One output compared between one pair of witnesses (``actual~expected``, the left side is the reference)."""
+
+    name: str
+    pair: str
+    stats: Stats
+    atol: float
+    rtol: float
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.stats
+        return {"name": self.name, "pair": self.pair, "passed": s.passed, "max_abs_err": s.max_abs_err,
+                "max_rel_err": s.max_rel_err, "mean_abs_err": s.mean_abs_err, "mismatched": s.mismatched,
+                "total": s.total, "worst_index": s.worst_index, "message": s.message}
+
+
+@dataclass
+class Report:
+    """Everything a parity run found; ``str(report)`` is the table the CLI prints."""
+
+    atol: float
+    rtol: float
+    iterations: int
+    seed: int | None
+    pairs: list[str]
+    outputs: list[OutputResult] = field(default_factory=list)
+    first_divergence: dict[str, Any] | None = None
+    per_layer: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return all(o.stats.passed for o in self.outputs)
+
+    def failures(self) -> list[OutputResult]:
+        return [o for o in self.outputs if not o.stats.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "atol": self.atol, "rtol": self.rtol, "iterations": self.iterations,
+                "seed": self.seed, "pairs": list(self.pairs), "outputs": [o.to_dict() for o in self.outputs],
+                "first_divergence": self.first_divergence}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def to_text(self) -> str:
+        return format_text(self)
+
+    def to_junit(self) -> str:
+        return format_junit(self)
+
+    def render(self, fmt: str) -> str:
+        return {"text": self.to_text, "json": self.to_json, "junit": self.to_junit}[fmt]()
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def _num(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def format_text(report: Report) -> str:
+    """A fixed-width table, one row per output and pair, then the verdict and any localisation."""
+    header = ["output", "pair", "result", "max_abs", "max_rel", "mean_abs", "mismatched", "worst_index"]
+    rows = []
+    for o in report.outputs:
+        s = o.stats
+        rows.append([o.name, o.pair, "ok" if s.passed else "FAIL",
+                     _num(s.max_abs_err), _num(s.max_rel_err), _num(s.mean_abs_err),
+                     f"{s.mismatched}/{s.total} ({100 * s.share:.1f}%)",
+                     "-" if s.worst_index is None else "[" + ", ".join(map(str, s.worst_index)) + "]"])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    for o in report.outputs:
+        if o.stats.message:
+            lines.append(f"{o.name} ({o.pair}): {o.stats.message}")
+    verdict = "PASSED" if report.passed else f"FAILED ({len(report.failures())} of {len(report.outputs)} comparisons)"
+    lines.append(f"parity {verdict}: |actual - expected| <= atol + rtol*|expected| with atol={report.atol:g}, "
+                 f"rtol={report.rtol:g}; {report.iterations} batch(es), seed {report.seed}")
+    lines.extend(_divergence_lines(report))
+    return "\n".join(lines) + "\n"
+
+
+def _divergence_lines(report: Report) -> list[str]:
+    if not report.per_layer or report.passed:
+        return []
+    d = report.first_divergence
+    if d is None:
+        onnx_ok = all(o.stats.passed for o in report.outputs if o.pair == "onnx~torch")
+        if onnx_ok:
+            return ["per-layer: ONNX Runtime and torch agree node by node, so the difference arose in the "
+                    "TensorFlow -> ONNX export (tf2onnx), not on the torch side"]
+        return ["per-layer: no single node's output differs beyond tolerance; the error accumulates gradually"]
+    return [f"first divergence: ONNX node {d['onnx_node']!r} ({d.get('onnx_op', '?')})",
+            f"  torch node: {d['torch_node']}",
+            f"  TensorFlow op: {d['tf_op']}",
+            f"  max abs err there: {_num(d['max_abs_err'])} (its inputs still agree: the error starts here)"]
+
+
+def format_junit(report: Report) -> str:
+    """JUnit XML: one testsuite, one testcase per output and pair; failures carry the numbers."""
+    from xml.etree import ElementTree as ET
+
+    failures = len(report.failures())
+    suite = ET.Element("testsuite", name="tf2torch.parity", tests=str(len(report.outputs)),
+                       failures=str(failures), errors="0", skipped="0")
+    for o in report.outputs:
+        case = ET.SubElement(suite, "testcase", classname=f"parity.{o.pair}", name=o.name)
+        s = o.stats
+        summary = (f"max_abs_err={_num(s.max_abs_err)} max_rel_err={_num(s.max_rel_err)} "
+                   f"mean_abs_err={_num(s.mean_abs_err)} mismatched={s.mismatched}/{s.total} "
+                   f"worst_index={s.worst_index} atol={o.atol:g} rtol={o.rtol:g}")
+        if not s.passed:
+            failure = ET.SubElement(case, "failure", message=s.message or f"{s.mismatched} of {s.total} elements "
+                                                                           "over tolerance", type="ParityMismatch")
+            failure.text = summary + ("\n" + "\n".join(_divergence_lines(report)) if report.per_layer else "")
+        else:
+            ET.SubElement(case, "system-out").text = summary
+    root = ET.Element("testsuites", name="tf2torch parity", tests=str(len(report.outputs)), failures=str(failures))
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write through a temporary sibling and rename, so a reader never sees half a report."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

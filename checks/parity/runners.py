@@ -1,0 +1,129 @@
+"""Run the three witnesses on the same inputs: TensorFlow (child process), torch (model.pt2), ONNX Runtime.
+
+Inputs arrive in the TF layout; torch and ONNX Runtime get them transposed to the torch layout.
+Every runner returns one ``{output name: numpy array}`` per batch, TF's in the TF layout.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from checks.parity.specs import Manifest
+from migrate.errors import ConversionError, InputError
+
+
+def run_tf(source: str | Path, manifest: Manifest, batches: list[dict[str, Any]], *, signature: str | None = None,
+           debug: bool = False) -> list[dict[str, Any]]:
+    """Reference outputs from the TensorFlow worker's ``predict`` (TensorFlow never enters this process)."""
+    import numpy as np
+
+    from migrate.worker_client import run_worker
+
+    with tempfile.TemporaryDirectory(prefix="tf2torch-parity-") as tmp:
+        ins, outs = [], []
+        for i, batch in enumerate(batches):
+            ins.append(str(Path(tmp, f"in{i}.npz")))
+            outs.append(str(Path(tmp, f"out{i}.npz")))
+            np.savez(ins[-1], **{spec.tf_name: batch[spec.name] for spec in manifest.inputs})
+        run_worker("predict", {"source": str(source), "signature": signature or manifest.signature,
+                               "inputs": ins, "outputs": outs}, debug=debug)
+        results = []
+        for path in outs:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+            missing = [s.tf_name for s in manifest.outputs if s.tf_name not in arrays]
+            if missing:
+                raise InputError(f"TensorFlow's signature has no output(s) {', '.join(missing)} (it has: "
+                                 f"{', '.join(sorted(arrays))}); SOURCE and CONVERTED do not match, re-run convert")
+            results.append({s.name: arrays[s.tf_name] for s in manifest.outputs})
+    return results
+
+
+def _torch_inputs(manifest: Manifest, batch: dict[str, Any]) -> list[Any]:
+    import torch
+
+    return [torch.from_numpy(spec.to_torch_layout(batch[spec.name]).copy()) for spec in manifest.inputs]
+
+
+def load_program(manifest: Manifest) -> Any:
+    """``model.pt2`` as a runnable module (``torch.export.load(...).module()``)."""
+    import torch
+
+    if not manifest.pt2.is_file():
+        raise InputError(f"{manifest.directory}: no model.pt2; pass a directory written by 'tf2torch convert'")
+    try:
+        return torch.export.load(str(manifest.pt2))
+    except Exception as exc:
+        raise InputError(f"{manifest.pt2}: cannot load the exported program ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); re-run 'tf2torch convert'") from exc
+
+
+def name_outputs(manifest: Manifest, result: Any) -> dict[str, Any]:
+    """Map torch's return value (tensor, sequence or dict) onto the manifest's output names."""
+    if isinstance(result, dict):
+        return {s.name: result[s.name if s.name in result else s.tf_name] for s in manifest.outputs}
+    values = list(result) if isinstance(result, (list, tuple)) else [result]
+    if len(values) != len(manifest.outputs):
+        raise InputError(f"{manifest.pt2}: returns {len(values)} output(s) but the manifest lists "
+                         f"{len(manifest.outputs)}; re-run 'tf2torch convert'")
+    return {s.name: v for s, v in zip(manifest.outputs, values)}
+
+
+def run_torch(manifest: Manifest, batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Outputs of ``model.pt2`` (torch layout)."""
+    import torch
+
+    module = load_program(manifest).module()
+    results = []
+    with torch.no_grad():
+        for batch in batches:
+            try:
+                out = module(*_torch_inputs(manifest, batch))
+            except Exception as exc:
+                raise ConversionError(f"{manifest.pt2} failed on inputs TensorFlow accepted ({type(exc).__name__}: "
+                                 f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''})") from exc
+            results.append({k: v.detach().cpu().numpy() for k, v in name_outputs(manifest, out).items()})
+    return results
+
+
+def onnx_session(path: Path, model: Any = None) -> Any:
+    """An ONNX Runtime CPU session with graph optimisations off, so values are the graph's own."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    source = model.SerializeToString() if model is not None else str(path)
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise InputError(f"{path}: ONNX Runtime cannot load it ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); re-run 'tf2torch convert' "
+                         "or pass --no-onnx") from exc
+
+
+def onnx_feeds(manifest: Manifest, batch: dict[str, Any]) -> dict[str, Any]:
+    return {spec.name: spec.to_torch_layout(batch[spec.name]) for spec in manifest.inputs}
+
+
+def run_onnx(manifest: Manifest, batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Outputs of ``model.onnx`` under ONNX Runtime (same layout as model.pt2)."""
+    if not manifest.onnx.is_file():
+        raise InputError(f"{manifest.directory}: no model.onnx; re-run 'tf2torch convert' or pass --no-onnx")
+    session = onnx_session(manifest.onnx)
+    names = [o.name for o in session.get_outputs()]
+    wanted = [s.name for s in manifest.outputs]
+    if not set(wanted) <= set(names):
+        raise InputError(f"{manifest.onnx}: outputs {names} do not match the manifest's {wanted}; "
+                         "re-run 'tf2torch convert'")
+    results = []
+    for batch in batches:
+        try:
+            values = session.run(wanted, onnx_feeds(manifest, batch))
+        except Exception as exc:
+            raise ConversionError(f"{manifest.onnx} failed under ONNX Runtime on inputs TensorFlow accepted ({type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''})") from exc
+        results.append(dict(zip(wanted, values)))
+    return results
