@@ -41,17 +41,13 @@ def _hush(debug: bool) -> Iterator[None]:
     if debug:
         yield
         return
-    loggers = [logging.getLogger(n) for n in ("torch", "onnx2torch", "torch._export", "torch.export")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
+    logging.disable(logging.WARNING)  # torch sets levels on its own child loggers; this silences them all
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _version(dist: str) -> str | None:
