@@ -1,0 +1,36 @@
+"""pytest plugin (entry point ``pytest11``): the ``tf2torch_parity`` fixture for a three-line CI test.
+
+    def test_converted_model_matches(tf2torch_parity):
+        tf2torch_parity("model/saved_model", "converted/", atol=1e-4)
+
+On a mismatch the test fails with the parity table (and the per-layer localisation if asked for);
+bad inputs fail it with the one-line error. Importing this module loads neither torch nor TensorFlow,
+since pytest imports every installed plugin on every run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+
+def assert_parity(source: str | Path, converted: str | Path, **options: Any) -> Any:
+    """Run :func:`checks.parity.compare` and fail the current test with the report's table on a mismatch."""
+    from checks.parity.api import compare
+    from migrate.errors import Tf2TorchError
+
+    try:
+        report = compare(source, converted, **options)
+    except Tf2TorchError as exc:
+        pytest.fail(f"tf2torch parity could not run: {exc}", pytrace=False)
+    if not report.passed:
+        pytest.fail(f"tf2torch parity: {source} vs {converted}\n{report.to_text()}", pytrace=False)
+    return report
+
+
+@pytest.fixture
+def tf2torch_parity() -> Callable[..., Any]:
+    """``tf2torch_parity(source, converted, **options) -> Report``; fails the test unless parity holds."""
+    return assert_parity
