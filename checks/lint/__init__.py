@@ -1,0 +1,28 @@
+"""``tf2torch lint``: find silent TF/Keras-to-PyTorch porting bugs in training code.
+
+Python API::
+
+    from checks.lint import lint_paths, lint_source
+    findings = lint_paths(["src/"], select=["TTL1", "TTL201"])
+    for f in findings:
+        print(f.filename, f.row, f.code, f.message)
+
+``check()`` returns a full report (findings, errors, fixes applied). The linter parses
+with libcst and never imports or runs the code it reads.
+"""
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("tf2torch")
+except PackageNotFoundError:  # running from a source checkout
+    __version__ = "0.0.0+local"
+
+from .engine import lint_source  # noqa: E402
+from .finding import Edit, Finding, Fix  # noqa: E402
+from .registry import all_rules  # noqa: E402
+from .runner import LintError, Report, check, lint_paths  # noqa: E402
+
+__all__ = ["Edit", "Finding", "Fix", "LintError", "Report", "all_rules", "check", "lint_paths", "lint_source",
+           "__version__"]

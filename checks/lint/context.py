@@ -1,0 +1,510 @@
+"""What a rule sees of one file: the libcst tree, indexes over it, and a little dataflow.
+
+One pass over the tree records parents, a pre/post numbering (so "A contains B" and
+"A comes before B" are integer comparisons) and the nodes of each type. Name bindings
+are collected per scope so rules can follow a value back through assignments in
+source order. Everything is syntactic: the linted code is never imported or run.
+"""
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence, TypeVar, Union
+
+import libcst as cst
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+
+from .finding import Edit, Finding, Fix
+from .lines import split_lines
+
+N = TypeVar("N", bound=cst.CSTNode)
+ScopeNode = Union[cst.Module, cst.FunctionDef, cst.ClassDef]
+SCOPES = (cst.Module, cst.FunctionDef, cst.ClassDef)
+
+# Names that almost always mean these modules even when a snippet forgets the import.
+CONVENTIONS = {
+    "torch": "torch",
+    "nn": "torch.nn",
+    "F": "torch.nn.functional",
+    "optim": "torch.optim",
+    "np": "numpy",
+    "tf": "tensorflow",
+    "cv2": "cv2",
+}
+
+
+def dotted(expr: cst.CSTNode | None) -> str | None:
+    """``a.b.c`` for a chain of names, else None."""
+    parts: list[str] = []
+    while isinstance(expr, cst.Attribute):
+        parts.append(expr.attr.value)
+        expr = expr.value
+    if isinstance(expr, cst.Name):
+        parts.append(expr.value)
+        return ".".join(reversed(parts))
+    return None
+
+
+def number(expr: cst.CSTNode | None) -> float | None:
+    """The value of an int/float literal (with optional minus sign), else None."""
+    sign = 1
+    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Minus):
+        sign, expr = -1, expr.expression
+    if isinstance(expr, (cst.Integer, cst.Float)):
+        try:
+            return sign * float(expr.evaluated_value)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def string(expr: cst.CSTNode | None) -> str | None:
+    if isinstance(expr, cst.SimpleString):
+        value = expr.evaluated_value
+        return value if isinstance(value, str) else None
+    return None
+
+
+def arg(call: cst.Call, index: int | None, keyword: str | None = None) -> cst.BaseExpression | None:
+    """The argument given by keyword or at a positional index (stops at ``*args``)."""
+    if keyword is not None:
+        for a in call.args:
+            if a.keyword is not None and a.keyword.value == keyword:
+                return a.value
+    if index is not None:
+        position = 0
+        for a in call.args:
+            if a.keyword is not None or a.star:
+                if a.star:
+                    return None
+                continue
+            if position == index:
+                return a.value
+            position += 1
+    return None
+
+
+def has_arg(call: cst.Call, index: int | None, keyword: str) -> bool:
+    """Whether an argument is given, or might be (``*args``/``**kwargs``)."""
+    if any(a.star for a in call.args):
+        return True
+    return arg(call, index, keyword) is not None
+
+
+def positional_count(call: cst.Call) -> int:
+    return sum(1 for a in call.args if a.keyword is None and not a.star)
+
+
+def method_name(call: cst.Call) -> str | None:
+    return call.func.attr.value if isinstance(call.func, cst.Attribute) else None
+
+
+def receiver(call: cst.Call) -> cst.BaseExpression | None:
+    return call.func.value if isinstance(call.func, cst.Attribute) else None
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A name bound in a scope. ``value`` is None when we do not model what it holds."""
+
+    name: str
+    value: cst.CSTNode | None
+    time: int
+    index: int | None = None  # element of a tuple unpacking
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """A value reached through ``a, b = value``: element ``index`` of it."""
+
+    value: cst.CSTNode
+    index: int
+
+
+@dataclass(frozen=True)
+class Hit:
+    """What a trace found: a tag and the node where the tagged value was made."""
+
+    tag: str
+    origin: cst.CSTNode
+
+
+Step = Callable[[object], Union[Hit, cst.CSTNode, None]]
+
+
+class _Indexer(cst.CSTVisitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[cst.CSTNode] = []
+        self.parent: dict[int, cst.CSTNode] = {}
+        self.pre: dict[int, int] = {}
+        self.post: dict[int, int] = {}
+        self.by_type: dict[type, list[cst.CSTNode]] = defaultdict(list)
+        self.counter = 0
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        key = id(node)
+        if self.stack:
+            self.parent[key] = self.stack[-1]
+        self.pre[key] = self.counter
+        self.counter += 1
+        self.by_type[type(node)].append(node)
+        self.stack.append(node)
+        return True
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        self.stack.pop()
+        self.post[id(original_node)] = self.counter
+        self.counter += 1
+
+
+class FileContext:
+    """One parsed file plus lazily built facts about it, shared by all rules."""
+
+    def __init__(self, module: cst.Module, source: str, filename: str) -> None:
+        self.module = module
+        self.source = source
+        self.filename = filename
+        index = _Indexer()
+        module.visit(index)
+        self._parent = index.parent
+        self._pre = index.pre
+        self._post = index.post
+        self._by_type = index.by_type
+        self._positions: dict[cst.CSTNode, CodeRange] | None = None
+        self._memo: dict[str, object] = {}
+        self.imports = self._collect_imports()
+        self.classes: dict[str, cst.ClassDef] = {c.name.value: c for c in self.nodes(cst.ClassDef)}
+        self._bindings = self._collect_bindings()
+        self._bound_names = {name for _, name in self._bindings}
+
+    # --- structure -------------------------------------------------------------------------
+    def nodes(self, kind: type[N]) -> list[N]:
+        """All nodes of one type, in source order."""
+        return self._by_type.get(kind, [])  # type: ignore[return-value]
+
+    def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        return self._parent.get(id(node))
+
+    def ancestors(self, node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+        current = self._parent.get(id(node))
+        while current is not None:
+            yield current
+            current = self._parent.get(id(current))
+
+    def pre(self, node: cst.CSTNode) -> int:
+        return self._pre[id(node)]
+
+    def post(self, node: cst.CSTNode) -> int:
+        return self._post[id(node)]
+
+    def contains(self, outer: cst.CSTNode, inner: cst.CSTNode) -> bool:
+        return self._pre[id(outer)] <= self._pre[id(inner)] < self._post[id(outer)]
+
+    def scope(self, node: cst.CSTNode) -> ScopeNode:
+        """The nearest enclosing function, class or module (not the node itself)."""
+        for a in self.ancestors(node):
+            if isinstance(a, SCOPES):
+                return a  # type: ignore[return-value]
+        return self.module
+
+    def function(self, node: cst.CSTNode) -> cst.FunctionDef | None:
+        scope = self.scope(node)
+        return scope if isinstance(scope, cst.FunctionDef) else None
+
+    def enclosing_class(self, node: cst.CSTNode) -> cst.ClassDef | None:
+        for a in self.ancestors(node):
+            if isinstance(a, cst.ClassDef):
+                return a
+        return None
+
+    def inside(self, node: cst.CSTNode, kind: type[N], same_scope: bool = True) -> list[N]:
+        """Nodes of ``kind`` within ``node``; by default not those in nested functions/classes."""
+        start, end = self._pre[id(node)], self._post[id(node)]
+        home = node if isinstance(node, SCOPES) else self.scope(node)
+        candidates = self.nodes(kind)
+        pres = self._pre
+        lo = bisect.bisect_right(candidates, start, key=lambda n: pres[id(n)])
+        hi = bisect.bisect_left(candidates, end, key=lambda n: pres[id(n)])
+        return [n for n in candidates[lo:hi] if not same_scope or self.scope(n) is home]
+
+    def statement(self, node: cst.CSTNode) -> cst.CSTNode:
+        """The small statement (or compound statement header) that holds ``node``."""
+        current = node
+        for a in self.ancestors(node):
+            if isinstance(a, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+                return current if isinstance(a, cst.SimpleStatementLine) else a
+            current = a
+        return current
+
+    def code(self, node: cst.CSTNode) -> str:
+        return self.module.code_for_node(node)
+
+    # --- names -----------------------------------------------------------------------------
+    def _collect_imports(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for imp in self.nodes(cst.Import):
+            for alias in imp.names:
+                full = dotted(alias.name)
+                if full is None:
+                    continue
+                if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                    found[alias.asname.name.value] = full
+                else:
+                    head = full.split(".")[0]
+                    found[head] = head
+        for imp in self.nodes(cst.ImportFrom):
+            if imp.relative or isinstance(imp.names, cst.ImportStar):
+                continue
+            base = dotted(imp.module)
+            if base is None:
+                continue
+            for alias in imp.names:
+                name = dotted(alias.name)
+                if name is None:
+                    continue
+                local = name
+                if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                    local = alias.asname.name.value
+                found[local] = f"{base}.{name}"
+        return found
+
+    def imports_any(self, *roots: str) -> bool:
+        """Whether the file imports a module under any of these top-level packages."""
+        return any(full.split(".")[0] in roots for full in self.imports.values())
+
+    def qualname(self, expr: cst.CSTNode | None) -> str | None:
+        """The dotted name with import aliases resolved: ``F.softmax`` -> ``torch.nn.functional.softmax``."""
+        name = dotted(expr)
+        if name is None:
+            return None
+        head, _, rest = name.partition(".")
+        base = self.imports.get(head)
+        if base is None and head in CONVENTIONS and not self._bound_locally(head):
+            base = CONVENTIONS[head]
+        if base is None:
+            return name
+        return f"{base}.{rest}" if rest else base
+
+    def callee(self, call: cst.Call) -> str | None:
+        return self.qualname(call.func)
+
+    def _bound_locally(self, name: str) -> bool:
+        return name in self._bound_names
+
+    # --- bindings --------------------------------------------------------------------------
+    def _collect_bindings(self) -> dict[tuple[int, str], list[Binding]]:
+        table: dict[tuple[int, str], list[Binding]] = defaultdict(list)
+
+        def add(target: cst.CSTNode, value: cst.CSTNode | None, time: int, index: int | None = None,
+                scope: cst.CSTNode | None = None) -> None:
+            if isinstance(target, (cst.Tuple, cst.List)):
+                for i, element in enumerate(target.elements):
+                    inner = element.value
+                    if isinstance(element, cst.StarredElement):
+                        add(inner, None, time, None, scope)
+                    else:
+                        add(inner, value, time, i if value is not None else None, scope)
+                return
+            name = dotted(target)
+            if name is None:
+                return
+            home = scope if scope is not None else self.scope(target)
+            if name.startswith("self."):
+                home = self.enclosing_class(target) or home
+            table[(id(home), name)].append(Binding(name, value, time, index))
+
+        for node in self.nodes(cst.Assign):
+            for t in node.targets:
+                add(t.target, node.value, self.post(node))
+        for node in self.nodes(cst.AnnAssign):
+            if node.value is not None:
+                add(node.target, node.value, self.post(node))
+        for node in self.nodes(cst.AugAssign):
+            add(node.target, node, self.post(node))
+        for node in self.nodes(cst.NamedExpr):
+            add(node.target, node.value, self.post(node))
+        for node in self.nodes(cst.For):
+            add(node.target, None, self.post(node.target))
+        for node in self.nodes(cst.CompFor):
+            add(node.target, None, self.post(node.target))
+        for node in self.nodes(cst.WithItem):
+            if node.asname is not None:
+                add(node.asname.name, node.item, self.post(node.asname))
+        for node in self.nodes(cst.ExceptHandler):
+            if node.name is not None:
+                add(node.name.name, None, self.post(node.name))
+        for node in self.nodes(cst.Del):
+            add(node.target, None, self.post(node))
+        for node in self.nodes(cst.Param):
+            add(node.name, None, self.post(node), scope=self.scope(node))
+        for node in self.nodes(cst.FunctionDef) + self.nodes(cst.ClassDef):  # type: ignore[operator]
+            add(node.name, None, self.post(node))
+        for key in table:
+            table[key].sort(key=lambda b: b.time)
+        return table
+
+    def bindings(self, name: str, at: cst.CSTNode) -> list[Binding]:
+        """The bindings that may give ``name`` its value where ``at`` is.
+
+        In a function: the last binding before ``at`` in source order (none if the name is
+        only bound later, e.g. by a later loop iteration); names the function never binds
+        come from enclosing functions or the module, all of whose bindings count. ``self.x``
+        means every binding of it in the class.
+        """
+        if name.startswith("self."):
+            cls = self.enclosing_class(at)
+            return list(self._bindings.get((id(cls), name), [])) if cls is not None else []
+        when = self._pre[id(at)]
+        scope = self.scope(at)
+        while True:
+            found = self._bindings.get((id(scope), name))
+            if found:
+                if isinstance(scope, cst.Module) and scope is not self.scope(at):
+                    return list(found)
+                before = [b for b in found if b.time < when]
+                return before[-1:]
+            if isinstance(scope, cst.Module):
+                return []
+            scope = self.scope(scope)
+            while isinstance(scope, cst.ClassDef):
+                scope = self.scope(scope)
+
+    def binds(self, scope: cst.CSTNode, name: str) -> bool:
+        """Whether ``scope`` itself binds ``name`` (a local or parameter, not a global)."""
+        return (id(scope), name) in self._bindings
+
+    def class_bindings(self, cls: cst.ClassDef, attr: str) -> list[Binding]:
+        return list(self._bindings.get((id(cls), f"self.{attr}"), []))
+
+    def loads(self, name: str, scope: cst.CSTNode) -> list[cst.Name]:
+        """Uses of a plain name anywhere inside ``scope`` that are not assignment targets."""
+        targets = set()
+        for kind in (cst.AssignTarget, cst.AnnAssign, cst.AugAssign, cst.For, cst.CompFor):
+            for node in self.inside(scope, kind, same_scope=False):  # type: ignore[arg-type]
+                target = getattr(node, "target", None)
+                if target is not None:
+                    targets.update(id(n) for n in [target] if isinstance(n, cst.Name))
+        return [n for n in self.inside(scope, cst.Name, same_scope=False)
+                if n.value == name and id(n) not in targets]
+
+    # --- dataflow --------------------------------------------------------------------------
+    def trace(self, expr: object, step: Step, depth: int = 0) -> Hit | None:
+        """Follow a value back to where it was made.
+
+        ``step`` looks at one expression and returns a Hit (found), another node to follow
+        (e.g. the receiver of ``.float()``), or None (unknown: stop). Names it returns None
+        for are followed through their bindings; all candidate bindings must agree.
+        """
+        if depth > 25 or expr is None:
+            return None
+        result = step(expr)
+        if isinstance(result, Hit):
+            return result
+        if result is not None:
+            return self.trace(result, step, depth + 1)
+        if not isinstance(expr, (cst.Name, cst.Attribute)):
+            return None
+        name = dotted(expr)
+        if name is None:
+            return None
+        candidates = self.bindings(name, expr)
+        if not candidates:
+            return None
+        hits = []
+        for b in candidates:
+            if b.value is None:
+                return None
+            value = Unpacked(b.value, b.index) if b.index is not None else b.value
+            hit = self.trace(value, step, depth + 1)
+            if hit is None:
+                return None
+            hits.append(hit)
+        if len({h.tag for h in hits}) != 1:
+            return None
+        return hits[-1]
+
+    def constructor(self, expr: cst.CSTNode | None, depth: int = 0) -> cst.Call | None:
+        """The call that built the object ``expr`` refers to, through names, ``self.x``,
+        attributes of local classes and chains like ``Net().to(device).eval()``."""
+        if expr is None or depth > 12:
+            return None
+        if isinstance(expr, cst.Call):
+            if method_name(expr) in OBJECT_CHAIN:
+                return self.constructor(receiver(expr), depth + 1)
+            return expr
+        if isinstance(expr, (cst.Name, cst.Attribute)):
+            name = dotted(expr)
+            found = self.bindings(name, expr) if name else []
+            if found:
+                return self._single_constructor(found, depth)
+            if isinstance(expr, cst.Attribute):
+                owner = self.constructor(expr.value, depth + 1)
+                cls = self.classes.get(self.callee(owner) or "") if owner is not None else None
+                if cls is not None:
+                    return self._single_constructor(self.class_bindings(cls, expr.attr.value), depth)
+        return None
+
+    def _single_constructor(self, found: Sequence[Binding], depth: int) -> cst.Call | None:
+        calls = []
+        for b in found:
+            if b.value is None or b.index is not None:
+                return None
+            call = self.constructor(b.value, depth + 1)  # type: ignore[arg-type]
+            if call is None:
+                return None
+            calls.append(call)
+        if not calls or len({self.callee(c) for c in calls}) != 1:
+            return None
+        return calls[-1]
+
+    def kind(self, expr: cst.CSTNode | None) -> str | None:
+        """The qualified name of what built ``expr`` (``torch.nn.CrossEntropyLoss``, ``Net``)."""
+        call = self.constructor(expr)
+        return self.callee(call) if call is not None else None
+
+    def memo(self, key: str, compute: Callable[[], object]) -> object:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    # --- reporting -------------------------------------------------------------------------
+    def position(self, node: cst.CSTNode) -> CodeRange:
+        if self._positions is None:
+            wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+            self._positions = dict(wrapper.resolve(PositionProvider))
+        return self._positions[node]
+
+    def report(self, code: str, node: cst.CSTNode, message: str, fix: Fix | None = None) -> Finding:
+        r = self.position(node)
+        return Finding(code, message, self.filename, r.start.line, r.start.column + 1,
+                       r.end.line, r.end.column + 1, fix)
+
+    def line(self, node: cst.CSTNode) -> int:
+        return self.position(node).start.line
+
+    def replace(self, node: cst.CSTNode, content: str) -> Edit:
+        r = self.position(node)
+        return Edit(content, r.start.line, r.start.column + 1, r.end.line, r.end.column + 1)
+
+    def insert_before(self, stmt: cst.CSTNode, text: str) -> Edit | None:
+        """Insert ``text`` as a new statement line above ``stmt``, with the same indentation.
+
+        None when ``stmt`` does not start its own line (``a; b`` or ``for x in y: b``).
+        """
+        r = self.position(stmt)
+        line = split_lines(self.source)[r.start.line - 1]
+        indent = line[: r.start.column]
+        if indent.strip():
+            return None
+        newline = "\r\n" if line.endswith("\r\n") else "\n"
+        return Edit(f"{text}{newline}{indent}", r.start.line, r.start.column + 1,
+                    r.start.line, r.start.column + 1)
+
+
+# Methods that return the object itself (modules) and so keep what it is.
+OBJECT_CHAIN = frozenset({
+    "to", "cuda", "cpu", "eval", "train", "float", "double", "half", "bfloat16",
+    "requires_grad_", "share_memory",
+})

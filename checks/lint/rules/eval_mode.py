@@ -1,0 +1,212 @@
+"""Inference without ``model.eval()``.
+
+Keras picks inference behaviour per call (``model(x, training=False)``, ``predict``);
+torch keeps a mode flag on the module. ``torch.no_grad()`` only turns off gradients, so
+a ported predict function without ``eval()`` still applies dropout and updates
+batch-norm statistics, and its outputs change from run to run.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+import libcst as cst
+
+from ..context import OBJECT_CHAIN, FileContext, arg, dotted, method_name, number, receiver
+from ..finding import Finding
+from ..registry import rule
+from .training_loop import backward_calls
+
+_NO_GRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.inference_mode",
+            "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"}
+_MODEL_NAME = re.compile(r"^(model|net|network|module|classifier|encoder|decoder|backbone)$|_(model|net)$|^(model|net)_",
+                         re.IGNORECASE)
+# Layers whose forward differs between train() and eval().
+_MODE_LAYERS = re.compile(r"Dropout|BatchNorm|Transformer")
+_DROPOUT_OPTIONAL = re.compile(r"^(RNN|LSTM|GRU|MultiheadAttention)$")
+
+
+def _is_no_grad(ctx: FileContext, expr: cst.CSTNode) -> bool:
+    if isinstance(expr, cst.Call):
+        qual = ctx.callee(expr)
+        if qual in _NO_GRAD:
+            return True
+        if qual == "torch.set_grad_enabled":
+            flag = arg(expr, 0, "mode")
+            return isinstance(flag, cst.Name) and flag.value == "False"
+        return False
+    return ctx.qualname(expr) in _NO_GRAD  # bare decorator: @torch.no_grad
+
+
+def _regions(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
+    """Parts of ``scope`` that run without gradients."""
+    if isinstance(scope, cst.FunctionDef) and any(_is_no_grad(ctx, d.decorator) for d in scope.decorators):
+        return [scope.body]
+    return [w.body for w in ctx.inside(scope, cst.With) if any(_is_no_grad(ctx, i.item) for i in w.items)]
+
+
+def _eval_targets(ctx: FileContext, within: cst.CSTNode) -> set[str]:
+    """Names put in eval mode inside ``within``: ``m.eval()``, ``m.train(False)``, ``m = Net().eval()``."""
+    names = set()
+    for call in ctx.inside(within, cst.Call, same_scope=False):
+        name = method_name(call)
+        if name == "train":
+            flag = arg(call, 0, "mode")
+            if flag is None or (isinstance(flag, cst.Name) and flag.value == "True"):
+                continue
+        elif name != "eval":
+            continue
+        base = receiver(call)
+        while isinstance(base, cst.Call) and method_name(base) in OBJECT_CHAIN:
+            base = receiver(base)
+        if dotted(base) is not None:
+            names.add(dotted(base))
+            continue
+        for a in ctx.ancestors(call):
+            if isinstance(a, cst.Assign):
+                names.update(dotted(t.target) for t in a.targets if dotted(t.target))
+                break
+            if isinstance(a, cst.BaseStatement):
+                break
+    return names  # type: ignore[return-value]
+
+
+def _mode_dependent(ctx: FileContext, cls: cst.ClassDef, seen: set[int]) -> bool:
+    """Whether a model class defined here could behave differently in eval mode.
+
+    Unknown submodules and base classes count as mode-dependent: this only serves to
+    stay silent on models made solely of layers that ignore the mode.
+    """
+    if id(cls) in seen:
+        return False
+    seen.add(id(cls))
+    for base in cls.bases:
+        qual = ctx.qualname(base.value) or ""
+        if qual in ctx.classes:
+            if _mode_dependent(ctx, ctx.classes[qual], seen):
+                return True
+        elif qual not in ("torch.nn.Module", "torch.nn.modules.module.Module"):
+            return True
+    for node in ctx.inside(cls, cst.Attribute, same_scope=False):
+        if node.attr.value == "training":
+            return True
+    for call in ctx.inside(cls, cst.Call, same_scope=False):
+        qual = ctx.callee(call) or ""
+        short = qual.rsplit(".", 1)[-1]
+        if qual.startswith("torch.nn.functional."):
+            if "dropout" in short:
+                return True
+        elif qual.startswith("torch.nn."):
+            if _MODE_LAYERS.search(short):
+                return True
+            if _DROPOUT_OPTIONAL.match(short) and (number(arg(call, None, "dropout")) or 0) != 0:
+                return True
+        elif qual in ctx.classes:
+            if _mode_dependent(ctx, ctx.classes[qual], seen):
+                return True
+        elif isinstance(ctx.parent(call), cst.Assign) and not qual.startswith("torch."):
+            return True  # self.block = SomethingElse(...)
+    return False
+
+
+def _is_model(ctx: FileContext, expr: cst.BaseExpression, loaded: set[str]) -> bool:
+    name = dotted(expr)
+    if name is None or name == "self":
+        return False
+    built = ctx.constructor(expr)
+    if built is not None:
+        qual = ctx.callee(built) or ""
+        if qual in ctx.classes:
+            return _mode_dependent(ctx, ctx.classes[qual], set())
+        if qual == "torch.nn.Sequential":
+            return any(_MODE_LAYERS.search(ctx.callee(c) or "") for c in ctx.inside(built, cst.Call, False))
+        return qual.startswith(("torchvision.models.", "timm.create_model")) or (
+            name in loaded and "from_pretrained" not in qual and "load" not in qual)
+    return name in loaded or bool(_MODEL_NAME.search(name.rsplit(".", 1)[-1]))
+
+
+def _loaded_names(ctx: FileContext) -> set[str]:
+    return {dotted(receiver(c)) for c in ctx.nodes(cst.Call)  # type: ignore[misc]
+            if method_name(c) == "load_state_dict" and dotted(receiver(c))}
+
+
+def _parameters(func: cst.FunctionDef) -> list[str]:
+    return [p.name.value for p in (*func.params.posonly_params, *func.params.params)]
+
+
+def _put_in_eval(ctx: FileContext, scope: cst.CSTNode, name: str, depth: int = 0) -> bool:
+    """Whether the file puts ``name`` (as seen from ``scope``) in eval mode where it counts:
+    the class for ``self.x``, the function for locals, a caller for parameters, anywhere
+    for globals."""
+    if name.startswith("self."):
+        cls = scope if isinstance(scope, cst.ClassDef) else ctx.enclosing_class(scope)
+        return name in _eval_targets(ctx, cls or ctx.module)
+    if name in _eval_targets(ctx, scope):
+        return True
+    if not isinstance(scope, cst.FunctionDef):
+        return False
+    head = name.split(".")[0]
+    params = _parameters(scope)
+    if head in params:
+        return depth < 3 and _callers_put_in_eval(ctx, scope, params.index(head), head, name, depth)
+    if ctx.binds(scope, head):
+        return False
+    return name in _eval_targets(ctx, ctx.module)
+
+
+def _callers_put_in_eval(ctx: FileContext, func: cst.FunctionDef, index: int, param: str, name: str,
+                         depth: int) -> bool:
+    method = ctx.enclosing_class(func) is not None
+    for call in ctx.nodes(cst.Call):
+        callee = dotted(call.func) or ""
+        if callee.rsplit(".", 1)[-1] != func.name.value:
+            continue
+        given = dotted(arg(call, index - 1 if method and "." in callee else index, param))
+        if given is not None and _put_in_eval(ctx, ctx.scope(call), given + name[len(param):], depth + 1):
+            return True
+    return False
+
+
+@rule("TTL501", "inference-without-eval",
+      "A model runs under no_grad/inference_mode (or right after load_state_dict) without .eval().",
+      triggers=("no_grad", "inference_mode", "load_state_dict", "set_grad_enabled"))
+def inference_without_eval(ctx: FileContext) -> Iterator[Finding]:
+    loaded = _loaded_names(ctx)
+    for scope in [ctx.module, *ctx.nodes(cst.FunctionDef)]:
+        regions = _regions(ctx, scope)
+        calls = ctx.inside(scope, cst.Call)
+        training = bool(backward_calls(ctx, scope))
+        reported: set[str] = set()
+        for call in calls:
+            name = dotted(call.func)
+            if name is None or name in reported:
+                continue
+            quiet = any(ctx.contains(r, call) for r in regions)
+            after_load = not quiet and name in loaded and not training and _after_load(ctx, scope, call, name)
+            if not (quiet or after_load) or not _is_model(ctx, call.func, loaded):
+                continue
+            if training and not any(dotted(c.func) == name and not any(ctx.contains(r, c) for r in regions)
+                                    for c in calls):
+                continue  # a frozen teacher / target network in a training step
+            if _put_in_eval(ctx, scope, name):
+                continue
+            reported.add(name)
+            why = "under torch.no_grad()" if quiet else "right after load_state_dict()"
+            yield ctx.report(
+                "TTL501", call,
+                f"`{name}` runs {why} without {name}.eval(), so dropout and batch norm still act as in "
+                f"training; call {name}.eval() before inference",
+            )
+
+
+def _after_load(ctx: FileContext, scope: cst.CSTNode, call: cst.Call, name: str) -> bool:
+    """The scope loads weights into ``name`` before this call and never trains it."""
+    loads = [c for c in ctx.inside(scope, cst.Call) if method_name(c) == "load_state_dict"
+             and dotted(receiver(c)) == name and ctx.pre(c) < ctx.pre(call)]
+    if not loads:
+        return False
+    for c in ctx.inside(scope, cst.Call):
+        qual = ctx.callee(c) or ""
+        if qual.startswith("torch.optim.") or (method_name(c) == "train" and dotted(receiver(c)) == name):
+            return False
+    return True

@@ -1,0 +1,141 @@
+"""Keras conventions copied into torch layer arguments.
+
+Keras ``BatchNormalization(momentum=0.99)`` keeps 99% of the running statistics; torch's
+``momentum`` is the weight of the *new* batch (default 0.1), so the same number means the
+opposite. Keras normalisation layers default to ``epsilon=1e-3``, torch to ``eps=1e-5``.
+Keras ``padding="same"`` pads asymmetrically for strided layers; torch refuses it.
+"""
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Iterator
+
+import libcst as cst
+
+from ..context import FileContext, Hit, arg, has_arg, number, string
+from ..finding import Finding, Fix
+from ..registry import rule
+
+# class or function -> (positional index of momentum, positional index of eps)
+_MOMENTUM = {
+    **{f"torch.nn.{n}": (2, 1) for n in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm",
+                                          "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")},
+    **{f"torch.nn.{n}": (1, 0) for n in ("LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d")},
+    "torch.nn.functional.batch_norm": (6, 7),
+    "torch.nn.functional.instance_norm": (6, 7),
+}
+_EPS_LAYERS = {
+    **{f"torch.nn.{n}": 1 for n in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LayerNorm")},
+    **{f"torch.nn.{n}": 0 for n in ("LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d")},
+}
+# class or function -> (positional index of stride, positional index of padding)
+_CONV = {
+    **{f"torch.nn.Conv{d}d": (3, 4) for d in (1, 2, 3)},
+    **{f"torch.nn.LazyConv{d}d": (2, 3) for d in (1, 2, 3)},
+    **{f"torch.nn.functional.conv{d}d": (3, 4) for d in (1, 2, 3)},
+}
+_KERAS_WEIGHT_WORDS = re.compile(r"kernel|get_weights|model_weights|layer_names|weight_names|moving_mean")
+
+
+def _literal(ctx: FileContext, expr: cst.CSTNode | None) -> cst.CSTNode | None:
+    """The literal an argument comes from, directly or through a constant bound once."""
+    def step(node: object) -> Hit | None:
+        if number(node) is not None or string(node) is not None:  # type: ignore[arg-type]
+            return Hit("literal", node)  # type: ignore[arg-type]
+        if isinstance(node, (cst.Tuple, cst.List)):
+            return Hit("literal", node)
+        return None
+
+    hit = ctx.trace(expr, step) if expr is not None else None
+    return hit.origin if hit else None
+
+
+def _one_minus(text: str) -> str | None:
+    try:
+        value = Decimal(text.replace("_", ""))
+    except InvalidOperation:
+        return None
+    result = format((1 - value).normalize(), "f")
+    return result if "." in result or result == "0" else result + ".0"
+
+
+@rule("TTL301", "keras-batchnorm-momentum",
+      "BatchNorm momentum >= 0.5 looks like Keras' convention (torch momentum = 1 - Keras momentum).",
+      triggers=("momentum",), fixable=True)
+def keras_momentum(ctx: FileContext) -> Iterator[Finding]:
+    for call in ctx.nodes(cst.Call):
+        qual = ctx.callee(call)
+        if qual not in _MOMENTUM:
+            continue
+        given = arg(call, _MOMENTUM[qual][0], "momentum")
+        literal = _literal(ctx, given)
+        value = number(literal)
+        if value is None or not 0.5 <= value <= 1:
+            continue
+        torch_value = _one_minus(ctx.code(literal).lstrip("+"))  # type: ignore[arg-type]
+        fix = None
+        if literal is given and torch_value is not None and isinstance(literal, (cst.Float, cst.Integer)):
+            fix = Fix(f"Use momentum={torch_value}", (ctx.replace(literal, torch_value),))
+        yield ctx.report(
+            "TTL301", given,  # type: ignore[arg-type]
+            f"momentum={ctx.code(literal)} is Keras' convention; torch's momentum weights the new batch, "  # type: ignore[arg-type]
+            f"so use momentum={torch_value or '1 - keras_momentum'}",
+            fix,
+        )
+
+
+def ports_keras(ctx: FileContext) -> bool:
+    """The file works with Keras models or their weight files."""
+    def compute() -> bool:
+        if ctx.imports_any("tensorflow", "keras", "tf_keras"):
+            return True
+        h5 = ctx.imports_any("h5py") or any(
+            (string(s) or "").lower().endswith((".h5", ".hdf5", ".keras")) for s in ctx.nodes(cst.SimpleString))
+        return h5 and bool(_KERAS_WEIGHT_WORDS.search(ctx.source))
+    return bool(ctx.memo("ports_keras", compute))
+
+
+@rule("TTL302", "keras-norm-default-eps",
+      "BatchNorm/LayerNorm left at torch's eps=1e-5 in code that ports Keras weights (Keras uses 1e-3).",
+      triggers=("Norm",))
+def keras_default_eps(ctx: FileContext) -> Iterator[Finding]:
+    if not ports_keras(ctx):
+        return
+    for call in ctx.nodes(cst.Call):
+        qual = ctx.callee(call)
+        if qual not in _EPS_LAYERS or has_arg(call, _EPS_LAYERS[qual], "eps"):
+            continue
+        name = qual.replace("torch.nn.", "nn.")
+        yield ctx.report(
+            "TTL302", call,
+            f"{name} keeps torch's default eps=1e-5 but Keras normalisation defaults to epsilon=1e-3; "
+            f"pass the Keras layer's epsilon, e.g. eps=1e-3",
+        )
+
+
+def _stride_above_one(node: cst.CSTNode | None) -> bool:
+    if isinstance(node, (cst.Tuple, cst.List)):
+        return any((number(e.value) or 0) > 1 for e in node.elements)
+    return (number(node) or 0) > 1
+
+
+@rule("TTL303", "same-padding-with-stride",
+      "padding='same' with stride > 1: torch rejects it; Keras pads asymmetrically.",
+      triggers=("same",))
+def same_padding_with_stride(ctx: FileContext) -> Iterator[Finding]:
+    for call in ctx.nodes(cst.Call):
+        qual = ctx.callee(call)
+        if qual not in _CONV:
+            continue
+        stride_at, padding_at = _CONV[qual]
+        padding = _literal(ctx, arg(call, padding_at, "padding"))
+        if (string(padding) or "").lower() != "same":
+            continue
+        if not _stride_above_one(_literal(ctx, arg(call, stride_at, "stride"))):
+            continue
+        yield ctx.report(
+            "TTL303", call,
+            "padding='same' is not supported with stride > 1 (torch raises); compute Keras' asymmetric "
+            "padding with F.pad and use padding=0",
+        )

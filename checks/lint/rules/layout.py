@@ -1,0 +1,281 @@
+"""Tensor layouts: channels-last data into channels-first layers, Keras kernels copied as-is.
+
+TensorFlow stores images as N,H,W,C and kernels as (in, out) for Dense and
+(kh, kw, in, out) for Conv2D; PyTorch wants N,C,H,W, (out, in) and (out, in, kh, kw).
+Shapes that happen to line up (square kernels, 3 channels that look like a width)
+run without an error and give wrong numbers.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from ..context import FileContext, Hit, Unpacked, arg, dotted, method_name, number, receiver, string
+from ..finding import Finding
+from ..registry import rule
+
+# ---------------------------------------------------------------------------------------------
+# TTL401: channels-last data
+_IMAGE_READERS = {
+    "cv2.imread", "imageio.imread", "imageio.v2.imread", "imageio.v3.imread", "matplotlib.pyplot.imread",
+    "matplotlib.image.imread", "skimage.io.imread", "PIL.Image.open", "tensorflow.io.decode_image",
+    "tensorflow.image.decode_jpeg", "tensorflow.image.decode_png",
+}
+_FIRST_ARG_KEEPS = {
+    "cv2.cvtColor", "cv2.resize", "cv2.GaussianBlur", "numpy.asarray", "numpy.array", "numpy.ascontiguousarray",
+    "numpy.float32", "numpy.uint8", "numpy.expand_dims", "torch.from_numpy", "torch.tensor", "torch.as_tensor",
+    "torch.Tensor", "torch.FloatTensor",
+}
+_METHOD_KEEPS = {
+    "convert", "resize", "crop", "copy", "astype", "float", "double", "half", "to", "cuda", "cpu", "div", "sub",
+    "mul", "add", "div_", "sub_", "mul_", "add_", "contiguous", "clone", "detach", "requires_grad_", "type",
+    "pin_memory", "numpy",
+}
+_CREATORS = {
+    "torch.randn", "torch.rand", "torch.zeros", "torch.ones", "torch.empty", "numpy.zeros", "numpy.ones",
+    "numpy.empty", "numpy.random.rand", "numpy.random.randn", "numpy.random.random",
+}
+_CHANNELS_FIRST = {
+    "torch.nn.Conv2d", "torch.nn.LazyConv2d", "torch.nn.ConvTranspose2d", "torch.nn.BatchNorm2d",
+    "torch.nn.MaxPool2d", "torch.nn.AvgPool2d", "torch.nn.InstanceNorm2d",
+}
+_CHANNELS_FIRST_FUNCTIONS = {
+    "torch.nn.functional.conv2d", "torch.conv2d", "torch.nn.functional.max_pool2d",
+    "torch.nn.functional.avg_pool2d", "torch.nn.functional.conv_transpose2d",
+}
+# A model whose forward rearranges its input may well expect channels-last data.
+_REARRANGE = {"permute", "transpose", "movedim", "moveaxis", "swapaxes", "rearrange", "view", "reshape",
+              "einsum", "to_channels_first"}
+
+
+def _channels_last_shape(dims: list[cst.BaseExpression]) -> bool:
+    """(N, H, W, C) with literal H, W >= 8 and C in {1, 3}; N may be anything."""
+    if len(dims) != 4:
+        return False
+    h, w, c = (number(d) for d in dims[1:])
+    return c in (1, 3) and h is not None and w is not None and h >= 8 and w >= 8
+
+
+def _shape_args(call: cst.Call, skip: int = 0) -> list[cst.BaseExpression]:
+    positional = [a.value for a in call.args if a.keyword is None and not a.star][skip:]
+    if len(positional) == 1 and isinstance(positional[0], (cst.Tuple, cst.List)):
+        return [e.value for e in positional[0].elements]
+    if not positional:
+        size = arg(call, None, "size")
+        if isinstance(size, (cst.Tuple, cst.List)):
+            return [e.value for e in size.elements]
+    return positional
+
+
+def _plain_subscript(node: cst.Subscript) -> bool:
+    """``x[None]``, ``x[:, :, ::-1]``, ``x[np.newaxis, ...]``: the channel axis stays last."""
+    for element in node.slice:
+        index = element.slice
+        if isinstance(index, cst.Slice):
+            continue
+        value = index.value  # type: ignore[union-attr]
+        if isinstance(value, cst.Ellipsis) or dotted(value) in ("None", "np.newaxis", "numpy.newaxis"):
+            continue
+        return False
+    return True
+
+
+def _channels_last_step(ctx: FileContext):
+    def step(expr: object) -> Hit | cst.CSTNode | None:
+        if isinstance(expr, cst.AugAssign):
+            return expr.target
+        if isinstance(expr, cst.BinaryOperation):
+            return expr.right if number(expr.left) is not None else expr.left
+        if isinstance(expr, cst.Subscript):
+            return expr.value if _plain_subscript(expr) else None
+        if not isinstance(expr, cst.Call):
+            return None
+        qual = ctx.callee(expr)
+        if qual in _IMAGE_READERS:
+            return Hit("channels_last", expr)
+        if qual in _CREATORS:
+            return Hit("channels_last", expr) if _channels_last_shape(_shape_args(expr)) else None
+        if qual in ("torch.reshape", "numpy.reshape"):
+            return Hit("channels_last", expr) if _channels_last_shape(_shape_args(expr, skip=1)) else None
+        if qual in _FIRST_ARG_KEEPS:
+            return arg(expr, 0, None)
+        name = method_name(expr)
+        if name in ("view", "reshape"):
+            return Hit("channels_last", expr) if _channels_last_shape(_shape_args(expr)) else None
+        if name == "unsqueeze" and number(arg(expr, 0, "dim")) == 0:
+            return receiver(expr)
+        if name in _METHOD_KEEPS and not (qual or "").startswith(("torch.", "numpy.")):
+            return receiver(expr)
+        return None
+    return step
+
+
+def _channels_first_layer(ctx: FileContext, call: cst.Call) -> str | None:
+    """A short name for the channels-first layer or model ``call`` runs, else None."""
+    qual = ctx.callee(call)
+    if qual in _CHANNELS_FIRST_FUNCTIONS:
+        return qual.replace("torch.nn.functional.", "F.")
+    built = ctx.constructor(call.func)
+    if built is None:
+        return None
+    kind = ctx.callee(built) or ""
+    if kind in _CHANNELS_FIRST:
+        return kind.replace("torch.nn.", "nn.")
+    if kind.startswith("torchvision.models."):
+        return kind.rsplit(".", 1)[-1]
+    if kind == "torch.nn.Sequential":
+        layers = [a.value for a in built.args if a.keyword is None and not a.star]
+        first = ctx.callee(layers[0]) if layers and isinstance(layers[0], cst.Call) else None
+        return "an nn.Sequential starting with " + first.replace("torch.nn.", "nn.") \
+            if first in _CHANNELS_FIRST else None
+    cls = ctx.classes.get(kind)
+    if cls is not None and _conv_model(ctx, cls):
+        return f"{kind} (built of channels-first layers)"
+    return None
+
+
+def _conv_model(ctx: FileContext, cls: cst.ClassDef) -> bool:
+    def compute() -> bool:
+        calls = ctx.inside(cls, cst.Call, same_scope=False)
+        if not any(ctx.callee(c) in _CHANNELS_FIRST for c in calls):
+            return False
+        forward = next((f for f in ctx.inside(cls, cst.FunctionDef) if f.name.value == "forward"), None)
+        if forward is None:
+            return False
+        return not any((method_name(c) or (ctx.callee(c) or "").rsplit(".", 1)[-1]) in _REARRANGE
+                       for c in ctx.inside(forward, cst.Call, same_scope=False))
+    return bool(ctx.memo(f"conv_model:{id(cls)}", compute))
+
+
+@rule("TTL401", "channels-last-into-conv",
+      "Channels-last (N,H,W,C) data reaches a channels-first layer (Conv2d, BatchNorm2d, MaxPool2d, a CNN).",
+      triggers=("onv", "Pool", "pool", "BatchNorm2d", "torchvision"))
+def channels_last_into_conv(ctx: FileContext) -> Iterator[Finding]:
+    step = _channels_last_step(ctx)
+    seen: set[tuple[int, int]] = set()
+    for call in ctx.nodes(cst.Call):
+        data = arg(call, 0, "input")
+        if data is None:
+            continue
+        layer = _channels_first_layer(ctx, call)
+        if layer is None:
+            continue
+        hit = ctx.trace(data, step)
+        if hit is None or (id(ctx.scope(call)), id(hit.origin)) in seen:
+            continue
+        seen.add((id(ctx.scope(call)), id(hit.origin)))
+        yield ctx.report(
+            "TTL401", data,
+            f"`{ctx.code(data)}` is channels-last (..., H, W, C) from line {ctx.line(hit.origin)} but {layer} "
+            f"expects channels-first (N, C, H, W); permute it first, e.g. .permute(0, 3, 1, 2)",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# TTL402 / TTL403: Keras kernels copied without reordering
+_KERNEL_KEEPS = {
+    "torch.from_numpy", "torch.tensor", "torch.as_tensor", "torch.Tensor", "torch.FloatTensor", "numpy.array",
+    "numpy.asarray", "numpy.ascontiguousarray", "torch.nn.Parameter", "torch.nn.parameter.Parameter",
+}
+_KERNEL_METHOD_KEEPS = {"numpy", "float", "double", "to", "cuda", "copy", "astype", "clone", "detach", "contiguous",
+                        "read_value", "value"}
+
+
+def _kernel_step(ctx: FileContext):
+    def step(expr: object) -> Hit | cst.CSTNode | None:
+        if isinstance(expr, Unpacked):
+            if isinstance(expr.value, cst.Call) and method_name(expr.value) == "get_weights" and expr.index == 0:
+                return Hit("keras_kernel", expr.value)
+            return None
+        if isinstance(expr, cst.Attribute) and expr.attr.value == "kernel":
+            return Hit("keras_kernel", expr)
+        if isinstance(expr, cst.Subscript):
+            return _kernel_subscript(expr)
+        if not isinstance(expr, cst.Call):
+            return None
+        qual = ctx.callee(expr)
+        if qual in _KERNEL_KEEPS:
+            return arg(expr, 0, None)
+        if method_name(expr) in _KERNEL_METHOD_KEEPS and not (qual or "").startswith(("torch.", "numpy.")):
+            return receiver(expr)
+        return None
+    return step
+
+
+def _kernel_subscript(node: cst.Subscript) -> Hit | cst.CSTNode | None:
+    """``layer.get_weights()[0]`` and h5 datasets such as ``f["dense/dense/kernel:0"][()]``."""
+    value = node.value
+    index = node.slice[0].slice if len(node.slice) == 1 else None
+    key = index.value if isinstance(index, cst.Index) else None
+    if isinstance(value, cst.Call) and method_name(value) == "get_weights":
+        return Hit("keras_kernel", node) if number(key) == 0 else None
+    if "kernel" in (string(key) or ""):
+        return Hit("keras_kernel", node)
+    if isinstance(index, cst.Slice) or isinstance(key, cst.Tuple) and not key.elements:
+        return value  # [:] and [()] read a whole h5 dataset
+    if isinstance(value, cst.Subscript) and isinstance(key, cst.SimpleString):
+        return value  # f["model_weights"]["dense"] ... walk towards the key that names the kernel
+    return None
+
+
+def _weight_target(ctx: FileContext, expr: cst.CSTNode) -> cst.BaseExpression | None:
+    """The layer in ``layer.weight`` / ``layer.weight.data``, else None."""
+    if isinstance(expr, cst.Attribute) and expr.attr.value == "data":
+        expr = expr.value
+    if isinstance(expr, cst.Attribute) and expr.attr.value == "weight":
+        return expr.value
+    return None
+
+
+_KERNEL_RULES = {
+    "torch.nn.Linear": ("TTL402", "Keras Dense kernels are (in, out) but nn.Linear.weight is (out, in); "
+                                  "copy the transpose, e.g. kernel.T"),
+    "torch.nn.Conv1d": ("TTL403", "Keras Conv1D kernels are (k, in, out) but nn.Conv1d.weight is (out, in, k); "
+                                  "permute with np.transpose(kernel, (2, 1, 0))"),
+    "torch.nn.Conv2d": ("TTL403", "Keras Conv2D kernels are HWIO but nn.Conv2d.weight is OIHW; "
+                                  "permute with np.transpose(kernel, (3, 2, 0, 1))"),
+    "torch.nn.Conv3d": ("TTL403", "Keras Conv3D kernels are DHWIO but nn.Conv3d.weight is OIDHW; "
+                                  "permute with np.transpose(kernel, (4, 3, 0, 1, 2))"),
+}
+
+
+def _kernel_findings(ctx: FileContext) -> list[Finding]:
+    step = _kernel_step(ctx)
+    copies: list[tuple[cst.CSTNode, cst.BaseExpression, cst.BaseExpression]] = []  # (report at, layer, value)
+    for node in ctx.nodes(cst.Assign):
+        for target in node.targets:
+            layer = _weight_target(ctx, target.target)
+            if layer is not None:
+                copies.append((node, layer, node.value))
+    for call in ctx.nodes(cst.Call):
+        if method_name(call) == "copy_" and call.args:
+            layer = _weight_target(ctx, receiver(call))  # type: ignore[arg-type]
+            if layer is not None:
+                copies.append((call, layer, call.args[0].value))
+    out = []
+    for at, layer, value in copies:
+        kind = ctx.kind(layer)
+        if kind not in _KERNEL_RULES:
+            continue
+        hit = ctx.trace(value, step)
+        if hit is None:
+            continue
+        code, message = _KERNEL_RULES[kind]
+        out.append(ctx.report(code, at, message))
+    return out
+
+
+def _kernels(code: str):
+    def check(ctx: FileContext) -> Iterator[Finding]:
+        findings = ctx.memo("kernels", lambda: _kernel_findings(ctx))
+        return (f for f in findings if f.code == code)  # type: ignore[union-attr]
+    return check
+
+
+rule("TTL402", "dense-kernel-not-transposed",
+     "A Keras Dense kernel is copied into nn.Linear.weight without a transpose.",
+     triggers=("kernel", "get_weights"))(_kernels("TTL402"))
+rule("TTL403", "conv-kernel-not-permuted",
+     "A Keras Conv kernel (HWIO) is copied into nn.Conv*d.weight without permuting to OIHW.",
+     triggers=("kernel", "get_weights"))(_kernels("TTL403"))

@@ -1,0 +1,233 @@
+"""Activations fed to losses that apply them again, and softmax without ``dim``.
+
+Keras models often end in ``softmax`` and train with ``categorical_crossentropy``; the
+literal port feeds probabilities to ``nn.CrossEntropyLoss``, which applies
+``log_softmax`` itself. Training still runs, with flattened gradients and worse results.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import libcst as cst
+
+from ..context import FileContext, Hit, Unpacked, arg, has_arg, method_name, positional_count, receiver
+from ..finding import Finding, Fix
+from ..registry import rule
+
+_FUNCTIONS = {
+    "torch.nn.functional.softmax": "softmax", "torch.softmax": "softmax", "torch.special.softmax": "softmax",
+    "torch.nn.functional.log_softmax": "log_softmax", "torch.log_softmax": "log_softmax",
+    "torch.special.log_softmax": "log_softmax",
+    "torch.sigmoid": "sigmoid", "torch.nn.functional.sigmoid": "sigmoid", "torch.special.expit": "sigmoid",
+}
+_METHODS = {"softmax": "softmax", "log_softmax": "log_softmax", "sigmoid": "sigmoid"}
+_MODULES = {"Softmax": "softmax", "LogSoftmax": "log_softmax", "Sigmoid": "sigmoid"}
+# Tensor methods after which a softmax output is still a softmax output.
+_KEEPS = frozenset({"view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous", "float", "double",
+                    "half", "to", "cuda", "cpu", "clone", "permute", "transpose"})
+
+
+@dataclass(frozen=True)
+class Loss:
+    code: str
+    functional: str
+    module: str
+    bad: str
+    message: str
+
+
+LOSSES = (
+    Loss("TTL201", "torch.nn.functional.cross_entropy", "CrossEntropyLoss", "softmax",
+         "{loss} applies log_softmax itself, so this softmax is applied twice; pass the logits"),
+    Loss("TTL202", "torch.nn.functional.binary_cross_entropy_with_logits", "BCEWithLogitsLoss", "sigmoid",
+         "{loss} applies sigmoid itself, so this sigmoid is applied twice; pass the logits"),
+    Loss("TTL203", "torch.nn.functional.nll_loss", "NLLLoss", "softmax",
+         "{loss} expects log-probabilities but gets softmax output; use log_softmax"),
+)
+
+
+def _module_class(ctx: FileContext, expr: cst.CSTNode | None) -> str | None:
+    """``Softmax`` for an ``nn.Softmax(...)`` object, or None."""
+    qual = ctx.kind(expr) or ""
+    if qual.startswith("torch.nn.") and qual.rsplit(".", 1)[-1] in _MODULES:
+        return qual.rsplit(".", 1)[-1]
+    return None
+
+
+def activation(ctx: FileContext, call: cst.Call) -> str | None:
+    """``softmax``/``log_softmax``/``sigmoid`` when ``call`` applies one, else None."""
+    qual = ctx.callee(call)
+    if qual in _FUNCTIONS:
+        return _FUNCTIONS[qual]
+    name = method_name(call)
+    if name in _METHODS and not (qual or "").startswith(("torch.", "numpy.", "scipy.", "tensorflow.", "jax.")):
+        return _METHODS[name]
+    cls = _module_class(ctx, call.func)
+    return _MODULES[cls] if cls else None
+
+
+def activation_input(ctx: FileContext, call: cst.Call) -> cst.BaseExpression | None:
+    if ctx.callee(call) in _FUNCTIONS or _module_class(ctx, call.func):
+        return arg(call, 0, "input")
+    return receiver(call)
+
+
+class _Tracer:
+    """Follows loss inputs back to activations, through variables and models defined in the file."""
+
+    def __init__(self, ctx: FileContext) -> None:
+        self.ctx = ctx
+        self.forward_cache: dict[int, Hit | None] = {}
+
+    def step(self, expr: object) -> Hit | cst.CSTNode | None:
+        ctx = self.ctx
+        if isinstance(expr, Unpacked) or not isinstance(expr, cst.Call):
+            return None
+        kind = activation(ctx, expr)
+        if kind is not None:
+            return Hit(kind, expr)
+        if method_name(expr) in _KEEPS and not (ctx.callee(expr) or "").startswith("torch."):
+            return receiver(expr)
+        return self.model_output(expr)
+
+    def model_output(self, call: cst.Call) -> Hit | None:
+        """A call of a model whose output is an activation: a local class whose forward
+        returns one, or an ``nn.Sequential`` that ends with an activation module."""
+        ctx = self.ctx
+        built = ctx.constructor(call.func)
+        if built is None:
+            return None
+        qual = ctx.callee(built) or ""
+        if qual == "torch.nn.Sequential":
+            layers = [a.value for a in built.args if a.keyword is None and not a.star]
+            if layers and isinstance(layers[-1], cst.Call):
+                cls = _module_class(ctx, layers[-1])
+                if cls is not None:
+                    return Hit(_MODULES[cls], layers[-1])
+            return None
+        cls_node = ctx.classes.get(qual)
+        if cls_node is None:
+            return None
+        key = id(cls_node)
+        if key not in self.forward_cache:
+            self.forward_cache[key] = None  # guards recursion
+            self.forward_cache[key] = self._forward_hit(cls_node)
+        return self.forward_cache[key]
+
+    def _forward_hit(self, cls_node: cst.ClassDef) -> Hit | None:
+        ctx = self.ctx
+        forward = next((f for f in ctx.inside(cls_node, cst.FunctionDef) if f.name.value == "forward"), None)
+        if forward is None:
+            return None
+        returns = [r for r in ctx.inside(forward, cst.Return) if r.value is not None]
+        hits = [ctx.trace(r.value, self.step) for r in returns]
+        if not hits or any(h is None for h in hits) or len({h.tag for h in hits}) != 1:  # type: ignore[union-attr]
+            return None
+        return hits[-1]
+
+
+def _loss_input(ctx: FileContext, call: cst.Call) -> tuple[Loss, str, cst.BaseExpression] | None:
+    qual = ctx.callee(call)
+    for loss in LOSSES:
+        if qual == loss.functional:
+            label = f"F.{loss.functional.rsplit('.', 1)[-1]}"
+        else:
+            kind = ctx.kind(call.func) or ""
+            if not (kind.startswith("torch.nn.") and kind.endswith("." + loss.module)):
+                continue
+            label = f"nn.{loss.module}"
+        value = arg(call, 0, "input")
+        return (loss, label, value) if value is not None else None
+    return None
+
+
+def _findings(ctx: FileContext) -> list[Finding]:
+    tracer = _Tracer(ctx)
+    out: list[Finding] = []
+    seen: set[tuple[str, int]] = set()
+    for call in ctx.nodes(cst.Call):
+        found = _loss_input(ctx, call)
+        if found is None:
+            continue
+        loss, label, value = found
+        hit = ctx.trace(value, tracer.step)
+        if hit is None or hit.tag != loss.bad or (loss.code, id(hit.origin)) in seen:
+            continue
+        seen.add((loss.code, id(hit.origin)))
+        message = loss.message.format(loss=label)
+        applied_here = isinstance(hit.origin, cst.Call) and activation(ctx, hit.origin) is not None \
+            and ctx.scope(hit.origin) is ctx.scope(call)
+        if not applied_here:  # a model's forward or an nn.Sequential ends with it
+            message = (f"the model's output ends in {hit.tag} but is trained with {label}, which applies it "
+                       f"again; return logits and apply {hit.tag} only for predictions")
+            out.append(ctx.report(loss.code, hit.origin, message))
+            continue
+        out.append(ctx.report(loss.code, hit.origin, message, _fix(ctx, loss, value, hit.origin)))
+    return out
+
+
+def _fix(ctx: FileContext, loss: Loss, value: cst.BaseExpression, origin: cst.CSTNode) -> Fix | None:
+    """Edit the activation only where nothing else can see it: it is the loss argument
+    itself, or it is assigned to a name whose only use is the loss argument."""
+    if not isinstance(origin, cst.Call):
+        return None
+    if value is not origin:
+        parent = ctx.parent(origin)
+        if not (isinstance(value, cst.Name) and isinstance(parent, cst.Assign) and parent.value is origin
+                and len(parent.targets) == 1 and isinstance(parent.targets[0].target, cst.Name)
+                and parent.targets[0].target.value == value.value
+                and len(ctx.loads(value.value, ctx.scope(origin))) == 1):
+            return None
+    if loss.bad == "sigmoid" or loss.code == "TTL201":
+        source = activation_input(ctx, origin)
+        if source is None or (isinstance(source, cst.Name) and isinstance(value, cst.Name)
+                              and source.value == value.value):
+            return None
+        return Fix(f"Remove the {loss.bad}", (ctx.replace(origin, ctx.code(source)),))
+    # TTL203: softmax -> log_softmax, keeping the spelling of the call.
+    func = origin.func
+    if isinstance(func, cst.Attribute) and func.attr.value == "softmax":
+        return Fix("Use log_softmax", (ctx.replace(func.attr, "log_softmax"),))
+    if isinstance(func, cst.Call) and isinstance(func.func, cst.Attribute) and func.func.attr.value == "Softmax":
+        return Fix("Use nn.LogSoftmax", (ctx.replace(func.func.attr, "LogSoftmax"),))
+    return None
+
+
+def _by_code(code: str):
+    def check(ctx: FileContext) -> Iterator[Finding]:
+        findings = ctx.memo("loss_activation", lambda: _findings(ctx))
+        return (f for f in findings if f.code == code)  # type: ignore[union-attr]
+    return check
+
+
+rule("TTL201", "softmax-before-cross-entropy",
+     "Softmax output reaches CrossEntropyLoss, which applies log_softmax itself.",
+     triggers=("oftmax",), fixable=True)(_by_code("TTL201"))
+rule("TTL202", "sigmoid-before-bce-with-logits",
+     "Sigmoid output reaches BCEWithLogitsLoss, which applies sigmoid itself.",
+     triggers=("igmoid", "expit"), fixable=True)(_by_code("TTL202"))
+rule("TTL203", "softmax-before-nll-loss",
+     "Softmax output (not log_softmax) reaches NLLLoss, which expects log-probabilities.",
+     triggers=("oftmax",), fixable=True)(_by_code("TTL203"))
+
+
+_IMPLICIT_DIM = {"torch.nn.functional.softmax", "torch.nn.functional.log_softmax", "torch.nn.functional.softmin"}
+_IMPLICIT_DIM_MODULES = {"torch.nn.Softmax", "torch.nn.LogSoftmax", "torch.nn.Softmin", "torch.nn.Softmax2d"}
+
+
+@rule("TTL204", "softmax-without-dim",
+      "softmax/log_softmax/nn.Softmax without dim picks an axis implicitly.",
+      triggers=("oftmax", "oftmin"))
+def softmax_without_dim(ctx: FileContext) -> Iterator[Finding]:
+    for call in ctx.nodes(cst.Call):
+        qual = ctx.callee(call)
+        if qual in _IMPLICIT_DIM and not has_arg(call, 1, "dim") and positional_count(call) <= 1:
+            name = qual.rsplit(".", 1)[-1]
+        elif qual in _IMPLICIT_DIM_MODULES - {"torch.nn.Softmax2d"} and not has_arg(call, 0, "dim"):
+            name = qual.replace("torch.nn.", "nn.")
+        else:
+            continue
+        yield ctx.report("TTL204", call,
+                         f"{name} without dim picks the axis implicitly (deprecated, and not Keras' last "
+                         f"axis for 1-D/3-D inputs); pass dim explicitly, e.g. dim=-1")

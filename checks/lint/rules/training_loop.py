@@ -1,0 +1,193 @@
+"""Training-loop order: gradients reset every step, schedulers stepped after optimizers.
+
+TensorFlow's ``GradientTape`` computes fresh gradients every step; PyTorch adds each
+``backward()`` into ``.grad``, so a hand-ported loop that forgets to reset keeps
+summing gradients from every earlier batch.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+import libcst as cst
+
+from ..context import FileContext, dotted, method_name, positional_count, receiver
+from ..finding import Finding, Fix
+from ..registry import rule
+
+LOOPS = (cst.For, cst.While)
+_OPT_NAME = re.compile(r"(^|_)(opt|optim|optimizer|optimiser)s?\d*(_|$)|optimi[sz]er", re.IGNORECASE)
+_SCHED_NAME = re.compile(r"sched", re.IGNORECASE)
+_RESET_NAME = re.compile(r"zero_grad|(reset|clear|zero)_?grad", re.IGNORECASE)
+
+
+def _last_name(expr: cst.CSTNode | None) -> str:
+    name = dotted(expr) or ""
+    return name.rsplit(".", 1)[-1]
+
+
+def is_scheduler(ctx: FileContext, expr: cst.CSTNode | None) -> bool:
+    kind = ctx.kind(expr) or ""
+    return "lr_scheduler" in kind or "schedule" in kind.lower() or bool(_SCHED_NAME.search(_last_name(expr)))
+
+
+def is_optimizer(ctx: FileContext, expr: cst.CSTNode | None) -> bool:
+    if expr is None or is_scheduler(ctx, expr):
+        return False
+    kind = ctx.kind(expr) or ""
+    return kind.startswith("torch.optim.") or bool(_OPT_NAME.search(_last_name(expr)))
+
+
+def is_scaler(ctx: FileContext, expr: cst.CSTNode | None) -> bool:
+    kind = ctx.kind(expr) or ""
+    return kind.endswith("GradScaler") or "scaler" in _last_name(expr).lower()
+
+
+def optimizer_steps(ctx: FileContext, within: cst.CSTNode) -> list[tuple[cst.Call, cst.BaseExpression]]:
+    """``opt.step()`` and AMP's ``scaler.step(opt)`` calls, with the optimizer expression."""
+    out = []
+    for call in ctx.inside(within, cst.Call):
+        if method_name(call) != "step":
+            continue
+        recv = receiver(call)
+        if is_optimizer(ctx, recv) and positional_count(call) <= 1:
+            out.append((call, recv))
+        elif is_scaler(ctx, recv) and call.args and is_optimizer(ctx, call.args[0].value):
+            out.append((call, call.args[0].value))
+    return out
+
+
+def scheduler_steps(ctx: FileContext, within: cst.CSTNode) -> list[cst.Call]:
+    return [c for c in ctx.inside(within, cst.Call) if method_name(c) == "step" and is_scheduler(ctx, receiver(c))]
+
+
+def backward_calls(ctx: FileContext, within: cst.CSTNode) -> list[cst.Call]:
+    """``loss.backward()`` with no positional argument (custom ``layer.backward(grad)`` APIs take one)."""
+    out = []
+    for call in ctx.inside(within, cst.Call):
+        if method_name(call) == "backward" and positional_count(call) == 0:
+            out.append(call)
+        elif ctx.callee(call) == "torch.autograd.backward":
+            out.append(call)
+    return out
+
+
+def _resetting_functions(ctx: FileContext) -> set[str]:
+    """Names of functions in this file that reset gradients themselves (one level deep)."""
+    names = set()
+    for func in ctx.nodes(cst.FunctionDef):
+        if _has_direct_reset(ctx, func, set()):
+            names.add(func.name.value)
+    return names
+
+
+def _has_direct_reset(ctx: FileContext, within: cst.CSTNode, helpers: set[str]) -> bool:
+    for call in ctx.inside(within, cst.Call, same_scope=False):
+        name = _last_name(call.func)
+        if _RESET_NAME.search(name) or name in helpers:
+            return True
+        recv = receiver(call)
+        # p.grad.zero_(), p.grad.detach_(), p.grad.data.zero_() ...
+        if recv is not None and ".grad" in f".{dotted(recv) or ''}" and (method_name(call) or "").endswith("_"):
+            return True
+    for node in ctx.inside(within, cst.AssignTarget, same_scope=False):
+        if isinstance(node.target, cst.Attribute) and node.target.attr.value == "grad":
+            return True  # p.grad = None
+    for node in ctx.inside(within, cst.Del, same_scope=False):
+        if isinstance(node.target, cst.Attribute) and node.target.attr.value == "grad":
+            return True
+    return False
+
+
+@rule("TTL101", "missing-zero-grad",
+      "Loop calls backward() and optimizer.step() but never resets gradients.",
+      triggers=("backward",), fixable=True)
+def missing_zero_grad(ctx: FileContext) -> Iterator[Finding]:
+    helpers: set[str] | None = None
+    for loop in ctx.nodes(cst.For) + ctx.nodes(cst.While):  # type: ignore[operator]
+        backwards = backward_calls(ctx, loop)
+        if not backwards:
+            continue
+        steps = optimizer_steps(ctx, loop)
+        if not steps:
+            continue
+        # Only the innermost loop that has both is responsible.
+        if any(isinstance(inner, LOOPS) and backward_calls(ctx, inner) and optimizer_steps(ctx, inner)
+               for inner in ctx.inside(loop, cst.For) + ctx.inside(loop, cst.While)):  # type: ignore[operator]
+            continue
+        if helpers is None:
+            helpers = _resetting_functions(ctx)
+        if _has_direct_reset(ctx, loop, helpers):
+            continue
+        step, optimizer = steps[0]
+        opt_code = ctx.code(optimizer)
+        yield ctx.report(
+            "TTL101", step,
+            f"gradients are never reset in this loop, so every backward() adds to the last; "
+            f"call {opt_code}.zero_grad() once per iteration",
+            _insert_zero_grad(ctx, backwards, steps, opt_code),
+        )
+
+
+def _insert_zero_grad(ctx: FileContext, backwards: list[cst.Call],
+                      steps: list[tuple[cst.Call, cst.BaseExpression]], opt_code: str) -> Fix | None:
+    """Insert ``opt.zero_grad()`` just above the backward statement.
+
+    Only when there is one backward and one step, in the same block, step after backward:
+    anything else (several optimizers, conditional step for accumulation) needs a human.
+    """
+    if len(backwards) != 1 or len(steps) != 1 or dotted(steps[0][1]) is None:
+        return None
+    back_stmt = ctx.statement(backwards[0])
+    step_stmt = ctx.statement(steps[0][0])
+    back_line, step_line = ctx.parent(back_stmt), ctx.parent(step_stmt)
+    if not (isinstance(back_line, cst.SimpleStatementLine) and isinstance(step_line, cst.SimpleStatementLine)):
+        return None
+    if ctx.parent(back_line) is not ctx.parent(step_line) or ctx.pre(step_line) < ctx.pre(back_line):
+        return None
+    if len(back_line.body) != 1:
+        return None
+    edit = ctx.insert_before(back_line, f"{opt_code}.zero_grad()")
+    return Fix(f"Insert `{opt_code}.zero_grad()` before backward()", (edit,)) if edit else None
+
+
+@rule("TTL102", "scheduler-before-optimizer",
+      "scheduler.step() runs before optimizer.step() in the same loop.",
+      triggers=("sched",))
+def scheduler_before_optimizer(ctx: FileContext) -> Iterator[Finding]:
+    reported: set[int] = set()
+    for loop in ctx.nodes(cst.For) + ctx.nodes(cst.While):  # type: ignore[operator]
+        steps = optimizer_steps(ctx, loop)
+        if not steps:
+            continue
+        first_step = min(ctx.pre(call) for call, _ in steps)
+        for sched in scheduler_steps(ctx, loop):
+            if ctx.pre(sched) > first_step or id(sched) in reported:
+                continue
+            if _guarded_by_loop_variable(ctx, sched, loop):
+                continue
+            reported.add(id(sched))
+            yield ctx.report(
+                "TTL102", sched,
+                "scheduler.step() runs before optimizer.step() in this loop, which skips the first "
+                "learning rate; call it after optimizer.step()",
+            )
+
+
+def _guarded_by_loop_variable(ctx: FileContext, call: cst.Call, loop: cst.CSTNode) -> bool:
+    """``if epoch > 0: scheduler.step()`` at the top of a loop steps for the previous epoch."""
+    names = set()
+    if isinstance(loop, cst.For):
+        names = {n.value for n in ctx.inside(loop.target, cst.Name, same_scope=False)}
+        if isinstance(loop.target, cst.Name):
+            names.add(loop.target.value)
+    for a in ctx.ancestors(call):
+        if a is loop:
+            return False
+        if isinstance(a, cst.If):
+            test_names = {n.value for n in ctx.inside(a.test, cst.Name, same_scope=False)}
+            if isinstance(a.test, cst.Name):
+                test_names.add(a.test.value)
+            if test_names & names:
+                return True
+    return False
