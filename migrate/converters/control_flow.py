@@ -1,0 +1,373 @@
+"""ONNX ``If`` and ``Loop`` (tf.cond, and the while loop tf2onnx emits for Keras 3 GRU/SimpleRNN cells).
+
+Subgraphs are converted by onnx2torch itself into nested ``GraphModule``s. Names a subgraph reads
+from the enclosing scope become initializers when they fold to constants, else extra inputs.
+
+* ``If`` with a condition that folds to a constant keeps only the taken branch; otherwise both
+  branches run under ``torch.cond`` so export and ``torch.compile`` keep the data-dependent choice.
+* ``Loop`` is unrolled over a trip count found at conversion time by running only the part of the
+  body that decides the exit condition (for an RNN: the time index against the static sequence
+  length). A loop whose exit depends on run-time data is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import GraphProto, NodeProto, ValueInfoProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult
+from torch import fx, nn
+
+from migrate.converters.registry import converter
+from migrate.errors import ConversionError
+
+#: A loop without a trip count must stop by itself within this many iterations to be unrolled.
+MAX_UNROLL = 100_000
+#: How deep constant folding follows producers before giving up (keeps folding cheap).
+FOLD_DEPTH = 64
+
+
+def _opsets() -> list[onnx.OperatorSetIdProto]:
+    """Opsets of the model being converted.
+
+    onnx2torch does not hand them to converters, and a subgraph must be converted with the same op
+    versions as its parent, so they are read from the enclosing ``onnx2torch.convert`` call.
+    """
+    from onnx2torch.converter import convert
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is convert.__code__:
+            return [helper.make_opsetid(d, v) for d, v in frame.f_locals["opset_import"].items()]
+        frame = frame.f_back
+    raise ConversionError("control-flow converters must run inside onnx2torch.convert (opsets unknown)")
+
+
+def _subgraphs(node: NodeProto) -> Iterable[GraphProto]:
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield attr.g
+        yield from attr.graphs
+
+
+def _free_names(nodes: Sequence[NodeProto], defined: Iterable[str]) -> list[str]:
+    """Names ``nodes`` (and their nested subgraphs) read but do not define, in first-use order."""
+    known = set(defined)
+    free: dict[str, None] = {}
+    for node in nodes:
+        used = list(node.input)
+        for sub in _subgraphs(node):
+            used += _free_names(sub.node, [v.name for v in sub.input] + [t.name for t in sub.initializer])
+        free.update((name, None) for name in used if name and name not in known)
+        known.update(node.output)
+    return list(free)
+
+
+def _needed(nodes: Sequence[NodeProto], outputs: Iterable[str]) -> list[NodeProto]:
+    """The nodes that ``outputs`` depend on, in their original (topological) order."""
+    need = set(outputs)
+    kept = []
+    for node in reversed(nodes):
+        if need.intersection(node.output):
+            kept.append(node)
+            need.update(node.input)
+            for sub in _subgraphs(node):
+                need.update(_free_names(sub.node, [v.name for v in sub.input] + [t.name for t in sub.initializer]))
+    return kept[::-1]
+
+
+def fold(name: str, graph: OnnxGraph, depth: int = FOLD_DEPTH) -> np.ndarray | None:
+    """The value of ``name`` if it is known at conversion time (initializers, Constant, static Shape, and
+    ops over those), else None."""
+    if not name:
+        return None
+    if name in graph.initializers:
+        return graph.initializers[name].to_numpy()
+    try:
+        node, _ = graph.value_as_node_output(name)
+    except KeyError:
+        return None
+    proto = node.proto
+    if proto.op_type == "Shape":
+        return _static_shape(proto, graph)
+    if depth <= 0 or any(True for _ in _subgraphs(proto)) or proto.domain not in ("", "ai.onnx"):
+        return None
+    values = {}
+    for inp in proto.input:
+        if inp:
+            value = fold(inp, graph, depth - 1)
+            if value is None:
+                return None
+            values[inp] = value
+    try:
+        model = helper.make_model(helper.make_graph(
+            [proto], "fold", [], [helper.make_empty_tensor_value_info(o) for o in proto.output if o],
+            [numpy_helper.from_array(np.asarray(v), n) for n, v in values.items()]), opset_imports=_opsets())
+        results = ReferenceEvaluator(model).run(None, {})
+    except Exception:  # an op the reference runtime cannot evaluate: treat as not constant
+        return None
+    return np.asarray(results[[o for o in proto.output if o].index(name)])
+
+
+def _static_shape(node: NodeProto, graph: OnnxGraph) -> np.ndarray | None:
+    info = graph.value_info.get(node.input[0])
+    if info is None or not info.type.tensor_type.HasField("shape"):
+        return None
+    dims = info.type.tensor_type.shape.dim
+    if not all(d.HasField("dim_value") for d in dims):
+        return None
+    shape = np.array([d.dim_value for d in dims], dtype=np.int64)
+    attrs = {a.name: a.i for a in node.attribute}
+    return shape[attrs.get("start", 0): attrs.get("end", len(shape)) if "end" in attrs else None]
+
+
+def _value_info(name: str, graph: OnnxGraph) -> ValueInfoProto:
+    info = graph.value_info.get(name)
+    if info is not None:
+        copy = ValueInfoProto()
+        copy.CopyFrom(info)
+        return copy
+    return helper.make_empty_tensor_value_info(name)
+
+
+def subgraph_model(sub: GraphProto, graph: OnnxGraph, formal: Sequence[ValueInfoProto], outputs: Sequence[str],
+                   bound: dict[str, np.ndarray] | None = None) -> tuple[onnx.ModelProto, list[str]]:
+    """A standalone model computing ``outputs`` of ``sub`` from ``formal`` inputs plus captured outer names.
+
+    Returns the model and the outer names it captures at run time (its trailing inputs). Outer names
+    that fold to constants, and ``bound`` formal names, become initializers. Every output goes through
+    a fresh Identity so that pass-through outputs and multi-output producers convert cleanly.
+    """
+    bound = bound or {}
+    out_names = [f"tf2torch_out_{i}" for i in range(len(outputs))]
+    nodes = _needed(sub.node, outputs) + [helper.make_node("Identity", [src], [dst])
+                                          for src, dst in zip(outputs, out_names)]
+    local = [v.name for v in formal] + [t.name for t in sub.initializer] + list(bound)
+    initializers = list(sub.initializer) + [numpy_helper.from_array(np.asarray(v), n) for n, v in bound.items()]
+    captures = []
+    for name in _free_names(nodes, local):
+        value = fold(name, graph)
+        if value is None:
+            captures.append(name)
+        else:
+            initializers.append(numpy_helper.from_array(np.asarray(value), name))
+    types = {v.name: v for v in list(sub.output) + list(sub.value_info) + list(sub.input)}
+    out_infos = []
+    for src, dst in zip(outputs, out_names):
+        info = ValueInfoProto()
+        if src in types:
+            info.CopyFrom(types[src])
+        info.name = dst
+        out_infos.append(info)
+    inputs = list(formal) + [_value_info(name, graph) for name in captures]
+    model = helper.make_model(helper.make_graph(nodes, "subgraph", inputs, out_infos, initializers),
+                              opset_imports=_opsets())
+    return model, captures
+
+
+class IndexGather(nn.Module, OnnxToTorchModule):
+    """ONNX ``Gather`` via ``index_select``: onnx2torch indexes with the index tensor, which for the 0-d
+    time index of an RNN loop body becomes a data-dependent ``.item()`` under export and compile."""
+
+    def __init__(self, axis: int) -> None:
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, data: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        axis = self.axis % data.dim()
+        flat = indices.reshape(-1).long()
+        flat = torch.where(flat < 0, flat + data.shape[axis], flat)
+        picked = torch.index_select(data, axis, flat)
+        return picked.reshape(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
+
+
+def to_module(model: onnx.ModelProto) -> fx.GraphModule:
+    """Convert a subgraph model with onnx2torch (our converters included, so nesting works)."""
+    from onnx2torch.converter import convert
+    from onnx2torch.node_converters.gather import OnnxGather
+
+    module = convert(model)
+    for name, sub in list(module.named_children()):
+        if type(sub) is OnnxGather:
+            setattr(module, name, IndexGather(sub._axis))
+    return module
+
+
+def _as_tuple(value: Any) -> tuple[torch.Tensor, ...]:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def _attr_graph(node: OnnxNode, name: str) -> GraphProto:
+    return next(a.g for a in node.proto.attribute if a.name == name)
+
+
+class OnnxIfConstant(nn.Module, OnnxToTorchModule):
+    """An ``If`` whose condition was known at conversion time: just the taken branch."""
+
+    def __init__(self, branch: fx.GraphModule, n_outputs: int) -> None:
+        super().__init__()
+        self.branch, self.n_outputs = branch, n_outputs
+
+    def forward(self, *captures: torch.Tensor) -> Any:
+        outputs = _as_tuple(self.branch(*captures))
+        return outputs[0] if self.n_outputs == 1 else outputs
+
+
+class OnnxIf(nn.Module, OnnxToTorchModule):
+    """A data-dependent ``If`` as ``torch.cond``: both branches take the union of captured operands."""
+
+    def __init__(self, then_branch: fx.GraphModule, then_args: list[int], else_branch: fx.GraphModule,
+                 else_args: list[int], n_outputs: int) -> None:
+        super().__init__()
+        self.then_branch, self.else_branch = then_branch, else_branch
+        self.then_args, self.else_args, self.n_outputs = then_args, else_args, n_outputs
+
+    def _then(self, *operands: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t.clone() for t in _as_tuple(self.then_branch(*(operands[i] for i in self.then_args))))
+
+    def _else(self, *operands: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t.clone() for t in _as_tuple(self.else_branch(*(operands[i] for i in self.else_args))))
+
+    def forward(self, pred: torch.Tensor, *operands: torch.Tensor) -> Any:
+        outputs = torch.cond(pred.reshape(()).to(torch.bool), self._then, self._else, operands)
+        return outputs[0] if self.n_outputs == 1 else tuple(outputs)
+
+
+@converter("If", versions=range(11, 24))
+def convert_if(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """``If``: the taken branch when the condition folds, else ``torch.cond`` over both branches."""
+    then_graph, else_graph = _attr_graph(node, "then_branch"), _attr_graph(node, "else_branch")
+    n_outputs = len(node.output_values)
+    pred = fold(node.input_values[0], graph)
+    if pred is not None:
+        taken = then_graph if bool(np.asarray(pred).reshape(-1)[0]) else else_graph
+        model, captures = subgraph_model(taken, graph, [], [o.name for o in taken.output])
+        module = OnnxIfConstant(to_module(model), n_outputs)
+        return OperationConverterResult(torch_module=module,
+                                        onnx_mapping=OnnxMapping(inputs=tuple(captures), outputs=node.output_values))
+    then_model, then_caps = subgraph_model(then_graph, graph, [], [o.name for o in then_graph.output])
+    else_model, else_caps = subgraph_model(else_graph, graph, [], [o.name for o in else_graph.output])
+    operands = list(dict.fromkeys(then_caps + else_caps))
+    module = OnnxIf(to_module(then_model), [operands.index(c) for c in then_caps],
+                    to_module(else_model), [operands.index(c) for c in else_caps], n_outputs)
+    return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(
+        inputs=(node.input_values[0], *operands), outputs=node.output_values))
+
+
+class OnnxLoop(nn.Module, OnnxToTorchModule):
+    """An unrolled ``Loop``: ``forward(*varying_init, *invariant, *captures)`` -> (*finals, *scan_outputs).
+
+    ``kinds[j]`` says where carried value j comes from: ``"vary"`` (updated by the body each step),
+    ``"pass"`` (unchanged, a run-time input) or ``"const"`` (unchanged and folded into the body).
+    """
+
+    def __init__(self, body: fx.GraphModule, trips: int, kinds: list[str], constants: list[torch.Tensor],
+                 n_scan: int, n_outputs: int) -> None:
+        super().__init__()
+        self.body, self.trips, self.kinds, self.n_scan, self.n_outputs = body, trips, kinds, n_scan, n_outputs
+        for i, value in enumerate(constants):
+            self.register_buffer(f"const_{i}", value)
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        n_vary, n_pass = self.kinds.count("vary"), self.kinds.count("pass")
+        vary, rest = list(args[:n_vary]), args[n_vary:]
+        passed = rest[:n_pass]
+        scans: list[list[torch.Tensor]] = [[] for _ in range(self.n_scan)]
+        keep_going = torch.ones((), dtype=torch.bool)
+        for i in range(self.trips):
+            step = torch.full((), i, dtype=torch.int64)
+            outputs = _as_tuple(self.body(step, keep_going, *vary, *rest))
+            vary = list(outputs[:n_vary])
+            for k, value in enumerate(outputs[n_vary:]):
+                scans[k].append(value)
+        it_vary, it_pass, it_const = iter(vary), iter(passed), self.buffers(recurse=False)
+        finals = [next(it_vary) if k == "vary" else next(it_pass) if k == "pass" else next(it_const)
+                  for k in self.kinds]
+        results = (*finals, *(torch.stack(s) for s in scans))[: self.n_outputs]
+        return results[0] if self.n_outputs == 1 else results
+
+
+def _trip_count(node: OnnxNode, graph: OnnxGraph, body: GraphProto) -> int:
+    """Iterations the loop runs, found by evaluating only the exit-condition slice of the body."""
+    names = list(node.input_values)
+    max_trips = fold(names[0], graph) if names[0] else None
+    if names[0] and max_trips is None:
+        raise ConversionError(f"Loop node {node.name!r}: its trip count is computed at run time; only loops with a "
+                              "count known at conversion time convert (e.g. RNNs over a fixed sequence length, "
+                              "give the model's Input a static time dimension)")
+    cond = fold(names[1], graph) if len(names) > 1 and names[1] else np.array(True)
+    formal = [v.name for v in body.input]
+    n_carried = len(formal) - 2
+    cond_out = body.output[0].name
+    control: list[int] = []
+    while True:  # the carried values the condition depends on, transitively
+        wanted = [cond_out] + [body.output[1 + j].name for j in control]
+        used = set(wanted) | set(_free_names(_needed(body.node, wanted), []))
+        more = [j for j in range(n_carried) if formal[2 + j] in used and j not in control]
+        if not more:
+            break
+        control += more
+    state = [fold(names[2 + j], graph) for j in control]
+    if cond is None or any(v is None for v in state):
+        raise ConversionError(f"Loop node {node.name!r}: its exit condition depends on values computed at run time "
+                              "(a data-dependent while loop), which cannot be unrolled; only loops whose iteration "
+                              "count is known at conversion time convert")
+    inputs = [body.input[0], body.input[1]] + [body.input[2 + j] for j in control]
+    model, captures = subgraph_model(body, graph, inputs, wanted)
+    if captures:
+        raise ConversionError(f"Loop node {node.name!r}: its exit condition reads run-time values "
+                              f"({', '.join(captures[:3])}); only loops with a static iteration count convert")
+    evaluator = ReferenceEvaluator(model)
+    limit = int(np.asarray(max_trips).reshape(-1)[0]) if max_trips is not None else MAX_UNROLL
+    trips, alive = 0, bool(np.asarray(cond).reshape(-1)[0])
+    while alive and trips < limit:
+        feeds = {formal[0]: np.array(trips, dtype=np.int64), formal[1]: np.array(alive)}
+        feeds.update({formal[2 + j]: v for j, v in zip(control, state)})
+        outputs = evaluator.run(None, feeds)
+        alive, state = bool(np.asarray(outputs[0]).reshape(-1)[0]), outputs[1:]
+        trips += 1
+    if alive and max_trips is None:
+        raise ConversionError(f"Loop node {node.name!r} did not stop within {MAX_UNROLL} iterations at conversion time")
+    return trips
+
+
+@converter("Loop", versions=range(11, 24))
+def convert_loop(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """``Loop`` with a conversion-time trip count, unrolled around the converted body."""
+    body = _attr_graph(node, "body")
+    names = list(node.input_values) + [""] * (2 - len(node.input_values))
+    trips = _trip_count(node, graph, body)
+    n_carried = len(body.input) - 2
+    n_scan = len(body.output) - 1 - n_carried
+    if trips == 0 and n_scan:
+        raise ConversionError(f"Loop node {node.name!r} runs zero times, so its scan outputs are empty; not supported")
+    kinds, constants, bound = [], [], {}
+    for j in range(n_carried):
+        formal, initial = body.input[2 + j].name, names[2 + j]
+        if body.output[1 + j].name != formal:
+            kinds.append("vary")
+            continue
+        value = fold(initial, graph)
+        if value is None:
+            kinds.append("pass")
+        else:
+            kinds.append("const")
+            bound[formal] = value
+            constants.append(torch.from_numpy(np.array(value)))
+    vary = [j for j, k in enumerate(kinds) if k == "vary"]
+    passed = [j for j, k in enumerate(kinds) if k == "pass"]
+    formal = [body.input[0], body.input[1]] + [body.input[2 + j] for j in vary + passed]
+    outputs = [body.output[1 + j].name for j in vary] + [o.name for o in body.output[1 + n_carried:]]
+    model, captures = subgraph_model(body, graph, formal, outputs, bound)
+    module = OnnxLoop(to_module(model), trips, kinds, constants, n_scan, len(node.output_values))
+    inputs = tuple(names[2 + j] for j in vary + passed) + tuple(captures)
+    return OperationConverterResult(torch_module=module,
+                                    onnx_mapping=OnnxMapping(inputs=inputs, outputs=node.output_values))
