@@ -60,9 +60,8 @@ def _eval_targets(ctx: FileContext, within: cst.CSTNode) -> set[str]:
         while isinstance(base, cst.Call) and method_name(base) in OBJECT_CHAIN:
             base = receiver(base)
         if dotted(base) is not None:
-            names.add(dotted(base))
-            continue
-        for a in ctx.ancestors(call):
+            names.add(dotted(base))  # type: ignore[arg-type]
+        for a in ctx.ancestors(call):  # x = Net().eval() / self.m = m.eval()
             if isinstance(a, cst.Assign):
                 names.update(dotted(t.target) for t in a.targets if dotted(t.target))
                 break
@@ -156,15 +155,19 @@ def _put_in_eval(ctx: FileContext, scope: cst.CSTNode, name: str, depth: int = 0
 
 def _callers_put_in_eval(ctx: FileContext, func: cst.FunctionDef, index: int, param: str, name: str,
                          depth: int) -> bool:
+    """A caller in the file passes a model it put in eval mode. With no caller in the file
+    the caller is elsewhere: assume it handles the mode if this file uses eval() at all."""
     method = ctx.enclosing_class(func) is not None
+    callers = 0
     for call in ctx.nodes(cst.Call):
         callee = dotted(call.func) or ""
         if callee.rsplit(".", 1)[-1] != func.name.value:
             continue
+        callers += 1
         given = dotted(arg(call, index - 1 if method and "." in callee else index, param))
         if given is not None and _put_in_eval(ctx, ctx.scope(call), given + name[len(param):], depth + 1):
             return True
-    return False
+    return callers == 0 and bool(_eval_targets(ctx, ctx.module))
 
 
 @rule("TTL501", "inference-without-eval",
