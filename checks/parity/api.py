@@ -57,7 +57,12 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
                                float_range=float_range, ranges=dict(ranges or {}))
         batches = generate(manifest.inputs, options, infer_index_ranges(manifest.onnx, manifest.inputs))
 
-    tf_raw = runners.run_tf(source, manifest, batches, signature=signature, debug=debug)
+    try:
+        tf_raw = runners.run_tf(source, manifest, batches, signature=signature, debug=debug)
+    except InputError as exc:
+        if inputs is not None or not any(s.dtype.startswith(("int", "uint")) for s in manifest.inputs):
+            raise
+        raise InputError(f"{exc}; if an integer input indexes a table, pass --range NAME=LOW:HIGH") from exc
     results: dict[str, list[dict[str, Any]]] = {
         "tf": [{s.name: s.to_torch_layout(out[s.name]) for s in manifest.outputs} for out in tf_raw]}
     if onnx:
@@ -80,7 +85,9 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
     if per_layer and not report.passed:
         from checks.parity.localize import first_divergence
 
-        report.first_divergence = first_divergence(manifest, batches[0], report.atol, report.rtol)
+        failing = report.failures()  # localise with the tightest tolerance that flagged a failure
+        report.first_divergence = first_divergence(manifest, batches, min(o.atol for o in failing),
+                                                   min(o.rtol for o in failing))
     return report
 
 
