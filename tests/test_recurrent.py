@@ -50,18 +50,19 @@ def _recurrent_model(op: str, direction: str, states: bool, lens: bool = False, 
     g = GATES[op]
     inits = [numpy_helper.from_array(rng.normal(0, 0.5, s).astype(np.float32), n) for n, s in
              (("W", (dirs, g * HIDDEN, INPUT)), ("R", (dirs, g * HIDDEN, HIDDEN)), ("B", (dirs, 2 * g * HIDDEN)))]
-    x_shape = [BATCH, SEQ, INPUT] if layout else [SEQ, BATCH, INPUT]
-    s_shape = [BATCH, dirs, HIDDEN] if layout else [dirs, BATCH, HIDDEN]
-    feeds = {"X": rng.normal(size=x_shape).astype(np.float32)}
+    x_shape = ["batch", SEQ, INPUT] if layout else [SEQ, "batch", INPUT]
+    s_shape = ["batch", dirs, HIDDEN] if layout else [dirs, "batch", HIDDEN]
+    sized = lambda shape: [BATCH if d == "batch" else d for d in shape]  # noqa: E731
+    feeds = {"X": rng.normal(size=sized(x_shape)).astype(np.float32)}
     names = ["X", "W", "R", "B", "", "", ""]
     inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)]
     if lens:
         feeds["L"] = np.array([SEQ, 2, 4][:BATCH], dtype=np.int32)
         names[4] = "L"
-        inputs.append(helper.make_tensor_value_info("L", TensorProto.INT32, [BATCH]))
+        inputs.append(helper.make_tensor_value_info("L", TensorProto.INT32, ["batch"]))
     if states:
         for i, name in ((5, "H0"), (6, "C0"))[: 2 if op == "LSTM" else 1]:
-            feeds[name] = rng.normal(size=s_shape).astype(np.float32)
+            feeds[name] = rng.normal(size=sized(s_shape)).astype(np.float32)
             names[i] = name
             inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, s_shape))
     if "P" in attrs:
@@ -289,3 +290,61 @@ def test_modules_export_with_dynamic_batch_and_compile_fullgraph(case):
     args = tuple(torch.from_numpy(v) for v in feeds.values())
     compiled = torch.compile(gm, fullgraph=True, backend="eager")
     _assert_close(_as_list(compiled(*args)), _as_list(gm(*args)))
+
+
+FIXTURES = ["rnn_embedding_lstm", "rnn_stacked_gru", "rnn_bilstm", "rnn_lstm_state", "cond_tf_module"]
+
+
+def _export_fixture(source, tmp_path, opset: int) -> tuple[onnx.ModelProto, dict]:
+    """SavedModel -> ONNX through the TF worker (a child process), like ``tf2torch convert`` does."""
+    import json
+
+    from migrate.worker_client import run_worker
+
+    onnx_path, sig_path = tmp_path / f"m{opset}.onnx", tmp_path / f"sig{opset}.json"
+    run_worker("export", {"source": str(source), "signature": "serving_default", "opset": opset,
+                          "keep_layout": False, "onnx": str(onnx_path), "signature_json": str(sig_path)})
+    return onnx.load(str(onnx_path)), json.loads(sig_path.read_text())
+
+
+def _fixture_batches(name: str, specs: list[dict]) -> list[dict[str, np.ndarray]]:
+    from tests.conftest import random_tf_inputs
+
+    batches = [random_tf_inputs(specs, batch, seed=batch) for batch in (1, 3)]
+    if name.startswith("cond"):  # one batch through each branch of the tf.cond
+        batches = [{k: np.abs(v) * sign for k, v in feeds.items()} for feeds, sign in zip(batches, (1, -1))]
+    return batches
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("opset", [13, 17, 18])
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fixture_matches_tensorflow_and_exports(fixture_model, tmp_path, name, opset):
+    """Eager GraphModule, torch.export with a dynamic batch and torch.compile(fullgraph) all match TF."""
+    from migrate.fx_passes import export_program
+    from tests.conftest import assert_close, tf_predict
+
+    source = fixture_model(name) / "saved_model"
+    model, info = _export_fixture(source, tmp_path, opset)
+    input_order = [i.name for i in model.graph.input]
+    output_order = [o.name for o in model.graph.output]
+    batches = _fixture_batches(name, info["inputs"])
+    expected = tf_predict(source, batches)
+    gm = onnx_to_torch(prepare(model))
+
+    def run(module, feeds):
+        return _as_list(module(*(torch.from_numpy(feeds[n]) for n in input_order)))
+
+    errors = {}
+    with torch.no_grad():
+        eager = [run(gm, feeds) for feeds in batches]
+    program = export_program(gm, tuple(torch.from_numpy(batches[1][n]) for n in input_order))
+    torch._dynamo.reset()
+    compiled = torch.compile(gm, fullgraph=True, backend="eager")
+    for how, outs in (("eager", eager), ("export", [run(program.module(), f) for f in batches]),
+                      ("compile", [run(compiled, f) for f in batches])):
+        for feeds, want, got in zip(batches, expected, outs):
+            for out_name, array in zip(output_order, got):
+                what = f"{name}/{out_name} opset {opset} {how} batch {len(next(iter(feeds.values())))}"
+                errors[what] = assert_close(array, want[out_name], what=what)
+    print("\n".join(f"max abs err {v:.3g}  {k}" for k, v in errors.items()))

@@ -98,6 +98,10 @@ def fold(name: str, graph: OnnxGraph, depth: int = FOLD_DEPTH) -> np.ndarray | N
     proto = node.proto
     if proto.op_type == "Shape":
         return _static_shape(proto, graph)
+    if proto.op_type == "Gather":  # static dims picked out of a shape whose batch is dynamic
+        picked = _static_dims(proto, graph, depth)
+        if picked is not None:
+            return picked
     if depth <= 0 or any(True for _ in _subgraphs(proto)) or proto.domain not in ("", "ai.onnx"):
         return None
     values = {}
@@ -117,16 +121,36 @@ def fold(name: str, graph: OnnxGraph, depth: int = FOLD_DEPTH) -> np.ndarray | N
     return np.asarray(results[[o for o in proto.output if o].index(name)])
 
 
-def _static_shape(node: NodeProto, graph: OnnxGraph) -> np.ndarray | None:
+def _partial_shape(node: NodeProto, graph: OnnxGraph) -> np.ndarray | None:
+    """A Shape node's output with -1 for the dims that are not static."""
     info = graph.value_info.get(node.input[0])
     if info is None or not info.type.tensor_type.HasField("shape"):
         return None
-    dims = info.type.tensor_type.shape.dim
-    if not all(d.HasField("dim_value") for d in dims):
-        return None
-    shape = np.array([d.dim_value for d in dims], dtype=np.int64)
+    shape = np.array([d.dim_value if d.HasField("dim_value") else -1 for d in info.type.tensor_type.shape.dim],
+                     dtype=np.int64)
     attrs = {a.name: a.i for a in node.attribute}
-    return shape[attrs.get("start", 0): attrs.get("end", len(shape)) if "end" in attrs else None]
+    return shape[attrs.get("start", 0): attrs["end"] if "end" in attrs else None]
+
+
+def _static_shape(node: NodeProto, graph: OnnxGraph) -> np.ndarray | None:
+    shape = _partial_shape(node, graph)
+    return None if shape is None or (shape < 0).any() else shape
+
+
+def _static_dims(node: NodeProto, graph: OnnxGraph, depth: int) -> np.ndarray | None:
+    """``Gather(Shape(x), indices)`` when every gathered dim is static."""
+    try:
+        producer, _ = graph.value_as_node_output(node.input[0])
+    except KeyError:
+        return None
+    indices = fold(node.input[1], graph, depth - 1)
+    if producer.operation_type != "Shape" or indices is None:
+        return None
+    shape = _partial_shape(producer.proto, graph)
+    if shape is None:
+        return None
+    picked = np.take(shape, indices.astype(np.int64), axis=0)
+    return None if (picked < 0).any() else picked
 
 
 def _value_info(name: str, graph: OnnxGraph) -> ValueInfoProto:
@@ -189,16 +213,48 @@ class IndexGather(nn.Module, OnnxToTorchModule):
         return picked.reshape(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
 
 
+def _example_inputs(model: onnx.ModelProto) -> tuple[torch.Tensor, ...]:
+    """Inputs shaped like the subgraph's declared ones; unknown dims (the batch) get the trace batch."""
+    from migrate.fx_passes import MIN_TRACE_BATCH
+
+    generator = torch.Generator().manual_seed(0)
+    examples = []
+    for value in model.graph.input:
+        tensor_type = value.type.tensor_type
+        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        shape = [d.dim_value if d.HasField("dim_value") else MIN_TRACE_BATCH for d in tensor_type.shape.dim]
+        if np.issubdtype(dtype, np.floating):
+            examples.append(torch.randn(shape, generator=generator).to(torch.from_numpy(np.zeros(0, dtype)).dtype))
+        elif dtype == np.bool_:
+            examples.append(torch.ones(shape, dtype=torch.bool))
+        else:
+            examples.append(torch.zeros(shape, dtype=torch.from_numpy(np.zeros(0, dtype)).dtype))
+    return tuple(examples)
+
+
 def to_module(model: onnx.ModelProto) -> fx.GraphModule:
-    """Convert a subgraph model with onnx2torch (our converters included, so nesting works)."""
+    """Convert a subgraph model with onnx2torch (our converters included, so nesting works).
+
+    The project's graph passes only walk the top-level graph, so a subgraph gets them here, on
+    example inputs built from its declared types; if those cannot drive it (a shape the types do not
+    pin down) it stays as converted: still correct eagerly, only export/compile may then stop at it.
+    """
     from onnx2torch.converter import convert
     from onnx2torch.node_converters.gather import OnnxGather
+
+    from migrate.fx_passes import optimize
 
     module = convert(model)
     for name, sub in list(module.named_children()):
         if type(sub) is OnnxGather:
             setattr(module, name, IndexGather(sub._axis))
-    return module
+    try:
+        examples = _example_inputs(model)
+        with torch.no_grad():
+            module(*examples)
+    except Exception:  # types too loose to build inputs: keep the eager-correct module
+        return module
+    return optimize(module, examples)
 
 
 def _as_tuple(value: Any) -> tuple[torch.Tensor, ...]:

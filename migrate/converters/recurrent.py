@@ -279,8 +279,42 @@ class OnnxReverseSequence(nn.Module, OnnxToTorchModule):
         return torch.gather(x, self.time_axis, index)
 
 
+def _full_length(node: OnnxNode, graph: OnnxGraph, time_axis: int) -> bool:
+    """Whether ``sequence_lens`` is the whole time axis for every entry, as tf2onnx writes ``tf.reverse``
+    over time: ``Expand(seq_len, [batch])`` with seq_len equal to the static time dimension."""
+    from migrate.converters.control_flow import fold
+
+    info = graph.value_info.get(node.input_values[0])
+    dims = info.type.tensor_type.shape.dim if info is not None else []
+    if len(dims) <= time_axis or not dims[time_axis].HasField("dim_value"):
+        return False
+    try:
+        producer, _ = graph.value_as_node_output(node.input_values[1])
+    except KeyError:
+        return False
+    if producer.operation_type != "Expand":
+        return False
+    length = fold(producer.input_values[0], graph)
+    return length is not None and length.size == 1 and int(length.reshape(-1)[0]) == dims[time_axis].dim_value
+
+
+class OnnxFlip(nn.Module, OnnxToTorchModule):
+    """``ReverseSequence`` over the full time axis: a plain flip."""
+
+    def __init__(self, axis: int) -> None:
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(self.axis)
+
+
 @converter("ReverseSequence", versions=range(10, 23))
 def convert_reverse_sequence(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    module = OnnxReverseSequence(int(node.attributes.get("batch_axis", 1)), int(node.attributes.get("time_axis", 0)))
+    time_axis = int(node.attributes.get("time_axis", 0))
+    if _full_length(node, graph, time_axis):
+        return OperationConverterResult(torch_module=OnnxFlip(time_axis), onnx_mapping=OnnxMapping(
+            inputs=node.input_values[:1], outputs=node.output_values))
+    module = OnnxReverseSequence(int(node.attributes.get("batch_axis", 1)), time_axis)
     return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(
         inputs=node.input_values, outputs=node.output_values))
