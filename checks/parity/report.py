@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -12,6 +13,11 @@ from typing import Any
 from checks.parity.numeric import Stats
 
 FORMATS = ("text", "json", "junit")
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no Inf/NaN (an overflowing difference); such a statistic is reported as null."""
+    return value if math.isfinite(value) else None
 
 
 @dataclass
@@ -26,8 +32,9 @@ class OutputResult:
 
     def to_dict(self) -> dict[str, Any]:
         s = self.stats
-        return {"name": self.name, "pair": self.pair, "passed": s.passed, "max_abs_err": s.max_abs_err,
-                "max_rel_err": s.max_rel_err, "mean_abs_err": s.mean_abs_err, "mismatched": s.mismatched,
+        return {"name": self.name, "pair": self.pair, "passed": s.passed, "max_abs_err": _finite(s.max_abs_err),
+                "max_rel_err": _finite(s.max_rel_err), "mean_abs_err": _finite(s.mean_abs_err),
+                "mismatched": s.mismatched,
                 "total": s.total, "worst_index": s.worst_index, "message": s.message}
 
 
