@@ -246,9 +246,13 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
     from tf2onnx import convert as tf2onnx_convert
     from tf2onnx import tf_loader
 
+    from migrate import tf_graph_fixes
+
     func = loaded.func
     input_specs = loaded.input_specs()
-    input_names = [t.name for t in func.inputs if t.dtype != tf.dtypes.resource]
+    # Captured tensors (e.g. Keras Normalization constants) follow the arguments in func.inputs: not inputs.
+    arguments = func.inputs[:len(func.inputs) - len(func.captured_inputs)]
+    input_names = [t.name for t in arguments if t.dtype != tf.dtypes.resource]
     output_specs = loaded.output_specs()
     output_names = [t.name for _, t in output_specs]
     for key, spec in input_specs:
@@ -262,6 +266,8 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
     try:
         with tf.device("/cpu:0"):
             graph_def = tf_loader.from_function(func, input_names, output_names)
+            # tf2torch fixes (issue 3): inline XLA-marked nested functions, register missing handlers.
+            graph_def = tf_graph_fixes.prepare_for_tf2onnx(graph_def, input_names, output_names)
     except Exception as exc:
         raise WorkerError(f"TensorFlow could not freeze signature {loaded.signature!r} "
                           f"({type(exc).__name__}: {_first_line(exc)})", exit_code=1) from exc
