@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from migrate.passes.values import Const, Walker
+from migrate.passes.values import Const, Sym, Walker
 
 _FOLDED_PREFIX = "_folded_"
 
@@ -35,6 +35,29 @@ def materialize_constants(w: Walker) -> int:
         w.value[attr] = value
         w.real[attr] = value.value
         node.replace_all_uses_with(attr, delete_user_cb=lambda user: user.op != "output")
+        count += 1
+    return count
+
+
+def materialize_shapes(w: Walker) -> int:
+    """Rebuild each shape vector still read as a tensor from its SymInt items.
+
+    A run-time shape value consumed by ordinary tensor math (a mask built from ``Range`` and a
+    length, a position divided by a width) would otherwise keep onnx2torch's Slice/Gather chain,
+    which reads tensor values. ``torch.tensor([s0, 4])`` traces fine with SymInts.
+    """
+    w.graph.eliminate_dead_code()
+    count = 0
+    for node in list(w.graph.nodes):
+        value = w.value.get(node)
+        if not isinstance(value, Sym) or value.literal or not node.users:
+            continue
+        with w.graph.inserting_after(node):
+            items = value.items[0] if value.scalar else list(value.items)
+            tensor = w.graph.call_function(torch.tensor, (items,), {"dtype": value.dtype})
+        w.real[tensor] = w.real[node]
+        w.value[tensor] = None
+        node.replace_all_uses_with(tensor, delete_user_cb=lambda user: user is not tensor)
         count += 1
     return count
 
