@@ -8,6 +8,7 @@ source order. Everything is syntactic: the linted code is never imported or run.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence, TypeVar, Union
@@ -133,30 +134,84 @@ class Hit:
 Step = Callable[[object], Union[Hit, cst.CSTNode, None]]
 
 
-class _Indexer(cst.CSTVisitor):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stack: list[cst.CSTNode] = []
+# Fields that hold only whitespace and punctuation: never walked.
+_SKIP_FIELDS = frozenset({
+    "lpar", "rpar", "lbracket", "rbracket", "lbrace", "rbrace", "leading_lines", "lines_after_decorators",
+    "trailing_whitespace", "header", "footer", "comma", "semicolon", "equal", "colon", "indent",
+    "default_indent", "default_newline", "encoding", "has_trailing_newline", "asynchronous", "dot", "star",
+    "posonly_ind", "operator",
+})
+# Evaluation order where the dataclass field order differs: bindings come before their uses.
+_ORDER = {
+    cst.FunctionDef: ("decorators", "name", "params", "returns", "body"),
+    cst.ClassDef: ("decorators", "name", "bases", "keywords", "body"),
+    cst.ExceptHandler: ("type", "name", "body"),
+    cst.Parameters: ("posonly_params", "params", "star_arg", "kwonly_params", "star_kwarg"),
+    cst.IfExp: ("body", "test", "orelse"),
+    cst.ListComp: ("for_in", "elt"),
+    cst.SetComp: ("for_in", "elt"),
+    cst.GeneratorExp: ("for_in", "elt"),
+    cst.DictComp: ("for_in", "key", "value"),
+}
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(kind: type) -> tuple[str, ...]:
+    names = _FIELDS.get(kind)
+    if names is None:
+        names = _ORDER.get(kind) or tuple(
+            f.name for f in dataclasses.fields(kind)
+            if f.name not in _SKIP_FIELDS and not f.name.startswith("whitespace"))
+        _FIELDS[kind] = names
+    return names
+
+
+class _Index:
+    """Parents, pre/post numbers and nodes by type, from one walk over the tree.
+
+    A plain walk over dataclass fields: libcst's visitor rebuilds every node it visits,
+    which costs several times the parse itself. Whitespace and punctuation are skipped.
+    """
+
+    def __init__(self, module: cst.Module) -> None:
         self.parent: dict[int, cst.CSTNode] = {}
         self.pre: dict[int, int] = {}
         self.post: dict[int, int] = {}
         self.by_type: dict[type, list[cst.CSTNode]] = defaultdict(list)
-        self.counter = 0
+        self.scope: dict[int, cst.CSTNode] = {}
+        counter = 0
+        stack: list[tuple[cst.CSTNode, cst.CSTNode | None, cst.CSTNode | None]] = [(module, None, None)]
+        node_type = cst.CSTNode
+        leaving = _LEAVING
+        while stack:
+            node, parent, scope = stack.pop()
+            key = id(node)
+            if parent is leaving:
+                self.post[key] = counter
+                counter += 1
+                continue
+            self.pre[key] = counter
+            counter += 1
+            if parent is not None:
+                self.parent[key] = parent
+                self.scope[key] = scope  # type: ignore[assignment]
+            kind = type(node)
+            self.by_type[kind].append(node)
+            stack.append((node, leaving, None))
+            inner = node if kind in _SCOPE_TYPES else scope
+            children = []
+            for name in _fields(kind):
+                value = getattr(node, name)
+                if isinstance(value, node_type):
+                    children.append(value)
+                elif isinstance(value, (tuple, list)):
+                    children.extend(v for v in value if isinstance(v, node_type))
+            for child in reversed(children):
+                stack.append((child, node, inner))
 
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        key = id(node)
-        if self.stack:
-            self.parent[key] = self.stack[-1]
-        self.pre[key] = self.counter
-        self.counter += 1
-        self.by_type[type(node)].append(node)
-        self.stack.append(node)
-        return True
 
-    def on_leave(self, original_node: cst.CSTNode) -> None:
-        self.stack.pop()
-        self.post[id(original_node)] = self.counter
-        self.counter += 1
+_LEAVING = cst.Pass()  # marks the second visit of a node on the walk's stack
+_SCOPE_TYPES = frozenset(SCOPES)
 
 
 class FileContext:
@@ -166,12 +221,12 @@ class FileContext:
         self.module = module
         self.source = source
         self.filename = filename
-        index = _Indexer()
-        module.visit(index)
+        index = _Index(module)
         self._parent = index.parent
         self._pre = index.pre
         self._post = index.post
         self._by_type = index.by_type
+        self._scope = index.scope
         self._positions: dict[cst.CSTNode, CodeRange] | None = None
         self._memo: dict[str, object] = {}
         self.imports = self._collect_imports()
@@ -204,10 +259,7 @@ class FileContext:
 
     def scope(self, node: cst.CSTNode) -> ScopeNode:
         """The nearest enclosing function, class or module (not the node itself)."""
-        for a in self.ancestors(node):
-            if isinstance(a, SCOPES):
-                return a  # type: ignore[return-value]
-        return self.module
+        return self._scope.get(id(node), self.module)  # type: ignore[return-value]
 
     def function(self, node: cst.CSTNode) -> cst.FunctionDef | None:
         scope = self.scope(node)
@@ -340,7 +392,7 @@ class FileContext:
         for node in self.nodes(cst.Param):
             add(node.name, None, self.post(node), scope=self.scope(node))
         for node in self.nodes(cst.FunctionDef) + self.nodes(cst.ClassDef):  # type: ignore[operator]
-            add(node.name, None, self.post(node))
+            add(node.name, None, self.post(node), scope=self.scope(node))
         for key in table:
             table[key].sort(key=lambda b: b.time)
         return table

@@ -28,8 +28,11 @@ class Rule:
     fixable: bool = False
 
     def may_match(self, source: str) -> bool:
-        """Cheap text prefilter: a file without any trigger word cannot match, so it is not parsed."""
-        return any(t in source for t in self.triggers)
+        """Cheap text prefilter, so files that cannot match are never parsed.
+
+        Every trigger must occur in the source; ``a|b`` means either word.
+        """
+        return all(any(word in source for word in t.split("|")) for t in self.triggers)
 
 
 REGISTRY: dict[str, Rule] = {

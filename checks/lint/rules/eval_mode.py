@@ -108,7 +108,21 @@ def _mode_dependent(ctx: FileContext, cls: cst.ClassDef, seen: set[int]) -> bool
     return False
 
 
-def _is_model(ctx: FileContext, expr: cst.BaseExpression, loaded: set[str]) -> bool:
+def _module_class(ctx: FileContext, cls: cst.ClassDef, depth: int = 0) -> bool:
+    """A class defined here that subclasses ``torch.nn.Module`` (directly or via local classes)."""
+    for base in cls.bases:
+        qual = ctx.qualname(base.value) or ""
+        if qual.startswith("torch.nn.") or (
+                qual in ctx.classes and depth < 10 and _module_class(ctx, ctx.classes[qual], depth + 1)):
+            return True
+    return False
+
+
+def _is_model(ctx: FileContext, expr: cst.BaseExpression, scope: cst.CSTNode, loaded: set[str]) -> bool:
+    """Whether ``expr`` is a model whose output depends on train/eval mode, as far as the
+    file shows: built from a local nn.Module class, an nn.Sequential or torchvision/timm;
+    or a parameter or ``self.`` attribute named like a model; or something that gets
+    ``load_state_dict``. Plain functions named ``*_model`` are not models."""
     name = dotted(expr)
     if name is None or name == "self":
         return False
@@ -116,12 +130,18 @@ def _is_model(ctx: FileContext, expr: cst.BaseExpression, loaded: set[str]) -> b
     if built is not None:
         qual = ctx.callee(built) or ""
         if qual in ctx.classes:
-            return _mode_dependent(ctx, ctx.classes[qual], set())
+            cls = ctx.classes[qual]
+            return _module_class(ctx, cls) and _mode_dependent(ctx, cls, set())
         if qual == "torch.nn.Sequential":
             return any(_MODE_LAYERS.search(ctx.callee(c) or "") for c in ctx.inside(built, cst.Call, False))
         return qual.startswith(("torchvision.models.", "timm.create_model")) or (
             name in loaded and "from_pretrained" not in qual and "load" not in qual)
-    return name in loaded or bool(_MODEL_NAME.search(name.rsplit(".", 1)[-1]))
+    if name in loaded:
+        return True
+    head = name.split(".")[0]
+    variable = name.startswith("self.") or (
+        isinstance(scope, cst.FunctionDef) and head in _parameters(scope))
+    return variable and bool(_MODEL_NAME.search(name.rsplit(".", 1)[-1]))
 
 
 def _loaded_names(ctx: FileContext) -> set[str]:
@@ -172,7 +192,7 @@ def _callers_put_in_eval(ctx: FileContext, func: cst.FunctionDef, index: int, pa
 
 @rule("TTL501", "inference-without-eval",
       "A model runs under no_grad/inference_mode (or right after load_state_dict) without .eval().",
-      triggers=("no_grad", "inference_mode", "load_state_dict", "set_grad_enabled"))
+      triggers=("no_grad|inference_mode|load_state_dict|set_grad_enabled",))
 def inference_without_eval(ctx: FileContext) -> Iterator[Finding]:
     loaded = _loaded_names(ctx)
     for scope in [ctx.module, *ctx.nodes(cst.FunctionDef)]:
@@ -186,8 +206,10 @@ def inference_without_eval(ctx: FileContext) -> Iterator[Finding]:
                 continue
             quiet = any(ctx.contains(r, call) for r in regions)
             after_load = not quiet and name in loaded and not training and _after_load(ctx, scope, call, name)
-            if not (quiet or after_load) or not _is_model(ctx, call.func, loaded):
+            if not (quiet or after_load) or not _is_model(ctx, call.func, scope, loaded):
                 continue
+            if quiet and _set_to_train_inside(ctx, regions, call, name):
+                continue  # the author asks for training mode on purpose
             if training and not any(dotted(c.func) == name and not any(ctx.contains(r, c) for r in regions)
                                     for c in calls):
                 continue  # a frozen teacher / target network in a training step
@@ -213,3 +235,11 @@ def _after_load(ctx: FileContext, scope: cst.CSTNode, call: cst.Call, name: str)
         if qual.startswith("torch.optim.") or (method_name(c) == "train" and dotted(receiver(c)) == name):
             return False
     return True
+
+
+def _set_to_train_inside(ctx: FileContext, regions: list[cst.CSTNode], call: cst.Call, name: str) -> bool:
+    for region in regions:
+        if ctx.contains(region, call):
+            return any(method_name(c) == "train" and dotted(receiver(c)) == name
+                       for c in ctx.inside(region, cst.Call, same_scope=False))
+    return False

@@ -150,7 +150,7 @@ def _conv_model(ctx: FileContext, cls: cst.ClassDef) -> bool:
 
 @rule("TTL401", "channels-last-into-conv",
       "Channels-last (N,H,W,C) data reaches a channels-first layer (Conv2d, BatchNorm2d, MaxPool2d, a CNN).",
-      triggers=("onv", "Pool", "pool", "BatchNorm2d", "torchvision"))
+      triggers=("onv|Pool|pool|BatchNorm2d|torchvision",))
 def channels_last_into_conv(ctx: FileContext) -> Iterator[Finding]:
     step = _channels_last_step(ctx)
     seen: set[tuple[int, int]] = set()
@@ -275,7 +275,7 @@ def _kernels(code: str):
 
 rule("TTL402", "dense-kernel-not-transposed",
      "A Keras Dense kernel is copied into nn.Linear.weight without a transpose.",
-     triggers=("kernel", "get_weights"))(_kernels("TTL402"))
+     triggers=("weight", "kernel|get_weights"))(_kernels("TTL402"))
 rule("TTL403", "conv-kernel-not-permuted",
      "A Keras Conv kernel (HWIO) is copied into nn.Conv*d.weight without permuting to OIHW.",
-     triggers=("kernel", "get_weights"))(_kernels("TTL403"))
+     triggers=("weight", "kernel|get_weights"))(_kernels("TTL403"))
