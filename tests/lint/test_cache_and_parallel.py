@@ -1,0 +1,104 @@
+"""Result cache (content, rule set and version in the key) and the parallel path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from checks.lint import cache as cache_module
+from checks.lint import check, runner
+from checks.lint.cache import Cache
+
+BAD = "import torch\nfor x in data:\n    model(x).sum().backward()\n    optimizer.step()\n"
+FIXED = "import torch\nfor x in data:\n    optimizer.zero_grad()\n    model(x).sum().backward()\n    optimizer.step()\n"
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record which files really get linted (cache misses)."""
+    calls: list[str] = []
+    original = runner.lint_source
+
+    def spy(text, filename, codes):
+        calls.append(filename)
+        return original(text, filename, codes)
+
+    monkeypatch.setattr(runner, "lint_source", spy)
+    return calls
+
+
+def test_warm_run_reads_the_cache_and_edits_invalidate(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "train.py"
+    path.write_text(BAD)
+    calls = _spy(monkeypatch)
+    first = check([str(path)])
+    assert [f.code for f in first.findings] == ["TTL101"] and calls == [str(path)]
+    second = check([str(path)])
+    assert second.findings == first.findings and calls == [str(path)]  # served from the cache
+    path.write_text(FIXED)
+    third = check([str(path)])
+    assert third.findings == [] and len(calls) == 2
+
+
+def test_rule_selection_and_version_are_part_of_the_key(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "train.py"
+    path.write_text(BAD)
+    calls = _spy(monkeypatch)
+    check([str(path)])
+    assert check([str(path)], select=["TTL2"]).findings == []
+    assert len(calls) == 2
+    monkeypatch.setattr(cache_module, "fingerprint", lambda: "another version")
+    check([str(path)])
+    assert len(calls) == 3
+
+
+def test_cached_results_keep_noqa_and_per_file_settings_live(tmp_path: Path) -> None:
+    path = tmp_path / "train.py"
+    path.write_text(BAD)
+    assert len(check([str(path)]).findings) == 1
+    assert check([str(path)], ignore=["TTL101"]).findings == []
+
+
+def test_no_cache_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+    store = tmp_path / "store"
+    monkeypatch.setenv("TF2TORCH_CACHE_DIR", str(store))
+    path = tmp_path / "train.py"
+    path.write_text(BAD)
+    check([str(path)], cache=False)
+    assert not store.exists()
+    check([str(path)])
+    assert list(store.rglob("*.json"))
+
+
+def test_corrupt_cache_entry_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "train.py"
+    path.write_text(BAD)
+    check([str(path)])
+    for entry in Cache(runner.resolve(None, None)).directory.rglob("*.json"):
+        entry.write_text("{not json")
+    assert [f.code for f in check([str(path)]).findings] == ["TTL101"]
+
+
+def test_parallel_run_equals_serial_run(tmp_path: Path) -> None:
+    for i in range(runner.PARALLEL_MIN_FILES * 2):
+        (tmp_path / f"m{i:02}.py").write_text(BAD if i % 3 else FIXED)
+    (tmp_path / "broken.py").write_text("def (:\n")
+    serial = check([str(tmp_path)], cache=False, jobs=1)
+    parallel = check([str(tmp_path)], cache=False, jobs=2)
+    assert serial.findings == parallel.findings
+    assert len(serial.findings) == 2 * runner.PARALLEL_MIN_FILES * 2 // 3 + 1
+
+
+def test_internal_error_in_a_rule_is_reported_and_the_run_goes_on(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "a.py").write_text(BAD)
+    (tmp_path / "b.py").write_text(BAD)
+
+    def boom(text, filename, codes):
+        if filename.endswith("a.py"):
+            raise RuntimeError("rule bug")
+        return original(text, filename, codes)
+
+    original = runner.lint_source
+    monkeypatch.setattr(runner, "lint_source", boom)
+    report = check([str(tmp_path)], cache=False, jobs=1)
+    assert [f.filename for f in report.findings] == [str(tmp_path / "b.py")]
+    assert len(report.errors) == 1 and "RuntimeError: rule bug" in report.errors[0]
