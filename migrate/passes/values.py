@@ -77,6 +77,7 @@ class Walker:
         self.value: dict[fx.Node, Value] = {}
         self._cursor: fx.Node | None = None
         self._sizes: dict[tuple[fx.Node, int], fx.Node] = {}
+        self._replaced: dict[fx.Node, fx.Node] = {}
         self.rewritten: list[str] = []
 
     # ---- the walk -------------------------------------------------------------------------
@@ -84,8 +85,13 @@ class Walker:
         """Walk every node; return the real outputs of the original graph for the example."""
         inputs = iter(example_inputs)
         output: Any = None
+        nodes = list(self.graph.nodes)
+        position_of = {n: i for i, n in enumerate(nodes)}
+        dying: dict[int, list[fx.Node]] = {}
+        for i, n in enumerate(nodes):
+            dying.setdefault(max((position_of[u] for u in n.users), default=i), []).append(n)
         with torch.no_grad():
-            for node in list(self.graph.nodes):
+            for position, node in enumerate(nodes):
                 self._cursor = node
                 if node.op == "placeholder":
                     self.real[node] = next(inputs)
@@ -97,7 +103,17 @@ class Walker:
                     output = fx.node.map_arg(node.args[0], self.real.__getitem__)
                 else:
                     self._visit(node)
+                for done in dying.get(position, ()):
+                    self._forget(done)
         return output
+
+    def _forget(self, node: fx.Node) -> None:
+        """Keep only shape and dtype of a large activation nothing later reads (bounds peak memory)."""
+        for key in (node, self._replaced.get(node)):
+            real = self.real.get(key)
+            if isinstance(real, torch.Tensor) and real.numel() > _MAX_SHAPE_LEN and not real.is_meta \
+                    and not isinstance(self.value.get(key), Const):
+                self.real[key] = torch.empty(real.shape, dtype=real.dtype, device="meta")
 
     def _visit(self, node: fx.Node) -> None:
         args = fx.node.map_arg(node.args, self.real.__getitem__)
@@ -118,6 +134,7 @@ class Walker:
             self.real[result] = self.real[node]
             self.value[result] = None
             node.replace_all_uses_with(result)
+            self._replaced[node] = result
             self.rewritten.append(type(module).__name__)
 
     def _execute(self, node: fx.Node, args: Any, kwargs: Any) -> Any:
