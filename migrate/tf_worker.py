@@ -168,8 +168,15 @@ def load_model(source: Path, signature: str) -> LoadedModel:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else ""
+    """The informative line of an exception: TF's runtime errors open with 'Graph execution error:'
+    and put the cause (e.g. ``indices[0,4] = 50 is not in [0, 12)``) after the node's stack trace."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    noise = ("Graph execution error", "Detected at node", "<stack traces unavailable>", "[[{{node", "File \"")
+    cause = [ln for ln in lines if not ln.startswith(noise) and not ln.endswith("(most recent call last):")]
+    node = next((ln.split("Detected at node", 1)[1].split(" defined at")[0].strip()
+                 for ln in lines if ln.startswith("Detected at node")), None)
+    text = (cause or lines or [""])[0]
+    return (f"{text} (at node {node})" if node else text)[:300]
 
 
 def _dims(shape: Any) -> list[int | None]:

@@ -25,15 +25,22 @@ def _opset(model: onnx.ModelProto) -> int:
 
 
 def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
-    """op_type -> names of top-level nodes that no registered converter handles."""
+    """op_type -> names of nodes (subgraphs included) that no registered converter handles."""
     onnx2torch()
     from migrate.converters.registry import is_supported
 
     version = _opset(model)
     missing: dict[str, list[str]] = defaultdict(list)
-    for node in model.graph.node:
-        if not is_supported(node.op_type, version, node.domain):
-            missing[node.op_type].append(node.name)
+
+    def visit(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            if not is_supported(node.op_type, version, node.domain):
+                missing[node.op_type].append(node.name)
+            for attr in node.attribute:  # Loop/If/Scan bodies
+                for sub in [attr.g] if attr.HasField("g") else attr.graphs:
+                    visit(sub)
+
+    visit(model.graph)
     return dict(missing)
 
 
