@@ -195,11 +195,21 @@ def test_pool_1d_3d_same(op, rank):
     _check(_model(node, {"x": (np.float32, ["n", 2, *spatial])}), {"x": x}, export=True)
 
 
+@pytest.mark.parametrize("op", ["GlobalMaxPool", "GlobalAveragePool"])
 @pytest.mark.parametrize("shape", [(2, 3, 7), (2, 3, 5, 4), (2, 1, 3, 4, 5)])
-def test_global_max_pool(shape):
+def test_global_pools(op, shape):
     x = _rand(*shape) - 4.0
-    node = helper.make_node("GlobalMaxPool", ["x"], ["y"])
+    node = helper.make_node(op, ["x"], ["y"])
     _check(_model(node, {"x": (np.float32, ["n", *shape[1:]])}), {"x": x}, export=True)
+
+
+def test_global_average_pool_of_unknown_rank_keeps_batch_and_channels():
+    """tf2onnx's LayerNormalization moments: GlobalAveragePool of a tensor shape inference cannot size."""
+    x = _rand(2, 3, 4)
+    graph = helper.make_graph([helper.make_node("GlobalAveragePool", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_empty_tensor_value_info("y")])
+    _check(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), {"x": x})
 
 
 # ---------------------------------------------------------------- CumSum, Pad, Split, Reduce

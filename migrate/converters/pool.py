@@ -1,10 +1,14 @@
-"""AveragePool, MaxPool and GlobalMaxPool with every ONNX padding form.
+"""AveragePool, MaxPool with every ONNX padding form; GlobalMaxPool and GlobalAveragePool.
 
 TF 'same' pooling becomes asymmetric ONNX pads (or ``auto_pad=SAME_UPPER``) with
 ``count_include_pad=0``: the average is over the window's real elements only. Torch's own pooling
 takes symmetric padding of at most half the kernel, so that case stays a native ``nn.AvgPoolNd``/
 ``nn.MaxPoolNd``; otherwise the input is padded explicitly (``-inf`` for max) and, for averages that
 exclude padding, divided by the pooled count of real elements.
+
+The global pools read the rank from the tensor: onnx2torch's GlobalAveragePool takes it from
+value_info and, where shape inference left only the element type, averages over every dim
+(batch and channels included) - tf2onnx emits GlobalAveragePool for LayerNormalization moments.
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ class GlobalMaxPool(nn.Module, OnnxToTorchModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.amax(x, dim=tuple(range(2, x.dim())), keepdim=True)
+
+
+class GlobalAveragePool(nn.Module, OnnxToTorchModule):
+    """Mean over every spatial dim, keeping them as size 1 (ONNX GlobalAveragePool)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.mean(x, dim=tuple(range(2, x.dim())), keepdim=True)
 
 
 def _native_padding(pads: list[int] | None, kernel: list[int]) -> list[int] | None:
@@ -98,3 +109,8 @@ def convert_max_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResu
 @converter("GlobalMaxPool", versions=(1,))
 def convert_global_max_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     return OperationConverterResult(torch_module=GlobalMaxPool(), onnx_mapping=onnx_mapping_from_node(node))
+
+
+@converter("GlobalAveragePool", versions=(1,))
+def convert_global_average_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    return OperationConverterResult(torch_module=GlobalAveragePool(), onnx_mapping=onnx_mapping_from_node(node))
