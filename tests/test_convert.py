@@ -27,9 +27,11 @@ CASES = [
 ]
 
 
-def run_plain_torch(pt2: Path, names: list[str], batches: list[dict[str, np.ndarray]], tmp: Path) -> list[list[np.ndarray]]:
+def run_plain_torch(pt2: Path, names: list[str], batches: list[dict[str, np.ndarray]], tmp: Path,
+                    compile_too: bool = False) -> list[list[np.ndarray]]:
     """Feed torch-layout batches to model.pt2 in a fresh process that imports only torch."""
-    args = [sys.executable, str(ROOT / "tests" / "run_pt2.py"), str(pt2), ",".join(names)]
+    args = [sys.executable, str(ROOT / "tests" / "run_pt2.py"), *(["--compile"] if compile_too else []),
+            str(pt2), ",".join(names)]
     for i, feeds in enumerate(batches):
         np.savez(tmp / f"t_in{i}.npz", **feeds)
         args += [str(tmp / f"t_in{i}.npz"), str(tmp / f"t_out{i}.npz")]
