@@ -267,7 +267,8 @@ def test_shape_fixture_exports_and_matches_tf(name: str) -> None:
 @pytest.mark.parametrize("name", ["mlp", "cnn", "image2image", "multi_io", "tf_module", "cnn_conv1d_causal",
                                   "cnn_conv3d", "cnn_separable", "attn_encoder", "attn_decoder",
                                   "tfmod_image_ops", "cond_tf_module", "rnn_bilstm", "rnn_embedding_lstm",
-                                  "rnn_lstm_state", "rnn_stacked_gru"])
+                                  "rnn_lstm_state", "rnn_stacked_gru", "app_resnet50", "app_mobilenetv3small",
+                                  "app_efficientnetb0", "app_convnexttiny", "app_densenet121"])
 def test_zoo_model_exports_and_matches_tf(name: str) -> None:
     _check_fixture(name)
 
