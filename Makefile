@@ -10,8 +10,7 @@ DEMO   := demo-out
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing tf2torch and its dependencies into $(VENV) (first run only, a few minutes; log: $(VENV)/install.log)..."
-	@( $(BIN)/python -m pip install --upgrade pip && \
-	   $(BIN)/python -m pip install -c constraints.txt -e ".[convert,tf,test]" ) > $(VENV)/install.log 2>&1 \
+	@$(BIN)/python -m pip install -c constraints.txt -e ".[convert,tf,test]" > $(VENV)/install.log 2>&1 \
 	   || { tail -n 30 $(VENV)/install.log; echo "install failed; full log: $(VENV)/install.log"; exit 1; }
 	@touch $@
 
