@@ -7,7 +7,9 @@ be parsed. Codes are never reused.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 if TYPE_CHECKING:
@@ -30,9 +32,14 @@ class Rule:
     def may_match(self, source: str) -> bool:
         """Cheap text prefilter, so files that cannot match are never parsed.
 
-        Every trigger must occur in the source; ``a|b`` means either word.
+        Each trigger is a regular expression and all of them must be found in the source.
         """
-        return all(any(word in source for word in t.split("|")) for t in self.triggers)
+        return all(pattern.search(source) for pattern in _compiled(self.triggers))
+
+
+@lru_cache(maxsize=None)
+def _compiled(triggers: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(t) for t in triggers)
 
 
 REGISTRY: dict[str, Rule] = {

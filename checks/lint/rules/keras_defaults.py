@@ -62,7 +62,7 @@ def _one_minus(text: str) -> str | None:
 
 @rule("TTL301", "keras-batchnorm-momentum",
       "BatchNorm momentum >= 0.5 looks like Keras' convention (torch momentum = 1 - Keras momentum).",
-      triggers=("momentum", "Norm|norm"), fixable=True)
+      triggers=("momentum", "[Nn]orm"), fixable=True)
 def keras_momentum(ctx: FileContext) -> Iterator[Finding]:
     for call in ctx.nodes(cst.Call):
         qual = ctx.callee(call)
@@ -98,7 +98,7 @@ def ports_keras(ctx: FileContext) -> bool:
 
 @rule("TTL302", "keras-norm-default-eps",
       "BatchNorm/LayerNorm left at torch's eps=1e-5 in code that ports Keras weights (Keras uses 1e-3).",
-      triggers=("Norm", "tensorflow|keras|h5py|.h5|.hdf5"))
+      triggers=("Norm", r"tensorflow|keras|h5py|\.h5|\.hdf5"))
 def keras_default_eps(ctx: FileContext) -> Iterator[Finding]:
     if not ports_keras(ctx):
         return
@@ -122,7 +122,7 @@ def _stride_above_one(node: cst.CSTNode | None) -> bool:
 
 @rule("TTL303", "same-padding-with-stride",
       "padding='same' with stride > 1: torch rejects it; Keras pads asymmetrically.",
-      triggers=("same", "onv"))
+      triggers=("[\"']same[\"']", "[Cc]onv"))
 def same_padding_with_stride(ctx: FileContext) -> Iterator[Finding]:
     for call in ctx.nodes(cst.Call):
         qual = ctx.callee(call)

@@ -150,7 +150,8 @@ def _conv_model(ctx: FileContext, cls: cst.ClassDef) -> bool:
 
 @rule("TTL401", "channels-last-into-conv",
       "Channels-last (N,H,W,C) data reaches a channels-first layer (Conv2d, BatchNorm2d, MaxPool2d, a CNN).",
-      triggers=("onv|Pool|pool|BatchNorm2d|torchvision",))
+      triggers=(r"[Cc]onv2d|[Pp]ool2d|BatchNorm2d|torchvision|models\.",
+                r"imread|Image\.open|from_numpy|as_tensor|tensor\(|rand|zeros|ones|empty|view\(|reshape"))
 def channels_last_into_conv(ctx: FileContext) -> Iterator[Finding]:
     step = _channels_last_step(ctx)
     seen: set[tuple[int, int]] = set()
@@ -180,6 +181,9 @@ _KERNEL_KEEPS = {
 }
 _KERNEL_METHOD_KEEPS = {"numpy", "float", "double", "to", "cuda", "copy", "astype", "clone", "detach", "contiguous",
                         "read_value", "value"}
+
+
+_KERNEL_WORDS = r"get_weights|\.kernel\b|kernel:|/kernel|[\"']kernel[\"']"
 
 
 def _kernel_step(ctx: FileContext):
@@ -275,7 +279,7 @@ def _kernels(code: str):
 
 rule("TTL402", "dense-kernel-not-transposed",
      "A Keras Dense kernel is copied into nn.Linear.weight without a transpose.",
-     triggers=("weight", "kernel|get_weights"))(_kernels("TTL402"))
+     triggers=("weight", _KERNEL_WORDS))(_kernels("TTL402"))
 rule("TTL403", "conv-kernel-not-permuted",
      "A Keras Conv kernel (HWIO) is copied into nn.Conv*d.weight without permuting to OIHW.",
-     triggers=("weight", "kernel|get_weights"))(_kernels("TTL403"))
+     triggers=("weight", _KERNEL_WORDS))(_kernels("TTL403"))

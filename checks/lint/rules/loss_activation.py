@@ -203,10 +203,10 @@ def _by_code(code: str):
 
 rule("TTL201", "softmax-before-cross-entropy",
      "Softmax output reaches CrossEntropyLoss, which applies log_softmax itself.",
-     triggers=("oftmax", "ross_entropy|rossEntropy"), fixable=True)(_by_code("TTL201"))
+     triggers=("oftmax", "ross_?[Ee]ntropy"), fixable=True)(_by_code("TTL201"))
 rule("TTL202", "sigmoid-before-bce-with-logits",
      "Sigmoid output reaches BCEWithLogitsLoss, which applies sigmoid itself.",
-     triggers=("igmoid|expit", "with_logits|WithLogits"), fixable=True)(_by_code("TTL202"))
+     triggers=("igmoid|expit", "[Ww]ith_?[Ll]ogits"), fixable=True)(_by_code("TTL202"))
 rule("TTL203", "softmax-before-nll-loss",
      "Softmax output (not log_softmax) reaches NLLLoss, which expects log-probabilities.",
      triggers=("oftmax", "nll_loss|NLLLoss"), fixable=True)(_by_code("TTL203"))
@@ -218,7 +218,7 @@ _IMPLICIT_DIM_MODULES = {"torch.nn.Softmax", "torch.nn.LogSoftmax", "torch.nn.So
 
 @rule("TTL204", "softmax-without-dim",
       "softmax/log_softmax/nn.Softmax without dim picks an axis implicitly.",
-      triggers=("oftmax|oftmin",))
+      triggers=("oftm(ax|in)",))
 def softmax_without_dim(ctx: FileContext) -> Iterator[Finding]:
     for call in ctx.nodes(cst.Call):
         qual = ctx.callee(call)

@@ -101,7 +101,7 @@ def _has_direct_reset(ctx: FileContext, within: cst.CSTNode, helpers: set[str]) 
 
 @rule("TTL101", "missing-zero-grad",
       "Loop calls backward() and optimizer.step() but never resets gradients.",
-      triggers=("backward", "step("), fixable=True)
+      triggers=("backward", r"\.step\("), fixable=True)
 def missing_zero_grad(ctx: FileContext) -> Iterator[Finding]:
     helpers: set[str] | None = None
     for loop in ctx.nodes(cst.For) + ctx.nodes(cst.While):  # type: ignore[operator]
@@ -153,7 +153,7 @@ def _insert_zero_grad(ctx: FileContext, backwards: list[cst.Call],
 
 @rule("TTL102", "scheduler-before-optimizer",
       "scheduler.step() runs before optimizer.step() in the same loop.",
-      triggers=("sched", "step("))
+      triggers=("sched", r"\.step\("))
 def scheduler_before_optimizer(ctx: FileContext) -> Iterator[Finding]:
     reported: set[int] = set()
     for loop in ctx.nodes(cst.For) + ctx.nodes(cst.While):  # type: ignore[operator]
