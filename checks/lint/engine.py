@@ -44,6 +44,9 @@ def lint_source(source: str, filename: str, codes: list[str]) -> list[Finding]:
     except cst.ParserSyntaxError as exc:
         return [_syntax_finding(filename, exc.message, exc.raw_line, exc.raw_column + 1)] \
             if PARSE_ERROR in codes else []
+    except RecursionError:
+        return [_syntax_finding(filename, "too deeply nested for the parser", 1, 1)] \
+            if PARSE_ERROR in codes else []
     ctx = FileContext(module, text, filename)
     findings: list[Finding] = []
     for rule_ in rules:
