@@ -19,7 +19,7 @@ from .training_loop import backward_calls
 
 _NO_GRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.inference_mode",
             "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"}
-_MODEL_NAME = re.compile(r"^(model|net|network|module|classifier|encoder|decoder|backbone)$|_(model|net)$|^(model|net)_",
+_MODEL_NAME = re.compile(r"^(model|net|network|classifier|encoder|decoder|backbone)$|_(model|net)$|^(model|net)_",
                          re.IGNORECASE)
 # Layers whose forward differs between train() and eval().
 _MODE_LAYERS = re.compile(r"Dropout|BatchNorm|Transformer")

@@ -131,21 +131,38 @@ def _channels_first_layer(ctx: FileContext, call: cst.Call) -> str | None:
             if first in _CHANNELS_FIRST else None
     cls = ctx.classes.get(kind)
     if cls is not None and _conv_model(ctx, cls):
-        return f"{kind} (built of channels-first layers)"
+        return f"{kind} (its forward starts with a channels-first layer)"
     return None
 
 
 def _conv_model(ctx: FileContext, cls: cst.ClassDef) -> bool:
-    def compute() -> bool:
-        calls = ctx.inside(cls, cst.Call, same_scope=False)
-        if not any(ctx.callee(c) in _CHANNELS_FIRST for c in calls):
-            return False
-        forward = next((f for f in ctx.inside(cls, cst.FunctionDef) if f.name.value == "forward"), None)
-        if forward is None:
-            return False
-        return not any((method_name(c) or (ctx.callee(c) or "").rsplit(".", 1)[-1]) in _REARRANGE
-                       for c in ctx.inside(forward, cst.Call, same_scope=False))
-    return bool(ctx.memo(f"conv_model:{id(cls)}", compute))
+    """A model class whose ``forward`` feeds its input to a channels-first layer first.
+
+    Calls are taken in evaluation order (innermost first); shape-neutral torch functions
+    and tensor methods are passed over. Anything else first — a permute or view, a Linear,
+    a helper method — means the model may take other layouts, so it does not count.
+    """
+    known: dict[int, bool] = ctx.memo("conv_models", dict)  # type: ignore[assignment]
+    if id(cls) in known:  # also breaks recursion through nested local models
+        return known[id(cls)]
+    known[id(cls)] = False
+    forward = next((f for f in ctx.inside(cls, cst.FunctionDef) if f.name.value == "forward"), None)
+    result = False
+    if forward is not None:
+        for call in sorted(ctx.inside(forward, cst.Call), key=ctx.post):
+            name = method_name(call) or (ctx.callee(call) or "").rsplit(".", 1)[-1]
+            if name in _REARRANGE:
+                break
+            if _channels_first_layer(ctx, call) is not None:
+                result = True
+                break
+            qual = ctx.callee(call) or ""
+            if qual.startswith("torch.") and not qual.startswith("torch.nn.") or (
+                    qual.startswith("torch.nn.functional.") and name not in _REARRANGE) or name in _METHOD_KEEPS:
+                continue
+            break
+    known[id(cls)] = result
+    return result
 
 
 @rule("TTL401", "channels-last-into-conv",
