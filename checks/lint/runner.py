@@ -6,6 +6,7 @@ are enough of them to pay for starting the pool.
 """
 from __future__ import annotations
 
+import ast
 import os
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -159,6 +160,11 @@ def _fix_file(path: Path, data: bytes, text: str, findings: list[Finding], codes
         if not any(f.fix for f in findings):
             break
     if body == original:
+        return findings
+    try:  # never write a file that no longer compiles
+        compile(body, str(path), "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        report.errors.append(f"{path}: internal error: fixes would make invalid code ({exc}); file left unchanged")
         return findings
     report.fixed += applied_total
     if write:

@@ -73,3 +73,15 @@ def test_files_are_not_touched_without_fix(tmp_path: Path) -> None:
     report = check([str(path)], cache=False)
     assert {f.code for f in report.findings} == {"TTL101", "TTL201", "TTL301"}
     assert path.stat().st_mtime_ns == stat.st_mtime_ns
+
+
+def test_a_fix_that_would_break_the_file_is_not_written(tmp_path: Path, monkeypatch) -> None:
+    from checks.lint import runner
+
+    path = tmp_path / "case.py"
+    shutil.copyfile(FIXTURES / "fixes" / "TTL301-momentum" / "before.py", path)
+    before = path.read_bytes()
+    monkeypatch.setattr(runner, "apply_fixes", lambda text, fixes: (text + "(((\n", 1) if fixes else (text, 0))
+    report = check([str(path)], fix=True, cache=False)
+    assert path.read_bytes() == before
+    assert report.fixed == 0 and "file left unchanged" in report.errors[0]
