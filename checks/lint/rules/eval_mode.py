@@ -213,6 +213,8 @@ def inference_without_eval(ctx: FileContext) -> Iterator[Finding]:
             if training and not any(dotted(c.func) == name and not any(ctx.contains(r, c) for r in regions)
                                     for c in calls):
                 continue  # a frozen teacher / target network in a training step
+            if training and _inside_training_iteration(ctx, call):
+                continue  # e.g. a GAN sampling progress images between its own updates
             if _put_in_eval(ctx, scope, name):
                 continue
             reported.add(name)
@@ -243,3 +245,19 @@ def _set_to_train_inside(ctx: FileContext, regions: list[cst.CSTNode], call: cst
             return any(method_name(c) == "train" and dotted(receiver(c)) == name
                        for c in ctx.inside(region, cst.Call, same_scope=False))
     return False
+
+
+def _innermost_loop(ctx: FileContext, node: cst.CSTNode) -> cst.CSTNode | None:
+    for a in ctx.ancestors(node):
+        if isinstance(a, (cst.For, cst.While)):
+            return a
+        if isinstance(a, (cst.FunctionDef, cst.ClassDef)):
+            return None
+    return None
+
+
+def _inside_training_iteration(ctx: FileContext, call: cst.Call) -> bool:
+    """The call shares a loop iteration with a ``backward()``: part of the training step
+    itself, not a separate evaluation pass (which would sit outside the batch loop)."""
+    loop = _innermost_loop(ctx, call)
+    return loop is not None and any(_innermost_loop(ctx, b) is loop for b in backward_calls(ctx, loop))
