@@ -158,7 +158,7 @@ def test_noqa(project: Path, capsys) -> None:
     source = BAD.replace("dim=1), y)", "dim=1), y)  # noqa: TTL201").replace(
         "optimizer.step()", "optimizer.step()  # noqa")
     (project / "train.py").write_text(source)
-    assert lint(capsys) [:2] == (0, "")
+    assert lint(capsys)[:2] == (0, "")
     (project / "train.py").write_text(BAD.replace("dim=1), y)", "dim=1), y)  # noqa: TTL101"))
     code, out, _ = lint(capsys)
     assert code == 1 and {line.split()[1] for line in out.splitlines()} == {"TTL101", "TTL201"}

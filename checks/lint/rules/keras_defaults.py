@@ -17,13 +17,14 @@ from ..context import FileContext, Hit, arg, has_arg, number, string
 from ..finding import Finding, Fix
 from ..registry import rule
 
-# class or function -> (positional index of momentum, positional index of eps)
+# class or function -> positional index of momentum
+_BATCH_NORMS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm",
+                "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")
 _MOMENTUM = {
-    **{f"torch.nn.{n}": (2, 1) for n in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm",
-                                          "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")},
-    **{f"torch.nn.{n}": (1, 0) for n in ("LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d")},
-    "torch.nn.functional.batch_norm": (6, 7),
-    "torch.nn.functional.instance_norm": (6, 7),
+    **{f"torch.nn.{n}": 2 for n in _BATCH_NORMS},
+    **{f"torch.nn.{n}": 1 for n in ("LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d")},
+    "torch.nn.functional.batch_norm": 6,
+    "torch.nn.functional.instance_norm": 6,
 }
 _EPS_LAYERS = {
     **{f"torch.nn.{n}": 1 for n in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LayerNorm")},
@@ -68,7 +69,7 @@ def keras_momentum(ctx: FileContext) -> Iterator[Finding]:
         qual = ctx.callee(call)
         if qual not in _MOMENTUM:
             continue
-        given = arg(call, _MOMENTUM[qual][0], "momentum")
+        given = arg(call, _MOMENTUM[qual], "momentum")
         literal = _literal(ctx, given)
         value = number(literal)
         if value is None or not 0.5 <= value <= 1:
@@ -77,9 +78,10 @@ def keras_momentum(ctx: FileContext) -> Iterator[Finding]:
         fix = None
         if literal is given and torch_value is not None and isinstance(literal, (cst.Float, cst.Integer)):
             fix = Fix(f"Use momentum={torch_value}", (ctx.replace(literal, torch_value),))
+        written = ctx.code(literal)  # type: ignore[arg-type]
         yield ctx.report(
             "TTL301", given,  # type: ignore[arg-type]
-            f"momentum={ctx.code(literal)} is Keras' convention; torch's momentum weights the new batch, "  # type: ignore[arg-type]
+            f"momentum={written} is Keras' convention; torch's momentum weights the new batch, "
             f"so use momentum={torch_value or '1 - keras_momentum'}",
             fix,
         )

@@ -240,7 +240,7 @@ def _kernel_subscript(node: cst.Subscript) -> Hit | cst.CSTNode | None:
     return None
 
 
-def _weight_target(ctx: FileContext, expr: cst.CSTNode) -> cst.BaseExpression | None:
+def _weight_target(expr: cst.CSTNode) -> cst.BaseExpression | None:
     """The layer in ``layer.weight`` / ``layer.weight.data``, else None."""
     if isinstance(expr, cst.Attribute) and expr.attr.value == "data":
         expr = expr.value
@@ -266,12 +266,12 @@ def _kernel_findings(ctx: FileContext) -> list[Finding]:
     copies: list[tuple[cst.CSTNode, cst.BaseExpression, cst.BaseExpression]] = []  # (report at, layer, value)
     for node in ctx.nodes(cst.Assign):
         for target in node.targets:
-            layer = _weight_target(ctx, target.target)
+            layer = _weight_target(target.target)
             if layer is not None:
                 copies.append((node, layer, node.value))
     for call in ctx.nodes(cst.Call):
         if method_name(call) == "copy_" and call.args:
-            layer = _weight_target(ctx, receiver(call))  # type: ignore[arg-type]
+            layer = _weight_target(receiver(call))  # type: ignore[arg-type]
             if layer is not None:
                 copies.append((call, layer, call.args[0].value))
     out = []
