@@ -261,10 +261,6 @@ class FileContext:
         """The nearest enclosing function, class or module (not the node itself)."""
         return self._scope.get(id(node), self.module)  # type: ignore[return-value]
 
-    def function(self, node: cst.CSTNode) -> cst.FunctionDef | None:
-        scope = self.scope(node)
-        return scope if isinstance(scope, cst.FunctionDef) else None
-
     def enclosing_class(self, node: cst.CSTNode) -> cst.ClassDef | None:
         for a in self.ancestors(node):
             if isinstance(a, cst.ClassDef):

@@ -235,3 +235,20 @@ def test_module_entry_point(project: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "checks.lint", "--no-cache", "train.py"],
                           capture_output=True, text=True, env=env)
     assert done.returncode == 1 and done.stdout.count("\n") == 2
+
+
+def test_never_imports_the_linted_code_nor_tensorflow_or_torch(tmp_path: Path) -> None:
+    marker = tmp_path / "imported"
+    target = tmp_path / "evil.py"
+    target.write_text(f"open({str(marker)!r}, 'w').close()\nimport torch\n" + BAD)
+    script = (
+        "import sys\nfrom checks.lint import lint_paths\n"
+        f"found = lint_paths([{str(target)!r}], cache=False)\n"
+        "assert [f.code for f in found] == ['TTL201', 'TTL101'], found\n"
+        "heavy = [m for m in ('torch', 'tensorflow', 'keras', 'numpy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()
