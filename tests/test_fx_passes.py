@@ -98,6 +98,13 @@ def _shape_model() -> onnx.ModelProto:
         n("Range", ["r0", "b32", "r1"], ["positions"]),
         n("Concat", ["bu", "three"], ["n3"], axis=0),
         n("ConstantOfShape", ["n3"], ["filled"], value=numpy_helper.from_array(np.array([2.5], np.float32))),
+        # Float arithmetic on a dim (resize-style scales): floor(rows * 1.5) = 6.
+        n("Cast", ["rows"], ["rows_f"], to=TensorProto.FLOAT), _const("scale", 1.5, np.float32),
+        n("Mul", ["rows_f", "scale"], ["rows_scaled"]), n("Floor", ["rows_scaled"], ["rows_floor"]),
+        n("Cast", ["rows_floor"], ["rows_new"], to=TensorProto.INT64),
+        n("Unsqueeze", ["rows_new", "ax0"], ["rows_new1"]),
+        n("Concat", ["bu", "rows_new1"], ["n6"], axis=0),
+        n("ConstantOfShape", ["n6"], ["scaled"], value=numpy_helper.from_array(np.array([1.0], np.float32))),
         _const("reps", [1, 2, 1]),
         n("Tile", ["X", "reps"], ["tiled"]),
         # Squeeze/Unsqueeze with axes as inputs (opset 13+), Pad with constant pads.
@@ -113,7 +120,7 @@ def _shape_model() -> onnx.ModelProto:
         n("Transpose", ["t1"], ["roundtrip"], perm=[0, 2, 1]),
     ]
     outs = {"flat": ("N", 24), "zero_reshaped": ("N", 6, 4), "expanded": ("N", 4, 6), "grown": ("N", 4, 6),
-            "reversed": ("N", 4, 6), "tail": ("N", 3, 6), "top": ("N", 2, 6), "filled": ("N", 3),
+            "reversed": ("N", 4, 6), "tail": ("N", 3, 6), "top": ("N", 2, 6), "filled": ("N", 3), "scaled": ("N", 6),
             "tiled": ("N", 8, 6), "squeezed": ("N", 4, 6), "padded": ("N", 7, 6), "roundtrip": ("N", 4, 6)}
     outputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v)) for k, v in outs.items()]
     outputs.append(helper.make_tensor_value_info("positions", TensorProto.INT32, ["N"]))

@@ -29,10 +29,6 @@ from migrate.passes.values import Item, Rule, Sym, Walker
 _HUGE = 10**9
 
 
-def _promote(a: torch.dtype, b: torch.dtype) -> torch.dtype:
-    return torch.promote_types(a, b)
-
-
 def _trunc_div(a: Any, b: Any) -> Any:
     """ONNX integer Div truncates toward zero (Python's // floors)."""
     q = abs(a) // abs(b)
@@ -189,7 +185,7 @@ def _elementwise(w: Walker, node: fx.Node, fn_for: Any) -> Sym | None:
     n = lengths.pop() if lengths else 1
     dtype = operands[0].dtype
     for o in operands[1:]:
-        dtype = _promote(dtype, o.dtype)
+        dtype = torch.promote_types(dtype, o.dtype)
     fn = fn_for(dtype)
     if fn is None:
         return None
