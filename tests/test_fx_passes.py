@@ -225,12 +225,11 @@ def _convert(name: str) -> tuple[Path, onnx.ModelProto, dict[str, Any]]:
         from migrate.worker_client import run_worker
 
         source = model_dir(name) / "saved_model"
-        tmp = Path(tempfile.mkdtemp(prefix=f"fx-passes-{name}-"))
-        run_worker("export", {"source": str(source), "signature": "serving_default", "opset": 17,
-                              "onnx": str(tmp / "model.onnx"), "signature_json": str(tmp / "signature.json"),
-                              "keep_layout": False})
-        _CONVERTED[name] = (source, onnx.load(str(tmp / "model.onnx")),
-                            json.loads((tmp / "signature.json").read_text()))
+        with tempfile.TemporaryDirectory(prefix=f"fx-passes-{name}-") as tmp:
+            onnx_path, sig_path = Path(tmp, "model.onnx"), Path(tmp, "signature.json")
+            run_worker("export", {"source": str(source), "signature": "serving_default", "opset": 17,
+                                  "onnx": str(onnx_path), "signature_json": str(sig_path), "keep_layout": False})
+            _CONVERTED[name] = (source, onnx.load(str(onnx_path)), json.loads(sig_path.read_text()))
     return _CONVERTED[name]
 
 
