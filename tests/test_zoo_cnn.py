@@ -24,37 +24,18 @@ import torch  # noqa: E402
 from migrate.fx_passes import export_program  # noqa: E402
 from migrate.to_torch import onnx_to_torch, prepare  # noqa: E402
 from migrate.worker_client import run_worker  # noqa: E402
-from fixtures.models._calibrate import IMAGE_MAX  # noqa: E402
-from tests.conftest import assert_close, random_tf_inputs, tf_predict, to_tf_layout, to_torch_layout  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    DEFAULT_TOLERANCE, ZOO_TOLERANCE, assert_close, tf_predict, to_tf_layout, to_torch_layout, zoo_inputs)
 
 FAST = ["cnn_separable", "cnn_conv1d_causal", "attn_decoder"]
 SLOW = ["cnn_conv3d", "attn_encoder", "tfmod_image_ops"]
 APPS = ["app_resnet50", "app_mobilenetv3small", "app_efficientnetb0", "app_convnexttiny", "app_densenet121"]
-#: Per-model (atol, rtol) where float32 rounding, amplified by calibrated BatchNorm in deep nets, exceeds the
-#: default. TF itself is as far from the exact (float64) function as torch is; the test checks that too.
-#: Measured values and the reasoning are in docs/ops.md.
-TOLERANCE: dict[str, tuple[float, float]] = {
-    "app_resnet50": (3e-3, 1e-4),  # logits up to ~15; measured 1.0e-3
-    "app_efficientnetb0": (3e-2, 1e-4),  # logits up to ~260; measured 1.5e-2
-    "app_densenet121": (2e-4, 1e-4),  # logits up to ~4; measured 6.8e-5
-}
-DEFAULT_TOLERANCE = (1e-5, 1e-4)
-
 
 def _export(source: Path, tmp_path: Path, opset: int) -> tuple[onnx.ModelProto, dict]:
     onnx_path, sig_path = tmp_path / f"m{opset}.onnx", tmp_path / f"sig{opset}.json"
     run_worker("export", {"source": str(source), "signature": "serving_default", "opset": opset,
                           "keep_layout": False, "onnx": str(onnx_path), "signature_json": str(sig_path)})
     return onnx.load(str(onnx_path)), json.loads(sig_path.read_text())
-
-
-def _inputs(name: str, specs: list[dict], batch: int) -> dict[str, np.ndarray]:
-    """Random TF-layout inputs; keras.applications models get images in [0, 255] as they expect."""
-    feeds = random_tf_inputs(specs, batch, seed=batch, other=7)
-    if name.startswith("app_"):
-        rng = np.random.default_rng(batch)
-        feeds = {k: rng.uniform(0, IMAGE_MAX, v.shape).astype(v.dtype) for k, v in feeds.items()}
-    return feeds
 
 
 def _as_list(out) -> list[torch.Tensor]:
@@ -69,7 +50,7 @@ def check_fixture(source: Path, tmp_path: Path, name: str, opset: int, modes: tu
     input_order = [i.name for i in model.graph.input]
     output_order = [o.name for o in model.graph.output]
     assert sorted(input_order) == sorted(in_specs), "ONNX inputs must be exactly the signature's inputs"
-    batches = [_inputs(name, info["inputs"], batch) for batch in (1, 3)]
+    batches = [zoo_inputs(name, info["inputs"], batch) for batch in (1, 3)]
     expected = tf_predict(source, batches)
     for out_name, array in expected[1].items():  # a collapsed model would make the comparison vacuous
         spread = float(np.abs(array - array[:1]).max())
@@ -87,7 +68,7 @@ def check_fixture(source: Path, tmp_path: Path, name: str, opset: int, modes: tu
     if "compile" in modes:
         torch._dynamo.reset()
         runners["compile"] = torch.compile(gm, fullgraph=True, backend="eager")
-    atol, rtol = TOLERANCE.get(name, DEFAULT_TOLERANCE)
+    atol, rtol = ZOO_TOLERANCE.get(name, DEFAULT_TOLERANCE)
     errors = {}
     for how, module in runners.items():
         for feeds, want in zip(batches, expected):
@@ -98,7 +79,7 @@ def check_fixture(source: Path, tmp_path: Path, name: str, opset: int, modes: tu
                 what = f"{name}/{out_name} opset {opset} {how} batch {batch}"
                 actual = to_tf_layout(tensor.numpy(), out_specs[out_name])
                 errors[what] = assert_close(actual, want[out_name], atol=atol, rtol=rtol, what=what)
-    if name in TOLERANCE:
+    if name in ZOO_TOLERANCE:
         errors.update(_float64_check(gm, name, batches[1], expected[1], torch_args, output_order, out_specs))
     print("\n" + "\n".join(f"max abs err {v:.3g}  {k}" for k, v in errors.items()))
     return errors
