@@ -252,3 +252,21 @@ def test_never_imports_the_linted_code_nor_tensorflow_or_torch(tmp_path: Path) -
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert not marker.exists()
+
+
+def test_config_found_from_the_linted_path_and_explicit_config(tmp_path: Path, monkeypatch, capsys) -> None:
+    repo = tmp_path / "repo"
+    (repo / "src").mkdir(parents=True)
+    (repo / "src" / "train.py").write_text(BAD)
+    (repo / "pyproject.toml").write_text('[tool.tf2torch.lint]\nselect = ["TTL2"]\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, _ = lint(capsys, str(repo / "src"))
+    assert code == 1 and [line.split()[1] for line in out.splitlines()] == ["TTL201"]
+    other = elsewhere / "other.toml"
+    other.write_text('[tool.tf2torch.lint]\nselect = ["TTL1"]\n')
+    code, out, _ = lint(capsys, str(repo / "src"), "--config", str(other))
+    assert code == 1 and [line.split()[1] for line in out.splitlines()] == ["TTL101"]
+    code, _, err = lint(capsys, str(repo / "src"), "--config", str(elsewhere / "missing.toml"))
+    assert code == 2 and "cannot read" in err
