@@ -9,7 +9,6 @@ from .cli import add_arguments, run
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tf2torch lint", description="Find silent TF-to-PyTorch porting bugs.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use this pyproject.toml instead of searching for one")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
     parser.add_argument("--jobs", type=int, metavar="N", help="worker processes (default: CPU count)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -219,7 +219,6 @@ def test_fix_and_diff_exit_codes(project: Path, capsys) -> None:
 
 def test_add_parser_contract(project: Path, capsys) -> None:
     parser = argparse.ArgumentParser(prog="tf2torch")
-    parser.add_argument("--debug", action="store_true")
     add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["lint", "train.py", "--select", "TTL2", "--output-format", "json"])
     assert args.func is run
@@ -270,3 +269,10 @@ def test_config_found_from_the_linted_path_and_explicit_config(tmp_path: Path, m
     assert code == 1 and [line.split()[1] for line in out.splitlines()] == ["TTL101"]
     code, _, err = lint(capsys, str(repo / "src"), "--config", str(elsewhere / "missing.toml"))
     assert code == 2 and "cannot read" in err
+
+
+def test_tf2torch_entry_point(project: Path, capsys) -> None:
+    cli = pytest.importorskip("migrate.cli")
+    assert cli.main(["lint", "--select", "TTL1", "--no-cache"]) == 1
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()] == ["TTL101"]
+    assert cli.main(["lint", "missing_dir"]) == 2
