@@ -45,3 +45,27 @@ def test_rules_have_stable_codes_and_one_line_summaries() -> None:
     assert all(code.startswith("TTL") and len(code) == 6 and code[3:].isdigit() for code in rules)
     assert len({r.name for r in rules.values()}) == len(rules)
     assert all("\n" not in r.summary for r in rules.values())
+
+
+DOCS = FIXTURES.parents[1] / "docs" / "lint.md"
+
+
+@pytest.mark.parametrize("code", list(all_rules()))
+def test_every_rule_has_a_complete_docs_entry(code: str) -> None:
+    """docs/lint.md has '### CODE name' (the anchor the JSON 'url' points at) with each part."""
+    rule_ = all_rules()[code]
+    text = DOCS.read_text(encoding="utf-8")
+    heading = f"### {code} {rule_.name}\n"
+    assert heading in text
+    entry = text.split(heading, 1)[1].split("\n### ", 1)[0]
+    for part in ("**What.**", "**Why.**", "**Wrong.", "**Right.", "**Fix"):
+        assert part in entry, f"{code}: missing {part}"
+    assert ("**Fix (safe).**" in entry) == rule_.fixable
+    assert f"#{code.lower()}-{rule_.name}" in text  # linked from the rules table
+
+
+def test_pre_commit_hooks_run_the_lint_subcommand() -> None:
+    hooks = (FIXTURES.parents[1] / ".pre-commit-hooks.yaml").read_text(encoding="utf-8")
+    assert "- id: tf2torch-lint\n" in hooks and "  entry: tf2torch lint\n" in hooks
+    assert "- id: tf2torch-lint-fix\n" in hooks and "  entry: tf2torch lint --fix\n" in hooks
+    assert hooks.count("  language: python\n") == 2 and hooks.count("  types: [python]\n") == 2
