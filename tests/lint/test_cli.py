@@ -175,6 +175,8 @@ def test_pyproject_config(project: Path, capsys) -> None:
     code, out, _ = lint(capsys)
     assert code == 1 and out.splitlines() == [line for line in out.splitlines() if line.startswith("train.py")]
     assert [line.split()[1] for line in out.splitlines()] == ["TTL201"]
+    # exclude also applies to files named explicitly (pre-commit passes file lists)
+    assert lint(capsys, "legacy/old.py")[:2] == (0, "")
     # found from a sub-folder too, and --select on the command line overrides select
     os.chdir(project / "scripts")
     assert lint(capsys, ".")[0] == 0
