@@ -29,7 +29,9 @@ test-fast: $(STAMP)
 	@$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	@$(BIN)/python -m benchmarks
+	@test -x /tmp/torchfix-venv/bin/torchfix || { $(PYTHON) -m venv /tmp/torchfix-venv && /tmp/torchfix-venv/bin/pip install -q torchfix; }
+	@$(BIN)/python -m benchmarks.convert_bench
+	@$(BIN)/python benchmarks/lint/bench.py --torchfix /tmp/torchfix-venv/bin/torchfix
 
 clean:
 	rm -rf $(VENV) $(DEMO) .cache
