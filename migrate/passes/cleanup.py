@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch.fx.passes.tools_common import legalize_graph
 from torch import fx
 
 from migrate.passes.values import Const, Sym, Walker
@@ -46,20 +47,38 @@ def materialize_shapes(w: Walker) -> int:
     length, a position divided by a width) would otherwise keep onnx2torch's Slice/Gather chain,
     which reads tensor values. ``torch.tensor([s0, 4])`` traces fine with SymInts.
     """
-    w.graph.eliminate_dead_code()
+    live = _live(w.graph)
     count = 0
     for node in list(w.graph.nodes):
         value = w.value.get(node)
-        if not isinstance(value, Sym) or value.literal or not node.users:
+        if not isinstance(value, Sym) or value.literal or not any(user in live for user in node.users):
             continue
+        items = value.items[0] if value.scalar else list(value.items)
         with w.graph.inserting_after(node):
-            items = value.items[0] if value.scalar else list(value.items)
             tensor = w.graph.call_function(torch.tensor, (items,), {"dtype": value.dtype})
         w.real[tensor] = w.real[node]
         w.value[tensor] = None
         node.replace_all_uses_with(tensor, delete_user_cb=lambda user: user is not tensor)
         count += 1
+    if count:
+        # An item's x.size(i) may have been emitted after the node it describes (next to the consumer
+        # that first needed it); restore a topological order rather than guess a place per item.
+        legalize_graph(w.gm)
+    # Only now: the items' size nodes had no users of their own until a tensor was built from them.
+    w.graph.eliminate_dead_code()
     return count
+
+
+def _live(graph: fx.Graph) -> set[fx.Node]:
+    """Nodes the output depends on (eliminate_dead_code's notion of live, without erasing anything)."""
+    live: set[fx.Node] = set()
+    stack = [n for n in graph.nodes if n.op == "output"]
+    while stack:
+        node = stack.pop()
+        if node not in live:
+            live.add(node)
+            stack.extend(node.all_input_nodes)
+    return live
 
 
 def _bypass(node: fx.Node, source: fx.Node) -> None:

@@ -241,7 +241,9 @@ def rounding(w: Walker, node: fx.Node, module: Any) -> Sym | None:
 
 def reduce(w: Walker, node: fx.Node, module: Any) -> Sym | None:
     src = w.value.get(node.args[0])
-    op = getattr(module, "operation_type", "ReduceSum" if type(module).__name__.startswith("OnnxReduceSum") else "")
+    # onnx2torch's modules carry operation_type; tf2torch's opset-18 Reduce (converters/reduce.py) carries op.
+    op = getattr(module, "operation_type", None) or getattr(module, "op", None) or (
+        "ReduceSum" if type(module).__name__.startswith("OnnxReduceSum") else "")
     fn = {"ReduceProd": operator.mul, "ReduceSum": operator.add,
           "ReduceMax": torch.sym_max, "ReduceMin": torch.sym_min}.get(op)
     axes = getattr(module, "axes", getattr(module, "_axes", None))
@@ -399,6 +401,7 @@ RULES: dict[str, Rule] = {
     "OnnxReduceStaticAxes": reduce,
     "OnnxReduceSumStaticAxes": reduce,
     "OnnxReduceSumDynamicAxes": reduce_sum_dynamic,
+    "Reduce": reduce,
     "OnnxCopyIdentity": identity,
     "OnnxExpand": expand,
     "OnnxTile": tile,
