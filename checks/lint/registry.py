@@ -62,6 +62,19 @@ def rule(code: str, name: str, summary: str, triggers: tuple[str, ...], fixable:
     return register
 
 
+def shared_analysis(key: str, analyse: Callable[["FileContext"], list["Finding"]]
+                    ) -> Callable[[str], Callable[["FileContext"], Iterator["Finding"]]]:
+    """Several codes from one analysis: run ``analyse`` once per file, give each code its findings."""
+
+    def for_code(code: str) -> Callable[["FileContext"], Iterator["Finding"]]:
+        def check(ctx: "FileContext") -> Iterator["Finding"]:
+            return (f for f in ctx.memo(key, lambda: analyse(ctx)) if f.code == code)  # type: ignore[union-attr]
+
+        return check
+
+    return for_code
+
+
 def all_rules() -> dict[str, Rule]:
     from . import rules  # noqa: F401  (registers the rules on import)
 

@@ -13,7 +13,7 @@ import libcst as cst
 
 from ..context import FileContext, Hit, Unpacked, arg, dotted, method_name, number, receiver, string
 from ..finding import Finding
-from ..registry import rule
+from ..registry import rule, shared_analysis
 
 # ---------------------------------------------------------------------------------------------
 # TTL401: channels-last data
@@ -287,11 +287,7 @@ def _kernel_findings(ctx: FileContext) -> list[Finding]:
     return out
 
 
-def _kernels(code: str):
-    def check(ctx: FileContext) -> Iterator[Finding]:
-        findings = ctx.memo("kernels", lambda: _kernel_findings(ctx))
-        return (f for f in findings if f.code == code)  # type: ignore[union-attr]
-    return check
+_kernels = shared_analysis("kernels", _kernel_findings)
 
 
 rule("TTL402", "dense-kernel-not-transposed",

@@ -13,7 +13,7 @@ import libcst as cst
 
 from ..context import FileContext, Hit, Unpacked, arg, has_arg, method_name, positional_count, receiver
 from ..finding import Finding, Fix
-from ..registry import rule
+from ..registry import rule, shared_analysis
 
 _FUNCTIONS = {
     "torch.nn.functional.softmax": "softmax", "torch.softmax": "softmax", "torch.special.softmax": "softmax",
@@ -194,11 +194,7 @@ def _fix(ctx: FileContext, loss: Loss, value: cst.BaseExpression, origin: cst.CS
     return None
 
 
-def _by_code(code: str):
-    def check(ctx: FileContext) -> Iterator[Finding]:
-        findings = ctx.memo("loss_activation", lambda: _findings(ctx))
-        return (f for f in findings if f.code == code)  # type: ignore[union-attr]
-    return check
+_by_code = shared_analysis("loss_activation", _findings)
 
 
 rule("TTL201", "softmax-before-cross-entropy",
