@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.artifacts import MANIFEST, MODEL_ONNX, MODEL_PT2, read_manifest, staged_output, write_json
-from migrate.errors import InputError
+from migrate.errors import ConversionError, InputError
 from migrate.progress import Progress
 from migrate.tf_worker import WorkerError, source_kind
 from migrate.worker_client import run_worker
@@ -90,23 +90,18 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
 
             with progress.stage("to_torch", "converting ONNX to torch.fx (onnx2torch + tf2torch converters)"):
                 model = onnx.load(str(stage / MODEL_ONNX))
-                order = [i.name for i in model.graph.input]
-                inputs = sorted(info["inputs"], key=lambda s: order.index(s["name"]) if s["name"] in order else 0)
-                out_order = [o.name for o in model.graph.output]
-                outputs = sorted(info["outputs"], key=lambda s: out_order.index(s["name"]) if s["name"] in out_order else 0)
+                inputs = _graph_order(info["inputs"], model.graph.input)
+                outputs = _graph_order(info["outputs"], model.graph.output)
                 gm = onnx_to_torch(prepare(model))
             with progress.stage("export", "exporting with torch.export (dynamic batch)"):
-                program, all_dynamic = export_program(gm, inputs)
+                program, inputs = export_program(gm, inputs)
                 torch.export.save(program, str(stage / MODEL_PT2))
-        timings = {"tf_export": progress.timings["tf_export"], "to_torch": progress.timings["to_torch"],
-                   "export": progress.timings["export"]}
+        timings = dict(progress.timings)
         manifest = {
             "format": 1,
             "source": info["source"],
             "inputs": inputs,
             "outputs": outputs,
-            "dynamic": {"batch": any(s["shape"] and s["shape"][0] is None for s in inputs),
-                        "other_dims": all_dynamic},
             "onnx": {"opset": opset},
             "versions": {"tf2torch": _version("tf2torch"), **info["versions"], "torch": torch.__version__,
                          "onnx2torch": _version("onnx2torch")},
@@ -119,6 +114,16 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
                  f"torch.export {timings['export']:.1f}s); inputs: {_shapes(inputs)}; outputs: {_shapes(outputs)}")
     paths = {"out": out, "pt2": out / MODEL_PT2, "onnx": out / MODEL_ONNX, "manifest": out / MANIFEST}
     return ConversionResult(module=load(out), manifest=manifest, out=out, paths=paths)
+
+
+def _graph_order(specs: list[dict[str, Any]], values: Any) -> list[dict[str, Any]]:
+    """Specs in the ONNX graph's order, which is the order model.pt2 takes and returns them."""
+    by_name = {s["name"]: s for s in specs}
+    names = [v.name for v in values]
+    if sorted(names) != sorted(by_name):
+        raise ConversionError(f"the ONNX graph's tensors {names} do not match the signature's {sorted(by_name)}; "
+                              "this is a tf2torch bug, please report it")
+    return [by_name[n] for n in names]
 
 
 def _shapes(specs: list[dict[str, Any]]) -> str:

@@ -62,8 +62,19 @@ def _ident(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
 
 
-def export_program(gm: torch.nn.Module, specs: list[dict[str, Any]]) -> tuple[torch.export.ExportedProgram, bool]:
-    """Export with every None dim dynamic; fall back to a dynamic batch only. Returns (program, all_dynamic)."""
+def fix_other_dims(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The specs with every non-batch None dim fixed to the export example's size."""
+    return [dict(s, shape=[EXAMPLE_OTHER if d is None and i > 0 else d for i, d in enumerate(s["shape"])])
+            for s in specs]
+
+
+def export_program(gm: torch.nn.Module, specs: list[dict[str, Any]]
+                   ) -> tuple[torch.export.ExportedProgram, list[dict[str, Any]]]:
+    """Export with every None dim dynamic, else with a dynamic batch only.
+
+    Returns the program and the input specs it accepts: where the fallback fixed other dims,
+    their ``shape`` says so (the manifest then tells the truth about what ``model.pt2`` takes).
+    """
     from migrate.fx_passes import optimize
 
     example = example_inputs(specs)
@@ -74,7 +85,7 @@ def export_program(gm: torch.nn.Module, specs: list[dict[str, Any]]) -> tuple[to
     for batch_only in attempts:
         try:
             program = torch.export.export(gm, example, dynamic_shapes=dynamic_shapes(specs, batch_only), strict=False)
-            return program, not batch_only
+            return program, fix_other_dims(specs) if batch_only else specs
         except Exception as exc:  # torch.export raises many types; the last one is reported
             error = exc
     raise ConversionError(f"torch.export failed ({type(error).__name__}: "
