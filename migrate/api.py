@@ -17,6 +17,7 @@ from typing import Any
 from migrate.artifacts import MANIFEST, MODEL_ONNX, MODEL_PT2, read_manifest, staged_output, write_json
 from migrate.errors import ConversionError, InputError
 from migrate.progress import Progress
+from migrate.requirements import CONVERT, require
 from migrate.tf_worker import WorkerError, source_kind
 from migrate.worker_client import run_worker
 
@@ -65,6 +66,7 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
     TensorFlow runs in a child process; this process only ever imports torch. Image inputs and
     outputs become channels-first unless ``keep_layout``. OUT appears only if everything succeeded.
     """
+    require("convert", CONVERT)
     source, out = Path(source), Path(out)
     if opset not in SUPPORTED_OPSETS:
         raise InputError(f"--opset {opset} is not supported; use {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")

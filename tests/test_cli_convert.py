@@ -129,3 +129,15 @@ def test_bad_opset_is_usage_error(fixture_model, tmp_path):
     proc = tf2torch("convert", str(fixture_model("mlp") / "saved_model"), "-o", str(tmp_path / "o"), "--opset", "9")
     assert proc.returncode == 2 and "--opset 9 is not supported; use 13..18" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_missing_convert_extra_says_what_to_install(fixture_model, tmp_path):
+    """A linter-only install (no onnx2torch) gets the install line, not an ImportError."""
+    code = ("import sys; sys.modules['onnx2torch'] = None\n"
+            "from migrate.cli import main\n"
+            f"sys.exit(main(['convert', {str(fixture_model('mlp') / 'saved_model')!r}, '-o', {str(tmp_path / 'o')!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("tf2torch convert: error: tf2torch convert needs packages that are not installed (onnx2torch); "
+                                   "install them with: pip install -c constraints.txt 'tf2torch[convert]'")
+    assert not (tmp_path / "o").exists()

@@ -14,6 +14,7 @@ from checks.parity.inputs import InputOptions, generate, infer_index_ranges, loa
 from checks.parity.report import OutputResult, Report
 from checks.parity.specs import load_manifest
 from migrate.errors import InputError
+from migrate.requirements import CONVERT, PARITY, require
 
 __all__ = ["Report", "compare"]
 
@@ -34,6 +35,7 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
     per input, in the TF layout unless ``inputs_layout="torch"``. Raises ``migrate.errors.InputError``
     (exit 2) for bad inputs; a mismatch is not an exception, it is ``report.passed == False``.
     """
+    require("parity", PARITY if onnx else CONVERT)
     from checks.parity import runners
 
     if per_layer and not onnx:
