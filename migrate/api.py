@@ -136,7 +136,7 @@ def _shapes(specs: list[dict[str, Any]]) -> str:
 
 
 def load(out: str | Path) -> Any:
-    """Load ``OUT/model.pt2`` as a ``torch.nn.Module`` (no pickle; plain ``torch.export.load``)."""
+    """Load ``OUT/model.pt2`` as a ``torch.nn.Module`` with plain ``torch.export.load`` (a pt2 archive, not a pickled module)."""
     import torch
 
     out = Path(out)
