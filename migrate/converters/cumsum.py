@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult, get_const_value
+from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult
 from torch import nn
 
-from migrate.converters.registry import converter
+from migrate.converters.registry import const_input, converter
 
 
 class CumSum(nn.Module, OnnxToTorchModule):
@@ -37,10 +37,7 @@ class CumSum(nn.Module, OnnxToTorchModule):
 
 @converter("CumSum", versions=(11, 14))
 def convert_cumsum(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    try:
-        axis = int(torch.as_tensor(get_const_value(node.input_values[1], graph)).reshape(-1)[0])
-    except KeyError as exc:
-        raise NotImplementedError("CumSum with an axis computed at run time (it must be a constant)") from exc
+    axis = int(const_input(node, graph, 1, "an axis").reshape(-1)[0])
     module = CumSum(axis, bool(node.attributes.get("exclusive", 0)), bool(node.attributes.get("reverse", 0)))
     return OperationConverterResult(torch_module=module,
                                     onnx_mapping=OnnxMapping(inputs=(node.input_values[0],),

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult, get_const_value
+from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult
 from torch import nn
 
-from migrate.converters.registry import converter
+from migrate.converters.registry import const_input, converter
 
 _MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
 
@@ -30,15 +30,6 @@ class Pad(nn.Module, OnnxToTorchModule):
         if self.mode == "constant":
             return F.pad(x, self.pads, value=self.value)
         return F.pad(x, self.pads, mode=self.mode)
-
-
-def _const_input(node: OnnxNode, graph: OnnxGraph, index: int, what: str) -> torch.Tensor | None:
-    if len(node.input_values) <= index or not node.input_values[index]:
-        return None
-    try:
-        return torch.as_tensor(get_const_value(node.input_values[index], graph))
-    except KeyError as exc:
-        raise NotImplementedError(f"Pad with {what} computed at run time (it must be a constant)") from exc
 
 
 def _rank(node: OnnxNode, graph: OnnxGraph, onnx_pads: list[int], axes: list[int] | None) -> int:
@@ -68,9 +59,9 @@ def convert_pad(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     mode = node.attributes.get("mode", "constant")
     if mode not in _MODES:
         raise NotImplementedError(f"Pad mode {mode!r}")
-    pads = _const_input(node, graph, 1, "pads")
-    value = _const_input(node, graph, 2, "constant_value")
-    axes = _const_input(node, graph, 3, "axes")
+    pads = const_input(node, graph, 1, "pads")
+    value = const_input(node, graph, 2, "constant_value")
+    axes = const_input(node, graph, 3, "axes")
     axes_list = None if axes is None else [int(a) for a in axes.reshape(-1)]
     onnx_pads = [int(p) for p in pads.reshape(-1)]
     rank = _rank(node, graph, onnx_pads, axes_list)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult, get_const_value
+from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult
 from torch import nn
 
-from migrate.converters.registry import converter
+from migrate.converters.registry import const_input, converter
 
 REDUCE_OPS_18 = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
                  "ReduceMin", "ReduceProd", "ReduceSumSquare")
@@ -51,13 +51,8 @@ class Reduce(nn.Module, OnnxToTorchModule):
 
 
 def convert_reduce_axes_input(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    axes = None
-    if len(node.input_values) > 1 and node.input_values[1]:
-        try:
-            axes = [int(a) for a in torch.as_tensor(get_const_value(node.input_values[1], graph)).reshape(-1)]
-        except KeyError as exc:
-            raise NotImplementedError(f"{node.operation_type} with axes computed at run time "
-                                      "(they must be a constant)") from exc
+    axes_tensor = const_input(node, graph, 1, "axes")
+    axes = None if axes_tensor is None else [int(a) for a in axes_tensor.reshape(-1)]
     if not axes and node.attributes.get("noop_with_empty_axes", 0):
         module: nn.Module = nn.Identity()
     else:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import torch
 from onnx import defs
 from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import get_const_value
 
 
 def converter(op_type: str, versions: Iterable[int], domain: str = defs.ONNX_DOMAIN) -> Callable:
@@ -32,3 +36,18 @@ def is_supported(op_type: str, version: int, domain: str = "") -> bool:
     except (RuntimeError, defs.SchemaError):
         since = version
     return OperationDescription(domain=domain, operation_type=op_type, version=since) in _CONVERTER_REGISTRY
+
+
+def const_input(node: OnnxNode, graph: OnnxGraph, index: int, what: str) -> torch.Tensor | None:
+    """Input ``index`` as a tensor known at conversion time (None when absent).
+
+    tf2torch's converters bake such inputs (axes, sizes, pads) into the module as python values
+    so the result exports and compiles; one computed at run time is refused, naming ``what``.
+    """
+    if len(node.input_values) <= index or not node.input_values[index]:
+        return None
+    try:
+        return torch.as_tensor(get_const_value(node.input_values[index], graph))
+    except KeyError as exc:
+        raise NotImplementedError(f"{node.operation_type} with {what} computed at run time "
+                                  "(it must be a constant)") from exc

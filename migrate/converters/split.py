@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult, get_const_value
+from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult
 from torch import nn
 
-from migrate.converters.registry import converter
+from migrate.converters.registry import const_input, converter
 
 
 class Split(nn.Module, OnnxToTorchModule):
@@ -31,12 +31,8 @@ class Split(nn.Module, OnnxToTorchModule):
 
 @converter("Split", versions=(13, 18))
 def convert_split(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    sizes = None
-    if len(node.input_values) > 1 and node.input_values[1]:
-        try:
-            sizes = [int(s) for s in torch.as_tensor(get_const_value(node.input_values[1], graph)).reshape(-1)]
-        except KeyError as exc:
-            raise NotImplementedError("Split with sizes computed at run time (they must be a constant)") from exc
+    split = const_input(node, graph, 1, "split sizes")
+    sizes = None if split is None else [int(s) for s in split.reshape(-1)]
     module = Split(int(node.attributes.get("axis", 0)), sizes,
                    int(node.attributes.get("num_outputs", len(node.output_values))))
     return OperationConverterResult(torch_module=module,
