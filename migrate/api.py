@@ -76,7 +76,7 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
         raise InputError(str(exc)) from None
     progress = Progress(total=3, quiet=quiet)
     started = time.perf_counter()
-    with staged_output(out, force) as stage, tempfile.TemporaryDirectory(prefix="tf2torch-") as scratch:
+    with staged_output(out, force, source=source) as stage, tempfile.TemporaryDirectory(prefix="tf2torch-") as scratch:
         signature_json = Path(scratch, "signature.json")
         with progress.stage("tf_export", "exporting the TensorFlow signature to ONNX (tf2onnx, child process)"):
             run_worker("export", {"source": str(source), "signature": signature, "opset": opset,

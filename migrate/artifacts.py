@@ -19,9 +19,10 @@ MODEL_ONNX = "model.onnx"
 
 
 @contextmanager
-def staged_output(out: Path, force: bool) -> Iterator[Path]:
+def staged_output(out: Path, force: bool, *, source: Path | None = None) -> Iterator[Path]:
     """Yield an empty staging directory that replaces ``out`` only if the block succeeds.
 
+    ``source`` is the input the command reads: replacing ``out`` must never touch it.
     On failure nothing is left: not the staging directory, not parents created for it.
     """
     out = Path(os.path.abspath(out))
