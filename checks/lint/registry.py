@@ -1,83 +1,26 @@
 """The rule registry: every rule's code, name, trigger words and check function.
 
 Codes are ``TTL`` plus three digits; the first digit is the family (1 training loop,
-2 losses and activations, 3 Keras defaults, 4 layouts and ported weights, 5 eval mode),
-so ``--select TTL2`` picks a whole family. ``TTL000`` is reserved for files that cannot
-be parsed. Codes are never reused.
+2 losses and activations, 3 Keras defaults, 4 layouts and ported weights, 5 train/eval mode,
+6 loading checkpoints), so ``--select TTL2`` picks a whole family. ``TTL000`` is reserved for
+files that cannot be parsed. Codes are never reused. Rules register themselves through
+``rule.rule``; this module imports the rule modules and answers questions about the table.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
-if TYPE_CHECKING:
-    from .context import FileContext
-    from .finding import Finding
+from . import rules  # noqa: F401  (importing the rule modules registers them)
+from .rule import PARSE_ERROR, RULES, Rule, rule, shared_analysis
+
+__all__ = ["DOCS_URL", "PARSE_ERROR", "REGISTRY", "Rule", "UnknownCode", "all_rules", "expand", "iter_checks",
+           "resolve", "rule", "rule_url", "shared_analysis"]
 
 DOCS_URL = "https://github.com/tf2torch/tf2torch/blob/main/docs/lint.md"
-PARSE_ERROR = "TTL000"
-
-
-@dataclass(frozen=True)
-class Rule:
-    code: str
-    name: str
-    summary: str
-    triggers: tuple[str, ...]
-    check: Callable[["FileContext"], Iterable["Finding"]] | None
-    fixable: bool = False
-
-    def may_match(self, source: str) -> bool:
-        """Cheap text prefilter, so files that cannot match are never parsed.
-
-        Each trigger is a regular expression and all of them must be found in the source.
-        """
-        return all(pattern.search(source) for pattern in _compiled(self.triggers))
-
-
-@lru_cache(maxsize=None)
-def _compiled(triggers: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
-    return tuple(re.compile(t) for t in triggers)
-
-
-REGISTRY: dict[str, Rule] = {
-    PARSE_ERROR: Rule(PARSE_ERROR, "parse-error",
-                      "File is not valid UTF-8 or has a syntax error, so it cannot be linted.",
-                      (), None),
-}
-
-
-def rule(code: str, name: str, summary: str, triggers: tuple[str, ...], fixable: bool = False
-         ) -> Callable[[Callable], Callable]:
-    """Register a check function under a stable code."""
-
-    def register(func: Callable) -> Callable:
-        if code in REGISTRY:
-            raise ValueError(f"duplicate rule code {code}")
-        REGISTRY[code] = Rule(code, name, summary, triggers, func, fixable)
-        return func
-
-    return register
-
-
-def shared_analysis(key: str, analyse: Callable[["FileContext"], list["Finding"]]
-                    ) -> Callable[[str], Callable[["FileContext"], Iterator["Finding"]]]:
-    """Several codes from one analysis: run ``analyse`` once per file, give each code its findings."""
-
-    def for_code(code: str) -> Callable[["FileContext"], Iterator["Finding"]]:
-        def check(ctx: "FileContext") -> Iterator["Finding"]:
-            return (f for f in ctx.memo(key, lambda: analyse(ctx)) if f.code == code)  # type: ignore[union-attr]
-
-        return check
-
-    return for_code
+REGISTRY = RULES
 
 
 def all_rules() -> dict[str, Rule]:
-    from . import rules  # noqa: F401  (registers the rules on import)
-
     return dict(sorted(REGISTRY.items()))
 
 

@@ -14,7 +14,7 @@ import libcst as cst
 
 from ..context import OBJECT_CHAIN, FileContext, arg, dotted, method_name, number, receiver
 from ..finding import Finding
-from ..registry import rule
+from ..rule import rule
 from .training_loop import backward_calls
 
 _NO_GRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.inference_mode",

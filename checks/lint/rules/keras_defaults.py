@@ -15,7 +15,7 @@ import libcst as cst
 
 from ..context import FileContext, Hit, arg, has_arg, number, string
 from ..finding import Finding, Fix
-from ..registry import rule
+from ..rule import rule
 
 # class or function -> positional index of momentum
 _BATCH_NORMS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm",

@@ -13,7 +13,7 @@ import libcst as cst
 
 from ..context import FileContext, Hit, Unpacked, arg, dotted, method_name, number, receiver, string
 from ..finding import Finding
-from ..registry import rule, shared_analysis
+from ..rule import rule, shared_analysis
 
 # ---------------------------------------------------------------------------------------------
 # TTL401: channels-last data

@@ -13,7 +13,7 @@ import libcst as cst
 
 from ..context import FileContext, Hit, Unpacked, arg, has_arg, method_name, positional_count, receiver
 from ..finding import Finding, Fix
-from ..registry import rule, shared_analysis
+from ..rule import rule, shared_analysis
 
 _FUNCTIONS = {
     "torch.nn.functional.softmax": "softmax", "torch.softmax": "softmax", "torch.special.softmax": "softmax",

@@ -13,7 +13,7 @@ import libcst as cst
 
 from ..context import FileContext, dotted, method_name, positional_count, receiver
 from ..finding import Finding, Fix
-from ..registry import rule
+from ..rule import rule
 
 LOOPS = (cst.For, cst.While)
 _OPT_NAME = re.compile(r"(^|_)(opt|optim|optimizer|optimiser)s?\d*(_|$)|optimi[sz]er", re.IGNORECASE)
