@@ -74,6 +74,9 @@ def onnx_to_torch(model: onnx.ModelProto) -> Any:
                               + ". See docs/ops.md for how to add a converter")
     from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY
 
+    from migrate.converters.control_flow import converting
+
     for key, fn in list(_CONVERTER_REGISTRY.items()):
         _CONVERTER_REGISTRY[key] = _name_failures(fn)
-    return o2t.convert(model)
+    with converting(model):
+        return o2t.convert(model)

@@ -12,8 +12,9 @@ from the enclosing scope become initializers when they fold to constants, else e
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -35,20 +36,26 @@ MAX_UNROLL = 100_000
 FOLD_DEPTH = 64
 
 
+#: Opsets of the model ``migrate.to_torch.onnx_to_torch`` is converting. onnx2torch does not hand them
+#: to converters, and folding and subgraphs must use the same op versions as the parent model.
+OPSETS: ContextVar[tuple[onnx.OperatorSetIdProto, ...] | None] = ContextVar("tf2torch_opsets", default=None)
+
+
+@contextmanager
+def converting(model: onnx.ModelProto) -> Iterator[None]:
+    """Make ``model``'s opsets the ones control-flow converters use while it is converted."""
+    token = OPSETS.set(tuple(model.opset_import))
+    try:
+        yield
+    finally:
+        OPSETS.reset(token)
+
+
 def _opsets() -> list[onnx.OperatorSetIdProto]:
-    """Opsets of the model being converted.
-
-    onnx2torch does not hand them to converters, and a subgraph must be converted with the same op
-    versions as its parent, so they are read from the enclosing ``onnx2torch.convert`` call.
-    """
-    from onnx2torch.converter import convert
-
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code is convert.__code__:
-            return [helper.make_opsetid(d, v) for d, v in frame.f_locals["opset_import"].items()]
-        frame = frame.f_back
-    raise ConversionError("control-flow converters must run inside onnx2torch.convert (opsets unknown)")
+    opsets = OPSETS.get()
+    if opsets is None:
+        raise ConversionError("control-flow converters run only inside migrate.to_torch.onnx_to_torch (opsets unknown)")
+    return list(opsets)
 
 
 def _subgraphs(node: NodeProto) -> Iterable[GraphProto]:
@@ -84,9 +91,10 @@ def _needed(nodes: Sequence[NodeProto], outputs: Iterable[str]) -> list[NodeProt
     return kept[::-1]
 
 
-def fold(name: str, graph: OnnxGraph, depth: int = FOLD_DEPTH) -> np.ndarray | None:
+def fold(name: str, graph: OnnxGraph, depth: int = FOLD_DEPTH, sizes: dict[str, int] | None = None
+         ) -> np.ndarray | None:
     """The value of ``name`` if it is known at conversion time (initializers, Constant, static Shape, and
-    ops over those), else None."""
+    ops over those), else None. ``sizes`` gives symbolic dims (ONNX ``dim_param``) a value to assume."""
     if not name:
         return None
     if name in graph.initializers:
@@ -97,9 +105,9 @@ def fold(name: str, graph: OnnxGraph, depth: int = FOLD_DEPTH) -> np.ndarray | N
         return None
     proto = node.proto
     if proto.op_type == "Shape":
-        return _static_shape(proto, graph)
+        return _static_shape(proto, graph, sizes)
     if proto.op_type == "Gather":  # static dims picked out of a shape whose batch is dynamic
-        picked = _static_dims(proto, graph, depth)
+        picked = _static_dims(proto, graph, depth, sizes)
         if picked is not None:
             return picked
     if depth <= 0 or any(True for _ in _subgraphs(proto)) or proto.domain not in ("", "ai.onnx"):
@@ -107,7 +115,7 @@ def fold(name: str, graph: OnnxGraph, depth: int = FOLD_DEPTH) -> np.ndarray | N
     values = {}
     for inp in proto.input:
         if inp:
-            value = fold(inp, graph, depth - 1)
+            value = fold(inp, graph, depth - 1, sizes)
             if value is None:
                 return None
             values[inp] = value
@@ -121,32 +129,34 @@ def fold(name: str, graph: OnnxGraph, depth: int = FOLD_DEPTH) -> np.ndarray | N
     return np.asarray(results[[o for o in proto.output if o].index(name)])
 
 
-def _partial_shape(node: NodeProto, graph: OnnxGraph) -> np.ndarray | None:
-    """A Shape node's output with -1 for the dims that are not static."""
+def _partial_shape(node: NodeProto, graph: OnnxGraph, sizes: dict[str, int] | None = None) -> np.ndarray | None:
+    """A Shape node's output with -1 for the dims that are not static (nor named in ``sizes``)."""
     info = graph.value_info.get(node.input[0])
     if info is None or not info.type.tensor_type.HasField("shape"):
         return None
-    shape = np.array([d.dim_value if d.HasField("dim_value") else -1 for d in info.type.tensor_type.shape.dim],
-                     dtype=np.int64)
+    sizes = sizes or {}
+    shape = np.array([d.dim_value if d.HasField("dim_value") else sizes.get(d.dim_param, -1)
+                      for d in info.type.tensor_type.shape.dim], dtype=np.int64)
     attrs = {a.name: a.i for a in node.attribute}
     return shape[attrs.get("start", 0): attrs["end"] if "end" in attrs else None]
 
 
-def _static_shape(node: NodeProto, graph: OnnxGraph) -> np.ndarray | None:
-    shape = _partial_shape(node, graph)
+def _static_shape(node: NodeProto, graph: OnnxGraph, sizes: dict[str, int] | None = None) -> np.ndarray | None:
+    shape = _partial_shape(node, graph, sizes)
     return None if shape is None or (shape < 0).any() else shape
 
 
-def _static_dims(node: NodeProto, graph: OnnxGraph, depth: int) -> np.ndarray | None:
+def _static_dims(node: NodeProto, graph: OnnxGraph, depth: int, sizes: dict[str, int] | None = None
+                 ) -> np.ndarray | None:
     """``Gather(Shape(x), indices)`` when every gathered dim is static."""
     try:
         producer, _ = graph.value_as_node_output(node.input[0])
     except KeyError:
         return None
-    indices = fold(node.input[1], graph, depth - 1)
+    indices = fold(node.input[1], graph, depth - 1, sizes)
     if producer.operation_type != "Shape" or indices is None:
         return None
-    shape = _partial_shape(producer.proto, graph)
+    shape = _partial_shape(producer.proto, graph, sizes)
     if shape is None:
         return None
     picked = np.take(shape, indices.astype(np.int64), axis=0)
@@ -163,11 +173,12 @@ def _value_info(name: str, graph: OnnxGraph) -> ValueInfoProto:
 
 
 def subgraph_model(sub: GraphProto, graph: OnnxGraph, formal: Sequence[ValueInfoProto], outputs: Sequence[str],
-                   bound: dict[str, np.ndarray] | None = None) -> tuple[onnx.ModelProto, list[str]]:
+                   bound: dict[str, np.ndarray] | None = None, sizes: dict[str, int] | None = None
+                   ) -> tuple[onnx.ModelProto, list[str]]:
     """A standalone model computing ``outputs`` of ``sub`` from ``formal`` inputs plus captured outer names.
 
     Returns the model and the outer names it captures at run time (its trailing inputs). Outer names
-    that fold to constants, and ``bound`` formal names, become initializers. Every output goes through
+    that fold to constants (assuming ``sizes`` for symbolic dims), and ``bound`` formal names, become initializers. Every output goes through
     a fresh Identity so that pass-through outputs and multi-output producers convert cleanly.
     """
     bound = bound or {}
@@ -178,7 +189,7 @@ def subgraph_model(sub: GraphProto, graph: OnnxGraph, formal: Sequence[ValueInfo
     initializers = list(sub.initializer) + [numpy_helper.from_array(np.asarray(v), n) for n, v in bound.items()]
     captures = []
     for name in _free_names(nodes, local):
-        value = fold(name, graph)
+        value = fold(name, graph, sizes=sizes)
         if value is None:
             captures.append(name)
         else:
@@ -351,15 +362,16 @@ class OnnxLoop(nn.Module, OnnxToTorchModule):
         return results[0] if self.n_outputs == 1 else results
 
 
-def _trip_count(node: OnnxNode, graph: OnnxGraph, body: GraphProto) -> int:
-    """Iterations the loop runs, found by evaluating only the exit-condition slice of the body."""
+def trip_count(node: OnnxNode, graph: OnnxGraph, body: GraphProto, sizes: dict[str, int] | None = None) -> int:
+    """Iterations the loop runs, found by evaluating only the exit-condition slice of the body
+    (with ``sizes`` for the symbolic dims it depends on)."""
     names = list(node.input_values)
-    max_trips = fold(names[0], graph) if names[0] else None
+    max_trips = fold(names[0], graph, sizes=sizes) if names[0] else None
     if names[0] and max_trips is None:
         raise ConversionError(f"Loop node {node.name!r}: its trip count is computed at run time; only loops with a "
                               "count known at conversion time convert (e.g. RNNs over a fixed sequence length, "
                               "give the model's Input a static time dimension)")
-    cond = fold(names[1], graph) if len(names) > 1 and names[1] else np.array(True)
+    cond = fold(names[1], graph, sizes=sizes) if len(names) > 1 and names[1] else np.array(True)
     formal = [v.name for v in body.input]
     n_carried = len(formal) - 2
     cond_out = body.output[0].name
@@ -371,13 +383,13 @@ def _trip_count(node: OnnxNode, graph: OnnxGraph, body: GraphProto) -> int:
         if not more:
             break
         control += more
-    state = [fold(names[2 + j], graph) for j in control]
+    state = [fold(names[2 + j], graph, sizes=sizes) for j in control]
     if cond is None or any(v is None for v in state):
         raise ConversionError(f"Loop node {node.name!r}: its exit condition depends on values computed at run time "
                               "(a data-dependent while loop), which cannot be unrolled; only loops whose iteration "
                               "count is known at conversion time convert")
     inputs = [body.input[0], body.input[1]] + [body.input[2 + j] for j in control]
-    model, captures = subgraph_model(body, graph, inputs, wanted)
+    model, captures = subgraph_model(body, graph, inputs, wanted, sizes=sizes)
     if captures:
         raise ConversionError(f"Loop node {node.name!r}: its exit condition reads run-time values "
                               f"({', '.join(captures[:3])}); only loops with a static iteration count convert")
@@ -397,10 +409,16 @@ def _trip_count(node: OnnxNode, graph: OnnxGraph, body: GraphProto) -> int:
 
 @converter("Loop", versions=range(11, 24))
 def convert_loop(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    """``Loop`` with a conversion-time trip count, unrolled around the converted body."""
+    """A Keras recurrent ``Loop`` as one native recurrent module (``recurrent_loop``); any other ``Loop``
+    with a conversion-time trip count unrolled around the converted body."""
+    from migrate.converters.recurrent_loop import convert as convert_recurrent_loop
+
+    native = convert_recurrent_loop(node, graph)
+    if native is not None:
+        return native
     body = _attr_graph(node, "body")
     names = list(node.input_values) + [""] * (2 - len(node.input_values))
-    trips = _trip_count(node, graph, body)
+    trips = trip_count(node, graph, body)
     n_carried = len(body.input) - 2
     n_scan = len(body.output) - 1 - n_carried
     if trips == 0 and n_scan:
