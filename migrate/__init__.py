@@ -1,17 +1,24 @@
 """tf2torch conversion: TensorFlow/Keras saved models to PyTorch.
 
-``migrate.convert`` and ``migrate.load`` are imported lazily so that ``import migrate`` (and the
-``tf2torch`` CLI for linting) stays cheap and never imports torch or TensorFlow.
+``migrate.convert``/``migrate.load`` (an inference program) and ``migrate.port``/``migrate.load_port``
+(readable, trainable source) are imported lazily so that ``import migrate`` (and the ``tf2torch`` CLI for
+linting) stays cheap and never imports torch or TensorFlow.
 """
 
 from typing import Any
 
-__all__ = ["convert", "load", "ConversionResult"]
+_CONVERT = ("convert", "load", "ConversionResult")
+_PORT = ("port", "load_port", "PortResult")
+__all__ = [*_CONVERT, *_PORT]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in _CONVERT:
         from migrate import api
 
         return getattr(api, name)
+    if name in _PORT:
+        from migrate.port import api as port_api
+
+        return getattr(port_api, name)
     raise AttributeError(f"module 'migrate' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from importlib import import_module
 from migrate.errors import Tf2TorchError
 
 #: subcommand -> module providing ``add_parser(subparsers)``; convert lives here.
-_PLUGINS = {"parity": "checks.parity.cli", "lint": "checks.lint.cli"}
+_PLUGINS = {"port": "migrate.port.cli", "parity": "checks.parity.cli", "lint": "checks.lint.cli"}
 
 
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +47,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tf2torch", description="Move TensorFlow/Keras models and training "
                                                                    "code to PyTorch: convert, check parity, lint.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    subparsers = parser.add_subparsers(dest="command", metavar="{convert,parity,lint}", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="{convert,port,parity,lint}", required=True)
     _add_convert(subparsers)
     wanted = [a for a in argv if not a.startswith("-")][:1]
     for name, module in _PLUGINS.items():

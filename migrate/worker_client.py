@@ -24,10 +24,12 @@ def tf_python() -> str:
     return os.environ.get("TF2TORCH_TF_PYTHON") or sys.executable
 
 
-def run_worker(command: str, request: dict[str, Any], *, debug: bool = False, quiet: bool = True) -> dict[str, Any]:
+def run_worker(command: str, request: dict[str, Any], *, debug: bool = False, quiet: bool = True,
+               module: str = "migrate.tf_worker") -> dict[str, Any]:
     """Run one worker command; return its JSON answer or raise InputError/ConversionError with its message.
 
     ``quiet`` is accepted for symmetry with the CLI: the worker's own output is never shown unless ``debug``.
+    ``module`` names the worker to run (``migrate.keras_worker`` for ``tf2torch port``).
     """
     with tempfile.TemporaryDirectory(prefix="tf2torch-worker-") as tmp:
         req_path, result_path, log_path = Path(tmp, "request.json"), Path(tmp, "result.json"), Path(tmp, "worker.log")
@@ -38,7 +40,7 @@ def run_worker(command: str, request: dict[str, Any], *, debug: bool = False, qu
             env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with open(log_path, "wb") as log:
             try:
-                proc = subprocess.run([tf_python(), "-m", "migrate.tf_worker", str(req_path)], env=env,
+                proc = subprocess.run([tf_python(), "-m", module, str(req_path)], env=env,
                                       stdin=subprocess.DEVNULL,
                                       stdout=None if debug else log, stderr=None if debug else subprocess.STDOUT)
             except OSError as exc:

@@ -1,0 +1,297 @@
+"""The Keras side of ``tf2torch port``, run as a child process: ``python -m migrate.keras_worker REQUEST.json``.
+
+Like ``migrate.tf_worker`` it imports Keras/TensorFlow and never torch; it talks to the parent through files:
+
+* ``describe``   - load SOURCE, write ``graph.json`` (layers, their configs, every call's inbound tensors,
+  nested models, inputs/outputs), ``weights.npz`` (every variable, no pickle) and ``reference.npz``
+  (seeded inputs and ``model(x, training=False)`` at each requested batch size and sequence length).
+* ``predict``    - run the model on the arrays of ``.npz`` files (``training`` true or false).
+* ``train_step`` - with every dropout-family layer made the identity, one forward pass in training mode,
+  mean-squared-error loss against given targets, one SGD step; writes the outputs, the loss and every
+  variable after the step (the reference for the torch module's ``train()`` semantics).
+
+Request and answer follow ``migrate.tf_worker`` (``{"ok": false, "exit_code": 1|2, "message": ...}``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from migrate.tf_worker import WorkerError, _first_line, _import_tf, source_kind  # noqa: E402
+
+#: Layers whose training-time noise the train-step reference switches off (rate/stddev set to 0).
+NOISE_LAYERS = {"Dropout": "rate", "SpatialDropout1D": "rate", "SpatialDropout2D": "rate",
+                "SpatialDropout3D": "rate", "GaussianDropout": "rate", "GaussianNoise": "stddev",
+                "AlphaDropout": "rate"}
+MODEL_CLASSES = {"Functional", "Sequential", "Model"}
+
+
+def port_source_kind(source: Path) -> str:
+    """Like ``source_kind``, but a SavedModel needs the Keras layer graph (``keras_metadata.pb``)."""
+    kind = source_kind(source)
+    if kind == "saved_model" and not (source / "keras_metadata.pb").exists():
+        raise WorkerError(f"{source}: this SavedModel has no Keras layer graph (written by model.export or "
+                          "tf.saved_model.save), so there is no source code to port; use 'tf2torch convert' "
+                          "for an inference program")
+    return kind
+
+
+def load_keras(source: Path) -> Any:
+    """The Keras model in SOURCE (.keras, .h5, or a Keras-2 SavedModel through tf_keras)."""
+    kind = port_source_kind(source)
+    _import_tf()
+    if kind == "saved_model":
+        try:
+            import tf_keras as keras_module
+        except ImportError as exc:
+            raise WorkerError(f"{source}: a Keras 2 SavedModel needs the tf_keras package; install it with: "
+                              "pip install tf-keras") from exc
+    else:
+        import keras as keras_module
+    try:
+        return keras_module.models.load_model(str(source), compile=False)
+    except Exception as exc:  # keras raises many types for a bad file
+        if kind == "keras" and "Could not locate class" in str(exc):
+            raise WorkerError(f"{source}: {_first_line(exc)}; a custom layer class must be importable where "
+                              "the model is loaded (register it with keras.saving.register_keras_serializable), "
+                              "or use 'tf2torch convert'", exit_code=1) from exc
+        raise WorkerError(f"{source}: not a readable Keras model ({type(exc).__name__}: "
+                          f"{_first_line(exc)}); check the file is a model saved by model.save") from exc
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+def _tensor_ref(arg: Any) -> Any:
+    """Config args -> the same structure with tensors as ``{"tensor": "layer:node:index", ...}``."""
+    if isinstance(arg, dict) and arg.get("class_name") == "__keras_tensor__":
+        name, node, index = arg["config"]["keras_history"]
+        return {"tensor": f"{name}:{node}:{index}", "shape": list(arg["config"]["shape"]),
+                "dtype": arg["config"]["dtype"]}
+    if isinstance(arg, (list, tuple)):
+        if len(arg) in (3, 4) and isinstance(arg[0], str) and isinstance(arg[1], int):  # Keras 2 history
+            return {"tensor": f"{arg[0]}:{arg[1]}:{arg[2]}", "shape": None, "dtype": None}
+        return [_tensor_ref(a) for a in arg]
+    if isinstance(arg, dict):
+        return {k: _tensor_ref(v) for k, v in arg.items()}
+    return arg
+
+
+def _calls(layer_config: dict[str, Any]) -> list[dict[str, Any]]:
+    calls = []
+    for node in layer_config.get("inbound_nodes", []):
+        if isinstance(node, dict):
+            calls.append({"args": _tensor_ref(list(node.get("args", []))), "kwargs": _tensor_ref(node.get("kwargs", {}))})
+        else:  # Keras 2: a list of [layer, node, index, kwargs] for the inputs
+            refs = [_tensor_ref(entry[:3]) for entry in node]
+            kwargs = node[0][3] if node and len(node[0]) > 3 else {}
+            calls.append({"args": [refs[0] if len(refs) == 1 else refs], "kwargs": _tensor_ref(kwargs)})
+    return calls
+
+
+def _endpoints(spec: Any) -> list[str]:
+    spec = spec if spec and isinstance(spec[0], (list, tuple)) else [spec]
+    return [f"{name}:{node}:{index}" for name, node, index in spec]
+
+
+def _weights(layer: Any, arrays: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every variable of ``layer``, stored under a fresh key; names are relative to the layer."""
+    trainable_ids = {id(w) for w in layer.trainable_weights}
+    out = []
+    for var in layer.weights:
+        path = getattr(var, "path", None) or var.name.split(":")[0]
+        name = path[len(layer.name) + 1:] if path.startswith(layer.name + "/") else path
+        key = f"w{len(arrays)}"
+        arrays[key] = var.numpy()
+        out.append({"name": name, "path": path, "key": key, "shape": list(arrays[key].shape),
+                    "dtype": str(arrays[key].dtype), "trainable": id(var) in trainable_ids})
+    return out
+
+
+def describe_model(model: Any, arrays: dict[str, Any]) -> dict[str, Any]:
+    """The layer graph of a Functional or Sequential model (nested models recursively)."""
+    functional = getattr(model, "_functional", None) or model
+    config = functional.get_config()
+    if "layers" not in config or "input_layers" not in config:
+        raise WorkerError(f"model {model.name!r} is a subclassed {type(model).__name__} whose call() is Python "
+                          "code, so it has no layer graph to port; use 'tf2torch convert' for an inference "
+                          "program", exit_code=1)
+    layers = []
+    for layer_config in config["layers"]:
+        name = layer_config.get("name") or layer_config["config"]["name"]
+        layer = functional.get_layer(name)
+        entry = {"name": name, "class_name": layer_config["class_name"], "module": layer_config.get("module"),
+                 "config": _jsonable(layer_config.get("config", {})), "trainable": bool(layer.trainable),
+                 "calls": _calls(layer_config)}
+        if entry["class_name"] in MODEL_CLASSES or hasattr(layer, "_functional") or (
+                hasattr(layer, "layers") and hasattr(layer, "get_layer") and "layers" in layer.get_config()):
+            entry["graph"] = describe_model(layer, arrays)
+            entry["weights"] = []
+        else:
+            entry["weights"] = _weights(layer, arrays)
+        layers.append(entry)
+    return {"name": model.name, "class_name": type(model).__name__, "layers": layers,
+            "inputs": _endpoints(config["input_layers"]), "outputs": _endpoints(config["output_layers"]),
+            "output_shapes": [[None if d is None else int(d) for d in t.shape] for t in functional.outputs]}
+
+
+def _int_bound(model: Any) -> int:
+    """Integer test inputs stay below every Embedding's vocabulary."""
+    bounds = [layer.input_dim for layer in _all_layers(model) if type(layer).__name__ == "Embedding"]
+    return min(bounds, default=10)
+
+
+def _all_layers(model: Any) -> list[Any]:
+    out = []
+    for layer in getattr(model, "layers", []):
+        out.append(layer)
+        out.extend(_all_layers(layer))
+        for inner in ("layer", "forward_layer", "backward_layer"):
+            if hasattr(layer, inner) and getattr(layer, inner) is not None:
+                out.append(getattr(layer, inner))
+    return out
+
+
+def io_specs(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Names, dtypes and shapes of the model's inputs and outputs, in call order."""
+    def spec(tensor: Any, name: str) -> dict[str, Any]:
+        return {"name": name, "dtype": str(getattr(tensor.dtype, "name", tensor.dtype)),
+                "shape": [None if d is None else int(d) for d in tensor.shape]}
+
+    inputs = [spec(t, n) for t, n in zip(model.inputs, _input_names(model))]
+    outputs = [spec(t, n) for t, n in zip(model.outputs, _output_names(model))]
+    return inputs, outputs
+
+
+def _input_names(model: Any) -> list[str]:
+    return [getattr(t, "name", f"input_{i}").split(":")[0] for i, t in enumerate(model.inputs)]
+
+
+def _output_names(model: Any) -> list[str]:
+    functional = getattr(model, "_functional", None) or model
+    names = [t.split(":")[0] for t in _endpoints(functional.get_config()["output_layers"])]
+    return [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
+
+
+def make_inputs(model: Any, batch: int, length: int, seed: int) -> dict[str, Any]:
+    """Seeded inputs: floats standard normal, integers in [0, smallest vocabulary)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in io_specs(model)[0]:
+        shape = [batch if i == 0 else (length if d is None else d) for i, d in enumerate(spec["shape"])]
+        if "int" in spec["dtype"]:
+            feeds[spec["name"]] = rng.integers(0, _int_bound(model), shape).astype(spec["dtype"])
+        else:
+            feeds[spec["name"]] = rng.standard_normal(shape).astype(spec["dtype"])
+    return feeds
+
+
+def run_model(model: Any, feeds: dict[str, Any], training: bool) -> dict[str, Any]:
+    """``model(x, training=...)`` with inputs in the model's order; outputs by name as numpy arrays."""
+    import tensorflow as tf
+
+    args = [tf.constant(feeds[n]) for n in _input_names(model)]
+    result = model(args if len(args) > 1 else args[0], training=training)
+    flat = tf.nest.flatten(result)
+    return {name: t.numpy() for name, t in zip(_output_names(model), flat)}
+
+
+def describe(request: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    source = Path(request["source"])
+    model = load_keras(source)
+    arrays: dict[str, Any] = {}
+    graph = describe_model(model, arrays)
+    inputs, outputs = io_specs(model)
+    import keras
+
+    graph.update({"io_inputs": inputs, "io_outputs": outputs, "source_kind": port_source_kind(source),
+                  "versions": {"keras": keras.__version__, "tensorflow": _import_tf().__version__}})
+    Path(request["graph"]).write_text(json.dumps(graph, indent=1))
+    np.savez(request["weights"], **arrays)
+    reference = {}
+    dynamic = any(d is None for spec in inputs for d in spec["shape"][1:])
+    cases = [(b, t) for b in request.get("batches", [1, 3]) for t in (request.get("lengths", [7, 5]) if dynamic else [7])]
+    for i, (batch, length) in enumerate(cases):
+        feeds = make_inputs(model, batch, length, seed=i)
+        reference.update({f"case{i}/in/{k}": v for k, v in feeds.items()})
+        reference.update({f"case{i}/out/{k}": v for k, v in run_model(model, feeds, training=False).items()})
+    np.savez(request["reference"], **reference)
+    return {"cases": len(cases)}
+
+
+def predict(request: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    model = load_keras(Path(request["source"]))
+    for src, dst in zip(request["inputs"], request["outputs"]):
+        with np.load(src) as data:
+            feeds = {k: data[k] for k in data.files}
+        np.savez(dst, **run_model(model, feeds, training=bool(request.get("training", False))))
+    return {}
+
+
+def train_step(request: dict[str, Any]) -> dict[str, Any]:
+    """One SGD step on ``mean((y - target)**2)`` summed over outputs, dropout-family layers off."""
+    import numpy as np
+    import tensorflow as tf
+
+    model = load_keras(Path(request["source"]))
+    for layer in _all_layers(model):
+        attr = NOISE_LAYERS.get(type(layer).__name__)
+        if attr:
+            setattr(layer, attr, 0.0)
+    with np.load(request["inputs"]) as data:
+        feeds = {k: data[k] for k in data.files if not k.startswith("target/")}
+        targets = {k[len("target/"):]: data[k] for k in data.files if k.startswith("target/")}
+    args = [tf.constant(feeds[n]) for n in _input_names(model)]
+    with tf.GradientTape() as tape:
+        flat = tf.nest.flatten(model(args if len(args) > 1 else args[0], training=True))
+        outs = dict(zip(_output_names(model), flat))
+        loss = tf.add_n([tf.reduce_mean(tf.square(outs[k] - targets[k])) for k in outs])
+    grads = tape.gradient(loss, model.trainable_weights)
+    lr = float(request.get("lr", 0.1))
+    for var, grad in zip(model.trainable_weights, grads):
+        if grad is not None:
+            var.assign_sub(lr * tf.convert_to_tensor(grad))
+    result = {f"out/{k}": v.numpy() for k, v in outs.items()}
+    result.update({f"weight/{getattr(w, 'path', w.name)}": w.numpy() for w in model.weights})
+    result["loss"] = np.asarray(float(loss))
+    np.savez(request["result_npz"], **result)
+    return {"loss": float(loss)}
+
+
+COMMANDS = {"describe": describe, "predict": predict, "train_step": train_step}
+
+
+def main(request_path: str) -> int:
+    request = json.loads(Path(request_path).read_text())
+    result_path = Path(request["result"])
+    try:
+        answer = dict(COMMANDS[request["command"]](request), ok=True)
+    except WorkerError as exc:
+        answer = {"ok": False, "exit_code": exc.exit_code, "message": str(exc)}
+    except Exception as exc:  # anything else is a failure to report, not a crash
+        traceback.print_exc()
+        answer = {"ok": False, "exit_code": 1, "message": f"{type(exc).__name__}: {_first_line(exc)}"}
+    result_path.write_text(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,224 @@
+"""Python API: ``port`` a Keras model into readable PyTorch source plus weights; ``load_port`` it back.
+
+Pipeline: the Keras worker (child process) describes the layer graph and writes the weights and reference
+outputs; the emitters render ``model.py``; the module is imported, loaded with the transformed weights and
+checked against Keras before OUT is published (atomically, like ``convert``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tempfile
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from migrate.artifacts import MANIFEST, read_manifest, staged_output, write_json
+from migrate.errors import ConversionError, InputError
+from migrate.progress import Progress
+from migrate.requirements import require
+
+MODEL_PY = "model.py"
+WEIGHTS = "weights.safetensors"
+PORT = ("numpy", "torch", "safetensors")
+#: TF layout -> torch layout names per rank, as in convert's manifest.
+LAYOUTS = {4: ("NHWC", "NCHW"), 5: ("NDHWC", "NCDHW")}
+
+
+@dataclass
+class PortResult:
+    """What :func:`port` produced: the loaded module, the manifest and the artifact paths."""
+
+    module: Any
+    manifest: dict[str, Any]
+    out: Path
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, class_name: str | None = None,
+         force: bool = False, quiet: bool = True, debug: bool = False) -> PortResult:
+    """Port the Keras model in SOURCE (.keras, .h5, Keras-2 SavedModel) to OUT: model.py, weights, manifest.
+
+    Keras runs in a child process. OUT appears only if the rendered module reproduces Keras' outputs.
+    """
+    require("port", PORT)
+    from migrate.keras_worker import port_source_kind
+    from migrate.tf_worker import WorkerError
+    from migrate.worker_client import run_worker
+
+    source, out = Path(source), Path(out)
+    if class_name is not None and not class_name.isidentifier():
+        raise InputError(f"--class-name {class_name!r} is not a Python identifier")
+    try:
+        port_source_kind(source)
+    except WorkerError as exc:
+        raise InputError(str(exc)) from None
+    progress = Progress(total=3, quiet=quiet)
+    started = time.perf_counter()
+    with staged_output(out, force, source=source) as stage, tempfile.TemporaryDirectory(prefix="tf2torch-") as scratch:
+        files = {k: str(Path(scratch, f"{k}.{ext}")) for k, ext in
+                 (("graph", "json"), ("weights", "npz"), ("reference", "npz"))}
+        with progress.stage("keras", "reading the Keras layer graph and weights (child process)"):
+            run_worker("describe", {"source": str(source), **files}, debug=debug, module="migrate.keras_worker")
+        graph = json.loads(Path(files["graph"]).read_text())
+        with progress.stage("render", "writing model.py (layer emitters)"):
+            from migrate.port.render import Renderer
+
+            renderer = Renderer(graph, class_name=class_name, keep_layout=keep_layout)
+            _raise_unsupported(renderer)
+            (stage / MODEL_PY).write_text(renderer.source())
+        with progress.stage("verify", "loading the weights and checking the module against Keras"):
+            module = _import_class(stage / MODEL_PY, renderer.top.name)()
+            weights = _load_keras_weights(module, renderer, Path(files["weights"]))
+            inputs, outputs = _io_manifest(graph, renderer, keep_layout)
+            errors = _verify(module, Path(files["reference"]), inputs, outputs)
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(stage / WEIGHTS))
+        import torch
+
+        manifest = {
+            "format": 1,
+            "kind": "port",
+            "source": {"path": str(source), "kind": graph["source_kind"], "signature": None},
+            "class_name": renderer.top.name,
+            "inputs": inputs,
+            "outputs": outputs,
+            "weights": weights,
+            "train_semantics": renderer.train_semantics,
+            "verified_max_abs_err": errors,
+            "versions": {"tf2torch": _version("tf2torch"), **graph["versions"], "torch": torch.__version__},
+            "timings_s": dict(progress.timings),
+        }
+        write_json(stage / MANIFEST, manifest)
+    progress.say(f"ported {source} -> {out} in {time.perf_counter() - started:.1f}s: class {renderer.top.name}, "
+                 f"{len(weights)} Keras weights; max abs error vs Keras {max(errors.values(), default=0.0):.2g}")
+    paths = {"out": out, "model": out / MODEL_PY, "weights": out / WEIGHTS, "manifest": out / MANIFEST}
+    return PortResult(module=load_port(out), manifest=manifest, out=out, paths=paths)
+
+
+def _raise_unsupported(renderer: Any) -> None:
+    if renderer.unsupported:
+        parts = [f"{cls} ({len(names)} layer{'s' if len(names) > 1 else ''}, first: {', '.join(names[:3])})"
+                 for cls, names in sorted(renderer.unsupported.items())]
+        raise ConversionError(f"cannot port layer class(es) without an emitter: {'; '.join(parts)}; register an "
+                              "emitter (docs/port.md) or use 'tf2torch convert' for an inference program")
+    if renderer.problems:
+        more = f" (and {len(renderer.problems) - 1} more)" if len(renderer.problems) > 1 else ""
+        raise ConversionError(f"cannot port layer {renderer.problems[0]}{more}; use 'tf2torch convert' for an "
+                              "inference program")
+
+
+def _import_class(path: Path, name: str) -> Any:
+    """Import ``path`` as a fresh module (never via sys.path) and return its class ``name``."""
+    spec = importlib.util.spec_from_file_location(f"tf2torch_port_{uuid.uuid4().hex}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def _load_keras_weights(module: Any, renderer: Any, npz: Path) -> list[dict[str, Any]]:
+    """Transform every Keras weight into the module's state_dict; return the manifest's weight table."""
+    import numpy as np
+    import torch
+
+    from migrate.port import transforms
+
+    state = module.state_dict()
+    table = []
+    with np.load(npz) as arrays:
+        for m in renderer.weights:
+            value = transforms.apply(m.steps, arrays[m.key])
+            if m.torch not in state or tuple(state[m.torch].shape) != value.shape:
+                raise ConversionError(f"internal: Keras weight {m.keras} {value.shape} does not fit torch "
+                                      f"{m.torch} {tuple(state[m.torch].shape) if m.torch in state else '(missing)'}; "
+                                      "this is a tf2torch bug, please report it")
+            state[m.torch] = torch.from_numpy(value).to(state[m.torch].dtype)
+            table.append({"keras": m.keras, "torch": m.torch, "transform": transforms.describe(m.steps),
+                          "trainable": m.trainable})
+    module.load_state_dict(state, strict=True)
+    return table
+
+
+def _io_manifest(graph: dict[str, Any], renderer: Any, keep_layout: bool) -> tuple[list[dict], list[dict]]:
+    """Inputs/outputs with names, dtypes, torch and Keras shapes and layouts (convert's manifest keys)."""
+    def spec(io: dict[str, Any], name: str, channels_first: bool) -> dict[str, Any]:
+        shape = io["shape"]
+        layout, tf_layout = LAYOUTS.get(len(shape), (None, None)) if channels_first else (None, None)
+        torch_shape = [shape[0], shape[-1], *shape[1:-1]] if layout and not keep_layout else shape
+        return {"name": name, "tf_name": io["name"], "dtype": io["dtype"], "shape": torch_shape, "tf_shape": shape,
+                "layout": tf_layout if keep_layout else layout, "tf_layout": tf_layout}
+
+    def image(io: dict[str, Any]) -> bool:
+        return len(io["shape"]) in LAYOUTS and io["dtype"].startswith("float")
+
+    ins = [spec(io, name, image(io)) for io, name in zip(graph["io_inputs"], renderer.top.forward_args)]
+    outs = [spec(io, io["name"], image(io) and not ret.endswith(")")) for io, ret in
+            zip(graph["io_outputs"], renderer.top.returns)]
+    return ins, outs
+
+
+def to_torch_layout(array: Any, spec: dict[str, Any]) -> Any:
+    """A Keras-layout array in the layout the module takes/returns (per a manifest entry)."""
+    import numpy as np
+
+    if spec["layout"] and spec["layout"] != spec["tf_layout"]:
+        return np.ascontiguousarray(np.moveaxis(array, -1, 1))
+    return array
+
+
+def _verify(module: Any, reference: Path, inputs: list[dict], outputs: list[dict]) -> dict[str, float]:
+    """Run every reference case; raise ConversionError on the first output that differs from Keras."""
+    import numpy as np
+    import torch
+
+    module.eval()
+    worst: dict[str, float] = {}
+    with np.load(reference) as ref, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = sorted({k.split("/")[0] for k in ref.files})
+        for case in cases:
+            args = [torch.from_numpy(to_torch_layout(ref[f"{case}/in/{s['tf_name']}"], s)) for s in inputs]
+            got = module(*args)
+            got = got if isinstance(got, tuple) else (got,)
+            for spec, tensor in zip(outputs, got):
+                want = to_torch_layout(ref[f"{case}/out/{spec['tf_name']}"], spec)
+                have = tensor.numpy()
+                if have.shape != want.shape:
+                    raise ConversionError(f"the ported module's output {spec['name']} has shape {have.shape}, Keras "
+                                          f"{want.shape}; this is a tf2torch bug, please report it")
+                err = np.abs(have.astype(np.float64) - want)
+                scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+                if not np.all(err <= 1e-4 * scale + 1e-3 * np.abs(want)):
+                    raise ConversionError(f"the ported module's output {spec['name']} differs from Keras by up to "
+                                          f"{err.max():.3g} (Keras values up to {scale:.3g}); this is a tf2torch "
+                                          "bug, please report it")
+                worst[spec["name"]] = max(worst.get(spec["name"], 0.0), float(err.max(initial=0.0)))
+    return worst
+
+
+def load_port(out: str | Path) -> Any:
+    """The module in ``OUT/model.py`` with ``OUT/weights.safetensors`` loaded (no pickle anywhere)."""
+    require("port", PORT)
+    from safetensors.torch import load_file
+
+    out = Path(out)
+    manifest = read_manifest(out)
+    if manifest.get("kind") != "port":
+        raise InputError(f"{out}: not written by 'tf2torch port' (manifest kind {manifest.get('kind')!r}); "
+                         "use migrate.load for a convert output")
+    module = _import_class(out / MODEL_PY, manifest["class_name"])()
+    module.load_state_dict(load_file(str(out / WEIGHTS)), strict=True)
+    return module.eval()

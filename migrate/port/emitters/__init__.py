@@ -1,0 +1,24 @@
+"""Layer emitters: one small module per Keras layer family; importing this package registers them all.
+
+Register your own layer class without editing anything here (docs/port.md)::
+
+    from migrate.port.emitters import emitter
+
+    @emitter("MyScale")
+    def my_scale(layer, call, ctx):
+        mod = ctx.submodule(layer, "nn.Identity()")
+        return f"{mod}({call.input.var}) * {layer.config['factor']}"
+"""
+
+from migrate.port.emitters.base import EMITTERS, Call, Layer, Out, Unsupported, Value, Weight, emitter
+from migrate.port.emitters import (  # noqa: E402,F401  (each module registers its emitters on import)
+    activations,
+    conv,
+    core,
+    merge,
+    normalization,
+    pooling,
+    reshaping,
+)
+
+__all__ = ["EMITTERS", "Call", "Layer", "Out", "Unsupported", "Value", "Weight", "emitter"]

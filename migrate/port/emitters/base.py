@@ -1,0 +1,108 @@
+"""The emitter registry and the types emitters work with.
+
+An emitter turns one Keras layer class into PyTorch source: it declares the layer's submodule once
+(``ctx.submodule``: the ``torch.nn`` constructor, and where each Keras weight goes with which transform)
+and returns, for each call of the layer, the ``forward`` expression. ``@emitter("Conv2D")`` registers it;
+a user registers an emitter for their own layer class the same way (see docs/port.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Keras layer class name -> emitter function.
+EMITTERS: dict[str, Callable[..., Any]] = {}
+
+
+def emitter(*class_names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the decorated ``fn(layer, call, ctx) -> Out | str`` for Keras layer classes ``class_names``."""
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for name in class_names:
+            EMITTERS[name] = fn
+        return fn
+
+    return register
+
+
+@dataclass
+class Weight:
+    """One Keras variable of a layer: its name relative to the layer (``kernel``), full path and npz key."""
+
+    name: str
+    path: str
+    key: str
+    shape: tuple[int, ...]
+    trainable: bool
+
+
+@dataclass
+class Layer:
+    """A Keras layer as the worker described it."""
+
+    name: str
+    class_name: str
+    config: dict[str, Any]
+    trainable: bool
+    weights: dict[str, Weight]
+    attr: str = ""  # its attribute name on the generated module
+    calls: int = 1
+
+    def weight(self, name: str) -> Weight:
+        return self.weights[name]
+
+
+@dataclass
+class Value:
+    """A tensor in ``forward``: its variable, Keras shape (batch first) and torch layout.
+
+    ``layout`` is ``"keras"`` (same axes as Keras) or ``"cf"`` (Keras' channels-last tensor held
+    channels-first, N,C,*spatial). ``flat_from`` is set on a Flatten of a ``cf`` tensor whose elements
+    are in channels-first order; its only consumers permute their weights to match.
+    """
+
+    var: str
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"
+    layout: str = "keras"
+    flat_from: tuple[int, ...] | None = None
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def dim(self, keras_axis: int) -> int:
+        """The torch dimension of Keras axis ``keras_axis`` for this value's layout."""
+        axis = keras_axis % self.rank
+        if self.layout != "cf":
+            return axis
+        return 1 if axis == self.rank - 1 else (0 if axis == 0 else axis + 1)
+
+
+@dataclass
+class Call:
+    """One call of a layer: its input values (flattened, in order), kwargs, and output Keras shapes."""
+
+    inputs: list[Value]
+    kwargs: dict[str, Any]
+    index: int
+    output_shapes: list[tuple[int | None, ...] | None] = field(default_factory=list)
+
+    @property
+    def input(self) -> Value:
+        return self.inputs[0]
+
+
+@dataclass
+class Out:
+    """An emitter's result: ``expr`` (a tuple for several outputs) and the layout of the output(s)."""
+
+    expr: str | tuple[str, ...]
+    layout: str = "keras"
+    flat_from: tuple[int, ...] | None = None
+    shapes: list[tuple[int | None, ...]] | None = None
+
+
+class Unsupported(Exception):
+    """A layer configuration an emitter cannot port exactly; the message says what and why."""

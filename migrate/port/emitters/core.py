@@ -1,0 +1,131 @@
+"""Core layers: Dense, Embedding, Flatten, Reshape, Permute, RepeatVector, Rescaling, Identity, dropout family."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migrate.port.emitters.activations import activation
+from migrate.port.emitters.base import Call, Layer, Out, Unsupported, emitter
+
+
+@emitter("Dense")
+def dense(layer: Layer, call: Call, ctx: Any) -> Out:
+    x, cfg = call.input, layer.config
+    kernel = layer.weight("kernel")
+    steps: tuple = (("permute", (1, 0)),)
+    if x.flat_from is not None:  # a Flatten of a channels-first tensor: reorder the kernel's rows instead
+        steps = (("flatten_order", x.flat_from), *steps)
+        inp = x.var
+    else:
+        inp = ctx.keras(x)
+    weights = {"kernel": ("weight", steps)}
+    use_bias = cfg.get("use_bias", True)
+    if use_bias:
+        weights["bias"] = ("bias", ())
+    mod = ctx.submodule(layer, f"nn.Linear({kernel.shape[0]}, {kernel.shape[1]}{'' if use_bias else ', bias=False'})",
+                        weights)
+    return Out(activation(cfg.get("activation"), f"{mod}({inp})", ctx), "keras")
+
+
+@emitter("Embedding")
+def embedding(layer: Layer, call: Call, ctx: Any) -> Out:
+    cfg = layer.config
+    if cfg.get("mask_zero"):
+        raise Unsupported("Embedding(mask_zero=True): mask propagation is not ported yet")
+    mod = ctx.submodule(layer, f"nn.Embedding({cfg['input_dim']}, {cfg['output_dim']})",
+                        {"embeddings": ("weight", ())})
+    x = call.input
+    inp = x.var if x.dtype == "int64" else f"{x.var}.long()"
+    return Out(f"{mod}({inp})", "keras")
+
+
+@emitter("Flatten")
+def flatten(layer: Layer, call: Call, ctx: Any) -> Out:
+    x = call.input
+    consumers = getattr(call, "output_consumers", [[]])[0]
+    if x.layout == "cf" and consumers and all(c == "Dense" for c in consumers) and None not in x.shape[1:]:
+        # torch flattens (C, *spatial); the Dense after it gets its kernel rows reordered at port time
+        return Out(f"torch.flatten({x.var}, 1)", "keras", flat_from=tuple(x.shape[1:]))
+    return Out(f"torch.flatten({ctx.keras(x)}, 1)", "keras")
+
+
+@emitter("Reshape")
+def reshape(layer: Layer, call: Call, ctx: Any) -> Out:
+    x = call.input
+    target = tuple(layer.config["target_shape"])
+    inp = ctx.keras(x)
+    if -1 in target:
+        return Out(f"{inp}.reshape({inp if x.layout == 'keras' else x.var}.shape[0], {', '.join(map(str, target))})")
+    return Out(f"{inp}.reshape(-1, {', '.join(map(str, target))})")
+
+
+@emitter("Permute")
+def permute(layer: Layer, call: Call, ctx: Any) -> Out:
+    dims = ", ".join(str(d) for d in layer.config["dims"])
+    return Out(f"{ctx.keras(call.input)}.permute(0, {dims})")
+
+
+@emitter("RepeatVector")
+def repeat_vector(layer: Layer, call: Call, ctx: Any) -> Out:
+    return Out(f"{call.input.var}.unsqueeze(1).repeat(1, {layer.config['n']}, 1)")
+
+
+@emitter("Rescaling")
+def rescaling(layer: Layer, call: Call, ctx: Any) -> Out:
+    scale, offset = layer.config.get("scale", 1.0), layer.config.get("offset", 0.0)
+    if isinstance(scale, (list, dict)) or isinstance(offset, (list, dict)):
+        raise Unsupported("Rescaling with per-channel scale/offset")
+    x = call.input
+    expr = f"{x.var} * {float(scale)!r}" + (f" + {float(offset)!r}" if offset else "")
+    return Out(expr, x.layout, x.flat_from)
+
+
+@emitter("Identity")
+def identity(layer: Layer, call: Call, ctx: Any) -> Out:
+    x = call.input
+    return Out(x.var, x.layout, x.flat_from)
+
+
+def _no_noise_shape(layer: Layer) -> None:
+    if layer.config.get("noise_shape") is not None:
+        raise Unsupported("Dropout with noise_shape")
+
+
+@emitter("Dropout")
+def dropout(layer: Layer, call: Call, ctx: Any) -> Out:
+    _no_noise_shape(layer)
+    x = call.input
+    mod = ctx.submodule(layer, f"nn.Dropout({float(layer.config['rate'])!r})")
+    return Out(f"{mod}({x.var})", x.layout, x.flat_from)
+
+
+@emitter("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D")
+def spatial_dropout(layer: Layer, call: Call, ctx: Any) -> Out:
+    x = call.input
+    mod = ctx.submodule(layer, f"nn.Dropout{x.rank - 2}d({float(layer.config['rate'])!r})")
+    return Out(f"{mod}({ctx.cf(x)})", "cf")
+
+
+@emitter("AlphaDropout")
+def alpha_dropout(layer: Layer, call: Call, ctx: Any) -> Out:
+    _no_noise_shape(layer)
+    x = call.input
+    mod = ctx.submodule(layer, f"nn.AlphaDropout({float(layer.config['rate'])!r})")
+    return Out(f"{mod}({x.var})", x.layout, x.flat_from)
+
+
+@emitter("GaussianNoise")
+def gaussian_noise(layer: Layer, call: Call, ctx: Any) -> Out:
+    x = call.input
+    stddev = float(layer.config["stddev"])
+    return Out(f"{x.var} + {stddev!r} * torch.randn_like({x.var}) if self.training else {x.var}", x.layout,
+               x.flat_from)
+
+
+@emitter("GaussianDropout")
+def gaussian_dropout(layer: Layer, call: Call, ctx: Any) -> Out:
+    x = call.input
+    rate = float(layer.config["rate"])
+    std = (rate / (1.0 - rate)) ** 0.5
+    return Out(f"{x.var} * (1.0 + {std!r} * torch.randn_like({x.var})) if self.training else {x.var}", x.layout,
+               x.flat_from)

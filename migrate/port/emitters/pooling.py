@@ -1,0 +1,59 @@
+"""Pooling: Max/Average 1D/2D/3D and the Global* layers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from migrate.port.emitters.base import Call, Layer, Out, Unsupported, emitter
+from migrate.port.emitters.conv import _check, _tuple, same_pads
+
+
+def _torch_len(size: int, k: int, s: int, p: int, ceil: bool) -> int:
+    out = (size + 2 * p - k + ((s - 1) if ceil else 0)) // s + 1
+    if ceil and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+@emitter("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
+         "AveragePooling3D")
+def pool(layer: Layer, call: Call, ctx: Any) -> Out:
+    _check(layer)
+    x = call.input
+    rank = x.rank - 2
+    cfg = layer.config
+    kind = "Max" if layer.class_name.startswith("Max") else "Avg"
+    kernel = _tuple(cfg["pool_size"], rank)
+    stride = _tuple(cfg.get("strides") or cfg["pool_size"], rank)
+    args = f"{kernel[0] if len(set(kernel)) == 1 else kernel}"
+    if stride != kernel:
+        args += f", stride={stride[0] if len(set(stride)) == 1 else stride}"
+    if cfg.get("padding", "valid") == "same":
+        pads = same_pads(x.shape[1:-1], kernel, stride, (1,) * rank)
+        before = tuple(b for b, _ in pads)
+        ceil = any(a != b for b, a in pads)
+        for size, k, s, (b, a) in zip(x.shape[1:-1], kernel, stride, pads):
+            if b > k // 2 or (a != b and (size is None or _torch_len(size, k, s, b, True) != math.ceil(size / s))):
+                raise Unsupported(f"'same' pooling with pads {pads} has no exact torch equivalent")
+        if any(before):
+            args += f", padding={before[0] if len(set(before)) == 1 else before}"
+        if ceil:
+            args += ", ceil_mode=True"
+        if kind == "Avg" and (any(before) or ceil):
+            args += ", count_include_pad=False"  # TF averages over the real elements only
+    mod = ctx.submodule(layer, f"nn.{kind}Pool{rank}d({args})")
+    return Out(f"{mod}({ctx.cf(x)})", "cf")
+
+
+@emitter("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+         "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D")
+def global_pool(layer: Layer, call: Call, ctx: Any) -> Out:
+    _check(layer)
+    x = call.input
+    keep = bool(layer.config.get("keepdims", False))
+    dims = tuple(range(2, x.rank)) if x.layout == "cf" else tuple(range(1, x.rank - 1))
+    fn = "mean" if "Average" in layer.class_name else "amax"
+    dims_text = str(dims[0]) if len(dims) == 1 else str(dims)
+    expr = f"{x.var}.{fn}(dim={dims_text}{', keepdim=True' if keep else ''})"
+    return Out(expr, x.layout if keep else "keras")

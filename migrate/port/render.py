@@ -1,0 +1,347 @@
+"""Render the worker's layer graph as PyTorch source: one ``nn.Module`` class (plus one per nested model).
+
+Each Keras layer becomes a submodule named after it, declared once in ``__init__`` and called once per
+Keras call in a straight-line ``forward`` whose variables are named after the layers. The rendering also
+yields the weight map: every Keras variable's torch key and the transform that takes it there.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrate.errors import ConversionError
+from migrate.port.emitters import EMITTERS, Call, Layer, Out, Unsupported, Value, Weight
+from migrate.port.transforms import Step
+
+MODEL_CLASSES = {"Functional", "Sequential", "Model"}
+_IMPORTS = {"F": "import torch.nn.functional as F", "nn": "from torch import nn"}
+
+
+def pyname(name: str, taken: set[str] | None = None) -> str:
+    """A Python identifier for a Keras name (``conv1/conv`` -> ``conv1_conv``), unique within ``taken``."""
+    ident = re.sub(r"\W", "_", name).strip("_").lower() or "x"
+    if ident[0].isdigit() or keyword.iskeyword(ident) or ident in {"self", "torch", "nn", "F", "super"}:
+        ident = f"{ident}_"
+    if taken is not None:
+        base, n = ident, 2
+        while ident in taken:
+            ident, n = f"{base}_{n}", n + 1
+        taken.add(ident)
+    return ident
+
+
+def class_name_for(name: str) -> str:
+    """``resnet50`` -> ``Resnet50``, ``my_model`` -> ``MyModel``."""
+    parts = [p for p in re.split(r"\W|_", name) if p]
+    ident = "".join(p[:1].upper() + p[1:] for p in parts) or "PortedModel"
+    return f"Model{ident}" if ident[0].isdigit() else ident
+
+
+@dataclass
+class WeightMapping:
+    keras: str
+    torch: str
+    key: str
+    steps: tuple[Step, ...]
+    trainable: bool
+
+
+@dataclass
+class Submodule:
+    attr: str
+    expr: str
+    frozen: bool = False
+    eval_only: bool = False
+
+
+@dataclass
+class ClassSource:
+    name: str
+    inits: list[str] = field(default_factory=list)
+    forward_args: list[str] = field(default_factory=list)
+    body: list[str] = field(default_factory=list)
+    eval_only: list[str] = field(default_factory=list)
+    returns: list[str] = field(default_factory=list)
+
+
+class Context:
+    """What an emitter may do: declare its submodule (once), add forward lines, convert layouts."""
+
+    def __init__(self, renderer: Renderer, cls: ClassSource, prefix: str) -> None:
+        self.renderer = renderer
+        self.cls = cls
+        self.prefix = prefix
+        self.declared: dict[str, str] = {}
+        self.shapes: dict[str, tuple[int | None, ...]] = {}
+        self.layer: Layer | None = None
+        self.var = ""
+
+    def submodule(self, layer: Layer, expr: str, weights: dict[str, tuple[str, tuple[Step, ...]]] | None = None,
+                  *, eval_only: bool = False) -> str:
+        """Declare ``self.<layer attr> = expr`` (first call only) and map ``weights``: keras name -> (suffix, steps)."""
+        if layer.name in self.declared:
+            return self.declared[layer.name]
+        self.renderer.imports.add("nn" if "nn." in expr else "torch")
+        self.cls.inits.append(f"self.{layer.attr} = {expr}")
+        if not layer.trainable and any(w.trainable for w in layer.weights.values()):
+            self.cls.inits.append(f"self.{layer.attr}.requires_grad_(False)  # frozen in Keras (trainable=False)")
+        if eval_only:
+            self.cls.eval_only.append(layer.attr)
+        self.map_weights(layer, {k: (f"{layer.attr}.{suffix}", steps) for k, (suffix, steps) in (weights or {}).items()})
+        self.declared[layer.name] = f"self.{layer.attr}"
+        return self.declared[layer.name]
+
+    def buffer(self, layer: Layer, keras_name: str, shape: tuple[int, ...], steps: tuple[Step, ...] = ()) -> str:
+        """Declare a buffer holding Keras weight ``keras_name`` (e.g. Normalization's mean)."""
+        attr = f"{layer.attr}_{pyname(keras_name)}"
+        if attr not in self.declared:
+            self.cls.inits.append(f"self.register_buffer({attr!r}, torch.zeros({', '.join(map(str, shape))}))")
+            self.map_weights(layer, {keras_name: (attr, steps)})
+            self.declared[attr] = f"self.{attr}"
+        return self.declared[attr]
+
+    def map_weights(self, layer: Layer, mapping: dict[str, tuple[str, tuple[Step, ...]]]) -> None:
+        for keras_name, (torch_key, steps) in mapping.items():
+            weight: Weight = layer.weights[keras_name]
+            self.renderer.weights.append(WeightMapping(weight.path, self.prefix + torch_key, weight.key, steps,
+                                                       weight.trainable and layer.trainable))
+
+    def need(self, name: str) -> str:
+        """Ask for an import (``"F"`` for torch.nn.functional); returns the name to use."""
+        self.renderer.imports.add(name)
+        return name
+
+    def line(self, code: str) -> None:
+        self.cls.body.append(code)
+
+    def keras(self, value: Value) -> str:
+        """``value`` as an expression in Keras' layout (channels last)."""
+        if value.layout == "cf":
+            rank = value.rank
+            return f"{value.var}.permute(0, {', '.join(str(i) for i in range(2, rank))}, 1)"
+        if value.flat_from is not None:
+            raise Unsupported("a Flatten in channels-first order reached a layer that needs Keras' order")
+        return value.var
+
+    def cf(self, value: Value) -> str:
+        """``value`` (rank >= 3) as an expression in channels-first layout."""
+        if value.layout == "cf":
+            return value.var
+        rank = value.rank
+        return f"{value.var}.permute(0, {rank - 1}, {', '.join(str(i) for i in range(1, rank - 1))})"
+
+
+class Renderer:
+    """Turns graph.json into source text and a weight map."""
+
+    def __init__(self, graph: dict[str, Any], *, class_name: str | None, keep_layout: bool) -> None:
+        self.graph = graph
+        self.keep_layout = keep_layout
+        self.imports: set[str] = {"torch"}
+        self.weights: list[WeightMapping] = []
+        self.classes: list[ClassSource] = []
+        self.class_names: set[str] = set()
+        self.unsupported: dict[str, list[str]] = {}
+        self.problems: list[str] = []
+        self.train_semantics: list[dict[str, Any]] = []
+        self.semantics_done: set[str] = set()
+        self.top = self.render_class(graph, class_name or class_name_for(graph["name"]), prefix="", top=True)
+
+    def render_class(self, graph: dict[str, Any], name: str, prefix: str, top: bool) -> ClassSource:
+        name = pyname(name) if not name.isidentifier() else name
+        while name in self.class_names:
+            name = f"{name}Block"
+        self.class_names.add(name)
+        cls = ClassSource(name)
+        ctx = Context(self, cls, prefix)
+        ctx.shapes = _collect_shapes(graph)
+        layers = {entry["name"]: entry for entry in graph["layers"]}
+        attrs: set[str] = set()
+        objs: dict[str, Layer] = {}
+        for entry in graph["layers"]:
+            if entry["class_name"] == "InputLayer":
+                continue
+            weights = {w["name"]: Weight(w["name"], w["path"], w["key"], tuple(w["shape"]), w["trainable"])
+                       for w in entry.get("weights", [])}
+            objs[entry["name"]] = Layer(entry["name"], entry["class_name"], entry["config"], entry["trainable"],
+                                        weights, attr=pyname(entry["name"], attrs), calls=len(entry["calls"]))
+        self._check_supported(objs.values())
+        variables: set[str] = set()
+        values: dict[str, Value] = {}
+        for tensor in graph["inputs"]:
+            layer_name = tensor.split(":")[0]
+            cfg = layers[layer_name]["config"]
+            shape = tuple(cfg.get("batch_shape") or cfg.get("batch_input_shape"))
+            var = pyname(layer_name, variables)
+            cls.forward_args.append(var)
+            value = Value(var, shape, cfg.get("dtype", "float32"))
+            if self._channels_first(value):
+                if self.keep_layout or not top:
+                    ctx.line(f"{var} = {ctx.cf(value)}  # channels-last in, channels-first inside")
+                value.layout = "cf"
+            values[tensor] = value
+        pending = [(objs[name], i) for name in objs for i in range(objs[name].calls)]
+        consumers = self._consumers(graph)
+        while pending:
+            ready = [(layer, i) for layer, i in pending
+                     if all(t in values for t in _tensors(layers[layer.name]["calls"][i]))]
+            if not ready:
+                raise ConversionError(f"model {graph['name']!r}: the layer graph has a cycle or a missing tensor; "
+                                      "this is a tf2torch bug, please report it")
+            for layer, i in ready:
+                pending.remove((layer, i))
+                self._emit(ctx, layer, i, layers[layer.name], values, variables, consumers)
+        for tensor in graph["outputs"]:
+            value = values[tensor]
+            expr = value.var
+            if value.layout == "cf" and (self.keep_layout or not top or not self._channels_first(value)):
+                expr = ctx.keras(value)
+            elif value.flat_from is not None:
+                raise ConversionError("internal: a channels-first Flatten reached the output")
+            cls.returns.append(expr)
+        self.classes.append(cls)
+        return cls
+
+    @staticmethod
+    def _channels_first(value: Value) -> bool:
+        """Images and volumes (rank 4 and 5, float) are channels-first in torch; sequences keep (N, T, C)."""
+        return value.rank in (4, 5) and value.dtype.startswith("float")
+
+    def _check_supported(self, layers: Any) -> None:
+        for layer in layers:
+            if layer.class_name not in EMITTERS and layer.class_name not in MODEL_CLASSES:
+                self.unsupported.setdefault(layer.class_name, []).append(layer.name)
+
+    @staticmethod
+    def _consumers(graph: dict[str, Any]) -> dict[str, list[str]]:
+        """tensor id -> class names of the layers that read it (one entry per call)."""
+        out: dict[str, list[str]] = {}
+        for entry in graph["layers"]:
+            for call in entry["calls"]:
+                for tensor in _tensors(call):
+                    out.setdefault(tensor, []).append(entry["class_name"] if len(entry["calls"]) == 1 else "shared")
+        for tensor in graph["outputs"]:
+            out.setdefault(tensor, []).append("output")
+        return out
+
+    def _emit(self, ctx: Context, layer: Layer, index: int, entry: dict[str, Any], values: dict[str, Value],
+              variables: set[str], consumers: dict[str, list[str]]) -> None:
+        call_spec = entry["calls"][index]
+        inputs = [values[t] for t in _tensors(call_spec)]
+        kwargs = {k: v for k, v in call_spec["kwargs"].items() if not _is_tensor(v)}
+        kwargs.update({k: values[v["tensor"]] for k, v in call_spec["kwargs"].items() if _is_tensor(v)})
+        call = Call(inputs, kwargs, index)
+        outputs = sorted({t for t in consumers if t.startswith(f"{layer.name}:{index}:")},
+                         key=lambda t: int(t.rsplit(":", 1)[1]))
+        call.output_consumers = [consumers[t] for t in outputs]  # type: ignore[attr-defined]
+        ctx.layer = layer
+        try:
+            if layer.class_name in MODEL_CLASSES:
+                out = self._nested(ctx, layer, entry, call)
+            else:
+                out = EMITTERS[layer.class_name](layer, call, ctx)
+        except Unsupported as exc:
+            self.problems.append(f"{layer.name} ({layer.class_name}): {exc}")
+            return
+        out = out if isinstance(out, Out) else Out(out)
+        exprs = out.expr if isinstance(out.expr, tuple) else (out.expr,)
+        base = layer.attr if layer.calls == 1 else f"{layer.attr}_call{index + 1}" if index else layer.attr
+        names = [pyname(base if k == 0 else f"{base}_{k}", variables) for k in range(len(exprs))]
+        if isinstance(out.expr, tuple) and len(exprs) > 1 and all(e == exprs[0] for e in exprs):
+            ctx.line(f"{', '.join(names)} = {exprs[0]}")
+        else:
+            for name, expr in zip(names, exprs):
+                ctx.line(f"{name} = {expr}")
+        shapes = out.shapes or [None] * len(names)
+        for k, name in enumerate(names):
+            shape = shapes[k] if shapes[k] is not None else self._shape_of(ctx, f"{layer.name}:{index}:{k}", call)
+            values[f"{layer.name}:{index}:{k}"] = Value(name, shape, inputs[0].dtype if inputs else "float32",
+                                                        out.layout, out.flat_from)
+
+    @staticmethod
+    def _shape_of(ctx: Context, tensor: str, call: Call) -> tuple[int | None, ...]:
+        return ctx.shapes.get(tensor) or call.inputs[0].shape
+
+    def _nested(self, ctx: Context, layer: Layer, entry: dict[str, Any], call: Call) -> Out:
+        if layer.name not in ctx.declared:
+            nested = self.render_class(entry["graph"], class_name_for(layer.name), prefix=f"{ctx.prefix}{layer.attr}.",
+                                       top=False)
+            ctx.submodule(layer, f"{nested.name}()")
+        args = [ctx.keras(v) for v in call.inputs]  # nested classes take and return Keras' layout
+        n_out = len(entry["graph"]["outputs"])
+        expr = f"self.{layer.attr}({', '.join(args)})"
+        return Out(tuple([expr] * n_out) if n_out > 1 else expr)
+
+    def source(self) -> str:
+        """The text of model.py."""
+        imports = ["import torch"]
+        if "nn" in self.imports or self.classes:
+            imports.append("import torch.nn.functional as F" if "F" in self.imports else "")
+            imports.append("from torch import nn")
+        header = f'"""{self.top.name}: ported from Keras by tf2torch port (channels-first unless --keep-layout)."""'
+        parts = [header, "", "\n".join(i for i in imports if i), ""]
+        for cls in self.classes:
+            parts.append(_class_text(cls))
+        return "\n".join(parts).rstrip() + "\n"
+
+
+def _class_text(cls: ClassSource) -> str:
+    lines = ["", f"class {cls.name}(nn.Module):", "    def __init__(self) -> None:", "        super().__init__()"]
+    lines += [f"        {ln}" for ln in cls.inits]
+    args = ", ".join(f"{a}: torch.Tensor" for a in cls.forward_args)
+    lines += ["", f"    def forward(self, {args}):"]
+    lines += [f"        {ln}" for ln in cls.body]
+    lines.append(f"        return {', '.join(cls.returns)}")
+    if cls.eval_only:
+        lines += ["", f'    def train(self, mode: bool = True) -> "{cls.name}":', "        super().train(mode)"]
+        lines += [f"        self.{attr}.eval()  # Keras runs this layer in inference mode (trainable=False)"
+                  for attr in cls.eval_only]
+        lines.append("        return self")
+    return "\n".join(lines) + "\n"
+
+
+def _is_tensor(value: Any) -> bool:
+    return isinstance(value, dict) and "tensor" in value
+
+
+def _tensors(call: dict[str, Any]) -> list[str]:
+    """Tensor ids of a call's positional args, flattened in order."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if _is_tensor(value):
+            found.append(value["tensor"])
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+
+    walk(call["args"])
+    return found
+
+
+def _collect_shapes(graph: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
+    """Keras shapes of every tensor of one graph that a call reads, and of its outputs."""
+    shapes: dict[str, tuple[int | None, ...]] = {}
+
+    def walk(value: Any) -> None:
+        if _is_tensor(value) and value.get("shape") is not None:
+            shapes[value["tensor"]] = tuple(value["shape"])
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+
+    for entry in graph["layers"]:
+        for call in entry["calls"]:
+            walk(call["args"])
+            walk(call["kwargs"])
+    shapes.update({t: tuple(s) for t, s in zip(graph["outputs"], graph.get("output_shapes", []))})
+    return shapes
