@@ -136,12 +136,13 @@ def _shapes(specs: list[dict[str, Any]]) -> str:
 
 
 def load(out: str | Path) -> Any:
-    """Load ``OUT/model.pt2`` as a ``torch.nn.Module`` with plain ``torch.export.load``.
+    """Load ``OUT/model.pt2`` as a ``torch.nn.Module`` with ``torch.export.load``.
 
-    The file is a torch.export archive, not a pickled module: loading it runs none of our code.
+    The archive is checked first (``migrate.pt2_check``): one that would unpickle or execute anything
+    beyond tensors and a graph of torch operators is refused with InputError, so loading runs no code.
     """
-    import torch
+    from migrate.pt2_check import load_pt2
 
     out = Path(out)
     read_manifest(out)
-    return torch.export.load(str(out / MODEL_PT2)).module()
+    return load_pt2(out / MODEL_PT2).module()

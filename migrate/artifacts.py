@@ -1,10 +1,20 @@
-"""Write the output directory atomically: build in a hidden sibling, rename into place at the end."""
+"""Write the output directory atomically and never touch what tf2torch did not write.
+
+OUT is built in a hidden sibling (``.OUT.partial-<pid>-*``) and renamed into place at the end. An
+exclusive lock beside OUT makes a second concurrent run into the same OUT fail instead of silently
+replacing the first. ``--force`` replaces only a directory a tf2torch command wrote: its manifest
+records the files the command wrote (``"files"``), and OUT may hold nothing else.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,43 +26,188 @@ from migrate.errors import InputError
 MANIFEST = "manifest.json"
 MODEL_PT2 = "model.pt2"
 MODEL_ONNX = "model.onnx"
+#: What a convert output held before manifests recorded their files (``"files"``).
+_LEGACY_CONVERT_FILES = frozenset({MANIFEST, MODEL_PT2, MODEL_ONNX, "model.aoti.pt2"})
+
+
+def not_regular(path: Path) -> str | None:
+    """What ``path`` is when it exists but is neither a regular file nor a directory (reading it could block)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return None
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _check_target(out: Path, source: Path | None) -> None:
+    """OUT may never be SOURCE, contain it, lie inside it, or be the working directory or one of its parents."""
+    cwd = Path(os.path.realpath(os.getcwd()))
+    if _within(cwd, out):
+        raise InputError(f"{out} is the working directory or one of its parents; choose a new directory for OUT")
+    if source is not None:
+        src = Path(os.path.realpath(source))
+        if _within(src, out):
+            raise InputError(f"{out} {'is' if src == out else 'contains'} the source {source}; "
+                             "choose an OUT outside the source")
+        if src.is_dir() and _within(out, src):
+            raise InputError(f"{out} lies inside the source {source}; choose an OUT outside the source")
+
+
+def _written_by_us(out: Path) -> str | None:
+    """None if ``out`` is a tf2torch output (or empty), else why it is not."""
+    names = {p.name for p in out.iterdir()}
+    if not names:
+        return None
+    if MANIFEST not in names:
+        return f"it has no {MANIFEST}"
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return f"its {MANIFEST} is not one tf2torch wrote"
+    if not isinstance(manifest, dict) or manifest.get("format") != 1:
+        return f"its {MANIFEST} is not one tf2torch wrote"
+    files = manifest.get("files")
+    if isinstance(files, list):
+        ours = {str(f) for f in files} | {MANIFEST}
+    elif manifest.get("kind", "convert") == "convert":
+        ours = set(_LEGACY_CONVERT_FILES)
+    else:
+        return f"its {MANIFEST} does not list the files tf2torch wrote"
+    foreign = sorted(names - ours)
+    if foreign:
+        return f"it holds {foreign[0]!r}, which tf2torch did not write"
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale(parent: Path, name: str) -> None:
+    """Remove ``.NAME.partial-<pid>-*`` / ``.NAME.old-<pid>`` left by runs that died (only dead pids)."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.(?:partial|old)-(\d+)(?:-.*)?")
+    for entry in parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextmanager
+def _exclusive(parent: Path, name: str) -> Iterator[None]:
+    """Hold ``.NAME.lock`` in ``parent`` (flock); a second run into the same OUT fails at once."""
+    lock = parent / f".{name}.lock"
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            raise InputError(f"cannot write in {parent}: permission denied; choose a writable location for OUT") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise InputError(f"another tf2torch run is writing {parent / name} right now; "
+                                 "wait for it or choose another OUT") from None
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino  # the holder before us may have removed it
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            lock.unlink()
+        finally:
+            os.close(fd)
+
+
+def _make_parents(out: Path) -> list[Path]:
+    """Create OUT's missing parents; return them (deepest first) so a failed run can remove them."""
+    created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"cannot create {out}: a file stands where a directory is needed on the way") from None
+    except PermissionError:
+        raise InputError(f"cannot create {out}: permission denied; choose a writable location") from None
+    return created
+
+
+def _record_files(stage: Path) -> None:
+    """Add the names the command wrote to its manifest, so a later ``--force`` knows what it may replace."""
+    path = stage / MANIFEST
+    if not path.is_file():
+        return
+    manifest = json.loads(path.read_text())
+    manifest["files"] = sorted(p.name for p in stage.iterdir() if p.name != MANIFEST)
+    write_json(path, manifest)
 
 
 @contextmanager
 def staged_output(out: Path, force: bool, *, source: Path | None = None) -> Iterator[Path]:
     """Yield an empty staging directory that replaces ``out`` only if the block succeeds.
 
-    ``source`` is the input the command reads: replacing ``out`` must never touch it.
-    On failure nothing is left: not the staging directory, not parents created for it.
+    ``source`` is the input the command reads: replacing ``out`` must never touch it. ``--force``
+    replaces only an earlier tf2torch output (see module docstring). On failure nothing is left:
+    not the staging directory, not the lock, not parents created for it.
     """
-    out = Path(os.path.abspath(out))
-    if out.exists() and not force:
-        raise InputError(f"{out} already exists; pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} exists and is not a directory; choose another output path")
-    created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make OUT private
+    out = Path(os.path.realpath(out))  # a symlinked OUT: write where it points, keep the link
+    _check_target(out, source)
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(f"{out} exists and is not a directory; choose another output path")
+        if not force:
+            raise InputError(f"{out} already exists; pass --force to replace it")
+        why = _written_by_us(out)
+        if why:
+            raise InputError(f"{out} is not a tf2torch output ({why}); --force only replaces a directory "
+                             "tf2torch wrote, so move it away or choose another OUT")
+    created = _make_parents(out)
     try:
-        yield staging
+        with _exclusive(out.parent, out.name):
+            _remove_stale(out.parent, out.name)
+            staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+            try:
+                umask = os.umask(0)
+                os.umask(umask)
+                staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make OUT private
+                yield staging
+                _record_files(staging)
+                old = None
+                if out.exists():
+                    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+                    out.rename(old)
+                staging.rename(out)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
         for parent in created:
             try:
                 parent.rmdir()
             except OSError:
                 break
         raise
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-    staging.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -60,8 +215,6 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
-
-
 def read_manifest(out: Path) -> dict[str, Any]:
     """Load ``OUT/manifest.json``, with a clear error when OUT is not a tf2torch output."""
     path = Path(out) / MANIFEST

@@ -7,11 +7,13 @@ Exit codes (all subcommands): 0 success, 1 findings/mismatch/conversion failed, 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import traceback
 from importlib import import_module
 
-from migrate.errors import Tf2TorchError
+from migrate.errors import Terminated, Tf2TorchError
 
 #: subcommand -> module providing ``add_parser(subparsers)``; convert lives here.
 _PLUGINS = {"port": "migrate.port.cli", "parity": "checks.parity.cli", "lint": "checks.lint.cli"}
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         return args.func(args)
     except Tf2TorchError as exc:
@@ -81,13 +85,35 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tf2torch {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"tf2torch {args.command}: terminated; partial output removed", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        if exc.filename is None:
+            return _internal_error(args.command, exc)
+        print(f"tf2torch {args.command}: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"tf2torch {args.command}: internal error: {type(exc).__name__}: {first} "
-              "(rerun with --debug for the traceback)", file=sys.stderr)
-        return 2
+        return _internal_error(args.command, exc)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C: context managers remove staging and temporary directories."""
+    raise Terminated(signum)
+
+
+def _internal_error(command: str, exc: BaseException) -> int:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    print(f"tf2torch {command}: internal error: {type(exc).__name__}: {first} "
+          "(rerun with --debug for the traceback)", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

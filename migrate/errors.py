@@ -19,3 +19,11 @@ class ConversionError(Tf2TorchError):
     """The input is fine but could not be converted (exit 1): an unsupported op, a failed export."""
 
     exit_code = 1
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM so that cleanup runs as for Ctrl-C (exit 128 + signal)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.exit_code = 128 + signum

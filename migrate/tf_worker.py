@@ -72,8 +72,19 @@ def _import_tf():
 
 def source_kind(source: Path) -> str:
     """Classify SOURCE without TensorFlow so bad paths fail fast with a clear message."""
+    from migrate.artifacts import not_regular
+
+    try:
+        str(source).encode("utf-8")
+    except UnicodeEncodeError:
+        raise WorkerError(f"{str(source).encode('utf-8', 'backslashreplace').decode()}: the path has bytes that "
+                          "are not UTF-8, which TensorFlow cannot open; rename it") from None
     if not source.exists():
         raise WorkerError(f"{source}: no such file or directory; pass a SavedModel directory, a .keras or an .h5 file")
+    special = not_regular(source)
+    if special:
+        raise WorkerError(f"{source}: is {special}, not a model file; pass a SavedModel directory, "
+                          "a .keras or an .h5 file")
     if source.is_dir():
         if not (source / "saved_model.pb").exists() and not (source / "saved_model.pbtxt").exists():
             what = "is empty" if not any(source.iterdir()) else "has no saved_model.pb"
@@ -257,6 +268,9 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
 
     func = loaded.func
     input_specs = loaded.input_specs()
+    if not input_specs:
+        raise WorkerError(f"signature {loaded.signature!r} takes no inputs, so its outputs are constants and there "
+                          "is no model to convert; export a signature with inputs")
     # Captured tensors (e.g. Keras Normalization constants) follow the arguments in func.inputs: not inputs.
     arguments = func.inputs[:len(func.inputs) - len(func.captured_inputs)]
     input_names = [t.name for t in arguments if t.dtype != tf.dtypes.resource]
@@ -379,6 +393,22 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when its parent dies (even by SIGKILL), so no orphan keeps running."""
+    parent = os.environ.get("TF2TORCH_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != int(parent):  # the parent died before prctl took effect
+        os._exit(1)
+
+
 if __name__ == "__main__":
-    # os._exit skips TensorFlow's slow and sometimes crashing interpreter teardown.
+    _die_with_parent()
+    # os._exit skips TensorFlow's slow and sometimes crashing interpreter teardown (and its atexit cleanup,
+    # which is why worker_client points TMPDIR at a directory it removes: autograph's files land there).
     os._exit(main())

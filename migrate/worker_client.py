@@ -1,7 +1,9 @@
 """Run the TensorFlow worker (``migrate.tf_worker``) in a child process and turn its answer into errors.
 
 TensorFlow never enters this process: everything crosses as files. The worker's chatter (TF, Keras,
-tf2onnx) goes to a log file that is shown only with ``--debug`` or when the worker crashes.
+tf2onnx) goes to a log file that is shown only with ``--debug`` or when the worker crashes. The worker
+dies with this process, and every temporary file it makes lives in a directory removed afterwards,
+also when this process is interrupted or terminated (the worker is killed, then the directory removed).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ def run_worker(command: str, request: dict[str, Any], *, debug: bool = False, qu
         req_path.write_text(json.dumps(dict(request, command=command, result=str(result_path))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
+        env["TF2TORCH_PARENT_PID"] = str(os.getpid())  # the worker dies with this process (tf_worker)
+        env["TMPDIR"] = str(Path(tmp, "tmp"))  # TF's temp files (autograph, Keras export) go where we clean
+        Path(env["TMPDIR"]).mkdir()
         if not debug:
             env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with open(log_path, "wb") as log:

@@ -62,6 +62,10 @@ def test_existing_out_refused_without_force(fixture_model, tmp_path):
     assert proc.returncode == 2 and "already exists; pass --force" in proc.stderr
     assert (out / "keep.txt").read_text() == "user data"
     proc = tf2torch("convert", source, "-o", str(out), "--force", "-q")
+    assert proc.returncode == 2 and "is not a tf2torch output" in proc.stderr  # docs/guarantees.md
+    assert (out / "keep.txt").read_text() == "user data"
+    (out / "keep.txt").unlink()
+    proc = tf2torch("convert", source, "-o", str(out), "--force", "-q")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "" and proc.stdout == ""
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.pt2"]

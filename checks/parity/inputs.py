@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from checks.parity.specs import TensorSpec
+from migrate.artifacts import not_regular
 from migrate.errors import InputError
 
 #: Range for integer inputs that feed no Gather: small enough for any lookup table, wide enough to vary.
@@ -142,6 +143,9 @@ def load_npz(path: str | Path, specs: tuple[TensorSpec, ...], layout: str = "tf"
     import numpy as np
 
     path = Path(path)
+    special = not_regular(path)
+    if special:
+        raise InputError(f"{path}: is {special}, not an .npz file; pass an .npz written by numpy.savez")
     try:
         data = np.load(path, allow_pickle=False)
         arrays = {k: data[k] for k in data.files}

@@ -48,16 +48,12 @@ def _torch_inputs(manifest: Manifest, batch: dict[str, Any]) -> list[Any]:
 
 
 def load_program(manifest: Manifest) -> Any:
-    """``model.pt2`` as a runnable module (``torch.export.load(...).module()``)."""
-    import torch
+    """``model.pt2`` as an ExportedProgram, refused before loading if it would run code (``migrate.pt2_check``)."""
+    from migrate.pt2_check import load_pt2
 
     if not manifest.pt2.is_file():
         raise InputError(f"{manifest.directory}: no model.pt2; pass a directory written by 'tf2torch convert'")
-    try:
-        return torch.export.load(str(manifest.pt2))
-    except Exception as exc:
-        raise InputError(f"{manifest.pt2}: cannot load the exported program ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); re-run 'tf2torch convert'") from exc
+    return load_pt2(manifest.pt2)
 
 
 def name_outputs(manifest: Manifest, result: Any) -> dict[str, Any]:
