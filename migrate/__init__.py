@@ -18,7 +18,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name in _PORT:
-        from migrate.port import api as port_api
+        from migrate.porting import api as port_api
 
         return getattr(port_api, name)
     raise AttributeError(f"module 'migrate' has no attribute {name!r}")

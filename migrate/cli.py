@@ -16,7 +16,7 @@ from importlib import import_module
 from migrate.errors import Terminated, Tf2TorchError
 
 #: subcommand -> module providing ``add_parser(subparsers)``; convert lives here.
-_PLUGINS = {"port": "migrate.port.cli", "parity": "checks.parity.cli", "lint": "checks.lint.cli"}
+_PLUGINS = {"port": "migrate.porting.cli", "parity": "checks.parity.cli", "lint": "checks.lint.cli"}
 
 
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:

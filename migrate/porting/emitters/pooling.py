@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from migrate.port.emitters.base import Call, Layer, Out, Unsupported, emitter
-from migrate.port.emitters.conv import _check, _tuple, same_pads
+from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, emitter
+from migrate.porting.emitters.conv import _check, _tuple, same_pads
 
 
 def _torch_len(size: int, k: int, s: int, p: int, ceil: bool) -> int:

@@ -65,6 +65,9 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
         port_source_kind(source)
     except WorkerError as exc:
         raise InputError(str(exc)) from None
+    from migrate.porting.scan import unsupported_layers
+
+    _raise_unsupported(unsupported_layers(source), [])
     progress = Progress(total=3, quiet=quiet)
     started = time.perf_counter()
     with staged_output(out, force, source=source) as stage, tempfile.TemporaryDirectory(prefix="tf2torch-") as scratch:
@@ -74,10 +77,10 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
             run_worker("describe", {"source": str(source), **files}, debug=debug, module="migrate.keras_worker")
         graph = json.loads(Path(files["graph"]).read_text())
         with progress.stage("render", "writing model.py (layer emitters)"):
-            from migrate.port.render import Renderer
+            from migrate.porting.render import Renderer
 
             renderer = Renderer(graph, class_name=class_name, keep_layout=keep_layout)
-            _raise_unsupported(renderer)
+            _raise_unsupported(renderer.unsupported, renderer.problems)
             (stage / MODEL_PY).write_text(renderer.source())
         with progress.stage("verify", "loading the weights and checking the module against Keras"):
             module = _import_class(stage / MODEL_PY, renderer.top.name)()
@@ -109,15 +112,16 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
     return PortResult(module=load_port(out), manifest=manifest, out=out, paths=paths)
 
 
-def _raise_unsupported(renderer: Any) -> None:
-    if renderer.unsupported:
+def _raise_unsupported(unsupported: dict[str, list[str]], problems: list[str]) -> None:
+    """One line naming each layer class without an emitter (count, first names), or the first layer problem."""
+    if unsupported:
         parts = [f"{cls} ({len(names)} layer{'s' if len(names) > 1 else ''}, first: {', '.join(names[:3])})"
-                 for cls, names in sorted(renderer.unsupported.items())]
+                 for cls, names in sorted(unsupported.items())]
         raise ConversionError(f"cannot port layer class(es) without an emitter: {'; '.join(parts)}; register an "
                               "emitter (docs/port.md) or use 'tf2torch convert' for an inference program")
-    if renderer.problems:
-        more = f" (and {len(renderer.problems) - 1} more)" if len(renderer.problems) > 1 else ""
-        raise ConversionError(f"cannot port layer {renderer.problems[0]}{more}; use 'tf2torch convert' for an "
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConversionError(f"cannot port layer {problems[0]}{more}; use 'tf2torch convert' for an "
                               "inference program")
 
 
@@ -134,7 +138,7 @@ def _load_keras_weights(module: Any, renderer: Any, npz: Path) -> list[dict[str,
     import numpy as np
     import torch
 
-    from migrate.port import transforms
+    from migrate.porting import transforms
 
     state = module.state_dict()
     table = []
@@ -156,7 +160,7 @@ def _io_manifest(graph: dict[str, Any], renderer: Any, keep_layout: bool) -> tup
     """Inputs/outputs with names, dtypes, torch and Keras shapes and layouts (convert's manifest keys)."""
     def spec(io: dict[str, Any], name: str, channels_first: bool) -> dict[str, Any]:
         shape = io["shape"]
-        layout, tf_layout = LAYOUTS.get(len(shape), (None, None)) if channels_first else (None, None)
+        tf_layout, layout = LAYOUTS.get(len(shape), (None, None)) if channels_first else (None, None)
         torch_shape = [shape[0], shape[-1], *shape[1:-1]] if layout and not keep_layout else shape
         return {"name": name, "tf_name": io["name"], "dtype": io["dtype"], "shape": torch_shape, "tf_shape": shape,
                 "layout": tf_layout if keep_layout else layout, "tf_layout": tf_layout}

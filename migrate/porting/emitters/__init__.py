@@ -2,7 +2,7 @@
 
 Register your own layer class without editing anything here (docs/port.md)::
 
-    from migrate.port.emitters import emitter
+    from migrate.porting.emitters import emitter
 
     @emitter("MyScale")
     def my_scale(layer, call, ctx):
@@ -10,8 +10,8 @@ Register your own layer class without editing anything here (docs/port.md)::
         return f"{mod}({call.input.var}) * {layer.config['factor']}"
 """
 
-from migrate.port.emitters.base import EMITTERS, Call, Layer, Out, Unsupported, Value, Weight, emitter
-from migrate.port.emitters import (  # noqa: E402,F401  (each module registers its emitters on import)
+from migrate.porting.emitters.base import EMITTERS, Call, Layer, Out, Unsupported, Value, Weight, emitter
+from migrate.porting.emitters import (  # noqa: E402,F401  (each module registers its emitters on import)
     activations,
     conv,
     core,

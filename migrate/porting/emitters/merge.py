@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from migrate.port.emitters.base import Call, Layer, Out, Unsupported, Value, emitter
+from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, Value, emitter
 
 
 def aligned(call: Call, ctx: Any) -> tuple[list[str], str, Value]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from migrate.port.emitters.activations import activation
-from migrate.port.emitters.base import Call, Layer, Out, Unsupported, Value, emitter
+from migrate.porting.emitters.activations import activation
+from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, Value, emitter
 
 #: Keras kernel (*spatial, in, out) -> torch (out, in, *spatial), per spatial rank.
 KERNEL_PERM = {1: (2, 1, 0), 2: (3, 2, 0, 1), 3: (4, 3, 0, 1, 2)}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from migrate.port.emitters.activations import activation
-from migrate.port.emitters.base import Call, Layer, Out, Unsupported, emitter
+from migrate.porting.emitters.activations import activation
+from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, emitter
 
 
 @emitter("Dense")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from migrate.port.emitters.base import Call, Layer, Out, Unsupported, emitter
-from migrate.port.emitters.conv import _check
+from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, emitter
+from migrate.porting.emitters.conv import _check
 
 
 def _pairs(value: Any, rank: int) -> list[tuple[int, int]]:

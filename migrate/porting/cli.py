@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from migrate.port.api import port
+    from migrate.porting.api import port
 
     port(args.source, args.out, keep_layout=args.keep_layout, class_name=args.class_name, force=args.force,
          quiet=args.quiet, debug=args.debug)

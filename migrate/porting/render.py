@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.errors import ConversionError
-from migrate.port.emitters import EMITTERS, Call, Layer, Out, Unsupported, Value, Weight
-from migrate.port.transforms import Step
+from migrate.porting.emitters import EMITTERS, Call, Layer, Out, Unsupported, Value, Weight
+from migrate.porting.transforms import Step
 
 MODEL_CLASSES = {"Functional", "Sequential", "Model"}
 _IMPORTS = {"F": "import torch.nn.functional as F", "nn": "from torch import nn"}

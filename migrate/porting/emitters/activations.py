@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from migrate.port.emitters.base import Call, Layer, Out, Unsupported, emitter
+from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, emitter
 
 #: Keras activation name -> torch expression template ({x}: the input, {dim}: the softmax axis).
 ACTIVATIONS = {

@@ -1,0 +1,42 @@
+"""Find the layer classes of a ``.keras`` file that no emitter handles, without loading it.
+
+A ``.keras`` file is a zip whose ``config.json`` names every layer's class. Reading it here (no
+TensorFlow) lets ``port`` name a Lambda or a custom layer class in one line before Keras would refuse
+to deserialize it (Lambda) or fail to find it (custom classes).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from migrate.porting.emitters import EMITTERS
+
+MODEL_CLASSES = {"Functional", "Sequential", "Model"}
+
+
+def unsupported_layers(source: Path) -> dict[str, list[str]]:
+    """Layer class -> names of the layers using it, for classes without an emitter (``.keras`` only)."""
+    if source.suffix.lower() != ".keras":
+        return {}
+    try:
+        with zipfile.ZipFile(source) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return {}  # the worker reports an unreadable file with its own message
+    found: dict[str, list[str]] = {}
+    _walk(config, found, top=True)
+    return found
+
+
+def _walk(node: Any, found: dict[str, list[str]], top: bool = False) -> None:
+    if not isinstance(node, dict) or "class_name" not in node:
+        return
+    cls, config = node["class_name"], node.get("config") or {}
+    if cls in MODEL_CLASSES or (top and isinstance(config, dict) and "layers" in config):
+        for layer in config.get("layers", []):
+            _walk(layer, found)
+    elif cls != "InputLayer" and cls not in EMITTERS:
+        found.setdefault(cls, []).append(config.get("name", node.get("name", "?")))
