@@ -113,8 +113,9 @@ def _exclusive(parent: Path, name: str) -> Iterator[None]:
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except PermissionError:
-            raise InputError(f"cannot write in {parent}: permission denied; choose a writable location for OUT") from None
+        except OSError as exc:
+            raise InputError(f"cannot write in {parent}: {(exc.strerror or str(exc)).lower()}; "
+                             "choose a writable location for OUT") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -146,8 +147,9 @@ def _make_parents(out: Path) -> list[Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise InputError(f"cannot create {out}: a file stands where a directory is needed on the way") from None
-    except PermissionError:
-        raise InputError(f"cannot create {out}: permission denied; choose a writable location") from None
+    except OSError as exc:
+        raise InputError(f"cannot create {out}: {(exc.strerror or str(exc)).lower()}; "
+                         "choose a writable location") from None
     return created
 
 

@@ -4,8 +4,9 @@
         tf2torch_parity("model/saved_model", "converted/", atol=1e-4)
 
 On a mismatch the test fails with the parity table (and the per-layer localisation if asked for);
-bad inputs fail it with the one-line error. Importing this module loads neither torch nor TensorFlow,
-since pytest imports every installed plugin on every run.
+bad inputs fail it with the one-line error, and a ``model.pt2`` that would run code when loaded is
+refused before loading (``migrate.pt2_check``, docs/guarantees.md). Importing this module loads neither
+torch nor TensorFlow, since pytest imports every installed plugin on every run.
 """
 
 from __future__ import annotations
