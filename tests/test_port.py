@@ -21,7 +21,7 @@ from tests.conftest import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
 #: fixture -> the Keras file ported
-SMALL = {"port_mlp_dropout": "model.keras", "cnn": "model.keras", "cnn_h5": "model.h5"}
+SMALL = {"port_mlp_dropout": "model.keras", "cnn": "model.keras", "cnn_h5": "model.h5", "port_frozen": "model.keras"}
 
 
 def tf2torch(*args: str) -> subprocess.CompletedProcess:

@@ -86,7 +86,7 @@ class Context:
             return self.declared[layer.name]
         self.renderer.imports.add("nn" if "nn." in expr else "torch")
         self.cls.inits.append(f"self.{layer.attr} = {expr}")
-        if not layer.trainable and any(w.trainable for w in layer.weights.values()):
+        if not layer.trainable and layer.weights:
             self.cls.inits.append(f"self.{layer.attr}.requires_grad_(False)  # frozen in Keras (trainable=False)")
         if eval_only:
             self.cls.eval_only.append(layer.attr)
@@ -108,6 +108,12 @@ class Context:
             weight: Weight = layer.weights[keras_name]
             self.renderer.weights.append(WeightMapping(weight.path, self.prefix + torch_key, weight.key, steps,
                                                        weight.trainable and layer.trainable))
+
+    def helper(self, name: str, code: str) -> str:
+        """Put module-level ``code`` (a class or function called ``name``) into model.py once."""
+        self.renderer.helpers.setdefault(name, code.strip("\n"))
+        self.renderer.imports.update({"nn", "F"} & set(re.findall(r"\b(nn|F)\.", code)))
+        return name
 
     def need(self, name: str) -> str:
         """Ask for an import (``"F"`` for torch.nn.functional); returns the name to use."""
@@ -148,6 +154,7 @@ class Renderer:
         self.problems: list[str] = []
         self.train_semantics: list[dict[str, Any]] = []
         self.semantics_done: set[str] = set()
+        self.helpers: dict[str, str] = {}
         self.top = self.render_class(graph, class_name or class_name_for(graph["name"]), prefix="", top=True)
 
     def render_class(self, graph: dict[str, Any], name: str, prefix: str, top: bool) -> ClassSource:
@@ -283,6 +290,7 @@ class Renderer:
             imports.append("from torch import nn")
         header = f'"""{self.top.name}: ported from Keras by tf2torch port (channels-first unless --keep-layout)."""'
         parts = [header, "", "\n".join(i for i in imports if i), ""]
+        parts += ["\n" + code + "\n" for code in self.helpers.values()]
         for cls in self.classes:
             parts.append(_class_text(cls))
         return "\n".join(parts).rstrip() + "\n"

@@ -1,7 +1,8 @@
 """Weight transforms from Keras layouts to torch layouts, applied at port time and named in the manifest.
 
 A transform is a tuple of steps; each step is ``(name, args)``, printed as ``name(args)`` in
-``manifest.json`` (``permute(3,2,0,1)``, ``flatten_order(4,4,8)``, ``gate_reorder(i,f,c,o->i,f,g,o)``).
+``manifest.json`` (``permute(3,2,0,1)``, ``flatten_order(4,4,8)``, ``gate_reorder(zrh->rzh)``); :func:`parse`
+reads that text back, so a manifest alone says how to map any Keras weight onto the module.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def _flatten_order(w: np.ndarray, *spatial_then_c: int) -> np.ndarray:
 
 
 def _gate_reorder(w: np.ndarray, order: str) -> np.ndarray:
-    """Reorder gate blocks along the last axis (e.g. Keras GRU z,r,h -> torch r,z,n)."""
-    src, dst = (part.split(",") for part in order.split("->"))
+    """Reorder gate blocks along the last axis: ``"zrh->rzh"`` (Keras GRU -> torch), one letter per gate."""
+    src, dst = order.split("->")
     blocks = np.split(w, len(src), axis=-1)
     return np.concatenate([blocks[src.index(g)] for g in dst], axis=-1)
 
@@ -59,3 +60,13 @@ def describe(steps: tuple[Step, ...]) -> str | None:
     if not steps:
         return None
     return "; ".join(f"{name}({','.join(str(a) for a in args)})" for name, args in steps)
+
+
+def parse(text: str | None) -> tuple[Step, ...]:
+    """Inverse of :func:`describe`."""
+    steps = []
+    for part in (text or "").split("; "):
+        if part:
+            name, args = part[:-1].split("(", 1)
+            steps.append((name, tuple(int(a) if a.lstrip("-").isdigit() else a for a in args.split(",") if a)))
+    return tuple(steps)

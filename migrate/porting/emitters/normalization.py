@@ -1,6 +1,7 @@
 """BatchNormalization and LayerNormalization with Keras' train-time semantics.
 
-torch's BatchNorm ``momentum`` weighs the new batch (Keras' weighs the old statistics): 1 - keras_momentum.
+torch's BatchNorm ``momentum`` weighs the new batch (Keras' weighs the old statistics): 1 - keras_momentum;
+the moving variance follows Keras (biased batch variance) through the small ``KerasBatchNorm`` subclass.
 """
 
 from __future__ import annotations
@@ -8,6 +9,26 @@ from __future__ import annotations
 from typing import Any
 
 from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, emitter
+
+
+#: Emitted once into model.py when a BatchNormalization is ported.
+KERAS_BATCH_NORM = '''
+class KerasBatchNorm(nn.BatchNorm2d):
+    """Batch normalization over dim 1 of an (N, C, ...) tensor, trained the way Keras trains it.
+
+    Keras updates the moving variance with the biased batch variance; nn.BatchNorm uses the unbiased
+    one. Everything else (normalizing, gradients, eval mode) is torch's own F.batch_norm.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                var, mean = torch.var_mean(x, dim=[0, *range(2, x.dim())], correction=0)
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var, self.momentum)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training, 0.0,
+                            self.eps)
+'''
 
 
 @emitter("BatchNormalization")
@@ -23,7 +44,6 @@ def batch_norm(layer: Layer, call: Call, ctx: Any) -> Out:
     eps = float(cfg.get("epsilon", 1e-3))
     scale, center = cfg.get("scale", True), cfg.get("center", True)
     channels = x.shape[-1]
-    dims = 1 if x.rank <= 3 else x.rank - 2
     weights = {"moving_mean": ("running_mean", ()), "moving_variance": ("running_var", ())}
     if scale:
         weights["gamma"] = ("weight", ())
@@ -31,7 +51,8 @@ def batch_norm(layer: Layer, call: Call, ctx: Any) -> Out:
         weights["beta"] = ("bias", ())
     affine = "" if scale or center else ", affine=False"
     frozen = not layer.trainable
-    mod = ctx.submodule(layer, f"nn.BatchNorm{dims}d({channels}, eps={eps!r}, momentum={momentum!r}{affine})",
+    ctx.helper("KerasBatchNorm", KERAS_BATCH_NORM)
+    mod = ctx.submodule(layer, f"KerasBatchNorm({channels}, eps={eps!r}, momentum={momentum!r}{affine})",
                         weights, eval_only=frozen)
     if layer.name not in ctx.renderer.semantics_done:
         ctx.renderer.semantics_done.add(layer.name)
