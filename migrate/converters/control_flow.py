@@ -32,6 +32,8 @@ from migrate.errors import ConversionError
 
 #: A loop without a trip count must stop by itself within this many iterations to be unrolled.
 MAX_UNROLL = 100_000
+#: (a symbolic dim, every other symbolic dim) values that ``length_probes`` assumes.
+LENGTH_PROBES = ((3, 11), (5, 2))
 #: How deep constant folding follows producers before giving up (keeps folding cheap).
 FOLD_DEPTH = 64
 
@@ -161,6 +163,19 @@ def _static_dims(node: NodeProto, graph: OnnxGraph, depth: int, sizes: dict[str,
         return None
     picked = np.take(shape, indices.astype(np.int64), axis=0)
     return None if (picked < 0).any() else picked
+
+
+def length_probes(graph: OnnxGraph, dim: onnx.TensorShapeProto.Dimension) -> list[tuple[dict[str, int], int]]:
+    """``(sizes, value)`` pairs to evaluate a fold at so that it is checked to equal ``dim``: the static
+    size, or two assumed values of a symbolic dim (the graph's other symbolic dims, such as the batch,
+    assumed at unrelated values, so a result that depends on them is caught). Empty for an unnamed dim."""
+    if not dim.HasField("dim_value") and not dim.dim_param:
+        return []
+    symbols = {d.dim_param for v in graph.value_info.values() if v.type.HasField("tensor_type")
+               for d in v.type.tensor_type.shape.dim if d.dim_param}
+    if dim.HasField("dim_value"):
+        return [(dict.fromkeys(symbols, other), dim.dim_value) for _, other in LENGTH_PROBES]
+    return [(dict.fromkeys(symbols, other) | {dim.dim_param: steps}, steps) for steps, other in LENGTH_PROBES]
 
 
 def _value_info(name: str, graph: OnnxGraph) -> ValueInfoProto:

@@ -4,8 +4,8 @@ Where the ONNX semantics equal torch's (default activations, no clip, no peephol
 ``sequence_lens``, GRU ``linear_before_reset=1``) the module calls the native kernels
 ``torch.lstm`` / ``torch.gru`` / ``torch.rnn_tanh`` with weights reordered from ONNX's gate order.
 It owns the weights itself instead of wrapping ``nn.LSTM``: dynamo refuses to trace ``nn.LSTM``
-instances (``allow_rnn`` is off by default), and the same aten op traced from a plain module
-compiles with ``fullgraph=True`` and exports with a dynamic batch. Everything else runs an explicit
+instances (``allow_rnn`` is off by default). When traced (``torch.export``, ``torch.compile``) the
+same equations run as a ``scan`` (``rnn_scan.py``), since export would fix the kernels' sequence length. Everything else runs an explicit
 cell loop over the (static) sequence length, which follows the ONNX equations term by term.
 """
 
@@ -22,6 +22,7 @@ from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationCon
 from torch import nn
 
 from migrate.converters.registry import converter
+from migrate.converters.rnn_scan import scan_cell
 from migrate.errors import ConversionError
 
 #: Gates per cell, and the permutation from ONNX's gate blocks to torch's.
@@ -135,7 +136,9 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
             x = x.flip(0)
         weights = self._flat_weights()
         c_n = None
-        if self.op == "LSTM":
+        if torch.compiler.is_compiling():  # export/compile: the kernels would fix the length (rnn_scan.py)
+            y, h_n, c_n = self._scanned(x, h0, c0, weights)
+        elif self.op == "LSTM":
             y, h_n, c_n = torch.lstm(x, (h0, c0), weights, True, 1, 0.0, False, bidirectional, False)
         elif self.op == "GRU":
             y, h_n = torch.gru(x, h0, weights, True, 1, 0.0, False, bidirectional, False)
@@ -144,6 +147,20 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
         if self.direction == "reverse":
             y = y.flip(0)
         return y.unflatten(-1, (self.dirs, self.hidden)).transpose(1, 2), h_n, c_n
+
+    def _scanned(self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None, weights: list[torch.Tensor]) -> tuple:
+        """The native kernels' result computed with ``scan_cell``, one direction at a time (the reverse
+        direction of a bidirectional node over the flipped sequence)."""
+        kind = {"LSTM": "LSTM", "GRU": "GRU", "RNN": "RNN_TANH"}[self.op]
+        ys, hs, cs = [], [], []
+        for d in range(self.dirs):
+            xd = x.flip(0) if d == 1 else x
+            y, h, c = scan_cell(kind, xd, h0[d], None if c0 is None else c0[d], *weights[4 * d:4 * d + 4])
+            ys.append(y.flip(0) if d == 1 else y)
+            hs.append(h)
+            cs.append(c)
+        c_n = torch.stack(cs) if self.op == "LSTM" else None
+        return torch.cat(ys, -1), torch.stack(hs), c_n
 
     def _loop(self, x: torch.Tensor, lens: torch.Tensor | None, h0: torch.Tensor, c0: torch.Tensor | None) -> tuple:
         steps = x.shape[0]
@@ -281,12 +298,13 @@ class OnnxReverseSequence(nn.Module, OnnxToTorchModule):
 
 def _full_length(node: OnnxNode, graph: OnnxGraph, time_axis: int) -> bool:
     """Whether ``sequence_lens`` is the whole time axis for every entry, as tf2onnx writes ``tf.reverse``
-    over time: ``Expand(seq_len, [batch])`` with seq_len equal to the static time dimension."""
-    from migrate.converters.control_flow import fold
+    over time: ``Expand(seq_len, [batch])`` with seq_len equal to the time dimension (static, or the
+    same symbolic dim: checked by folding it at assumed sizes)."""
+    from migrate.converters.control_flow import fold, length_probes
 
     info = graph.value_info.get(node.input_values[0])
     dims = info.type.tensor_type.shape.dim if info is not None else []
-    if len(dims) <= time_axis or not dims[time_axis].HasField("dim_value"):
+    if len(dims) <= time_axis:
         return False
     try:
         producer, _ = graph.value_as_node_output(node.input_values[1])
@@ -294,8 +312,12 @@ def _full_length(node: OnnxNode, graph: OnnxGraph, time_axis: int) -> bool:
         return False
     if producer.operation_type != "Expand":
         return False
-    length = fold(producer.input_values[0], graph)
-    return length is not None and length.size == 1 and int(length.reshape(-1)[0]) == dims[time_axis].dim_value
+    probes = length_probes(graph, dims[time_axis])
+    for sizes, steps in probes:
+        length = fold(producer.input_values[0], graph, sizes=sizes)
+        if length is None or length.size != 1 or int(length.reshape(-1)[0]) != steps:
+            return False
+    return bool(probes)
 
 
 class OnnxFlip(nn.Module, OnnxToTorchModule):

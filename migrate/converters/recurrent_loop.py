@@ -17,7 +17,8 @@ here as a recurrent layer:
    step by ONNX's reference evaluator, to 1e-5. Only a candidate that does is used.
 
 The module (:class:`RecurrentLoop`) calls ``torch.lstm``/``torch.gru``/``torch.rnn_*`` over the whole
-sequence, so the time dim stays dynamic under ``torch.export`` and nothing is unrolled. Masks are
+sequence when run eagerly, and the same cell as a ``scan`` when traced (``rnn_scan.py``: the kernels
+would fix the length under ``torch.export``), so the time dim stays dynamic and nothing is unrolled. Masks are
 handled exactly, for masked steps anywhere: each entry's valid steps are moved to the front (a
 stable argsort), the kernel runs over them, and outputs are gathered back (masked steps repeat the
 previous output, or give zeros, as the body does); final states are read at each entry's last valid
@@ -45,11 +46,9 @@ from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationCon
 from torch import nn
 
 from migrate.converters import control_flow as cf
+from migrate.converters.rnn_scan import scan_cell
 from migrate.errors import ConversionError
 
-#: (time steps, every other symbolic dim) the exit condition is evaluated at, to check that the loop
-#: runs once per time step whatever the other dims (the batch) are.
-PROBES = ((3, 11), (5, 2))
 #: Verification data: batch, steps, and the tolerance the candidate must reach against the body.
 CHECK_BATCH, CHECK_STEPS, CHECK_ATOL = 3, 5, 1e-5
 #: How far past the gate pre-activations' bound the LSTM hold feature goes: sigmoid(-200) is 0 and
@@ -273,11 +272,13 @@ class RecurrentLoop(nn.Module, OnnxToTorchModule):
 
     def _run(self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None) -> tuple:
         """The cell over all of ``x`` [T, B, F]: (outputs [T, B, H], h_n [B, H], c_n [B, H] | None)."""
+        if self.kind == "GRU_RESET_BEFORE":
+            return self._scan_reset_before(x, h0)
+        if torch.compiler.is_compiling():  # export/compile: the kernels would fix the length (rnn_scan.py)
+            return scan_cell(self.kind, x, h0, c0, *self._flat())
         if self.kind == "LSTM":
             y, h_n, c_n = torch.lstm(x, (h0[None], c0[None]), self._flat(), True, 1, 0.0, False, False, False)
             return y, h_n[0], c_n[0]
-        if self.kind == "GRU_RESET_BEFORE":
-            return self._scan_reset_before(x, h0)
         kernel = {"GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}[self.kind]
         y, h_n = kernel(x, h0[None], self._flat(), True, 1, 0.0, False, False, False)
         return y, h_n[0], None
@@ -294,7 +295,7 @@ class RecurrentLoop(nn.Module, OnnxToTorchModule):
             return torch.stack(ys), h, None
         from torch._higher_order_ops.scan import scan
 
-        h_n, y = scan(self._reset_before_step, h0, x_proj)
+        h_n, y = scan(self._reset_before_step, h0.clone(memory_format=torch.contiguous_format), x_proj)
         return y, h_n, None
 
     def _reset_before_step(self, h: torch.Tensor, xp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -436,13 +437,8 @@ def _runs_once_per_step(node: OnnxNode, graph: OnnxGraph, seq: str) -> bool:
     if not dims:
         return False
     body = cf._attr_graph(node, "body")
-    if dims[0].HasField("dim_value"):
-        probes = [({}, dims[0].dim_value)]
-    elif dims[0].dim_param:
-        symbols = {d.dim_param for v in graph.value_info.values() for d in v.type.tensor_type.shape.dim
-                   if v.type.HasField("tensor_type") and d.dim_param}
-        probes = [(dict.fromkeys(symbols, other) | {dims[0].dim_param: steps}, steps) for steps, other in PROBES]
-    else:
+    probes = cf.length_probes(graph, dims[0])
+    if not probes:
         return False
     try:
         return all(cf.trip_count(node, graph, body, sizes) == steps for sizes, steps in probes)
