@@ -144,10 +144,12 @@ def test_report_formats():
     report = _report()
     assert not report.passed
     data = json.loads(report.to_json())
-    assert list(data) == ["passed", "atol", "rtol", "iterations", "seed", "pairs", "outputs", "first_divergence"]
+    assert list(data) == ["passed", "atol", "rtol", "iterations", "seed", "pairs", "outputs", "first_divergence",
+                          "verdict_pairs", "atol_scale", "warnings", "inputs"]
     assert data["outputs"][2] == {"name": "b", "pair": "tf~torch", "passed": False, "max_abs_err": 1.0,
                                   "max_rel_err": pytest.approx(1 / 3), "mean_abs_err": 0.5, "mismatched": 1,
-                                  "total": 2, "worst_index": [1], "message": None}
+                                  "total": 2, "worst_index": [1], "message": None, "atol": 1e-5, "rtol": 1e-4,
+                                  "scale": 0.0, "gating": True}
     root = ET.fromstring(report.to_junit())
     cases = root.findall("./testsuite/testcase")
     assert [(c.get("classname"), c.get("name")) for c in cases] == [
@@ -155,7 +157,7 @@ def test_report_formats():
     assert [c.find("failure") is not None for c in cases] == [False, False, True, False]
     text = report.to_text()
     assert text.splitlines()[0].split() == ["output", "pair", "result", "max_abs", "max_rel", "mean_abs",
-                                           "mismatched", "worst_index"]
+                                           "mismatched", "worst_index", "atol"]
     assert "b       tf~torch  FAIL" in text and "1/2 (50.0%)" in text and "parity FAILED (1 of 4" in text
 
 

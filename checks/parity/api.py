@@ -6,20 +6,25 @@ Order matters for the messages: TensorFlow runs first, so inputs it rejects are 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from checks.parity.numeric import DEFAULT_ATOL, DEFAULT_RTOL, Stats, Tolerances, compare_arrays
-from checks.parity.inputs import InputOptions, generate, infer_index_ranges, load_npz
+from checks.parity import implied
+from checks.parity.inputs import InputOptions, generate, load_npz, plan
+from checks.parity.numeric import (DEFAULT_ATOL, DEFAULT_RTOL, FLAT_SHARE, Stats, Tolerances, compare_arrays,
+                                   flat_share, output_scale)
 from checks.parity.report import OutputResult, Report
-from checks.parity.specs import load_manifest
+from checks.parity.specs import Manifest, load_manifest
 from migrate.errors import InputError
 from migrate.requirements import CONVERT, PARITY, require
 
-__all__ = ["Report", "compare"]
+__all__ = ["PAIRS", "Report", "compare"]
 
 #: (actual, expected) witnesses per pair; the right-hand side is the reference.
-_PAIRS = {"tf~torch": ("torch", "tf"), "tf~onnx": ("onnx", "tf"), "onnx~torch": ("torch", "onnx")}
+PAIRS = {"tf~torch": ("torch", "tf"), "tf~onnx": ("onnx", "tf"), "onnx~torch": ("torch", "onnx")}
+#: The pair that decides the verdict unless the user asks for more: is the converted model the TF model?
+DEFAULT_VERDICT = ("tf~torch",)
 
 
 def compare(source: str | Path, converted: str | Path, *, signature: str | None = None,
@@ -27,13 +32,18 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
             seed: int = 0, iterations: int = 1, batch_size: int = 2, dim_size: int = 8,
             float_range: tuple[float, float] | None = None, ranges: dict[str, tuple[float, float]] | None = None,
             inputs: str | Path | None = None, inputs_layout: str = "tf", onnx: bool = True,
-            per_layer: bool = False, debug: bool = False) -> Report:
+            per_layer: bool = False, pairs: list[str] | tuple[str, ...] | None = None,
+            custom_objects: Any = None, debug: bool = False) -> Report:
     """Run TF (child process), torch (model.pt2) and, unless ``onnx=False``, ONNX Runtime; compare every output.
 
-    ``atol``/``rtol`` take a number (all outputs) or ``{output: value}`` (with key ``"*"`` for the rest).
-    ``ranges`` maps input names to half-open ``(low, high)`` ranges. ``inputs`` is an .npz with one array
-    per input, in the TF layout unless ``inputs_layout="torch"``. Raises ``migrate.errors.InputError``
-    (exit 2) for bad inputs; a mismatch is not an exception, it is ``report.passed == False``.
+    ``atol``/``rtol`` take a number (all outputs) or ``{output: value}`` (with key ``"*"`` for the rest);
+    unset, atol is relative to each output's scale (``checks.parity.numeric``). ``ranges`` maps input
+    names to half-open ``(low, high)`` ranges; other inputs follow what the graph implies
+    (``checks.parity.implied``). ``inputs`` is an .npz with one array per input, in the TF layout unless
+    ``inputs_layout="torch"``. ``pairs`` decide the verdict (default ``tf~torch``); the others are
+    reported. ``custom_objects``: a Keras SOURCE's custom classes, as for ``migrate.convert``.
+    Raises ``migrate.errors.InputError`` (exit 2) for bad inputs; a mismatch is not an
+    exception, it is ``report.passed == False``.
     """
     require("parity", PARITY if onnx else CONVERT)
     from checks.parity import runners
@@ -45,6 +55,7 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
     for label, value in (("--iterations", iterations), ("--batch-size", batch_size), ("--dim-size", dim_size)):
         if value < 1:
             raise InputError(f"{label} must be at least 1, got {value}")
+    verdict = _verdict_pairs(pairs, onnx)
     tolerances = _tolerances(atol, rtol)
     manifest = load_manifest(converted)
     known = {s.name for s in manifest.outputs}
@@ -52,45 +63,84 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
     if unknown:
         raise InputError(f"tolerance given for unknown output(s) {', '.join(unknown)}; "
                          f"outputs are: {', '.join(sorted(known))}")
+    drawn: list[dict[str, str]] = []
     if inputs is not None:
         batches = load_npz(inputs, manifest.inputs, inputs_layout)
     else:
         options = InputOptions(seed=seed, iterations=iterations, batch_size=batch_size, dim_size=dim_size,
                                float_range=float_range, ranges=dict(ranges or {}))
-        batches = generate(manifest.inputs, options, infer_index_ranges(manifest.onnx, manifest.inputs))
+        hints = implied.infer(manifest.onnx, manifest.inputs)
+        batches = generate(manifest.inputs, options, hints)
+        drawn = plan(manifest.inputs, options, hints)
 
     try:
-        tf_raw = runners.run_tf(source, manifest, batches, signature=signature, debug=debug)
+        tf_raw = runners.run_tf(source, manifest, batches, signature=signature, custom_objects=custom_objects,
+                                debug=debug)
     except InputError as exc:
-        if inputs is not None or not any(s.dtype.startswith(("int", "uint")) for s in manifest.inputs):
-            raise
-        raise InputError(f"{exc}; if an integer input indexes a table, pass --range NAME=LOW:HIGH") from exc
+        raise _tf_rejected(exc, source, manifest, generated=inputs is None) from exc
     results: dict[str, list[dict[str, Any]]] = {
         "tf": [{s.name: s.to_torch_layout(out[s.name]) for s in manifest.outputs} for out in tf_raw]}
     if onnx:
         results["onnx"] = runners.run_onnx(manifest, batches)
     results["torch"] = runners.run_torch(manifest, batches)
 
-    pairs = [p for p, (a, e) in _PAIRS.items() if a in results and e in results]
+    compared = [p for p, (a, e) in PAIRS.items() if a in results and e in results]
     report = Report(atol=DEFAULT_ATOL if tolerances.atol is None else tolerances.atol,
                     rtol=DEFAULT_RTOL if tolerances.rtol is None else tolerances.rtol,
-                    iterations=len(batches), seed=None if inputs is not None else seed, pairs=pairs,
-                    per_layer=per_layer)
+                    iterations=len(batches), seed=None if inputs is not None else seed, pairs=compared,
+                    per_layer=per_layer, verdict_pairs=list(verdict), inputs=drawn,
+                    atol_scale=tolerances.atol_scale("*", "float32"))
     for spec in manifest.outputs:
-        out_atol, out_rtol = tolerances.for_output(spec.name, spec.dtype)
-        for pair in pairs:
-            actual, expected = _PAIRS[pair]
+        reference = [batch[spec.name] for batch in results["tf"]]
+        scale = output_scale(reference)
+        out_atol, out_rtol = tolerances.for_output(spec.name, spec.dtype, scale)
+        for pair in compared:
+            actual, expected = PAIRS[pair]
             stats = Stats()
             for a_batch, e_batch in zip(results[actual], results[expected]):
                 stats.merge(compare_arrays(a_batch[spec.name], e_batch[spec.name], out_atol, out_rtol))
-            report.outputs.append(OutputResult(spec.name, pair, stats, out_atol, out_rtol))
+            report.outputs.append(OutputResult(spec.name, pair, stats, out_atol, out_rtol, scale, pair in verdict))
+        share = flat_share(reference, out_atol, out_rtol)
+        if share >= FLAT_SHARE:
+            report.warnings.append(
+                f"output {spec.name!r} is too flat for this check to mean much: a constant (its mean) would pass "
+                f"on {100 * share:.0f}% of its elements (e.g. a softmax over many classes that is near uniform, "
+                "or an output that hardly depends on these inputs); give realistic inputs with --inputs or --range")
     if per_layer and not report.passed:
         from checks.parity.localize import first_divergence
 
-        failing = report.failures()  # localise with the tightest tolerance that flagged a failure
-        report.first_divergence = first_divergence(manifest, batches, min(o.atol for o in failing),
-                                                   min(o.rtol for o in failing))
+        report.first_divergence = first_divergence(manifest, batches)
     return report
+
+
+def _verdict_pairs(pairs: list[str] | tuple[str, ...] | None, onnx: bool) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(pairs)) if pairs else DEFAULT_VERDICT
+    unknown = [p for p in chosen if p not in PAIRS]
+    if unknown:
+        raise InputError(f"--pairs: unknown pair(s) {', '.join(unknown)}; choose from {', '.join(PAIRS)}")
+    if not onnx and any("onnx" in p for p in chosen):
+        raise InputError(f"--pairs {','.join(chosen)} needs ONNX Runtime; drop --no-onnx")
+    return chosen
+
+
+#: The TF worker names its scratch .npz files in messages; the user never saw them, so they are dropped.
+_SCRATCH = re.compile(r"\S*tf2torch-parity-[^/\s]*/\S+?:\s*")
+
+
+def _tf_rejected(exc: InputError, source: str | Path, manifest: Manifest, generated: bool) -> InputError:
+    """TensorFlow refused the inputs: say whether SOURCE and CONVERTED belong together, with the right hint."""
+    detail = _SCRATCH.sub("", str(exc))
+    recorded = manifest.source_path
+    if recorded and Path(recorded).resolve() != Path(source).resolve():
+        return InputError(f"SOURCE {source} does not match CONVERTED {manifest.directory}: it was converted from "
+                          f"{recorded}, and TensorFlow rejected its inputs here ({detail}); pass that model as "
+                          f"SOURCE, or re-run 'tf2torch convert {source} -o {manifest.directory} --force'")
+    if "missing input" in detail or "no output" in detail:
+        return InputError(f"SOURCE {source} does not take the inputs CONVERTED {manifest.directory} was converted "
+                          f"with ({detail}); the model changed since: re-run 'tf2torch convert'")
+    if generated and any(s.dtype.startswith(("int", "uint")) for s in manifest.inputs):
+        return InputError(f"{detail}; if an integer input indexes a table, pass --range NAME=LOW:HIGH")
+    return InputError(detail)
 
 
 def _tolerances(atol: Any, rtol: Any) -> Tolerances:

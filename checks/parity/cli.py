@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import traceback
 from typing import Any
@@ -36,6 +37,14 @@ def _named_span(text: str) -> tuple[str, tuple[float, float]]:
     return name, _span(span)
 
 
+def _pairs(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+#: argparse takes "-1:1" for an option unless it looks like a negative number; spans and exponents do here.
+_NEGATIVE = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(:[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)?$")
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``parity`` on the ``tf2torch`` command's subparsers."""
     p = subparsers.add_parser(
@@ -43,14 +52,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Run the TensorFlow model (child process), model.pt2 (torch) and model.onnx (ONNX Runtime) "
                     "on the same inputs and compare every output. An element passes when "
                     "|actual - expected| <= atol + rtol*|expected|. Exit 0 pass, 1 mismatch, 2 error.")
+    p._negative_number_matcher = _NEGATIVE  # so "--float-range -1:1" needs no "="
     p.add_argument("source", help="the TensorFlow model: SavedModel directory, .keras or .h5 file")
     p.add_argument("converted", help="directory written by 'tf2torch convert'")
     p.add_argument("--signature", help="signature to run (default: the one recorded in the manifest)")
+    p.add_argument("--custom-objects", action="append", default=[], metavar="MODULE.py|MODULE:NAME",
+                   help="Python module defining a Keras SOURCE's custom layers (as for convert); repeatable")
     tol = p.add_argument_group("tolerances")
     tol.add_argument("--atol", action="append", type=_tolerance, default=[], metavar="[OUTPUT=]VALUE",
-                     help="absolute tolerance, for all outputs or one (repeatable; default 1e-5 for float32)")
+                     help="absolute tolerance, for all outputs or one (repeatable; default for float32: "
+                          "max(1e-6, 1e-3 * the output's largest |value|))")
     tol.add_argument("--rtol", action="append", type=_tolerance, default=[], metavar="[OUTPUT=]VALUE",
                      help="relative tolerance, for all outputs or one (repeatable; default 1e-4 for float32)")
+    tol.add_argument("--pairs", type=_pairs, metavar="PAIR[,PAIR]",
+                     help="pairs that decide the verdict, from tf~torch, tf~onnx, onnx~torch (default: tf~torch; "
+                          "the others are reported, not failing)")
     gen = p.add_argument_group("inputs")
     gen.add_argument("--seed", type=int, default=0, help="random seed for generated inputs (default: %(default)s)")
     gen.add_argument("--iterations", type=int, default=1, help="number of random batches (default: %(default)s)")
@@ -58,7 +74,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     gen.add_argument("--dim-size", type=int, default=8,
                      help="size for other dynamic dimensions, e.g. sequence length (default: %(default)s)")
     gen.add_argument("--float-range", type=_span, metavar="LOW:HIGH",
-                     help="draw float inputs uniformly from [LOW, HIGH) instead of a standard normal")
+                     help="draw float inputs uniformly from [LOW, HIGH) instead of what the graph implies "
+                          "(pixel range for rescaled images, normalization statistics, else a standard normal)")
     gen.add_argument("--range", dest="ranges", action="append", type=_named_span, default=[],
                      metavar="NAME=LOW:HIGH", help="value range [LOW, HIGH) for one input (repeatable); integer "
                                                    "inputs that index an embedding get [0, rows) by default")
@@ -87,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                          iterations=args.iterations, batch_size=args.batch_size, dim_size=args.dim_size,
                          float_range=args.float_range, ranges=dict(args.ranges), inputs=args.inputs,
                          inputs_layout=args.inputs_layout, onnx=not args.no_onnx, per_layer=args.per_layer,
-                         debug=debug)
+                         pairs=args.pairs, custom_objects=args.custom_objects, debug=debug)
         text = report.render(args.format)
         if args.output:
             write_atomic(args.output, text)

@@ -1,8 +1,8 @@
 """Inputs for a parity run: generated from the manifest (seeded, dtype-aware) or read from a user .npz.
 
-Integer inputs usually index an embedding table, and an index past the table makes TensorFlow fail,
-so their range is read from the ONNX graph: an integer input that reaches a Gather's indices gets
-``[0, table rows)``. Arrays are returned in the TF layout, keyed by the manifest's ``name``.
+Generated values follow what the graph implies about each input (``checks.parity.implied``: pixel
+ranges, normalization statistics, embedding table sizes, padding masks) unless the user gives a range.
+Arrays are returned in the TF layout, keyed by the manifest's ``name``.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from checks.parity import implied
 from checks.parity.specs import TensorSpec
 from migrate.artifacts import not_regular
 from migrate.errors import InputError
 
 #: Range for integer inputs that feed no Gather: small enough for any lookup table, wide enough to vary.
 FALLBACK_INT_RANGE = (0, 10)
-#: Ops whose output carries no values of their input (only its shape): the index search stops there.
-_SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
 _STRING_KINDS = frozenset("USO")
 
 
@@ -45,55 +44,7 @@ def string_input_error(spec: TensorSpec) -> InputError:
 
 def infer_index_ranges(onnx_path: Path, specs: tuple[TensorSpec, ...]) -> dict[str, tuple[int, int]]:
     """Integer input name -> ``(0, rows)`` for inputs whose values reach the indices of a Gather."""
-    import onnx
-
-    integer_inputs = {s.name for s in specs if s.dtype.startswith(("int", "uint"))}
-    if not integer_inputs or not Path(onnx_path).is_file():
-        return {}
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
-    dims = {init.name: list(init.dims) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
-            dims[node.output[0]] = list(node.attribute[0].t.dims)
-    if any(n.op_type == "Gather" and n.input[0] not in dims for n in graph.node):
-        try:
-            inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
-        except Exception:  # inference is best effort; without it those tables are just skipped
-            inferred = []
-        for info in inferred:
-            shape = [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
-            dims.setdefault(info.name, shape)
-
-    ranges: dict[str, tuple[int, int]] = {}
-    for node in graph.node:
-        if node.op_type != "Gather" or len(node.input) < 2:
-            continue
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-        table = dims.get(node.input[0])
-        if not table or not -len(table) <= axis < len(table) or not table[axis]:
-            continue
-        rows = int(table[axis])
-        for name in _upstream_inputs(node.input[1], producers, integer_inputs):
-            low, high = ranges.get(name, (0, rows))
-            ranges[name] = (low, min(high, rows))
-    return ranges
-
-
-def _upstream_inputs(tensor: str, producers: dict[str, Any], inputs: set[str]) -> set[str]:
-    found, seen, stack = set(), set(), [tensor]
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        if name in inputs:
-            found.add(name)
-        node = producers.get(name)
-        if node is not None and node.op_type not in _SHAPE_ONLY_OPS:
-            stack.extend(i for i in node.input if i)
-    return found
+    return {name: (i.low, i.high) for name, i in implied.infer(onnx_path, specs).items() if i.kind == "integers"}
 
 
 def _dims(spec: TensorSpec, options: InputOptions) -> tuple[int, ...]:
@@ -106,14 +57,21 @@ def _dims(spec: TensorSpec, options: InputOptions) -> tuple[int, ...]:
 
 
 def generate(specs: tuple[TensorSpec, ...], options: InputOptions,
-             index_ranges: dict[str, tuple[int, int]] | None = None) -> list[dict[str, Any]]:
-    """``options.iterations`` batches of seeded random inputs, each ``{name: array in the TF layout}``."""
+             hints: dict[str, implied.Implied | tuple[int, int]] | None = None) -> list[dict[str, Any]]:
+    """``options.iterations`` batches of seeded random inputs, each ``{name: array in the TF layout}``.
+
+    Precedence per input: ``options.ranges[name]``, then ``options.float_range`` (floats), then ``hints``
+    (what the graph implies; a ``(low, high)`` tuple is an integer range), then the dtype's fallback
+    (standard normal, ``[0, 10)``, fair coin).
+    """
     import numpy as np
 
     unknown = sorted(set(options.ranges) - {s.name for s in specs})
     if unknown:
         raise InputError(f"--range names unknown input(s) {', '.join(unknown)}; "
                          f"inputs are: {', '.join(s.name for s in specs)}")
+    hints = {name: h if isinstance(h, implied.Implied) else implied.Implied("integers", *h)
+             for name, h in (hints or {}).items()}
     rng = np.random.default_rng(options.seed)
     batches = []
     for _ in range(options.iterations):
@@ -121,21 +79,64 @@ def generate(specs: tuple[TensorSpec, ...], options: InputOptions,
         for spec in specs:
             if _is_string(spec.dtype):
                 raise string_input_error(spec)
-            shape, dtype = _dims(spec, options), np.dtype(spec.dtype)
-            if dtype == np.bool_:
-                batch[spec.name] = rng.random(shape) < 0.5
-            elif np.issubdtype(dtype, np.integer):
-                low, high = options.ranges.get(spec.name) or (index_ranges or {}).get(spec.name) or FALLBACK_INT_RANGE
-                batch[spec.name] = rng.integers(int(low), int(high), shape, dtype=dtype)
-            elif np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.complexfloating):
-                low_high = options.ranges.get(spec.name) or options.float_range
-                values = rng.standard_normal(shape) if low_high is None else rng.uniform(*low_high, shape)
-                batch[spec.name] = values.astype(dtype)
-            else:
-                raise InputError(f"input {spec.name!r} has dtype {spec.dtype}, which parity cannot generate; "
-                                 "pass inputs with --inputs FILE.npz")
+            batch[spec.name] = _draw(rng, spec, _dims(spec, options), options, hints.get(spec.name))
         batches.append(batch)
     return batches
+
+
+def plan(specs: tuple[TensorSpec, ...], options: InputOptions,
+         hints: dict[str, implied.Implied] | None = None) -> list[dict[str, str]]:
+    """Per input, the distribution ``generate`` draws from and why (for the report)."""
+    rows = []
+    for spec in specs:
+        hint = (hints or {}).get(spec.name)
+        user = options.ranges.get(spec.name) or (options.float_range if _is_float(spec.dtype) else None)
+        if user is not None:
+            values, reason = f"uniform[{user[0]:g}, {user[1]:g})", "--range/--float-range"
+        elif hint is not None:
+            values, reason = hint.describe(), hint.reason
+        elif spec.dtype == "bool":
+            values, reason = "fair coin", "default"
+        elif spec.dtype.startswith(("int", "uint")):
+            values, reason = f"integers[{FALLBACK_INT_RANGE[0]}, {FALLBACK_INT_RANGE[1]})", "default"
+        else:
+            values, reason = "normal(mean 0, std 1)", "default"
+        rows.append({"name": spec.name, "values": values, "reason": reason})
+    return rows
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat", "complex"))
+
+
+def _draw(rng: Any, spec: TensorSpec, shape: tuple[int, ...], options: InputOptions,
+          hint: implied.Implied | None) -> Any:
+    import numpy as np
+
+    dtype = np.dtype(spec.dtype)
+    user = options.ranges.get(spec.name)
+    if user is None and hint is not None and hint.kind == "prefix_mask" and len(shape) >= 2:
+        lengths = rng.integers(1, shape[1] + 1, shape[0])
+        mask = np.arange(shape[1])[None, :] < lengths[:, None]
+        return np.broadcast_to(mask.reshape(mask.shape + (1,) * (len(shape) - 2)), shape).astype(dtype)
+    if dtype == np.bool_:
+        return rng.random(shape) < 0.5
+    if np.issubdtype(dtype, np.integer):
+        if user is None and hint is not None and hint.kind == "integers":
+            user = (hint.low, hint.high)
+        low, high = user or FALLBACK_INT_RANGE
+        return rng.integers(int(low), int(high), shape, dtype=dtype)
+    if np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.complexfloating):
+        low_high = user or options.float_range
+        if low_high is not None:
+            return rng.uniform(*low_high, shape).astype(dtype)
+        if hint is not None and hint.kind == "uniform":
+            return rng.uniform(hint.low, hint.high, shape).astype(dtype)
+        if hint is not None and hint.kind == "normal":
+            return (rng.standard_normal(shape) * hint.high + hint.low).astype(dtype)
+        return rng.standard_normal(shape).astype(dtype)
+    raise InputError(f"input {spec.name!r} has dtype {spec.dtype}, which parity cannot generate; "
+                     "pass inputs with --inputs FILE.npz")
 
 
 def load_npz(path: str | Path, specs: tuple[TensorSpec, ...], layout: str = "tf") -> list[dict[str, Any]]:

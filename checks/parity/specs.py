@@ -71,6 +71,7 @@ class Manifest:
     signature: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    source_path: str | None = None  # the SOURCE it was converted from, as the manifest records it
 
     @property
     def pt2(self) -> Path:
@@ -107,4 +108,5 @@ def load_manifest(converted: str | Path) -> Manifest:
     if not outputs:
         raise InputError(f"{where}: lists no outputs; re-run 'tf2torch convert'")
     signature = (data.get("source") or {}).get("signature") or "serving_default"
-    return Manifest(directory=directory, signature=signature, inputs=inputs, outputs=outputs)
+    return Manifest(directory=directory, signature=signature, inputs=inputs, outputs=outputs,
+                    source_path=(data.get("source") or {}).get("path"))
