@@ -60,11 +60,13 @@ def _version(dist: str) -> str | None:
 
 def convert(source: str | Path, out: str | Path, *, signature: str = "serving_default", opset: int = DEFAULT_OPSET,
             keep_layout: bool = False, force: bool = False, quiet: bool = True,
-            debug: bool = False) -> ConversionResult:
+            static_dims: list[str] | dict[str, int] | None = None, debug: bool = False) -> ConversionResult:
     """Convert SOURCE (SavedModel dir, .keras or .h5) into OUT: model.pt2, model.onnx, manifest.json.
 
     TensorFlow runs in a child process; this process only ever imports torch. Image inputs and
     outputs become channels-first unless ``keep_layout``. OUT appears only if everything succeeded.
+    Every None dim stays dynamic unless the graph fixes it (a warning says so) or ``static_dims``
+    (``["name:dim=size"]`` or ``{"name:dim": size}``) fixes it.
     """
     require("convert", CONVERT)
     source, out = Path(source), Path(out)
@@ -74,6 +76,7 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
         source_kind(source)  # fail fast on a bad path, before any child process starts
     except WorkerError as exc:
         raise InputError(str(exc)) from None
+    fixed = _static_dims(static_dims)
     progress = Progress(total=3, quiet=quiet)
     started = time.perf_counter()
     with staged_output(out, force, source=source) as stage, tempfile.TemporaryDirectory(prefix="tf2torch-") as scratch:
@@ -92,11 +95,12 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
 
             with progress.stage("to_torch", "converting ONNX to torch.fx (onnx2torch + tf2torch converters)"):
                 model = onnx.load(str(stage / MODEL_ONNX))
-                inputs = _graph_order(info["inputs"], model.graph.input)
                 outputs = _graph_order(info["outputs"], model.graph.output)
                 gm = onnx_to_torch(prepare(model))
-            with progress.stage("export", "exporting with torch.export (dynamic batch)"):
-                program, inputs = export_program(gm, inputs)
+                inputs = _signature_order(gm, info["inputs"], model.graph.input)
+            with progress.stage("export", "exporting with torch.export (every None dim dynamic)"):
+                exported = export_program(gm, inputs, static_dims=fixed)
+                program, inputs = exported.program, exported.inputs
                 torch.export.save(program, str(stage / MODEL_PT2))
         timings = dict(progress.timings)
         manifest = {
@@ -104,6 +108,9 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
             "source": info["source"],
             "inputs": inputs,
             "outputs": outputs,
+            "dims": exported.dims,
+            "dim_ranges": exported.dim_ranges,
+            "warnings": exported.warnings,
             "onnx": {"opset": opset},
             "versions": {"tf2torch": _version("tf2torch"), **info["versions"], "torch": torch.__version__,
                          "onnx2torch": _version("onnx2torch")},
@@ -114,18 +121,64 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
     progress.say(f"converted {source} -> {out} in {total:.1f}s "
                  f"(TF->ONNX {timings['tf_export']:.1f}s, ONNX->torch {timings['to_torch']:.1f}s, "
                  f"torch.export {timings['export']:.1f}s); inputs: {_shapes(inputs)}; outputs: {_shapes(outputs)}")
+    _warn(exported.warnings, progress)
     paths = {"out": out, "pt2": out / MODEL_PT2, "onnx": out / MODEL_ONNX, "manifest": out / MANIFEST}
     return ConversionResult(module=load(out), manifest=manifest, out=out, paths=paths)
 
 
+def _warn(lines: list[str], progress: Progress) -> None:
+    """Warnings go to stderr (CLI), or to Python's warnings when quiet (API); the manifest keeps them."""
+    for line in lines:
+        if progress.quiet:
+            warnings.warn(line, stacklevel=3)
+        else:
+            progress.say(f"warning: {line}")
+
+
 def _graph_order(specs: list[dict[str, Any]], values: Any) -> list[dict[str, Any]]:
-    """Specs in the ONNX graph's order, which is the order model.pt2 takes and returns them."""
-    by_name = {s["name"]: s for s in specs}
+    """Specs in the ONNX graph's order (the order of the converted module's inputs and outputs).
+
+    The graph names its tensors by the signature's keys (``tf_name``).
+    """
+    by_name = {s.get("tf_name") or s["name"]: s for s in specs}
     names = [v.name for v in values]
     if sorted(names) != sorted(by_name):
         raise ConversionError(f"the ONNX graph's tensors {names} do not match the signature's {sorted(by_name)}; "
                               "this is a tf2torch bug, please report it")
     return [by_name[n] for n in names]
+
+
+def _static_dims(items: list[str] | dict[str, int] | None) -> dict[tuple[str, int], int]:
+    """Parse ``static_dims`` before any child process starts (a typo fails fast, exit 2)."""
+    if not items:
+        return {}
+    require("convert", CONVERT)
+    from migrate.export import parse_static_dims
+
+    return parse_static_dims(items)
+
+
+def _signature_order(gm: Any, specs: list[dict[str, Any]], values: Any) -> list[dict[str, Any]]:
+    """Make ``gm`` take its inputs in the TF signature's order (``specs``' order), named by valid identifiers.
+
+    The ONNX graph's order is tf2onnx's (alphabetical for a signature's keyword arguments); a user calls
+    ``model.pt2`` as TF is called. ``name`` becomes the identifier (the keyword), ``tf_name`` keeps TF's key.
+    """
+    from migrate.fx_passes import order_inputs
+
+    graph = [id(s) for s in _graph_order(specs, values)]
+    names = order_inputs(gm, [graph.index(id(s)) for s in specs], [_identifier(s["name"]) for s in specs])
+    return [dict(s, name=name, tf_name=s.get("tf_name") or s["name"]) for s, name in zip(specs, names)]
+
+
+def _identifier(name: str) -> str:
+    """A Python identifier for a TF input name (``input:0`` -> ``input``, ``image-rgb`` -> ``image_rgb``)."""
+    import keyword
+    import re
+
+    ident = re.sub(r"\W", "_", name.split(":")[0] if name.endswith(":0") else name) or "input"
+    ident = f"_{ident}" if ident[0].isdigit() else ident
+    return f"{ident}_" if keyword.iskeyword(ident) else ident
 
 
 def _shapes(specs: list[dict[str, Any]]) -> str:
@@ -141,8 +194,10 @@ def load(out: str | Path) -> Any:
     The archive is checked first (``migrate.pt2_check``): one that would unpickle or execute anything
     beyond tensors and a graph of torch operators is refused with InputError, so loading runs no code.
     """
+    from migrate.export import TFSignature
     from migrate.pt2_check import load_pt2
 
     out = Path(out)
-    read_manifest(out)
-    return load_pt2(out / MODEL_PT2).module()
+    manifest = read_manifest(out)
+    # By position in TF order, and by keyword with the manifest's input names.
+    return TFSignature(load_pt2(out / MODEL_PT2).module(), [s["name"] for s in manifest.get("inputs") or []])

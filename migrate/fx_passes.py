@@ -50,6 +50,30 @@ def optimize(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], verif
     return gm
 
 
+def order_inputs(gm: fx.GraphModule, order: Sequence[int], names: Sequence[str]) -> list[str]:
+    """Make ``gm.forward`` take its inputs in ``order`` (indices into the current placeholders), named ``names``.
+
+    The ONNX graph lists inputs in its own (often alphabetical) order; ``model.pt2`` must take them in the
+    TF signature's order, and its forward's parameter names are what ``inspect.signature`` shows users.
+    Returns the parameter names given (fx renames one that clashes with a Python builtin or keyword).
+    """
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if sorted(order) != list(range(len(placeholders))) or len(names) != len(placeholders):
+        raise ConversionError(f"input order {list(order)} does not fit the graph's {len(placeholders)} inputs; "
+                              "this is a tf2torch bug, please report it")
+    for node in placeholders:  # free every name first: a new name may be another input's old one
+        node._rename(f"_tf2torch_input_{node.name}")
+    rest = next(n for n in gm.graph.nodes if n.op != "placeholder")
+    for index, name in zip(order, names):
+        node = placeholders[index]
+        rest.prepend(node)
+        node._rename(name)
+        node.target = node.name
+    gm.graph.lint()
+    gm.recompile()
+    return [placeholders[i].name for i in order]
+
+
 def _check_same(expected: Any, actual: Any) -> None:
     flat_expected, _ = torch.utils._pytree.tree_flatten(expected)
     flat_actual, _ = torch.utils._pytree.tree_flatten(actual)

@@ -125,6 +125,25 @@ class LoadedModel:
         named = [(s.name, s) for s in flat] + sorted(kwargs.items())
         return named
 
+    def call_order(self) -> list[str]:
+        """Signature keys in the order the model is called with, else in the signature's (sorted) order.
+
+        A signature's inputs are keyword arguments, sorted by name; the SavedModel's own function with
+        exactly those inputs as positional arguments (``serve`` of a Keras export: the Keras model's
+        input order; the tf.function the signature was made from) keeps the order users call it with.
+        """
+        import tensorflow as tf
+
+        keys = [k for k, _ in self.input_specs()]
+        owner = self._keepalive[-1] if self._keepalive else None
+        for value in vars(owner).values() if owner is not None else ():
+            for concrete in getattr(value, "concrete_functions", None) or ():
+                args, kwargs = concrete.structured_input_signature
+                names = [s.name for s in tf.nest.flatten(args) if isinstance(s, tf.TensorSpec)]
+                if not kwargs and len(names) == len(keys) and set(names) == set(keys):
+                    return names
+        return keys
+
     def output_specs(self) -> list[tuple[str, Any]]:
         """(output key, tensor) in the order of ``func.outputs`` (flattened structured outputs)."""
         import tensorflow as tf
@@ -331,10 +350,12 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
                 "layout": "NCHW" if is_nchw else ("NHWC" if is_image else None),
                 "tf_layout": "NHWC" if is_image else None}
 
+    call_order = loaded.call_order()  # the order model.pt2 takes its inputs in
     signature_info = {
         "source": {"path": str(Path(request["source"]).resolve()), "kind": loaded.kind,
                    "signature": loaded.signature},
-        "inputs": [describe(k, s.shape, s.dtype, placeholder_by_key[k], image_in, nchw_in) for k, s in input_specs],
+        "inputs": [describe(k, s.shape, s.dtype, placeholder_by_key[k], image_in, nchw_in)
+                   for k, s in sorted(input_specs, key=lambda ks: call_order.index(ks[0]))],
         "outputs": [describe(k, t.shape, t.dtype, n, image_out, nchw_out)
                     for (k, t), n in zip(output_specs, output_names)],
         "versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__},

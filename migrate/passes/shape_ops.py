@@ -224,6 +224,33 @@ def _sym_trunc_div(a: Any, b: Any) -> Any:
     return a // b
 
 
+def compare(w: Walker, node: fx.Node, module: Any) -> Sym | None:
+    """Comparisons on shape items: computed for numbers, and decided for a run-time size against a negative number.
+
+    Sizes are never negative, so ``size == -1`` is False whatever the size: tf2onnx writes TF's
+    ``Slice(size=-1 means 'to the end')`` as ``end = begin + size + INT_MAX * (size == -1)``, which would
+    otherwise leave the slice's end a tensor read at run time (GuardOnDataDependentSymNode under export).
+    """
+    operands = [w.sym(a) for a in node.args]
+    if any(o is None for o in operands) or not any(isinstance(w.value.get(a), Sym) for a in node.args):
+        return None
+    a, b = operands
+    if len(a.items) != len(b.items) and 1 not in (len(a.items), len(b.items)):
+        return None
+    n = max(len(a.items), len(b.items))
+    items: list[Item] = []
+    for k in range(n):
+        pair = [a.items[k if len(a.items) > 1 else 0], b.items[k if len(b.items) > 1 else 0]]
+        if any(isinstance(i, fx.Node) for i in pair):
+            other = pair[1] if isinstance(pair[0], fx.Node) else pair[0]
+            if not all(w.is_size(i) for i in pair if isinstance(i, fx.Node)) or isinstance(other, fx.Node) \
+                    or other >= 0:
+                return None
+            pair = [0 if isinstance(i, fx.Node) else i for i in pair]  # any size compares as 0 does with it
+        items.append(bool(module.compare_function(torch.tensor(pair[0]), torch.tensor(pair[1]))))
+    return Sym(items, a.scalar and b.scalar, torch.bool)
+
+
 def min_max(w: Walker, node: fx.Node, module: Any) -> Sym | None:
     op = getattr(module, "_operator", None)
     fn = torch.sym_max if op is torch.amax else torch.sym_min if op is torch.amin else None
@@ -397,6 +424,7 @@ RULES: dict[str, Rule] = {
     "OnnxCast": cast,
     "OnnxBinaryMathOperation": binary,
     "OnnxMinMax": min_max,
+    "OnnxCompare": compare,
     "OnnxRound": rounding,
     "OnnxReduceStaticAxes": reduce,
     "OnnxReduceSumStaticAxes": reduce,

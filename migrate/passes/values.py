@@ -77,6 +77,7 @@ class Walker:
         self.value: dict[fx.Node, Value] = {}
         self._cursor: fx.Node | None = None
         self._sizes: dict[tuple[fx.Node, int], fx.Node] = {}
+        self._size_nodes: set[fx.Node] = set()
         self._replaced: dict[fx.Node, fx.Node] = {}
         self.rewritten: list[str] = []
 
@@ -219,7 +220,12 @@ class Walker:
         key = (tensor, dim)
         if key not in self._sizes:
             self._sizes[key] = self.emit("size", tensor, dim, method=True)
+            self._size_nodes.add(self._sizes[key])
         return self._sizes[key]
+
+    def is_size(self, item: Item) -> bool:
+        """Whether ``item`` is a ``tensor.size(dim)`` node (a run-time int that is never negative)."""
+        return isinstance(item, fx.Node) and item in self._size_nodes
 
     def arith(self, fn: Callable[[Any, Any], Any], a: Item, b: Item) -> Item:
         """``fn(a, b)`` on items: computed now for numbers, emitted as a node for run-time ints."""
