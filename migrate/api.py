@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from migrate import custom_objects as custom
 from migrate.artifacts import MANIFEST, MODEL_ONNX, MODEL_PT2, read_manifest, staged_output, write_json
 from migrate.errors import ConversionError, InputError
 from migrate.progress import Progress
@@ -60,13 +61,16 @@ def _version(dist: str) -> str | None:
 
 def convert(source: str | Path, out: str | Path, *, signature: str = "serving_default", opset: int = DEFAULT_OPSET,
             keep_layout: bool = False, force: bool = False, quiet: bool = True,
-            static_dims: list[str] | dict[str, int] | None = None, debug: bool = False) -> ConversionResult:
+            static_dims: list[str] | dict[str, int] | None = None, custom_objects: custom.CustomObjects = None,
+            debug: bool = False) -> ConversionResult:
     """Convert SOURCE (SavedModel dir, .keras or .h5) into OUT: model.pt2, model.onnx, manifest.json.
 
     TensorFlow runs in a child process; this process only ever imports torch. Image inputs and
     outputs become channels-first unless ``keep_layout``. OUT appears only if everything succeeded.
     Every None dim stays dynamic unless the graph fixes it (a warning says so) or ``static_dims``
     (``["name:dim=size"]`` or ``{"name:dim": size}``) fixes it.
+    ``custom_objects`` gives a Keras file's custom classes: ``"layers.py"``, ``"package.module:Name"``,
+    a list of those, or ``{"Name": Name}`` (imported again in the TF child process from its module).
     """
     require("convert", CONVERT)
     source, out = Path(source), Path(out)
@@ -76,6 +80,7 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
         source_kind(source)  # fail fast on a bad path, before any child process starts
     except WorkerError as exc:
         raise InputError(str(exc)) from None
+    custom_specs = custom.specs(custom_objects)
     fixed = _static_dims(static_dims)
     progress = Progress(total=3, quiet=quiet)
     started = time.perf_counter()
@@ -84,8 +89,10 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
         with progress.stage("tf_export", "exporting the TensorFlow signature to ONNX (tf2onnx, child process)"):
             run_worker("export", {"source": str(source), "signature": signature, "opset": opset,
                                   "keep_layout": keep_layout, "onnx": str(stage / MODEL_ONNX),
-                                  "signature_json": str(signature_json)}, debug=debug)
+                                  "signature_json": str(signature_json), "custom_objects": custom_specs},
+                       debug=debug)
         info = json.loads(signature_json.read_text())
+        _warn(info.get("warnings", []), progress)  # now: they explain a failure in a later stage too
         with _hush(debug):
             import onnx
             import torch
@@ -110,7 +117,7 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
             "outputs": outputs,
             "dims": exported.dims,
             "dim_ranges": exported.dim_ranges,
-            "warnings": exported.warnings,
+            "warnings": info.get("warnings", []) + exported.warnings,
             "onnx": {"opset": opset},
             "versions": {"tf2torch": _version("tf2torch"), **info["versions"], "torch": torch.__version__,
                          "onnx2torch": _version("onnx2torch")},

@@ -33,6 +33,9 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--static-dims", action="append", default=[], metavar="NAME:DIM=SIZE",
                    help="fix a None dim of an input (e.g. token_ids:1=128) instead of keeping it dynamic; "
                         "repeatable")
+    p.add_argument("--custom-objects", action="append", default=[], metavar="MODULE.py|MODULE:NAME",
+                   help="Python module defining a Keras file's custom layers/functions (its code runs in the "
+                        "TensorFlow child process); repeatable")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow/tf2onnx logs")
@@ -43,7 +46,8 @@ def _run_convert(args: argparse.Namespace) -> int:
     from migrate.api import convert
 
     convert(args.source, args.out, signature=args.signature, opset=args.opset, keep_layout=args.keep_layout,
-            force=args.force, quiet=args.quiet, static_dims=args.static_dims, debug=args.debug)
+            force=args.force, quiet=args.quiet, custom_objects=args.custom_objects,
+            static_dims=args.static_dims, debug=args.debug)
     return 0
 
 

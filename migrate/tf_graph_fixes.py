@@ -7,16 +7,33 @@
 * ``tf.nn.gelu(approximate=False)`` (Keras ``gelu``) computes ``erfc``; tf2onnx has no handler for
   TF ``Erfc``. ONNX has no Erfc either, so it is exported as ``1 - Erf(x)``.
 
+And one check, :func:`training_mode_warnings`: a serving function that computes BatchNorm with batch
+statistics or draws random numbers (dropout) was exported in training mode. Converting it faithfully
+gives a model that is wrong for inference, so the user is told how to re-export.
+
 Imported only by the TF worker; never imports torch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 #: Attributes that stop grappler from inlining a function call.
 NO_INLINE_ATTRS = ("_XlaMustCompile", "_noinline", "_XlaCompile", "_XlaScope")
 CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
+
+#: TF ops that draw random numbers: in a serving function, dropout or noise layers left in training mode.
+RANDOM_OPS = frozenset({
+    "RandomUniform", "RandomUniformInt", "RandomStandardNormal", "TruncatedNormal", "RandomGamma", "RandomPoisson",
+    "RandomPoissonV2", "Multinomial", "RandomShuffle", "StatelessRandomUniform", "StatelessRandomUniformV2",
+    "StatelessRandomUniformInt", "StatelessRandomUniformIntV2", "StatelessRandomUniformFullInt",
+    "StatelessRandomUniformFullIntV2", "StatelessRandomNormal", "StatelessRandomNormalV2",
+    "StatelessTruncatedNormal", "StatelessTruncatedNormalV2", "StatelessRandomBinomial", "StatelessMultinomial",
+})
+FUSED_BATCH_NORM_OPS = frozenset({"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"})
+REEXPORT_HINT = ("re-export with inference semantics (keras.export.ExportArchive with an endpoint calling "
+                 "model(x, training=False)), or convert the .keras/.h5 file, which tf2torch exports that way")
 
 _registered = False
 
@@ -72,3 +89,64 @@ def prepare_for_tf2onnx(graph_def: Any, input_names: list[str], output_names: li
     """Everything this module fixes, for a frozen graph about to go through tf2onnx."""
     register_tf2onnx_handlers()
     return inline_nested_functions(graph_def, input_names, output_names)
+
+
+def _nodes(graph_def: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """Every node of the graph and of its function library, with the node map of the body it lives in."""
+    bodies = [list(graph_def.node)] + [list(f.node_def) for f in graph_def.library.function]
+    for body in bodies:
+        by_name = {n.name: n for n in body}
+        for node in body:
+            yield node, by_name
+
+
+def _layer(node_name: str) -> str:
+    """The Keras layer path of a node (``model/bn/moments/Mean`` -> ``model/bn``)."""
+    scope = node_name.rsplit("/", 1)[0] if "/" in node_name else node_name
+    return scope.removesuffix("/moments")
+
+
+def _reduces_batch_axis(node: Any, by_name: dict[str, Any]) -> bool:
+    """A ``Mean`` whose constant reduction axes include axis 0: statistics over the batch."""
+    from tensorflow.python.framework import tensor_util
+
+    if node.op != "Mean" or len(node.input) < 2:
+        return False
+    axes = by_name.get(node.input[1].split(":")[0].lstrip("^"))
+    if axes is None or axes.op != "Const":
+        return False
+    return 0 in tensor_util.MakeNdarray(axes.attr["value"].tensor).reshape(-1).tolist()
+
+
+def _batch_statistics(graph_def: Any) -> list[str]:
+    """Layers computing BatchNorm from the batch: training-mode FusedBatchNorm, or Keras 3's moments
+    (``SquaredDifference(x, StopGradient(Mean(x, axes incl. 0)))``, what its BatchNormalization runs)."""
+    layers = []
+    for node, by_name in _nodes(graph_def):
+        if node.op in FUSED_BATCH_NORM_OPS and node.attr["is_training"].b:
+            layers.append(_layer(node.name))
+        elif node.op == "SquaredDifference":
+            for inp in node.input:
+                stop = by_name.get(inp.split(":")[0].lstrip("^"))
+                if stop is not None and stop.op == "StopGradient":
+                    mean = by_name.get(stop.input[0].split(":")[0].lstrip("^"))
+                    if mean is not None and _reduces_batch_axis(mean, by_name):
+                        layers.append(_layer(node.name))
+                        break
+    return sorted(set(layers))
+
+
+def training_mode_warnings(graph_def: Any) -> list[str]:
+    """One line per training-mode behaviour found in a serving function's graph (empty when it is clean)."""
+    warnings = []
+    batch_norms = _batch_statistics(graph_def)
+    if batch_norms:
+        warnings.append(f"the serving function computes BatchNorm with batch statistics (training mode) in "
+                        f"{len(batch_norms)} layer(s), first: {', '.join(batch_norms[:3])}; the converted model "
+                        f"does the same, so its outputs depend on the rest of the batch; {REEXPORT_HINT}")
+    random = sorted({_layer(n.name) for n, _ in _nodes(graph_def) if n.op in RANDOM_OPS})
+    if random:
+        warnings.append(f"the serving function draws random numbers (dropout or noise in training mode) in "
+                        f"{len(random)} place(s), first: {', '.join(random[:3])}; outputs change from call to "
+                        f"call; {REEXPORT_HINT}")
+    return warnings

@@ -5,7 +5,8 @@ followed by torch._dynamo/triton/torchvision aborts with an LLVM error), so ever
 needs TensorFlow lives here and talks to the torch side through files only:
 
 * ``export``  - load SOURCE, pick a signature, write ``signature.json`` and ``model.onnx`` (tf2onnx).
-* ``predict`` - run the signature on arrays from an ``.npz`` and write the outputs to an ``.npz``.
+* ``predict`` - run the signature on arrays from an ``.npz`` and write the outputs to an ``.npz``
+  (a Keras file runs as the Keras model itself, ``training=False``: the independent reference).
 
 The request is a JSON object ``{"command": ..., "result": PATH, ...}``; the worker writes
 ``{"ok": true, ...}`` or ``{"ok": false, "exit_code": 1|2, "message": "..."}`` to ``result``.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -34,6 +36,8 @@ SPATIAL_OPS = frozenset({
 })
 #: Ops that move data without caring about its meaning; layout analysis walks through them.
 LAYOUT_TRANSPARENT_STOP = frozenset({"Reshape", "Transpose", "Squeeze", "ExpandDims", "Flatten"})
+#: Names Keras gives unnamed inputs in its own SavedModel exports (``model.export``).
+KERAS_AUTO_NAME = re.compile(r"keras_tensor(?:_(\d+))?")
 
 
 class WorkerError(Exception):
@@ -156,27 +160,27 @@ class LoadedModel:
         return list(zip(keys, self.func.outputs))
 
 
-def load_model(source: Path, signature: str) -> LoadedModel:
+def load_model(source: Path, signature: str, custom_objects: list[dict[str, Any]] | None = None) -> LoadedModel:
     """Load SOURCE and return the concrete function of SIGNATURE.
 
-    Keras files are exported to a temporary SavedModel first so that every kind of source
-    goes through the same signature machinery (names, None dims, dict outputs).
+    Keras files are exported to a temporary SavedModel first (``keras_source``: ``training=False``,
+    Input layer names) so that every kind of source goes through the same signature machinery
+    (names, None dims, dict outputs).
     """
     kind = source_kind(source)
     tf = _import_tf()
     keepalive: list[Any] = []
     if kind in ("keras", "h5"):
-        import keras
+        from migrate import keras_source
 
         try:
-            model = keras.models.load_model(str(source), compile=False)
-        except Exception as exc:  # keras raises many types for a bad file
-            raise WorkerError(f"{source}: not a readable Keras model ({type(exc).__name__}: "
-                              f"{_first_line(exc)}); check the file is a model saved by model.save") from exc
+            model = keras_source.load(source, custom_objects or [], _first_line)
+        except keras_source.KerasSourceError as exc:
+            raise WorkerError(str(exc), exc.exit_code) from exc
         tmp = tempfile.TemporaryDirectory(prefix="tf2torch-keras-")
         keepalive.append(tmp)
         try:
-            model.export(tmp.name, format="tf_saved_model", verbose=False)
+            keras_source.export_saved_model(model, Path(tmp.name))
         except Exception as exc:
             raise WorkerError(f"{source}: Keras could not export a serving signature "
                               f"({type(exc).__name__}: {_first_line(exc)})", exit_code=1) from exc
@@ -207,6 +211,20 @@ def _first_line(exc: BaseException) -> str:
                  for ln in lines if ln.startswith("Detected at node")), None)
     text = (cause or lines or [""])[0]
     return (f"{text} (at node {node})" if node else text)[:300]
+
+
+def _readable_names(keys: list[str]) -> dict[str, str]:
+    """Signature key -> manifest name: Keras's ``keras_tensor_N`` become ``input_layer``, ``input_layer_1``, ...
+    (in the order Keras created them), the names Keras gives those Input layers and what converting the
+    .keras file gives; every other key is kept."""
+    auto = sorted((k for k in keys if KERAS_AUTO_NAME.fullmatch(k)),
+                  key=lambda k: int(KERAS_AUTO_NAME.fullmatch(k).group(1) or 0))
+    names = {k: k for k in keys}
+    for i, key in enumerate(auto):
+        name = f"input_layer_{i}" if i else "input_layer"
+        if name not in keys:
+            names[key] = name
+    return names
 
 
 def _dims(shape: Any) -> list[int | None]:
@@ -277,7 +295,7 @@ def _unsupported_nodes(model_proto: Any) -> dict[str, list[str]]:
 def export(request: dict[str, Any]) -> dict[str, Any]:
     """SOURCE -> model.onnx + signature.json, choosing channels-first at the boundary unless asked not to."""
     t0 = time.perf_counter()
-    loaded = load_model(Path(request["source"]), request["signature"])
+    loaded = load_model(Path(request["source"]), request["signature"], request.get("custom_objects"))
     tf = _quiet_tf()
     import tf2onnx
     from tf2onnx import convert as tf2onnx_convert
@@ -300,7 +318,9 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
             raise WorkerError(f"input {key!r} is a string tensor; string inputs cannot be converted to torch "
                               "(export a signature that takes the tokenized ids instead)", exit_code=1)
     placeholder_by_key = _placeholders(input_specs, input_names)
+    readable = _readable_names([key for key, _ in input_specs])  # manifest names; ONNX keeps the keys
     rename = {placeholder_by_key[key]: key for key, _ in input_specs}
+    warnings = tf_graph_fixes.training_mode_warnings(func.graph.as_graph_def())
     rename.update({name: key for (key, _), name in zip(output_specs, output_names)})
 
     try:
@@ -345,7 +365,7 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
     def describe(key: str, shape: Any, dtype: Any, tensor: str, images: set[str], nchw: set[str]) -> dict[str, Any]:
         dims = _dims(shape)
         is_image, is_nchw = tensor in images, tensor in nchw
-        return {"name": key, "tf_name": key, "dtype": dtype.name,
+        return {"name": readable.get(key, key), "tf_name": key, "dtype": dtype.name,
                 "shape": [dims[0], dims[3], dims[1], dims[2]] if is_nchw else dims, "tf_shape": dims,
                 "layout": "NCHW" if is_nchw else ("NHWC" if is_image else None),
                 "tf_layout": "NHWC" if is_image else None}
@@ -360,15 +380,22 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
                     for (k, t), n in zip(output_specs, output_names)],
         "versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__},
         "timings_s": {"tf_load": round(t_load, 3), "tf_export": round(time.perf_counter() - t0, 3)},
+        "warnings": warnings,
     }
     Path(request["signature_json"]).write_text(json.dumps(signature_info, indent=2))
     return {"ok": True}
 
 
 def predict(request: dict[str, Any]) -> dict[str, Any]:
-    """Run the signature on every batch in ``inputs`` (a list of .npz) and write one .npz of outputs each."""
+    """Run the signature on every batch in ``inputs`` (a list of .npz) and write one .npz of outputs each.
+
+    A Keras source is run as the Keras model itself, ``model(x, training=False)``: parity's reference
+    must not be the export the converted model was made from.
+    """
     import numpy as np
 
+    if source_kind(Path(request["source"])) in ("keras", "h5"):
+        return _predict_keras(request)
     loaded = load_model(Path(request["source"]), request["signature"])
     tf = _quiet_tf()
     keys = [k for k, _ in loaded.input_specs()]
@@ -386,6 +413,30 @@ def predict(request: dict[str, Any]) -> dict[str, Any]:
         flat = {k: v.numpy() for k, v in result.items()} if isinstance(result, dict) else {
             f"output_{i}": t.numpy() for i, t in enumerate(tf.nest.flatten(result))}
         np.savez(out_path, **flat)
+    return {"ok": True}
+
+
+def _predict_keras(request: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from migrate import keras_source
+
+    _import_tf()
+    try:
+        model = keras_source.load(Path(request["source"]), request.get("custom_objects") or [], _first_line)
+    except keras_source.KerasSourceError as exc:
+        raise WorkerError(str(exc), exc.exit_code) from exc
+    for in_path, out_path in zip(request["inputs"], request["outputs"]):
+        with np.load(in_path, allow_pickle=False) as data:
+            feeds = {k: data[k] for k in data.files}
+        try:
+            outputs = keras_source.call(model, feeds)
+        except keras_source.KerasSourceError as exc:
+            raise WorkerError(f"{in_path}: {exc}", exc.exit_code) from exc
+        except Exception as exc:
+            raise WorkerError(f"Keras failed to run the model ({type(exc).__name__}: {_first_line(exc)})",
+                              exit_code=2) from exc
+        np.savez(out_path, **outputs)
     return {"ok": True}
 
 

@@ -53,15 +53,22 @@ def to_tf_layout(array: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     return array
 
 
-def tf_predict(source: Path, batches: list[dict[str, np.ndarray]], signature: str = "serving_default") -> list[dict[str, np.ndarray]]:
-    """Run the TF model on each batch in the TF worker (child process) and return its outputs."""
+def tf_predict(source: Path, batches: list[dict[str, np.ndarray]], signature: str = "serving_default",
+               custom_objects: Any = None) -> list[dict[str, np.ndarray]]:
+    """Run the TF model on each batch in the TF worker (child process) and return its outputs.
+
+    A .keras/.h5 source runs as the Keras model itself, ``model(x, training=False)``, not through the
+    SavedModel export the converter makes from it (an independent reference)."""
+    from migrate.custom_objects import specs
+
     with tempfile.TemporaryDirectory() as tmp:
         ins, outs = [], []
         for i, feeds in enumerate(batches):
             ins.append(str(Path(tmp, f"in{i}.npz")))
             outs.append(str(Path(tmp, f"out{i}.npz")))
             np.savez(ins[-1], **feeds)
-        run_worker("predict", {"source": str(source), "signature": signature, "inputs": ins, "outputs": outs})
+        run_worker("predict", {"source": str(source), "signature": signature, "inputs": ins, "outputs": outs,
+                               "custom_objects": specs(custom_objects)})
         results = []
         for path in outs:
             with np.load(path) as data:

@@ -15,10 +15,15 @@ from migrate.errors import ConversionError, InputError
 
 
 def run_tf(source: str | Path, manifest: Manifest, batches: list[dict[str, Any]], *, signature: str | None = None,
-           debug: bool = False) -> list[dict[str, Any]]:
-    """Reference outputs from the TensorFlow worker's ``predict`` (TensorFlow never enters this process)."""
+           custom_objects: Any = None, debug: bool = False) -> list[dict[str, Any]]:
+    """Reference outputs from the TensorFlow worker's ``predict`` (TensorFlow never enters this process).
+
+    A Keras file runs as the Keras model itself with ``training=False`` (``custom_objects`` as for
+    ``migrate.convert``), independent of the export the converted model was made from.
+    """
     import numpy as np
 
+    from migrate.custom_objects import specs
     from migrate.worker_client import run_worker
 
     with tempfile.TemporaryDirectory(prefix="tf2torch-parity-") as tmp:
@@ -28,7 +33,8 @@ def run_tf(source: str | Path, manifest: Manifest, batches: list[dict[str, Any]]
             outs.append(str(Path(tmp, f"out{i}.npz")))
             np.savez(ins[-1], **{spec.tf_name: batch[spec.name] for spec in manifest.inputs})
         run_worker("predict", {"source": str(source), "signature": signature or manifest.signature,
-                               "inputs": ins, "outputs": outs}, debug=debug)
+                               "inputs": ins, "outputs": outs, "custom_objects": specs(custom_objects)},
+                   debug=debug)
         results = []
         for path in outs:
             with np.load(path, allow_pickle=False) as data:
@@ -101,7 +107,8 @@ def onnx_session(path: Path, model: Any = None) -> Any:
 
 
 def onnx_feeds(manifest: Manifest, batch: dict[str, Any]) -> dict[str, Any]:
-    return {spec.name: spec.to_torch_layout(batch[spec.name]) for spec in manifest.inputs}
+    """model.onnx names its inputs by the TF signature's keys (``tf_name``); ``name`` is model.pt2's keyword."""
+    return {spec.tf_name: spec.to_torch_layout(batch[spec.name]) for spec in manifest.inputs}
 
 
 def run_onnx(manifest: Manifest, batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
