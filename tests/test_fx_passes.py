@@ -198,6 +198,33 @@ def test_optimize_keeps_other_dynamic_dims() -> None:
         assert program.module()(x).shape == (shape[0] * 2, shape[1])
 
 
+def test_tf_slice_to_the_end_keeps_the_length_dynamic() -> None:
+    """TF ``Slice(table, [0, 0], [len, -1])`` as tf2onnx writes it: ``end = begin + size + INT_MAX * (size == -1)``.
+
+    A run-time size is never -1, so the comparison is decided and the slice's end stays a SymInt
+    (before the Compare rule this was GuardOnDataDependentSymNode on keras-hub-style position embeddings).
+    """
+    n = helper.make_node
+    table = numpy_helper.from_array(np.arange(64, dtype=np.float32).reshape(16, 4), "table")
+    nodes = [n("Shape", ["X"], ["s"]), _const("t_idx", [1]), n("Gather", ["s", "t_idx"], ["t"]),
+             _const("minus1", [-1]), n("Concat", ["t", "minus1"], ["size"], axis=0),
+             _const("begin", [0, 0]), n("Add", ["begin", "size"], ["end0"]),
+             n("Equal", ["size", "minus1"], ["is_all"]), n("Cast", ["is_all"], ["is_all_i"], to=TensorProto.INT64),
+             _const("big", [INT64_MAX]), n("Mul", ["big", "is_all_i"], ["extra"]), n("Add", ["end0", "extra"], ["end"]),
+             n("Slice", ["table", "begin", "end"], ["rows"]), n("Add", ["X", "rows"], ["Y"])]
+    graph = helper.make_graph(nodes, "slice_size", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", "T", 4])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=[table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    gm = onnx_to_torch(prepare(model))
+    program = export_program(gm, (torch.randn(2, 5, 4),), dynamic_shapes=({0: Dim.DYNAMIC, 1: Dim.DYNAMIC},))
+    assert _remaining_readers(gm) == []
+    for shape in ((1, 1, 4), (3, 7, 4), (2, 16, 4)):
+        x = torch.randn(*shape)
+        (want,) = session.run(None, {"X": x.numpy()})
+        _assert_same(program.module()(x), torch.from_numpy(want))
+
+
 def test_optimize_rejects_nothing_it_cannot_prove() -> None:
     """A Reshape whose shape is real data (not from Shape/constants) is left as onnx2torch wrote it."""
     n = helper.make_node
