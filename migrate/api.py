@@ -60,13 +60,14 @@ def _version(dist: str) -> str | None:
 
 
 def convert(source: str | Path, out: str | Path, *, signature: str = "serving_default", opset: int = DEFAULT_OPSET,
-            keep_layout: bool = False, force: bool = False, quiet: bool = True,
+            keep_layout: bool = False, force: bool = False, quiet: bool = True, compile: bool = False,
             static_dims: list[str] | dict[str, int] | None = None, custom_objects: custom.CustomObjects = None,
             debug: bool = False) -> ConversionResult:
     """Convert SOURCE (SavedModel dir, .keras or .h5) into OUT: model.pt2, model.onnx, manifest.json.
 
     TensorFlow runs in a child process; this process only ever imports torch. Image inputs and
     outputs become channels-first unless ``keep_layout``. OUT appears only if everything succeeded.
+    ``compile`` also writes model.aoti.pt2, an AOTInductor package (``migrate.aoti``).
     Every None dim stays dynamic unless the graph fixes it (a warning says so) or ``static_dims``
     (``["name:dim=size"]`` or ``{"name:dim": size}``) fixes it.
     ``custom_objects`` gives a Keras file's custom classes: ``"layers.py"``, ``"package.module:Name"``,
@@ -82,7 +83,7 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
         raise InputError(str(exc)) from None
     custom_specs = custom.specs(custom_objects)
     fixed = _static_dims(static_dims)
-    progress = Progress(total=3, quiet=quiet)
+    progress = Progress(total=4 if compile else 3, quiet=quiet)
     started = time.perf_counter()
     with staged_output(out, force, source=source) as stage, tempfile.TemporaryDirectory(prefix="tf2torch-") as scratch:
         signature_json = Path(scratch, "signature.json")
@@ -109,6 +110,11 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
                 exported = export_program(gm, inputs, static_dims=fixed)
                 program, inputs = exported.program, exported.inputs
                 torch.export.save(program, str(stage / MODEL_PT2))
+            if compile:
+                from migrate.aoti import MODEL_AOTI, compile_package
+
+                with progress.stage("compile", "compiling model.aoti.pt2 with AOTInductor (a minute or more)"):
+                    compile_package(program, stage / MODEL_AOTI)
         timings = dict(progress.timings)
         manifest = {
             "format": 1,
@@ -130,6 +136,8 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
                  f"torch.export {timings['export']:.1f}s); inputs: {_shapes(inputs)}; outputs: {_shapes(outputs)}")
     _warn(exported.warnings, progress)
     paths = {"out": out, "pt2": out / MODEL_PT2, "onnx": out / MODEL_ONNX, "manifest": out / MANIFEST}
+    if compile:
+        paths["aoti"] = out / "model.aoti.pt2"
     return ConversionResult(module=load(out), manifest=manifest, out=out, paths=paths)
 
 

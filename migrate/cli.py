@@ -37,6 +37,9 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
                    help="Python module defining a Keras file's custom layers/functions (its code runs in the "
                         "TensorFlow child process); repeatable")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--compile", action="store_true",
+                   help="also write OUT/model.aoti.pt2, an AOTInductor package that runs without compiling "
+                        "at load time (CPU; takes a minute or more)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow/tf2onnx logs")
     p.set_defaults(func=_run_convert)
@@ -46,7 +49,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     from migrate.api import convert
 
     convert(args.source, args.out, signature=args.signature, opset=args.opset, keep_layout=args.keep_layout,
-            force=args.force, quiet=args.quiet, custom_objects=args.custom_objects,
+            force=args.force, quiet=args.quiet, compile=args.compile, custom_objects=args.custom_objects,
             static_dims=args.static_dims, debug=args.debug)
     return 0
 
