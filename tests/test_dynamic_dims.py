@@ -110,11 +110,12 @@ def test_static_dims_naming_what_does_not_exist_are_input_errors(item, message) 
 
 # ---- real transformers from TensorFlow ---------------------------------------------------------
 
-#: fixture -> (the dims the manifest must record, the maximum length of each sequence dim).
+#: fixture -> (the dims the manifest must record, the maximum length of each sequence dim; None: unbounded).
 TRANSFORMERS = {
     "tx_bert_encoder": ({"batch": [["token_ids", 0], ["segment_ids", 0], ["padding_mask", 0]],
                          "seq": [["token_ids", 1], ["segment_ids", 1], ["padding_mask", 1]]}, {"seq": 16}),
     "tx_gpt_decoder": ({"batch": [["token_ids", 0]], "seq": [["token_ids", 1]]}, {"seq": 16}),
+    "tx_gpt_rotary": ({"batch": [["token_ids", 0]], "seq": [["token_ids", 1]]}, {"seq": None}),
     "tx_encoder_decoder": ({"batch": [["encoder_ids", 0], ["encoder_padding_mask", 0], ["decoder_ids", 0]],
                             "seq": [["encoder_ids", 1], ["encoder_padding_mask", 1]], "seq_2": [["decoder_ids", 1]]},
                            {"seq": 16, "seq_2": 16}),
@@ -140,13 +141,12 @@ def _feeds(manifest: dict, batch: int, lengths: dict[str, int], seed: int) -> di
     return feeds
 
 
-def _cases(maxima: dict[str, int]) -> list[dict[str, int]]:
-    """Lengths 1, 7 and the maximum for every sequence symbol, rotated so untied ones differ."""
+def _cases(maxima: dict[str, int | None]) -> list[dict[str, int]]:
+    """Lengths 1, 7 and the maximum (24 when unbounded) for every sequence symbol, rotated so untied ones differ."""
     symbols = sorted(maxima)
     if not symbols:
         return [{}]
-    sizes = [1, 7, 16]
-    return [{s: min(sizes[(k + j) % 3], maxima[s]) for j, s in enumerate(symbols)} for k in range(3)]
+    return [{s: [1, 7, maxima[s] or 24][(k + j) % 3] for j, s in enumerate(symbols)} for k in range(3)]
 
 
 @pytest.mark.slow
