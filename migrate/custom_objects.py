@@ -98,17 +98,16 @@ def _import(request: dict[str, Any]) -> Any:
     try:
         if target.endswith(".py"):
             path = Path(target)
-            name = path.stem
-            if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
-                return sys.modules[name]
-            sys.path.insert(0, str(path.parent))  # sibling imports of the user's module
+            name = path.stem if path.stem not in sys.modules else f"tf2torch_custom_objects_{path.stem}"
+            if str(path.parent) not in sys.path:
+                sys.path.append(str(path.parent))  # sibling imports of the user's module
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
             return module
-        if request.get("root"):
-            sys.path.insert(0, request["root"])
+        if request.get("root") and request["root"] not in sys.path:
+            sys.path.append(request["root"])
         return importlib.import_module(target)
     except InputError:
         raise
