@@ -115,6 +115,23 @@ def apply_static_dims(specs: list[dict[str, Any]], static: dict[tuple[str, int],
     return [dict(s, shape=shapes[s["name"]]) for s in specs]
 
 
+def _runnable_example(gm: torch.nn.Module, specs: list[dict[str, Any]], batch: int,
+                      other: int | None) -> tuple[torch.Tensor, ...]:
+    """Example inputs the model runs on: a length above the model's maximum (a position table of 6 rows,
+    say) fails, so non-batch None dims try 8, then 5, 3 and 2 (never 0/1: export would specialise them)."""
+    has_other = any(d is None for s in specs for i, d in enumerate(s["shape"]) if i > 0)
+    sizes = [other] if other is not None or not has_other else [EXAMPLE_OTHER, 5, 3, 2]
+    for size in sizes[:-1]:
+        example = example_inputs(specs, batch=batch, other=size or EXAMPLE_OTHER)
+        try:
+            with torch.no_grad():
+                gm(*example)
+            return example
+        except Exception:  # noqa: BLE001 - any failure at this size: try a smaller one
+            continue
+    return example_inputs(specs, batch=batch, other=sizes[-1] or EXAMPLE_OTHER)
+
+
 def _dynamic_shapes(specs: list[dict[str, Any]], kind: Any, batch_only: bool = False) -> tuple[dict[int, Any], ...]:
     return tuple({i: kind for i, d in enumerate(s["shape"]) if d is None and (i == 0 or not batch_only)}
                  for s in specs)
@@ -133,7 +150,7 @@ def export_program(gm: torch.nn.Module, specs: list[dict[str, Any]],
     specs = apply_static_dims(specs, static_dims)
     # Dims the graph ties to a user-fixed dim must get the same example size (else the model cannot run).
     chosen = {i == 0: size for (_, i), size in static_dims.items()}
-    example = example_inputs(specs, batch=chosen.get(True, EXAMPLE_BATCH), other=chosen.get(False, EXAMPLE_OTHER))
+    example = _runnable_example(gm, specs, chosen.get(True, EXAMPLE_BATCH), chosen.get(False))
     gm = optimize(gm, example)
     attempts = [("dynamic", _dynamic_shapes(specs, Dim.DYNAMIC)), ("auto", _dynamic_shapes(specs, Dim.AUTO)),
                 ("batch", _dynamic_shapes(specs, Dim.AUTO, batch_only=True)), ("static", None)]

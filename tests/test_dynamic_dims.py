@@ -82,6 +82,22 @@ def test_a_dim_the_graph_fixes_is_fixed_with_a_warning_naming_input_dim_and_reas
     assert module(torch.randn(3, 8, 4)).shape == (3, 32)
 
 
+def test_a_model_shorter_than_the_example_length_still_exports_with_its_maximum() -> None:
+    """x[N,T,4] + table[:T] with a 4-row table: the example length 8 cannot run, a shorter one is tried."""
+    n = helper.make_node
+    nodes = [n("Shape", ["x"], ["s"]), n("Gather", ["s", "one"], ["t"]), n("Slice", ["table", "zero", "t", "zero"], ["rows"]),
+             n("Add", ["x", "rows"], ["y"])]
+    inits = [numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "table"),
+             numpy_helper.from_array(np.array([1], np.int64), "one"), numpy_helper.from_array(np.array([0], np.int64), "zero")]
+    gm = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", 4])], ["y"], inits)
+    exported = export_program(gm, [_spec("x", [None, None, 4])])
+    assert exported.warnings == [] and exported.dim_ranges == {"batch": [1, None], "seq": [1, 4]}
+    module = exported.program.module()
+    for length in (1, 4):
+        x = torch.randn(2, length, 4)
+        torch.testing.assert_close(module(x), x + torch.arange(16.0).reshape(4, 4)[:length])
+
+
 def test_static_dims_fix_what_the_user_chooses_and_tied_dims_follow_silently() -> None:
     gm, specs = _attention_like()
     exported = export_program(gm, specs, static_dims=parse_static_dims(["q:1=5"]))
