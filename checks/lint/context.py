@@ -10,11 +10,15 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections import defaultdict
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence, TypeVar, Union
 
 import libcst as cst
+from libcst._position import CodePosition
+from libcst._nodes.internal import CodegenState
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+from libcst.metadata.position_provider import NEWLINE_RE, PositionProvidingCodegenState
 
 from .finding import Edit, Finding, Fix
 from .lines import split_lines
@@ -227,7 +231,10 @@ class FileContext:
         self._post = index.post
         self._by_type = index.by_type
         self._scope = index.scope
-        self._positions: dict[cst.CSTNode, CodeRange] | None = None
+        self._positions: dict[cst.CSTNode, CodeRange] = {}
+        self._statement_lines: dict[int, int] | None = None
+        self._located: dict[int, int] = {}
+        self._loads: dict[tuple[int, str], list[cst.Name]] | None = None
         self._memo: dict[str, object] = {}
         self.imports = self._collect_imports()
         self.classes: dict[str, cst.ClassDef] = {c.name.value: c for c in self.nodes(cst.ClassDef)}
@@ -411,8 +418,8 @@ class FileContext:
             if found:
                 if isinstance(scope, cst.Module) and scope is not self.scope(at):
                     return list(found)
-                before = [b for b in found if b.time < when]
-                return before[-1:]
+                i = bisect.bisect_left(found, when, key=lambda b: b.time)
+                return found[i - 1:i] if i else []
             if isinstance(scope, cst.Module):
                 return []
             scope = self.scope(scope)
@@ -428,14 +435,22 @@ class FileContext:
 
     def loads(self, name: str, scope: cst.CSTNode) -> list[cst.Name]:
         """Uses of a plain name anywhere inside ``scope`` that are not assignment targets."""
-        targets = set()
-        for kind in (cst.AssignTarget, cst.AnnAssign, cst.AugAssign, cst.For, cst.CompFor):
-            for node in self.inside(scope, kind, same_scope=False):  # type: ignore[arg-type]
-                target = getattr(node, "target", None)
-                if target is not None:
-                    targets.update(id(n) for n in [target] if isinstance(n, cst.Name))
-        return [n for n in self.inside(scope, cst.Name, same_scope=False)
-                if n.value == name and id(n) not in targets]
+        if self._loads is None:
+            targets = set()
+            for kind in (cst.AssignTarget, cst.AnnAssign, cst.AugAssign, cst.For, cst.CompFor):
+                for node in self.nodes(kind):  # type: ignore[arg-type]
+                    target = getattr(node, "target", None)
+                    if isinstance(target, cst.Name):
+                        targets.add(id(target))
+            self._loads = defaultdict(list)
+            for n in self.nodes(cst.Name):
+                if id(n) not in targets:
+                    self._loads[(id(self.scope(n)), n.value)].append(n)
+        found = []
+        for home in [scope, *self.inside(scope, cst.FunctionDef, same_scope=False),
+                     *self.inside(scope, cst.ClassDef, same_scope=False)]:
+            found.extend(self._loads.get((id(home), name), ()))
+        return sorted(found, key=self.pre)
 
     # --- dataflow --------------------------------------------------------------------------
     def trace(self, expr: object, step: Step, depth: int = 0) -> Hit | None:
@@ -519,10 +534,51 @@ class FileContext:
 
     # --- reporting -------------------------------------------------------------------------
     def position(self, node: cst.CSTNode) -> CodeRange:
-        if self._positions is None:
+        """Where ``node`` is, as libcst's ``PositionProvider`` says.
+
+        Positions come from generating the code of the top-level statement that holds the
+        node, starting at that statement's line: the first node asked for in a statement
+        is located alone (a plain code generation), and after a few the statement gets
+        the positions of every node in it. So the cost is linear in the file, and small for a
+        file with few findings.
+        """
+        found = self._positions.get(node)
+        if found is not None:
+            return found
+        top = node
+        for a in self.ancestors(node):
+            if a is self.module:
+                break
+            top = a
+        starts = self._statement_start()
+        if id(top) not in starts:
             wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
-            self._positions = dict(wrapper.resolve(PositionProvider))
+            self._positions.update(wrapper.resolve(PositionProvider))
+            return self._positions[node]
+        located = self._located.setdefault(id(top), 0)
+        self._located[id(top)] += 1
+        if located < 4:
+            state = _LocatingState(self.module.default_indent, self.module.default_newline,
+                                   targets={id(node)}, line=starts[id(top)])
+            top._codegen(state)
+            return state.found[id(node)]
+        provider = PositionProvider()
+        state = PositionProvidingCodegenState(default_indent=self.module.default_indent,
+                                              default_newline=self.module.default_newline, provider=provider)
+        state.line = starts[id(top)]
+        top._codegen(state)
+        self._positions.update(provider._computed)
         return self._positions[node]
+
+    def _statement_start(self) -> dict[int, int]:
+        """The first line of each top-level statement (its leading comments and blank lines included)."""
+        if self._statement_lines is None:
+            line = 1 + sum(len(NEWLINE_RE.findall(self.module.code_for_node(h))) for h in self.module.header)
+            self._statement_lines = {}
+            for top in self.module.body:
+                self._statement_lines[id(top)] = line
+                line += len(NEWLINE_RE.findall(self.module.code_for_node(top)))
+        return self._statement_lines
 
     def report(self, code: str, node: cst.CSTNode, message: str, fix: Fix | None = None) -> Finding:
         r = self.position(node)
@@ -549,6 +605,59 @@ class FileContext:
         newline = "\r\n" if line.endswith("\r\n") else "\n"
         return Edit(f"{text}{newline}{indent}", r.start.line, r.start.column + 1,
                     r.start.line, r.start.column + 1)
+
+
+@dataclass
+class _LocatingState(CodegenState):
+    """Code generation that tracks line and column and records the range of a few nodes,
+    with the same rules as libcst's ``PositionProvider`` (syntactic ranges where a node
+    records one, else the range including its whitespace)."""
+
+    targets: set[int] = field(default_factory=set)
+    line: int = 1
+    column: int = 0
+    found: dict[int, CodeRange] = field(default_factory=dict)
+    _open: dict[int, CodePosition] = field(default_factory=dict)
+
+    def add_indent_tokens(self) -> None:
+        for token in self.indent_tokens:
+            self.add_token(token)
+
+    def add_token(self, value: str) -> None:
+        if "\n" in value or "\r" in value:
+            segments = NEWLINE_RE.split(value)
+            self.line += len(segments) - 1
+            self.column = len(segments[-1])
+        else:
+            self.column += len(value)
+
+    def before_codegen(self, node: cst.CSTNode) -> None:
+        if id(node) in self.targets:
+            self._open[id(node)] = CodePosition(self.line, self.column)
+
+    def after_codegen(self, node: cst.CSTNode) -> None:
+        key = id(node)
+        if key in self.targets:
+            start = self._open.pop(key)
+            self.found.setdefault(key, CodeRange(start, CodePosition(self.line, self.column)))
+
+    @contextmanager
+    def record_syntactic_position(self, node: cst.CSTNode, *, start_node: cst.CSTNode | None = None,
+                                  end_node: cst.CSTNode | None = None) -> Iterator[None]:
+        if id(node) not in self.targets:
+            yield
+            return
+        for extra in (start_node, end_node):
+            if extra is not None:
+                self.targets.add(id(extra))
+        start = CodePosition(self.line, self.column)
+        yield
+        end = CodePosition(self.line, self.column)
+        if start_node is not None:
+            start = self.found[id(start_node)].start
+        if end_node is not None:
+            end = self.found[id(end_node)].end
+        self.found[id(node)] = CodeRange(start, end)
 
 
 # Methods that return the object itself (modules) and so keep what it is.

@@ -47,6 +47,13 @@ def _regions(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
 
 def _eval_targets(ctx: FileContext, within: cst.CSTNode) -> set[str]:
     """Names put in eval mode inside ``within``: ``m.eval()``, ``m.train(False)``, ``m = Net().eval()``."""
+    known: dict[int, set[str]] = ctx.memo("eval_targets", dict)  # type: ignore[assignment]
+    if id(within) not in known:
+        known[id(within)] = _find_eval_targets(ctx, within)
+    return known[id(within)]
+
+
+def _find_eval_targets(ctx: FileContext, within: cst.CSTNode) -> set[str]:
     names = set()
     for call in ctx.inside(within, cst.Call, same_scope=False):
         name = method_name(call)
@@ -149,6 +156,18 @@ def _loaded_names(ctx: FileContext) -> set[str]:
             if method_name(c) == "load_state_dict" and dotted(receiver(c))}
 
 
+def calls_by_name(ctx: FileContext) -> dict[str, list[cst.Call]]:
+    """Calls in the file by the last part of the called name (``train`` for ``self.train(...)``)."""
+    def compute() -> dict[str, list[cst.Call]]:
+        table: dict[str, list[cst.Call]] = {}
+        for call in ctx.nodes(cst.Call):
+            callee = dotted(call.func)
+            if callee is not None:
+                table.setdefault(callee.rsplit(".", 1)[-1], []).append(call)
+        return table
+    return ctx.memo("calls_by_name", compute)  # type: ignore[return-value]
+
+
 def _parameters(func: cst.FunctionDef) -> list[str]:
     return [p.name.value for p in (*func.params.posonly_params, *func.params.params)]
 
@@ -179,10 +198,8 @@ def _callers_put_in_eval(ctx: FileContext, func: cst.FunctionDef, index: int, pa
     the caller is elsewhere: assume it handles the mode if this file uses eval() at all."""
     method = ctx.enclosing_class(func) is not None
     callers = 0
-    for call in ctx.nodes(cst.Call):
+    for call in calls_by_name(ctx).get(func.name.value, ()):
         callee = dotted(call.func) or ""
-        if callee.rsplit(".", 1)[-1] != func.name.value:
-            continue
         callers += 1
         given = dotted(arg(call, index - 1 if method and "." in callee else index, param))
         if given is not None and _put_in_eval(ctx, ctx.scope(call), given + name[len(param):], depth + 1):
@@ -197,21 +214,30 @@ def inference_without_eval(ctx: FileContext) -> Iterator[Finding]:
     loaded = _loaded_names(ctx)
     for scope in [ctx.module, *ctx.nodes(cst.FunctionDef)]:
         regions = _regions(ctx, scope)
+        region_ids = {id(r) for r in regions}
         calls = ctx.inside(scope, cst.Call)
         training = bool(backward_calls(ctx, scope))
+        region_of = {id(c): _region_of(ctx, c, region_ids, scope) for c in calls}
+        outside = {dotted(c.func) for c in calls if region_of[id(c)] is None}
+        loads = _ScopeLoads(ctx, calls) if loaded else None
+        trained_in: dict[int, set[str]] = {}
         reported: set[str] = set()
         for call in calls:
             name = dotted(call.func)
             if name is None or name in reported:
                 continue
-            quiet = any(ctx.contains(r, call) for r in regions)
-            after_load = not quiet and name in loaded and not training and _after_load(ctx, scope, call, name)
+            region = region_of[id(call)]
+            quiet = region is not None
+            after_load = not quiet and name in loaded and not training and loads.after_load(ctx, call, name)  # type: ignore[union-attr]
             if not (quiet or after_load) or not _is_model(ctx, call.func, scope, loaded):
                 continue
-            if quiet and _set_to_train_inside(ctx, regions, call, name):
-                continue  # the author asks for training mode on purpose
-            if training and not any(dotted(c.func) == name and not any(ctx.contains(r, c) for r in regions)
-                                    for c in calls):
+            if quiet:
+                if id(region) not in trained_in:
+                    trained_in[id(region)] = {dotted(receiver(c)) for c in ctx.inside(region, cst.Call, False)
+                                              if method_name(c) == "train"}  # type: ignore[misc]
+                if name in trained_in[id(region)]:
+                    continue  # the author asks for training mode on purpose
+            if training and name not in outside:
                 continue  # a frozen teacher / target network in a training step
             if training and _inside_training_iteration(ctx, call):
                 continue  # e.g. a GAN sampling progress images between its own updates
@@ -226,25 +252,38 @@ def inference_without_eval(ctx: FileContext) -> Iterator[Finding]:
             )
 
 
-def _after_load(ctx: FileContext, scope: cst.CSTNode, call: cst.Call, name: str) -> bool:
-    """The scope loads weights into ``name`` before this call and never trains it."""
-    loads = [c for c in ctx.inside(scope, cst.Call) if method_name(c) == "load_state_dict"
-             and dotted(receiver(c)) == name and ctx.pre(c) < ctx.pre(call)]
-    if not loads:
-        return False
-    for c in ctx.inside(scope, cst.Call):
-        qual = ctx.callee(c) or ""
-        if qual.startswith("torch.optim.") or (method_name(c) == "train" and dotted(receiver(c)) == name):
-            return False
-    return True
+def _region_of(ctx: FileContext, call: cst.Call, regions: set[int], scope: cst.CSTNode) -> cst.CSTNode | None:
+    """The no-grad region that holds ``call``, if any."""
+    if not regions:
+        return None
+    for a in ctx.ancestors(call):
+        if id(a) in regions:
+            return a
+        if a is scope:
+            return None
+    return None
 
 
-def _set_to_train_inside(ctx: FileContext, regions: list[cst.CSTNode], call: cst.Call, name: str) -> bool:
-    for region in regions:
-        if ctx.contains(region, call):
-            return any(method_name(c) == "train" and dotted(receiver(c)) == name
-                       for c in ctx.inside(region, cst.Call, same_scope=False))
-    return False
+class _ScopeLoads:
+    """Where each name first gets ``load_state_dict`` in a scope, and which names the scope trains."""
+
+    def __init__(self, ctx: FileContext, calls: list[cst.Call]) -> None:
+        self.first: dict[str, int] = {}
+        self.optimizer = False
+        self.trained: set[str] = set()
+        for c in calls:
+            target = dotted(receiver(c))
+            if method_name(c) == "load_state_dict" and target:
+                self.first.setdefault(target, ctx.pre(c))
+            elif method_name(c) == "train" and target:
+                self.trained.add(target)
+            if (ctx.callee(c) or "").startswith("torch.optim."):
+                self.optimizer = True
+
+    def after_load(self, ctx: FileContext, call: cst.Call, name: str) -> bool:
+        """The scope loads weights into ``name`` before this call and never trains it."""
+        first = self.first.get(name)
+        return first is not None and first < ctx.pre(call) and not self.optimizer and name not in self.trained
 
 
 def _innermost_loop(ctx: FileContext, node: cst.CSTNode) -> cst.CSTNode | None:
@@ -260,4 +299,9 @@ def _inside_training_iteration(ctx: FileContext, call: cst.Call) -> bool:
     """The call shares a loop iteration with a ``backward()``: part of the training step
     itself, not a separate evaluation pass (which would sit outside the batch loop)."""
     loop = _innermost_loop(ctx, call)
-    return loop is not None and any(_innermost_loop(ctx, b) is loop for b in backward_calls(ctx, loop))
+    if loop is None:
+        return False
+    known: dict[int, bool] = ctx.memo("training_iterations", dict)  # type: ignore[assignment]
+    if id(loop) not in known:
+        known[id(loop)] = any(_innermost_loop(ctx, b) is loop for b in backward_calls(ctx, loop))
+    return known[id(loop)]
