@@ -74,7 +74,7 @@ def infer(onnx_path: Path, specs: tuple[TensorSpec, ...]) -> dict[str, Implied]:
         if _is_mask(spec):
             implied[spec.name] = Implied("prefix_mask", 0, 2, "a padding mask")
         elif spec.dtype.startswith(("float", "bfloat")):
-            found = graph.affine_after(spec.name)
+            found = graph.affine_after(spec.tf_name)  # model.onnx's input names are the TF keys
             if found is not None:
                 implied[spec.name] = _from_affine(*found, spec)
             elif _is_image(spec):
@@ -112,7 +112,8 @@ def index_ranges(model: Any, specs: tuple[TensorSpec, ...]) -> dict[str, tuple[i
     """Integer input name -> ``(0, rows)`` for inputs whose values reach the indices of a Gather."""
     import onnx
 
-    integer_inputs = {s.name for s in specs if s.dtype.startswith(("int", "uint"))}
+    # model.onnx names its inputs by the TF signature's keys (tf_name); the ranges are keyed by name.
+    integer_inputs = {s.tf_name: s.name for s in specs if s.dtype.startswith(("int", "uint"))}
     if not integer_inputs:
         return {}
     graph = model.graph
@@ -139,7 +140,8 @@ def index_ranges(model: Any, specs: tuple[TensorSpec, ...]) -> dict[str, tuple[i
         if not table or not -len(table) <= axis < len(table) or not table[axis]:
             continue
         rows = int(table[axis])
-        for name in _upstream_inputs(node.input[1], producers, integer_inputs):
+        for onnx_name in _upstream_inputs(node.input[1], producers, set(integer_inputs)):
+            name = integer_inputs[onnx_name]
             low, high = ranges.get(name, (0, rows))
             ranges[name] = (low, min(high, rows))
     return ranges
