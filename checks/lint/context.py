@@ -12,7 +12,7 @@ import dataclasses
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar, Union
 
 import libcst as cst
 from libcst._position import CodePosition
@@ -21,6 +21,9 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from libcst.metadata.position_provider import NEWLINE_RE, PositionProvidingCodegenState
 
 from .finding import Edit, Finding, Fix
+
+if TYPE_CHECKING:
+    from .dataflow import Flow
 from .lines import split_lines
 
 N = TypeVar("N", bound=cst.CSTNode)
@@ -111,20 +114,23 @@ def receiver(call: cst.Call) -> cst.BaseExpression | None:
 
 @dataclass(frozen=True)
 class Binding:
-    """A name bound in a scope. ``value`` is None when we do not model what it holds."""
+    """A name bound in a scope. ``value`` is None when we do not model what it holds; a
+    ``cst.Param`` for parameters (see ``dataflow``); the ``cst.For`` for loop targets, with
+    ``index`` the path of the target in the unpacking, e.g. ``(1, 0)`` for ``x`` in
+    ``for i, (x, y) in ...``."""
 
     name: str
     value: cst.CSTNode | None
     time: int
-    index: int | None = None  # element of a tuple unpacking
+    index: int | tuple[int, ...] | None = None  # element of a tuple unpacking
 
 
 @dataclass(frozen=True)
 class Unpacked:
-    """A value reached through ``a, b = value``: element ``index`` of it."""
+    """A value reached through ``a, b = value``: element ``index`` of it (a path for loops)."""
 
     value: cst.CSTNode
-    index: int
+    index: int | tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -380,8 +386,21 @@ class FileContext:
             add(node.target, node, self.post(node))
         for node in self.nodes(cst.NamedExpr):
             add(node.target, node.value, self.post(node))
+        def add_loop_target(target: cst.CSTNode, loop: cst.For, path: tuple[int, ...]) -> None:
+            if isinstance(target, (cst.Tuple, cst.List)):
+                for i, element in enumerate(target.elements):
+                    if isinstance(element, cst.StarredElement):
+                        add(element.value, None, self.post(loop.target))
+                    else:
+                        add_loop_target(element.value, loop, (*path, i))
+            elif isinstance(target, cst.Name):
+                table[(id(self.scope(target)), target.value)].append(
+                    Binding(target.value, loop, self.post(loop.target), path))
+            else:
+                add(target, None, self.post(loop.target))
+
         for node in self.nodes(cst.For):
-            add(node.target, None, self.post(node.target))
+            add_loop_target(node.target, node, ())
         for node in self.nodes(cst.CompFor):
             add(node.target, None, self.post(node.target))
         for node in self.nodes(cst.WithItem):
@@ -393,7 +412,7 @@ class FileContext:
         for node in self.nodes(cst.Del):
             add(node.target, None, self.post(node))
         for node in self.nodes(cst.Param):
-            add(node.name, None, self.post(node), scope=self.scope(node))
+            add(node.name, node, self.post(node), scope=self.scope(node))
         for node in self.nodes(cst.FunctionDef) + self.nodes(cst.ClassDef):  # type: ignore[operator]
             add(node.name, None, self.post(node), scope=self.scope(node))
         for key in table:
@@ -467,6 +486,8 @@ class FileContext:
             return result
         if result is not None:
             return self.trace(result, step, depth + 1)
+        if isinstance(expr, cst.Param):
+            return self.agree([self.trace(a, step, depth + 1) for a in self.flow.arguments(expr) or [None]])
         if not isinstance(expr, (cst.Name, cst.Attribute)):
             return None
         name = dotted(expr)
@@ -484,9 +505,21 @@ class FileContext:
             if hit is None:
                 return None
             hits.append(hit)
-        if len({h.tag for h in hits}) != 1:
+        return self.agree(hits)
+
+    @staticmethod
+    def agree(hits: list[Hit | None]) -> Hit | None:
+        """The last hit when every candidate found one and all have the same tag."""
+        if not hits or any(h is None for h in hits) or len({h.tag for h in hits}) != 1:  # type: ignore[union-attr]
             return None
         return hits[-1]
+
+    @property
+    def flow(self) -> "Flow":
+        """Call edges, arguments, returns and data loaders of this file (``dataflow``)."""
+        from .dataflow import Flow
+
+        return self.memo("flow", lambda: Flow(self))  # type: ignore[return-value]
 
     def constructor(self, expr: cst.CSTNode | None, depth: int = 0) -> cst.Call | None:
         """The call that built the object ``expr`` refers to, through names, ``self.x``,
@@ -497,6 +530,14 @@ class FileContext:
             if method_name(expr) in OBJECT_CHAIN:
                 return self.constructor(receiver(expr), depth + 1)
             return expr
+        if isinstance(expr, cst.Param):
+            given = self.flow.arguments(expr)
+            if not given:
+                return None
+            calls = [self.constructor(a, depth + 1) for a in given]
+            if any(c is None for c in calls) or len({self.callee(c) for c in calls}) != 1:  # type: ignore[arg-type]
+                return None
+            return calls[-1]
         if isinstance(expr, (cst.Name, cst.Attribute)):
             name = dotted(expr)
             found = self.bindings(name, expr) if name else []

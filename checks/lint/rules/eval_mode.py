@@ -45,17 +45,19 @@ def _regions(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
     return [w.body for w in ctx.inside(scope, cst.With) if any(_is_no_grad(ctx, i.item) for i in w.items)]
 
 
-def _eval_targets(ctx: FileContext, within: cst.CSTNode) -> set[str]:
-    """Names put in eval mode inside ``within``: ``m.eval()``, ``m.train(False)``, ``m = Net().eval()``."""
-    known: dict[int, set[str]] = ctx.memo("eval_targets", dict)  # type: ignore[assignment]
-    if id(within) not in known:
-        known[id(within)] = _find_eval_targets(ctx, within)
-    return known[id(within)]
+def _eval_targets(ctx: FileContext, within: cst.CSTNode, same_scope: bool = False) -> set[str]:
+    """Names put in eval mode inside ``within`` (and nested functions unless ``same_scope``):
+    ``m.eval()``, ``m.train(False)``, ``m = Net().eval()``."""
+    known: dict[tuple[int, bool], set[str]] = ctx.memo("eval_targets", dict)  # type: ignore[assignment]
+    key = (id(within), same_scope)
+    if key not in known:
+        known[key] = _find_eval_targets(ctx, within, same_scope)
+    return known[key]
 
 
-def _find_eval_targets(ctx: FileContext, within: cst.CSTNode) -> set[str]:
+def _find_eval_targets(ctx: FileContext, within: cst.CSTNode, same_scope: bool) -> set[str]:
     names = set()
-    for call in ctx.inside(within, cst.Call, same_scope=False):
+    for call in ctx.inside(within, cst.Call, same_scope=same_scope):
         name = method_name(call)
         if name == "train":
             flag = arg(call, 0, "mode")
@@ -174,13 +176,17 @@ def _parameters(func: cst.FunctionDef) -> list[str]:
 
 def _put_in_eval(ctx: FileContext, scope: cst.CSTNode, name: str, depth: int = 0) -> bool:
     """Whether the file puts ``name`` (as seen from ``scope``) in eval mode where it counts:
-    the class for ``self.x``, the function for locals, a caller for parameters, anywhere
-    for globals."""
+    the class for ``self.x``; for a local, the function or a helper of the file it is passed
+    to; for a parameter, a caller in the file; for a global, the module's own statements,
+    a helper it is passed to, or a function that uses the global."""
     if name.startswith("self."):
         cls = scope if isinstance(scope, cst.ClassDef) else ctx.enclosing_class(scope)
         return name in _eval_targets(ctx, cls or ctx.module)
-    if name in _eval_targets(ctx, scope):
+    module = isinstance(scope, cst.Module)
+    if name in _eval_targets(ctx, scope, same_scope=module) or _helper_puts_in_eval(ctx, scope, name, depth):
         return True
+    if module:
+        return _global_put_in_eval(ctx, name)
     if not isinstance(scope, cst.FunctionDef):
         return False
     head = name.split(".")[0]
@@ -189,7 +195,37 @@ def _put_in_eval(ctx: FileContext, scope: cst.CSTNode, name: str, depth: int = 0
         return depth < 3 and _callers_put_in_eval(ctx, scope, params.index(head), head, name, depth)
     if ctx.binds(scope, head):
         return False
-    return name in _eval_targets(ctx, ctx.module)
+    return _put_in_eval(ctx, ctx.module, name, depth + 1)
+
+
+def _helper_puts_in_eval(ctx: FileContext, scope: cst.CSTNode, name: str, depth: int) -> bool:
+    """``scope`` passes ``name`` to a function of this file that puts that parameter in eval mode."""
+    if depth >= 3:
+        return False
+    for call in ctx.inside(scope, cst.Call):
+        callee = dotted(call.func) or ""
+        funcs = ctx.flow.functions(callee.rsplit(".", 1)[-1])
+        if len(funcs) != 1 or call not in ctx.flow.call_sites(funcs[0]):
+            continue
+        func = funcs[0]
+        positional = [*func.params.posonly_params, *func.params.params]
+        if ctx.flow.method_class(func) is not None:
+            positional = positional[1:]
+        for i, given in enumerate(a for a in call.args if a.keyword is None and not a.star):
+            if dotted(given.value) == name and i < len(positional) \
+                    and positional[i].name.value in _eval_targets(ctx, func):
+                return True
+        for given in call.args:
+            if given.keyword is not None and dotted(given.value) == name \
+                    and given.keyword.value in _eval_targets(ctx, func):
+                return True
+    return False
+
+
+def _global_put_in_eval(ctx: FileContext, name: str) -> bool:
+    """A function of the file that does not bind ``name`` itself puts the global in eval mode."""
+    head = name.split(".")[0]
+    return any(not ctx.binds(func, head) and name in _eval_targets(ctx, func) for func in ctx.nodes(cst.FunctionDef))
 
 
 def _callers_put_in_eval(ctx: FileContext, func: cst.FunctionDef, index: int, param: str, name: str,

@@ -83,6 +83,10 @@ def _plain_subscript(node: cst.Subscript) -> bool:
 
 def _channels_last_step(ctx: FileContext):
     def step(expr: object) -> Hit | cst.CSTNode | None:
+        if isinstance(expr, Unpacked):  # for images, labels in DataLoader(LocalDataset(...))
+            if isinstance(expr.value, cst.For) and isinstance(expr.index, tuple):
+                return ctx.flow.batch_element(expr.value, expr.index)
+            return None
         if isinstance(expr, cst.AugAssign):
             return expr.target
         if isinstance(expr, cst.BinaryOperation):

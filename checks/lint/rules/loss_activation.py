@@ -11,7 +11,8 @@ from typing import Iterator
 
 import libcst as cst
 
-from ..context import FileContext, Hit, Unpacked, arg, has_arg, method_name, positional_count, receiver
+from ..context import (FileContext, Hit, Unpacked, arg, has_arg, method_name, number, positional_count, receiver,
+                       string)
 from ..finding import Finding, Fix
 from ..rule import rule, shared_analysis
 
@@ -78,11 +79,18 @@ class _Tracer:
 
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
-        self.forward_cache: dict[int, Hit | None] = {}
+        self.forward_cache: dict[tuple[int, int | str | None], Hit | None] = {}
 
     def step(self, expr: object) -> Hit | cst.CSTNode | None:
         ctx = self.ctx
-        if isinstance(expr, Unpacked) or not isinstance(expr, cst.Call):
+        if isinstance(expr, Unpacked):  # probs, features = model(x)
+            if isinstance(expr.value, cst.Call) and isinstance(expr.index, int):
+                return self.model_output(expr.value, expr.index)
+            return None
+        if isinstance(expr, cst.Subscript) and isinstance(expr.value, cst.Call):  # model(x)[0], model(x)["probs"]
+            key = _literal_key(expr)
+            return self.model_output(expr.value, key) if key is not None else None
+        if not isinstance(expr, cst.Call):
             return None
         kind = activation(ctx, expr)
         if kind is not None:
@@ -91,15 +99,17 @@ class _Tracer:
             return receiver(expr)
         return self.model_output(expr)
 
-    def model_output(self, call: cst.Call) -> Hit | None:
-        """A call of a model whose output is an activation: a local class whose forward
-        returns one, or an ``nn.Sequential`` that ends with an activation module."""
+    def model_output(self, call: cst.Call, index: int | str | None = None) -> Hit | None:
+        """A call of a model whose output (or element ``index`` of it) is an activation: a
+        local class whose forward returns one, or an ``nn.Sequential`` that ends with one."""
         ctx = self.ctx
         built = ctx.constructor(call.func)
         if built is None:
             return None
         qual = ctx.callee(built) or ""
         if qual == "torch.nn.Sequential":
+            if index is not None:
+                return None
             layers = [a.value for a in built.args if a.keyword is None and not a.star]
             if layers and isinstance(layers[-1], cst.Call):
                 cls = _module_class(ctx, layers[-1])
@@ -109,22 +119,32 @@ class _Tracer:
         cls_node = ctx.classes.get(qual)
         if cls_node is None:
             return None
-        key = id(cls_node)
+        key = (id(cls_node), index)
         if key not in self.forward_cache:
             self.forward_cache[key] = None  # guards recursion
-            self.forward_cache[key] = self._forward_hit(cls_node)
+            self.forward_cache[key] = self._forward_hit(cls_node, index)
         return self.forward_cache[key]
 
-    def _forward_hit(self, cls_node: cst.ClassDef) -> Hit | None:
+    def _forward_hit(self, cls_node: cst.ClassDef, index: int | str | None) -> Hit | None:
         ctx = self.ctx
-        forward = next((f for f in ctx.inside(cls_node, cst.FunctionDef) if f.name.value == "forward"), None)
+        forward = ctx.flow.method(cls_node, "forward")
         if forward is None:
             return None
-        returns = [r for r in ctx.inside(forward, cst.Return) if r.value is not None]
-        hits = [ctx.trace(r.value, self.step) for r in returns]
-        if not hits or any(h is None for h in hits) or len({h.tag for h in hits}) != 1:  # type: ignore[union-attr]
+        elements = [ctx.flow.element(r, index) for r in ctx.flow.returns(forward)]
+        if any(e is None for e in elements):
             return None
-        return hits[-1]
+        return ctx.agree([ctx.trace(e, self.step) for e in elements])
+
+
+def _literal_key(node: cst.Subscript) -> int | str | None:
+    """The constant in ``x[0]`` or ``x["probs"]``, else None."""
+    if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
+        return None
+    value = node.slice[0].slice.value
+    found = number(value)
+    if found is not None and found == int(found):
+        return int(found)
+    return string(value)
 
 
 def _loss_input(ctx: FileContext, call: cst.Call) -> tuple[Loss, str, cst.BaseExpression] | None:
