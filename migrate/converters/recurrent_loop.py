@@ -303,7 +303,7 @@ class RecurrentLoop(nn.Module, OnnxToTorchModule):
         h_r, h_z = F.linear(h, self.weight_hh_rz, self.bias_hh_rz).chunk(2, -1)
         r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
         h_new = (1 - z) * torch.tanh(x_n + F.linear(r * h, self.weight_hh_n, self.bias_hh_n)) + z * h
-        return h_new, h_new.clone()
+        return h_new + 0, h_new * 1  # fresh tensors: see rnn_scan.py
 
     def forward(self, seq: torch.Tensor, *args: torch.Tensor) -> Any:
         mask = args[0] if self.masked else None

@@ -6,6 +6,9 @@ over the time steps, which specialises the length to the example's. The recurren
 therefore call the native kernels when run eagerly and, when traced, this module: the input
 projection of every step in one matmul, then the recurrent step as a ``scan``, which export keeps
 as one higher-order op with the time dim dynamic. Same equations, torch gate order.
+
+Each step returns carries and outputs as fresh tensors (``+ 0``, ``* 1``): Inductor refuses a
+scan whose carry and output are the same tensor, or a ``clone`` ("might be aliasing").
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ def _lstm_step(w_hh: torch.Tensor, b_hh: torch.Tensor):
         i, f, g, o = (xp + F.linear(h, w_hh, b_hh)).chunk(4, -1)
         c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h_new = torch.sigmoid(o) * torch.tanh(c_new)
-        return (h_new, c_new), h_new.clone()
+        return (h_new + 0, c_new + 0), h_new * 1
     return step
 
 
@@ -30,14 +33,14 @@ def _gru_step(w_hh: torch.Tensor, b_hh: torch.Tensor):
         h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, -1)
         r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
         h_new = (1 - z) * torch.tanh(x_n + r * h_n) + z * h
-        return h_new, h_new.clone()
+        return h_new + 0, h_new * 1
     return step
 
 
 def _rnn_step(w_hh: torch.Tensor, b_hh: torch.Tensor, act):
     def step(h: torch.Tensor, xp: torch.Tensor):
         h_new = act(xp + F.linear(h, w_hh, b_hh))
-        return h_new, h_new.clone()
+        return h_new + 0, h_new * 1
     return step
 
 
