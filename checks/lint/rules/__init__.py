@@ -1,2 +1,2 @@
 """Rule modules; importing them registers their rules (see ``registry``)."""
-from . import eval_mode, keras_defaults, layout, loss_activation, training_loop  # noqa: F401
+from . import checkpoints, eval_mode, keras_defaults, layout, loss_activation, training_loop  # noqa: F401

@@ -13,7 +13,7 @@ from typing import Iterator
 import libcst as cst
 
 from ..context import OBJECT_CHAIN, FileContext, arg, dotted, method_name, number, receiver
-from ..finding import Finding
+from ..finding import Edit, Finding, Fix
 from ..rule import rule
 from .training_loop import backward_calls
 
@@ -341,3 +341,42 @@ def _inside_training_iteration(ctx: FileContext, call: cst.Call) -> bool:
     if id(loop) not in known:
         known[id(loop)] = any(_innermost_loop(ctx, b) is loop for b in backward_calls(ctx, loop))
     return known[id(loop)]
+
+
+# Functional dropouts: the mode flag is an argument, and its default ignores module.eval().
+_FUNCTIONAL_DROPOUT = {
+    "torch.nn.functional.dropout": True, "torch.nn.functional.dropout1d": True,
+    "torch.nn.functional.dropout2d": True, "torch.nn.functional.dropout3d": True,
+    "torch.nn.functional.alpha_dropout": False, "torch.nn.functional.feature_alpha_dropout": False,
+}
+
+
+@rule("TTL502", "functional-dropout-without-training",
+      "F.dropout (and dropout2d, alpha_dropout, ...) in a module without training=self.training.",
+      triggers=("dropout",), fixable=True)
+def functional_dropout_without_training(ctx: FileContext) -> Iterator[Finding]:
+    for call in ctx.nodes(cst.Call):
+        qual = ctx.callee(call)
+        if qual not in _FUNCTIONAL_DROPOUT or any(a.star for a in call.args) or arg(call, 2, "training") is not None:
+            continue
+        method = ctx.scope(call)
+        cls = ctx.scope(method) if isinstance(method, cst.FunctionDef) else None
+        if not isinstance(cls, cst.ClassDef) or not _module_class(ctx, cls):
+            continue
+        params = _parameters(method)  # type: ignore[arg-type]
+        if not params or params[0] != "self":
+            continue
+        name = qual.rsplit(".", 1)[-1]  # type: ignore[union-attr]
+        effect = ("stays on after model.eval(), so inference is random" if _FUNCTIONAL_DROPOUT[qual]  # type: ignore[index]
+                  else "is never applied, not even in training")
+        end = ctx.position(call.args[-1].value).end if call.args else None
+        fix = None
+        if end is not None:
+            edit = Edit(", training=self.training", end.line, end.column + 1, end.line, end.column + 1)
+            fix = Fix("Pass training=self.training", (edit,))
+        yield ctx.report(
+            "TTL502", call,
+            f"F.{name} without training= {effect}: unlike nn.Dropout it does not follow train()/eval(); "
+            f"pass training=self.training",
+            fix,
+        )

@@ -13,7 +13,7 @@ import libcst as cst
 
 from ..context import (FileContext, Hit, Unpacked, arg, has_arg, method_name, number, positional_count, receiver,
                        string)
-from ..finding import Finding, Fix
+from ..finding import Edit, Finding, Fix
 from ..rule import rule, shared_analysis
 
 _FUNCTIONS = {
@@ -45,6 +45,9 @@ LOSSES = (
          "{loss} applies sigmoid itself, so this sigmoid is applied twice; pass the logits"),
     Loss("TTL203", "torch.nn.functional.nll_loss", "NLLLoss", "softmax",
          "{loss} expects log-probabilities but gets softmax output; use log_softmax"),
+    Loss("TTL205", "torch.nn.functional.binary_cross_entropy", "BCELoss", "sigmoid",
+         "sigmoid followed by {loss} is numerically unstable (log of a saturated sigmoid, gradients "
+         "vanish); pass the logits to BCEWithLogitsLoss instead"),
 )
 
 
@@ -179,15 +182,45 @@ def _findings(ctx: FileContext) -> list[Finding]:
         applied_here = isinstance(hit.origin, cst.Call) and activation(ctx, hit.origin) is not None \
             and ctx.scope(hit.origin) is ctx.scope(call)
         if not applied_here:  # a model's forward or an nn.Sequential ends with it
-            message = (f"the model's output ends in {hit.tag} but is trained with {label}, which applies it "
-                       f"again; return logits and apply {hit.tag} only for predictions")
+            if loss.code == "TTL205":
+                if _in_sequential(ctx, hit.origin):
+                    continue  # DCGAN's discriminator: the official examples accept this trade-off
+                message = (f"the model's output ends in sigmoid and is trained with {label}, which is "
+                           f"numerically unstable; return the logits and use nn.BCEWithLogitsLoss")
+            else:
+                message = (f"the model's output ends in {hit.tag} but is trained with {label}, which applies "
+                           f"it again; return logits and apply {hit.tag} only for predictions")
             out.append(ctx.report(loss.code, hit.origin, message))
             continue
-        out.append(ctx.report(loss.code, hit.origin, message, _fix(ctx, loss, value, hit.origin)))
+        out.append(ctx.report(loss.code, hit.origin, message, _fix(ctx, loss, value, hit.origin, call)))
     return out
 
 
-def _fix(ctx: FileContext, loss: Loss, value: cst.BaseExpression, origin: cst.CSTNode) -> Fix | None:
+def _in_sequential(ctx: FileContext, node: cst.CSTNode) -> bool:
+    arg_node = ctx.parent(node)
+    holder = ctx.parent(arg_node) if isinstance(arg_node, cst.Arg) else None
+    return isinstance(holder, cst.Call) and ctx.callee(holder) == "torch.nn.Sequential"
+
+
+def _with_logits(ctx: FileContext, call: cst.Call) -> Edit | None:
+    """The edit that turns this BCE loss call into its WithLogits form, when nothing else uses
+    that loss object: ``F.binary_cross_entropy`` by name, or an ``nn.BCELoss(...)`` built
+    inline or bound to a name whose only use is this call."""
+    func = call.func
+    if isinstance(func, cst.Attribute) and func.attr.value == "binary_cross_entropy":
+        return ctx.replace(func.attr, "binary_cross_entropy_with_logits")
+    built = ctx.constructor(func)
+    if built is None or not (isinstance(built.func, cst.Attribute) and built.func.attr.value == "BCELoss"):
+        return None
+    if built is not func:
+        found = ctx.bindings(func.value, func) if isinstance(func, cst.Name) else []
+        if len(found) != 1 or found[0].value is not built or len(ctx.loads(func.value, ctx.scope(built))) != 1:
+            return None
+    return ctx.replace(built.func.attr, "BCEWithLogitsLoss")
+
+
+def _fix(ctx: FileContext, loss: Loss, value: cst.BaseExpression, origin: cst.CSTNode, call: cst.Call
+         ) -> Fix | None:
     """Edit the activation only where nothing else can see it: it is the loss argument
     itself, or it is assigned to a name whose only use is the loss argument."""
     if not isinstance(origin, cst.Call):
@@ -204,7 +237,11 @@ def _fix(ctx: FileContext, loss: Loss, value: cst.BaseExpression, origin: cst.CS
         if source is None or (isinstance(source, cst.Name) and isinstance(value, cst.Name)
                               and source.value == value.value):
             return None
-        return Fix(f"Remove the {loss.bad}", (ctx.replace(origin, ctx.code(source)),))
+        removal = ctx.replace(origin, ctx.code(source))
+        if loss.code == "TTL205":
+            logits = _with_logits(ctx, call)
+            return Fix("Remove the sigmoid and use the WithLogits loss", (removal, logits)) if logits else None
+        return Fix(f"Remove the {loss.bad}", (removal,))
     # TTL203: softmax -> log_softmax, keeping the spelling of the call.
     func = origin.func
     if isinstance(func, cst.Attribute) and func.attr.value == "softmax":
@@ -223,6 +260,9 @@ rule("TTL201", "softmax-before-cross-entropy",
 rule("TTL202", "sigmoid-before-bce-with-logits",
      "Sigmoid output reaches BCEWithLogitsLoss, which applies sigmoid itself.",
      triggers=("igmoid|expit", "[Ww]ith_?[Ll]ogits"), fixable=True)(_by_code("TTL202"))
+rule("TTL205", "sigmoid-before-bce-loss",
+     "Sigmoid output reaches BCELoss: numerically unstable; use BCEWithLogitsLoss on the logits.",
+     triggers=("igmoid|expit", "binary_cross_entropy|BCELoss"), fixable=True)(_by_code("TTL205"))
 rule("TTL203", "softmax-before-nll-loss",
      "Softmax output (not log_softmax) reaches NLLLoss, which expects log-probabilities.",
      triggers=("oftmax", "nll_loss|NLLLoss"), fixable=True)(_by_code("TTL203"))

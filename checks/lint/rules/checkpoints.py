@@ -1,0 +1,39 @@
+"""Loading checkpoints: ``torch.load`` unpickles, so it can run code from the file.
+
+Migrations pull checkpoints from model zoos, release pages and colleagues' buckets.
+``torch.load`` without ``weights_only=True`` (the default only since torch 2.6) runs any
+code a crafted pickle carries; ``weights_only=True`` loads tensors and plain containers only.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from ..context import FileContext, arg
+from ..finding import Finding
+from ..rule import rule
+
+_LOADS = {"torch.load", "torch.serialization.load"}
+
+
+@rule("TTL601", "torch-load-without-weights-only",
+      "torch.load without weights_only=True unpickles the file and can run code from it.",
+      triggers=(r"\bload\(", "torch"))
+def torch_load_without_weights_only(ctx: FileContext) -> Iterator[Finding]:
+    for call in ctx.nodes(cst.Call):
+        if ctx.callee(call) not in _LOADS:
+            continue
+        flag = arg(call, 3, "weights_only")
+        if flag is None and any(a.star == "**" for a in call.args):
+            continue  # given through **kwargs, maybe
+        if isinstance(flag, cst.Name) and flag.value == "True":
+            continue
+        if flag is not None and not (isinstance(flag, cst.Name) and flag.value == "False"):
+            continue  # a variable: the caller decides
+        said = "weights_only=False" if flag is not None else "no weights_only"
+        yield ctx.report(
+            "TTL601", call,
+            f"torch.load with {said} unpickles the file and runs any code a crafted checkpoint carries "
+            f"(weights_only=True is the default only since torch 2.6); pass weights_only=True",
+        )
