@@ -15,7 +15,7 @@ import libcst as cst
 from ..context import OBJECT_CHAIN, FileContext, arg, dotted, method_name, number, receiver
 from ..finding import Edit, Finding, Fix
 from ..rule import rule
-from .training_loop import backward_calls
+from .training_loop import backward_calls, optimizer_steps
 
 _NO_GRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.inference_mode",
             "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"}
@@ -380,3 +380,117 @@ def functional_dropout_without_training(ctx: FileContext) -> Iterator[Finding]:
             f"pass training=self.training",
             fix,
         )
+
+
+def _sets_train(call: cst.Call) -> bool:
+    """``m.train()``, ``m.train(True)``, ``m.train(phase == "train")``: anything but a literal False."""
+    flag = arg(call, 0, "mode")
+    return method_name(call) == "train" and not (isinstance(flag, cst.Name) and flag.value == "False")
+
+
+def _local_callee(ctx: FileContext, call: cst.Call) -> cst.FunctionDef | None:
+    callee = dotted(call.func)
+    funcs = ctx.flow.functions(callee.rsplit(".", 1)[-1]) if callee else []
+    return funcs[0] if len(funcs) == 1 and any(c is call for c in ctx.flow.call_sites(funcs[0])) else None
+
+
+def _passed(ctx: FileContext, call: cst.Call, func: cst.FunctionDef) -> list[tuple[str, str]]:
+    """(argument name in the caller, parameter name in ``func``) for plain names passed."""
+    positional = [*func.params.posonly_params, *func.params.params]
+    if ctx.flow.method_class(func) is not None:
+        positional = positional[1:]
+    out = []
+    plain = [a for a in call.args if a.keyword is None and not a.star]
+    for given, param in zip(plain, positional):
+        if dotted(given.value):
+            out.append((dotted(given.value), param.name.value))  # type: ignore[arg-type]
+    for given in call.args:
+        if given.keyword is not None and dotted(given.value):
+            out.append((dotted(given.value), given.keyword.value))  # type: ignore[arg-type]
+    return out
+
+
+def _function_facts(ctx: FileContext, func: cst.FunctionDef) -> tuple[bool, set[str], bool]:
+    """Whether ``func`` runs training steps, the names it calls, whether it calls ``.train()`` on anything."""
+    known: dict[int, tuple[bool, set[str], bool]] = ctx.memo("function_facts", dict)  # type: ignore[assignment]
+    if id(func) not in known:
+        calls = ctx.inside(func, cst.Call, same_scope=False)
+        trains = bool(backward_calls(ctx, func)) and bool(optimizer_steps(ctx, func))
+        known[id(func)] = (trains, {dotted(c.func) for c in calls if dotted(c.func)},  # type: ignore[misc]
+                           any(_sets_train(c) for c in calls))
+    return known[id(func)]
+
+
+def _optimized_names(ctx: FileContext) -> set[str]:
+    """Names whose ``.parameters()`` go into a ``torch.optim`` optimizer somewhere in the file."""
+    names = set()
+    for call in ctx.nodes(cst.Call):
+        if (ctx.callee(call) or "").startswith("torch.optim.") and call.args:
+            for c in ctx.inside(call.args[0], cst.Call, same_scope=False) + (
+                    [call.args[0].value] if isinstance(call.args[0].value, cst.Call) else []):
+                if isinstance(c, cst.Call) and method_name(c) in ("parameters", "named_parameters"):
+                    names.add((dotted(receiver(c)) or "").rsplit(".", 1)[-1])
+    return names
+
+
+@rule("TTL503", "eval-without-train-in-loop",
+      "A training loop puts the model in eval mode (e.g. to validate) and never back in train mode.",
+      triggers=(r"\.eval\(|\.train\(\s*(mode\s*=\s*)?False", "backward"))
+def eval_without_train_in_loop(ctx: FileContext) -> Iterator[Finding]:
+    optimized = _optimized_names(ctx)
+    reported: set[int] = set()
+    for loop in ctx.nodes(cst.For) + ctx.nodes(cst.While):  # type: ignore[operator]
+        calls = ctx.inside(loop, cst.Call)
+        if any(_sets_train(c) for c in calls):
+            continue
+        helpers = [(c, f) for c in calls if (f := _local_callee(ctx, c)) is not None]
+        if any(_function_facts(ctx, f)[2] for _, f in helpers):
+            continue  # a helper sets train mode (on something: stay on the safe side)
+        trained = _trained_in_loop(ctx, loop, calls, helpers)
+        if optimized:
+            trained = {n for n in trained if n.rsplit(".", 1)[-1] in optimized}
+        for node, name in _evals_in_loop(ctx, calls, helpers):
+            if name not in trained or id(node) in reported:
+                continue
+            reported.add(id(node))
+            yield ctx.report(
+                "TTL503", node,
+                f"`{name}` is put in eval mode in this training loop and never back in train mode, so from the "
+                f"second iteration on it trains with dropout off and frozen batch-norm statistics; call "
+                f"{name}.train() before each training pass",
+            )
+
+
+def _trained_in_loop(ctx: FileContext, loop: cst.CSTNode, calls: list[cst.Call],
+                     helpers: list[tuple[cst.Call, cst.FunctionDef]]) -> set[str]:
+    """Models the loop trains: called in an iteration with ``backward()`` and an optimizer step
+    outside no-grad blocks, or passed to a helper of the file that trains the parameter it calls."""
+    names: set[str] = set()
+    if backward_calls(ctx, loop) and optimizer_steps(ctx, loop):
+        scope = ctx.scope(loop)
+        regions = {id(r) for r in _regions(ctx, scope)}
+        for c in calls:
+            name = dotted(c.func)
+            if name and _inside_training_iteration(ctx, c) and _region_of(ctx, c, regions, scope) is None:
+                names.add(name)
+    for call, func in helpers:
+        trains, called, _ = _function_facts(ctx, func)
+        if trains:
+            names.update(given for given, param in _passed(ctx, call, func) if param in called)
+    return names
+
+
+def _evals_in_loop(ctx: FileContext, calls: list[cst.Call], helpers: list[tuple[cst.Call, cst.FunctionDef]]
+                   ) -> list[tuple[cst.CSTNode, str]]:
+    out: list[tuple[cst.CSTNode, str]] = []
+    for c in calls:
+        name = method_name(c)
+        flag = arg(c, 0, "mode")
+        if name == "eval" or (name == "train" and isinstance(flag, cst.Name) and flag.value == "False"):
+            target = dotted(receiver(c))
+            if target:
+                out.append((c, target))
+    for call, func in helpers:
+        targets = _eval_targets(ctx, func)
+        out.extend((call, given) for given, param in _passed(ctx, call, func) if param in targets)
+    return out

@@ -141,3 +141,39 @@ def same_padding_with_stride(ctx: FileContext) -> Iterator[Finding]:
             "padding='same' is not supported with stride > 1 (torch raises); compute Keras' asymmetric "
             "padding with F.pad and use padding=0",
         )
+
+
+# torch optimizer -> [(torch argument, its positional index, torch default, Keras name, Keras default)]
+_OPTIMIZER_DEFAULTS = {
+    "torch.optim.Adam": [("eps", 3, "1e-8", "epsilon", "1e-7")],
+    "torch.optim.Adamax": [("eps", 3, "1e-8", "epsilon", "1e-7")],
+    "torch.optim.NAdam": [("eps", 3, "1e-8", "epsilon", "1e-7")],
+    "torch.optim.AdamW": [("eps", 3, "1e-8", "epsilon", "1e-7"), ("weight_decay", 4, "0.01", "weight_decay", "0.004")],
+    "torch.optim.RMSprop": [("alpha", 2, "0.99", "rho", "0.9"), ("eps", 3, "1e-8", "epsilon", "1e-7")],
+    "torch.optim.Adagrad": [("initial_accumulator_value", 4, "0", "initial_accumulator_value", "0.1"),
+                            ("eps", 5, "1e-10", "epsilon", "1e-7")],
+    "torch.optim.Adadelta": [("lr", 1, "1.0", "learning_rate", "0.001"), ("rho", 2, "0.9", "rho", "0.95"),
+                             ("eps", 3, "1e-6", "epsilon", "1e-7")],
+}
+
+
+@rule("TTL304", "keras-optimizer-defaults",
+      "In a Keras port, a torch optimizer left at defaults that differ from Keras' (eps, RMSprop rho/alpha).",
+      triggers=("Adam|RMSprop|Adagrad|Adadelta", r"tensorflow|keras|h5py|\.h5|\.hdf5"), severity="info")
+def keras_optimizer_defaults(ctx: FileContext) -> Iterator[Finding]:
+    if not ports_keras(ctx):
+        return
+    for call in ctx.nodes(cst.Call):
+        qual = ctx.callee(call)
+        if qual not in _OPTIMIZER_DEFAULTS or any(a.star for a in call.args):
+            continue
+        missing = [entry for entry in _OPTIMIZER_DEFAULTS[qual] if not has_arg(call, entry[1], entry[0])]  # type: ignore[index]
+        if not missing:
+            continue
+        name = qual.rsplit(".", 1)[-1]  # type: ignore[union-attr]
+        differences = ", ".join(f"{k}={kv} where torch uses {t}={tv}" for t, _, tv, k, kv in missing)
+        hint = ", ".join(f"{t}={kv}" for t, _, _, _, kv in missing)
+        yield ctx.report(
+            "TTL304", call,
+            f"info: Keras' {name} defaults to {differences}; to train as the Keras original did, pass {hint}",
+        )
