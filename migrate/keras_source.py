@@ -59,14 +59,24 @@ def load(source: Path, custom_objects: list[dict[str, Any]], first_line: Callabl
 
 
 def _signature(model: Any) -> list[Any]:
-    """The model's positional call arguments as Keras InputSpecs (nested for multi-input models)."""
-    from keras.src.export.export_utils import get_input_signature
+    """The model's positional call arguments as Keras InputSpecs (nested for multi-input models).
 
-    return list(get_input_signature(model))
+    A subclassed model loaded from a file is built but has never been called, which Keras's own
+    check refuses; its build shapes give the same signature.
+    """
+    from keras.src.export import export_utils
+
+    try:
+        return list(export_utils.get_input_signature(model))
+    except ValueError:
+        inferred = export_utils._infer_input_signature_from_model(model)
+        if not inferred:
+            raise
+        return list(inferred)
 
 
 def input_names(model: Any) -> list[str]:
-    """One readable name per flattened input: dict keys, else the Input layers' names, else ``input_N``."""
+    """One readable name per flattened input: dict keys, else the Input layers' names, else ``inputs_N``."""
     from keras import tree
 
     flat = tree.flatten(_signature(model))
@@ -78,7 +88,7 @@ def input_names(model: Any) -> list[str]:
     names = [getattr(op, "name", None) for op in names]
     if len(names) == len(flat) and all(names) and len(set(names)) == len(names):
         return names
-    return ["input"] if len(flat) == 1 else [f"input_{i}" for i in range(len(flat))]
+    return ["inputs"] if len(flat) == 1 else [f"inputs_{i}" for i in range(len(flat))]  # not the builtin input
 
 
 def _call(model: Any, flat: list[Any]) -> Any:

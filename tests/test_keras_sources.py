@@ -133,6 +133,17 @@ def test_custom_objects_api_module_attr(fixture_model, tmp_path):
     assert result.manifest["inputs"][0]["name"] == "readings"
 
 
+def test_subclassed_model_converts_with_custom_objects(fixture_model, tmp_path):
+    """A subclassed Keras model (BatchNorm + Dropout) loaded from a file: built, never called, inference mode."""
+    source = fixture_model("keras_custom_layer") / "sensor_net.keras"
+    result = migrate.convert(source, tmp_path / "out", custom_objects=str(CUSTOM_MODULE))
+    assert [s["name"] for s in result.manifest["inputs"]] == ["inputs"] and result.manifest["warnings"] == []
+    for batch in (1, 4):
+        feeds = {"inputs": np.random.default_rng(batch).standard_normal((batch, 5)).astype("float32")}
+        (expected,) = tf_predict(source, [feeds], custom_objects=str(CUSTOM_MODULE))
+        assert_close(run_module(result.module, result.manifest, feeds), expected["output_0"], what=f"batch {batch}")
+
+
 def test_custom_objects_specs_are_checked_before_any_work(tmp_path):
     module = tmp_path / "layers.py"
     module.write_text("X = 1\n")
