@@ -17,12 +17,12 @@ import pytest
 from migrate.onnx2torch_compat import onnx2torch
 
 onnx2torch()
-import torch  # noqa: E402
-from torch.export import Dim  # noqa: E402
+import torch
+from torch.export import Dim
 
-from migrate.converters.control_flow import OnnxLoop  # noqa: E402
-from migrate.converters.recurrent_loop import RecurrentLoop  # noqa: E402
-from migrate.to_torch import onnx_to_torch, prepare  # noqa: E402
+from migrate.converters.control_flow import OnnxLoop
+from migrate.converters.recurrent_loop import RecurrentLoop
+from migrate.to_torch import onnx_to_torch, prepare
 
 #: fixture -> (recurrent Loop kinds it must convert to, whether its input is masked by zeros)
 FIXTURES = {
@@ -117,3 +117,63 @@ def test_static_length_graph_does_not_grow_with_the_length(fixture_model, tmp_pa
         assert _recurrent_kinds(gm) == sorted(FIXTURES[name][0])
         sizes[length] = len(gm.graph.nodes)
     assert sizes[8] == sizes[64]
+
+
+def _keras_reference(kind: str, module: RecurrentLoop, x: torch.Tensor, mask: torch.Tensor, h0: torch.Tensor,
+                     c0: torch.Tensor, zero_masked: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keras's masked loop step by step with torch's own cells: a masked step keeps h and c and outputs
+    the previous output (or zeros)."""
+    hidden = h0.shape[-1]
+    if kind == "LSTM":
+        cell = torch.nn.LSTMCell(x.shape[-1], hidden)
+    elif kind == "GRU":
+        cell = torch.nn.GRUCell(x.shape[-1], hidden)
+    else:
+        cell = torch.nn.RNNCell(x.shape[-1], hidden, nonlinearity="tanh" if kind == "RNN_TANH" else "relu")
+    weight_ih = module.weight_ih[:, : x.shape[-1]]  # without the LSTM hold feature
+    cell.load_state_dict({"weight_ih": weight_ih, "weight_hh": module.weight_hh, "bias_ih": module.bias_ih,
+                          "bias_hh": module.bias_hh})
+    h, c, out, outs = h0, c0, torch.zeros_like(h0), []
+    for t in range(x.shape[0]):
+        keep = mask[t]
+        if kind == "LSTM":
+            h_new, c_new = cell(x[t], (h, c))
+            c = torch.where(keep, c_new, c)
+        else:
+            h_new = cell(x[t], h)
+        h = torch.where(keep, h_new, h)
+        out = torch.where(keep, h_new, torch.zeros_like(h_new) if zero_masked else out)
+        outs.append(out)
+    return torch.stack(outs), h, c
+
+
+@pytest.mark.parametrize("zero_masked", [False, True], ids=["previous-output", "zero-output"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"])
+def test_masked_steps_anywhere_match_keras_semantics(kind, zero_masked):
+    """Masks with gaps, leading masked steps and an all-masked entry; eager (kernels) and traced (scan)."""
+    gen = torch.Generator().manual_seed(0)
+    steps, batch, features, hidden = 6, 4, 3, 5
+    gates = {"LSTM": 4, "GRU": 3}.get(kind, 1)
+    weights = {"weight_ih": torch.randn(gates * hidden, features, generator=gen),
+               "weight_hh": torch.randn(gates * hidden, hidden, generator=gen),
+               "bias_ih": torch.randn(gates * hidden, generator=gen), "bias_hh": torch.randn(gates * hidden, generator=gen)}
+    roles = ["count", "out", "h"] + (["c"] if kind == "LSTM" else [])
+    module = RecurrentLoop(kind, hidden, weights, roles, 1, len(roles) + 1, masked=True, zero_masked=zero_masked)
+    x = torch.randn(steps, batch, features, generator=gen)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [0, 1, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0], [1, 0, 0, 1, 0, 1]],
+                        dtype=torch.bool).T[..., None]
+    h0, c0 = torch.randn(batch, hidden, generator=gen), torch.randn(batch, hidden, generator=gen)
+    inits = [torch.tensor(0), torch.zeros(batch, hidden), h0] + ([c0] if kind == "LSTM" else [])
+    y_ref, h_ref, c_ref = _keras_reference(kind, module, x, mask, h0, c0, zero_masked)
+    torch._dynamo.reset()
+    traced = torch.compile(module, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        for run in (module, traced):
+            count, last, h, *rest = run(x, mask, *inits)
+            y = rest[-1]
+            assert int(count) == steps
+            torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(last, y_ref[-1], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(h, h_ref, atol=1e-5, rtol=1e-4)
+            if kind == "LSTM":
+                torch.testing.assert_close(rest[0], c_ref, atol=1e-5, rtol=1e-4)

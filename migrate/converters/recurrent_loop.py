@@ -31,14 +31,14 @@ gate to exactly 0, which carries the cell state through them unchanged. GRU with
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from onnx import GraphProto, NodeProto, helper, numpy_helper
+from onnx import NodeProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
@@ -54,7 +54,7 @@ CHECK_BATCH, CHECK_STEPS, CHECK_ATOL = 3, 5, 1e-5
 #: How far past the gate pre-activations' bound the LSTM hold feature goes: sigmoid(-200) is 0 and
 #: sigmoid(200) is 1 exactly in float32, so the cell state passes padded steps bit for bit.
 HOLD_MARGIN = 200.0
-#: Keras gate blocks for each cell, and the ONNX-independent cell kinds this module implements.
+#: The cell kinds this module implements, and their gate blocks.
 GATES = {"LSTM": 4, "GRU": 3, "GRU_RESET_BEFORE": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
@@ -80,7 +80,6 @@ class Match:
     passed: list[int]  # carried indices the body returns unchanged
     n_scan: int
     cell: Cell
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _consts(model: onnx.ModelProto) -> dict[str, np.ndarray]:
