@@ -363,8 +363,8 @@ class FileContext:
             if isinstance(target, (cst.Tuple, cst.List)):
                 for i, element in enumerate(target.elements):
                     inner = element.value
-                    if isinstance(element, cst.StarredElement):
-                        add(inner, None, time, None, scope)
+                    if isinstance(element, cst.StarredElement) or isinstance(inner, (cst.Tuple, cst.List)):
+                        add(inner, None, time, None, scope)  # nested unpacking: not modelled
                     else:
                         add(inner, value, time, i if value is not None else None, scope)
                 return

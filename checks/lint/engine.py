@@ -1,15 +1,38 @@
-"""Linting one source text: decode, prefilter, parse once, run the enabled rules."""
+"""Linting one source text: decode, prefilter, guard, parse once, run the enabled rules.
+
+libcst's parser is native code that recurses once per nesting level and crashes the
+whole process (no exception) when it runs out of stack. So before a text reaches it,
+CPython's own parser, which stops at its limits with an exception, checks it: a text
+CPython gives up on is one TTL000 finding and never reaches libcst. What CPython
+accepts is nested at most a few thousand levels deep, except ``and``/``or`` chains,
+which are measured. The parse and the rules then run in a thread with a large stack
+and a raised recursion limit, so such valid files are analysed instead of crashing.
+"""
 from __future__ import annotations
 
 import ast
+import re
+import sys
+import threading
+from typing import Callable, TypeVar
 
 import libcst as cst
 
 from .context import FileContext
 from .finding import Finding
-from .registry import PARSE_ERROR, iter_checks
+from .registry import PARSE_ERROR, Rule, iter_checks
 
 BOM = "\ufeff"
+
+STACK_BYTES = 512 << 20  # the analysis thread's stack: address space, only the pages used are committed
+RECURSION_LIMIT = 50_000  # Python frames allowed while analysing, well inside STACK_BYTES
+MAX_BOOL_DEPTH = 5_000  # and/or operands nested in one expression (libcst nests each one)
+FALLBACK_CHARS = 32_000  # texts CPython rejects that libcst may still read (newer syntax): stack-safe size
+# CPython's SyntaxErrors for nesting beyond its limits: real errors, and libcst must not try them.
+_LIMIT_ERRORS = ("too many nested parentheses", "too many levels of indentation", "too many statically nested")
+_BOOL_WORD = re.compile(r"\b(?:and|or)\b")
+
+T = TypeVar("T")
 
 
 def decode(data: bytes, filename: str) -> tuple[str | None, Finding | None]:
@@ -32,21 +55,78 @@ def lint_source(source: str, filename: str, codes: list[str]) -> list[Finding]:
 
     Rules whose trigger words do not occur are skipped; when none remain the file is only
     compiled to catch syntax errors, which is much cheaper than building a libcst tree.
+    A text that cannot be analysed gives one TTL000 finding, never an exception.
     """
     text = source[1:] if source.startswith(BOM) else source
     rules = [r for r in iter_checks(codes) if r.may_match(text)]
-    if not rules:
-        if PARSE_ERROR not in codes:
-            return []
-        return _syntax_error(text, filename)
+    report = PARSE_ERROR in codes
+    tree, problem = _compile(text, filename)
+    if not rules or problem is not None and not _may_be_newer_syntax(problem, text):
+        return [problem] if problem is not None and report else []
+    try:
+        return deep_call(_analyse, text, filename, rules, problem, report)
+    except RecursionError:
+        return [_unanalysable(filename, "too deeply nested for the linter's parser", 1, 1)] if report else []
+    except MemoryError:
+        return [_unanalysable(filename, "the linter ran out of memory analysing it", 1, 1)] if report else []
+
+
+def _compile(text: str, filename: str) -> tuple[ast.Module | None, Finding | None]:
+    """CPython's verdict: its tree, or the TTL000 finding for a text it rejects or gives up on."""
+    try:
+        tree = compile(text, filename, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+    except SyntaxError as exc:
+        return None, _syntax_finding(filename, exc.msg, exc.lineno or 1, exc.offset or 1)
+    except ValueError as exc:  # null bytes
+        return None, _syntax_finding(filename, str(exc), 1, 1)
+    except (RecursionError, MemoryError) as exc:  # valid grammar, beyond the nesting CPython handles
+        detail = f" ({exc})" if str(exc) else ""
+        return None, _unanalysable(filename, f"too deeply nested for Python's own parser{detail}", 1, 1)
+    depth, row = _bool_depth(text, tree)
+    if depth > MAX_BOOL_DEPTH:
+        return tree, _unanalysable(filename, f"an and/or chain {depth} operands deep (the linter's parser "
+                                             f"handles {MAX_BOOL_DEPTH})", row, 1)
+    return tree, None
+
+
+def _may_be_newer_syntax(problem: Finding, text: str) -> bool:
+    """Whether libcst should still try a text CPython rejected: it reads newer Python than the
+    running interpreter. Only small texts (bounded native recursion) and not for depth limits."""
+    return (problem.message.startswith("syntax error: ") and len(text) <= FALLBACK_CHARS
+            and not any(m in problem.message for m in _LIMIT_ERRORS))
+
+
+def _bool_depth(text: str, tree: ast.Module) -> tuple[int, int]:
+    """Deepest nesting of and/or operands in one expression, and its row. CPython keeps a
+    chain flat, libcst nests one level per operand; the tree is only walked when the file
+    has that many and/or words at all."""
+    if len(_BOOL_WORD.findall(text)) <= MAX_BOOL_DEPTH:
+        return 0, 1
+    deepest, row = 0, 1
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, ast.BoolOp):
+            depth += len(node.values) - 1
+            if depth > deepest:
+                deepest, row = depth, node.lineno
+        stack.extend((child, depth) for child in ast.iter_child_nodes(node))
+    return deepest, row
+
+
+def _analyse(text: str, filename: str, rules: list[Rule], rejected: Finding | None,
+             report: bool) -> list[Finding]:
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
-        return [_syntax_finding(filename, exc.message, exc.raw_line, exc.raw_column + 1)] \
-            if PARSE_ERROR in codes else []
-    except RecursionError:
-        return [_syntax_finding(filename, "too deeply nested for the parser", 1, 1)] \
-            if PARSE_ERROR in codes else []
+        if not report:
+            return []
+        if rejected is not None:  # CPython's message is the better one
+            return [rejected]
+        hint = " (libcst reads at most 3000 implicitly concatenated strings in one expression)" \
+            if "STRING" in exc.message else ""
+        return [_unanalysable(filename, f"valid Python that libcst, the parser the rules use, cannot read: "
+                                        f"{_first_line(exc.message)}{hint}", exc.raw_line, exc.raw_column + 1)]
     ctx = FileContext(module, text, filename)
     findings: list[Finding] = []
     for rule_ in rules:
@@ -54,17 +134,70 @@ def lint_source(source: str, filename: str, codes: list[str]) -> list[Finding]:
     return sorted(set(findings), key=lambda f: f.sort_key)
 
 
-def _syntax_error(text: str, filename: str) -> list[Finding]:
+_limit_lock = threading.Lock()
+_limit_users = 0
+_limit_saved = 0
+
+
+def deep_call(func: Callable[..., T], *args: object) -> T:
+    """``func(*args)`` in a thread with a large stack and a raised recursion limit.
+
+    The limit is per interpreter, so it is raised while any such call runs and restored
+    after the last one. Exceptions are re-raised in the caller.
+    """
+    global _limit_users, _limit_saved
+    outcome: list[object] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, func(*args)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome.append((False, exc))
+
+    with _limit_lock:
+        if _limit_users == 0:
+            _limit_saved = sys.getrecursionlimit()
+            sys.setrecursionlimit(max(_limit_saved, RECURSION_LIMIT))
+        _limit_users += 1
+        thread = _start(target)
     try:
-        compile(text, filename, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
-    except SyntaxError as exc:
-        return [_syntax_finding(filename, exc.msg, exc.lineno or 1, exc.offset or 1)]
-    except ValueError as exc:  # null bytes
-        return [_syntax_finding(filename, str(exc), 1, 1)]
-    return []
+        if thread is None:  # no thread with a large stack available: run here, at the normal limit
+            sys.setrecursionlimit(_limit_saved)
+            target()
+        else:
+            thread.join()
+    finally:
+        with _limit_lock:
+            _limit_users -= 1
+            if _limit_users == 0:
+                sys.setrecursionlimit(_limit_saved)
+    ok, value = outcome[0]  # type: ignore[misc]
+    if not ok:
+        raise value  # type: ignore[misc]
+    return value  # type: ignore[return-value]
+
+
+def _start(target: Callable[[], None]) -> threading.Thread | None:
+    previous = threading.stack_size()
+    try:
+        threading.stack_size(STACK_BYTES)
+        thread = threading.Thread(target=target, name="tf2torch-lint-analysis", daemon=True)
+        thread.start()
+        return thread
+    except (RuntimeError, ValueError, MemoryError):  # address space limits (ulimit -v) or platform limits
+        return None
+    finally:
+        threading.stack_size(previous)
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else "invalid syntax"
 
 
 def _syntax_finding(filename: str, message: str, row: int, column: int) -> Finding:
-    first = message.strip().splitlines()[0] if message.strip() else "invalid syntax"
-    return Finding(PARSE_ERROR, f"syntax error: {first}; fix it so the file can be linted",
+    return Finding(PARSE_ERROR, f"syntax error: {_first_line(message)}; fix it so the file can be linted",
                    filename, row, column, row, column + 1)
+
+
+def _unanalysable(filename: str, why: str, row: int, column: int) -> Finding:
+    return Finding(PARSE_ERROR, f"cannot be analysed: {why}", filename, row, column, row, column + 1)

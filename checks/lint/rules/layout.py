@@ -300,3 +300,76 @@ rule("TTL402", "dense-kernel-not-transposed",
 rule("TTL403", "conv-kernel-not-permuted",
      "A Keras Conv kernel (HWIO) is copied into nn.Conv*d.weight without permuting to OIHW.",
      triggers=("weight", _KERNEL_WORDS))(_kernels("TTL403"))
+
+
+# ---------------------------------------------------------------------------------------------
+# TTL405: RNN output indexed on the wrong axis for its batch_first setting
+_RNNS = {"torch.nn.LSTM", "torch.nn.GRU", "torch.nn.RNN"}
+
+
+def _full_slice(element: cst.SubscriptElement) -> bool:
+    s = element.slice
+    return isinstance(s, cst.Slice) and s.lower is None and s.upper is None and s.step is None
+
+
+def _last_index(element: cst.SubscriptElement) -> bool:
+    return isinstance(element.slice, cst.Index) and number(element.slice.value) == -1
+
+
+def _rnn_output_call(ctx: FileContext, value: cst.BaseExpression) -> cst.Call | None:
+    """The RNN call whose output sequence (element 0 of its result) ``value`` is."""
+    if isinstance(value, cst.Subscript) and isinstance(value.value, cst.Call) and len(value.slice) == 1 \
+            and isinstance(value.slice[0].slice, cst.Index) and number(value.slice[0].slice.value) == 0:
+        return value.value  # self.lstm(x)[0]
+    if isinstance(value, cst.Name):
+        found = ctx.bindings(value.value, value)
+        if len(found) == 1 and found[0].index == 0 and isinstance(found[0].value, cst.Call):
+            return found[0].value  # out, (h, c) = self.lstm(x)
+        if len(found) == 1 and isinstance(found[0].value, cst.BaseExpression) and found[0].index is None \
+                and not isinstance(found[0].value, cst.Name):
+            return _rnn_output_call(ctx, found[0].value)  # out = self.lstm(x)[0]
+    return None
+
+
+def _batch_first(ctx: FileContext, built: cst.Call) -> bool | None:
+    if any(a.star for a in built.args):
+        return None
+    flag = arg(built, 4, "batch_first")
+    if flag is None:
+        return False
+    if isinstance(flag, cst.Name) and flag.value in ("True", "False"):
+        return flag.value == "True"
+    return None
+
+
+@rule("TTL405", "rnn-batch-first-mismatch",
+      "An LSTM/GRU/RNN output is indexed as batch-major without batch_first=True, or the reverse.",
+      triggers=("LSTM|GRU|RNN", r"\[\s*:\s*,\s*-1|\[\s*-1\s*[\],]"))
+def rnn_batch_first_mismatch(ctx: FileContext) -> Iterator[Finding]:
+    for node in ctx.nodes(cst.Subscript):
+        elements = node.slice
+        seq_major_use = len(elements) >= 2 and _full_slice(elements[0]) and _last_index(elements[1]) \
+            and all(_full_slice(e) for e in elements[2:])
+        batch_major_use = _last_index(elements[0]) and all(_full_slice(e) for e in elements[1:])
+        if not (seq_major_use or batch_major_use):
+            continue
+        call = _rnn_output_call(ctx, node.value)
+        built = ctx.constructor(call.func) if call is not None else None
+        if built is None or ctx.callee(built) not in _RNNS:
+            continue
+        batch_first = _batch_first(ctx, built)
+        layer = (ctx.callee(built) or "").replace("torch.nn.", "nn.")
+        if seq_major_use and batch_first is False:
+            yield ctx.report(
+                "TTL405", node,
+                f"`{ctx.code(node)}` takes the last time step of batch-major output (the Keras layout), but this "
+                f"{layer} has batch_first=False: its output is (seq, batch, features), so this picks the last "
+                f"sample at every step; pass batch_first=True to the {layer}",
+            )
+        elif batch_major_use and batch_first is True and len(elements) <= 3:
+            yield ctx.report(
+                "TTL405", node,
+                f"`{ctx.code(node)}` takes the last time step of seq-major output, but this {layer} has "
+                f"batch_first=True: its output is (batch, seq, features), so this picks the last sample; "
+                f"use [:, -1]",
+            )
