@@ -31,6 +31,8 @@ FALLBACK_CHARS = 32_000  # texts CPython rejects that libcst may still read (new
 # CPython's SyntaxErrors for nesting beyond its limits: real errors, and libcst must not try them.
 _LIMIT_ERRORS = ("too many nested parentheses", "too many levels of indentation", "too many statically nested")
 _BOOL_WORD = re.compile(r"\b(?:and|or)\b")
+_BRACKET = re.compile(r"[][(){}]")
+MAX_BRACKETS = 200  # CPython's own limit (its tokenizer's MAXLEVEL)
 
 T = TypeVar("T")
 
@@ -93,7 +95,16 @@ def _may_be_newer_syntax(problem: Finding, text: str) -> bool:
     """Whether libcst should still try a text CPython rejected: it reads newer Python than the
     running interpreter. Only small texts (bounded native recursion) and not for depth limits."""
     return (problem.message.startswith("syntax error: ") and len(text) <= FALLBACK_CHARS
-            and not any(m in problem.message for m in _LIMIT_ERRORS))
+            and not any(m in problem.message for m in _LIMIT_ERRORS) and _bracket_depth(text) <= MAX_BRACKETS)
+
+
+def _bracket_depth(text: str) -> int:
+    """Deepest bracket nesting, counting brackets in strings and comments too (an estimate)."""
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(text):
+        depth = depth + 1 if bracket in "([{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _bool_depth(text: str, tree: ast.Module) -> tuple[int, int]:
@@ -160,21 +171,25 @@ def deep_call(func: Callable[..., T], *args: object) -> T:
             sys.setrecursionlimit(max(_limit_saved, RECURSION_LIMIT))
         _limit_users += 1
         thread = _start(target)
-    try:
-        if thread is None:  # no thread with a large stack available: run here, at the normal limit
-            sys.setrecursionlimit(_limit_saved)
-            target()
-        else:
-            thread.join()
-    finally:
+        if thread is None:  # no thread with a large stack to be had: run here, at the normal limit
+            _release_limit()
+    if thread is None:
+        target()
+    else:
+        thread.join()
         with _limit_lock:
-            _limit_users -= 1
-            if _limit_users == 0:
-                sys.setrecursionlimit(_limit_saved)
+            _release_limit()
     ok, value = outcome[0]  # type: ignore[misc]
     if not ok:
         raise value  # type: ignore[misc]
     return value  # type: ignore[return-value]
+
+
+def _release_limit() -> None:
+    global _limit_users
+    _limit_users -= 1
+    if _limit_users == 0:
+        sys.setrecursionlimit(_limit_saved)
 
 
 def _start(target: Callable[[], None]) -> threading.Thread | None:

@@ -267,6 +267,7 @@ _KERNEL_RULES = {
 
 def _kernel_findings(ctx: FileContext) -> list[Finding]:
     step = _kernel_step(ctx)
+    transposed_step = _transposed_kernel_step(ctx)
     copies: list[tuple[cst.CSTNode, cst.BaseExpression, cst.BaseExpression]] = []  # (report at, layer, value)
     for node in ctx.nodes(cst.Assign):
         for target in node.targets:
@@ -284,11 +285,137 @@ def _kernel_findings(ctx: FileContext) -> list[Finding]:
         if kind not in _KERNEL_RULES:
             continue
         hit = ctx.trace(value, step)
-        if hit is None:
-            continue
-        code, message = _KERNEL_RULES[kind]
-        out.append(ctx.report(code, at, message))
+        if hit is not None:
+            code, message = _KERNEL_RULES[kind]
+            out.append(ctx.report(code, at, message))
+        elif kind == "torch.nn.Linear" and ctx.trace(value, transposed_step) is not None \
+                and _fed_by_spatial_flatten(ctx, layer):
+            out.append(ctx.report(
+                "TTL404", at,
+                "this Linear follows a flatten of conv features: Keras flattened them as (H, W, C), torch as "
+                "(C, H, W), so a transposed Dense kernel has its input rows in the wrong order; reorder them, "
+                "e.g. kernel.reshape(H, W, C, out).transpose(2, 0, 1, 3).reshape(-1, out).T"))
     return out
+
+
+def _transposed_kernel_step(ctx: FileContext):
+    """Like the kernel step, passing over a plain 2-D transpose (and nothing that reorders rows)."""
+    plain = _kernel_step(ctx)
+
+    def step(expr: object) -> Hit | cst.CSTNode | None:
+        if isinstance(expr, cst.Attribute) and expr.attr.value == "T":
+            return expr.value
+        if isinstance(expr, cst.Call):
+            name = method_name(expr)
+            if name == "t" and not expr.args or name == "transpose" and _swaps_two_axes(expr, 0):
+                return receiver(expr)
+            if ctx.callee(expr) in ("numpy.transpose", "torch.t") and (
+                    len(expr.args) == 1 or _swaps_two_axes(expr, 1)):
+                return arg(expr, 0, None)
+        return plain(expr)
+    return step
+
+
+def _swaps_two_axes(call: cst.Call, skip: int) -> bool:
+    """``x.transpose()``, ``x.transpose(1, 0)``, ``np.transpose(x, (1, 0))``."""
+    given = [a.value for a in call.args[skip:]]
+    if not given:
+        return True
+    if len(given) == 1 and isinstance(given[0], (cst.Tuple, cst.List)):
+        given = [e.value for e in given[0].elements]
+    return [number(g) for g in given] in ([1, 0], [0, 1], [-1, -2], [-2, -1])
+
+
+_SPATIAL = {"torch.nn.Conv2d", "torch.nn.MaxPool2d", "torch.nn.AvgPool2d", "torch.nn.BatchNorm2d",
+            "torch.nn.ConvTranspose2d", "torch.nn.LazyConv2d"}
+_SPATIAL_FUNCTIONS = {"torch.nn.functional.conv2d", "torch.nn.functional.max_pool2d",
+                      "torch.nn.functional.avg_pool2d", "torch.conv2d", "torch.max_pool2d"}
+_PASS_THROUGH = {"relu", "relu_", "leaky_relu", "elu", "gelu", "selu", "silu", "tanh", "sigmoid", "dropout",
+                 "dropout2d", "ReLU", "LeakyReLU", "ELU", "GELU", "SELU", "SiLU", "Tanh", "Sigmoid", "Dropout",
+                 "Dropout2d", "contiguous", "float"}
+
+
+def _fed_by_spatial_flatten(ctx: FileContext, layer: cst.BaseExpression) -> bool:
+    """``layer`` is ``model.fc`` of a model class of the file whose forward calls ``self.fc``
+    on a flatten (``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)``, ``nn.Flatten``) of the
+    output of a conv, pooling or batch-norm layer, with no permute in between."""
+    if not isinstance(layer, cst.Attribute):
+        return False
+    owner = ctx.constructor(layer.value)
+    cls = ctx.classes.get(ctx.callee(owner) or "") if owner is not None else None
+    forward = ctx.flow.method(cls, "forward") if cls is not None else None
+    if forward is None:
+        return False
+    attr = layer.attr.value
+    uses = [c for c in ctx.inside(forward, cst.Call) if dotted(c.func) == f"self.{attr}" and c.args]
+    return bool(uses) and all(ctx.trace(c.args[0].value, _flatten_step(ctx)) is not None for c in uses)
+
+
+def _flatten_step(ctx: FileContext):
+    spatial = _spatial_step(ctx)
+
+    def step(expr: object) -> Hit | cst.CSTNode | None:
+        if not isinstance(expr, cst.Call):
+            return None
+        source = _flattened(ctx, expr)
+        if source is not None:
+            return ctx.trace(source, spatial)
+        return _pass_through(ctx, expr)
+    return step
+
+
+def _pass_through(ctx: FileContext, call: cst.Call) -> cst.BaseExpression | None:
+    """The input of an activation or dropout (function, tensor method or module), else None."""
+    qual = ctx.callee(call) or ""
+    if qual.startswith("torch."):
+        return arg(call, 0, "input") if qual.rsplit(".", 1)[-1] in _PASS_THROUGH else None
+    if method_name(call) in _PASS_THROUGH:
+        return receiver(call)
+    built = ctx.constructor(call.func)
+    if built is not None and (ctx.callee(built) or "").rsplit(".", 1)[-1] in _PASS_THROUGH:
+        return arg(call, 0, "input")
+    return None
+
+
+def _flattened(ctx: FileContext, call: cst.Call) -> cst.BaseExpression | None:
+    """What ``call`` flattens from dim 1 on, else None."""
+    qual = ctx.callee(call) or ""
+    name = method_name(call)
+    if qual == "torch.flatten" and number(arg(call, 1, "start_dim")) == 1:
+        return arg(call, 0, "input")
+    if name == "flatten" and not qual.startswith("torch.") and number(arg(call, 0, "start_dim")) == 1:
+        return receiver(call)
+    if name in ("view", "reshape") and not qual.startswith("torch.") and len(call.args) == 2 \
+            and number(call.args[1].value) == -1:
+        return receiver(call)
+    built = ctx.constructor(call.func)
+    if built is not None and ctx.callee(built) == "torch.nn.Flatten" and not built.args:
+        return arg(call, 0, "input")
+    return None
+
+
+def _spatial_step(ctx: FileContext):
+    def step(expr: object) -> Hit | cst.CSTNode | None:
+        if not isinstance(expr, cst.Call):
+            return None
+        qual = ctx.callee(expr) or ""
+        if qual in _SPATIAL_FUNCTIONS:
+            return Hit("spatial", expr)
+        built = ctx.constructor(expr.func)
+        kind = ctx.callee(built) or "" if built is not None else ""
+        if kind in _SPATIAL:
+            return Hit("spatial", expr)
+        if kind == "torch.nn.Sequential":
+            layers = [a.value for a in built.args if a.keyword is None and not a.star]  # type: ignore[union-attr]
+            for layer in reversed(layers):
+                inner = ctx.callee(layer) if isinstance(layer, cst.Call) else None
+                if inner in _SPATIAL:
+                    return Hit("spatial", expr)
+                if (inner or "").rsplit(".", 1)[-1] not in _PASS_THROUGH:
+                    return None
+            return None
+        return _pass_through(ctx, expr)
+    return step
 
 
 _kernels = shared_analysis("kernels", _kernel_findings)
@@ -297,6 +424,9 @@ _kernels = shared_analysis("kernels", _kernel_findings)
 rule("TTL402", "dense-kernel-not-transposed",
      "A Keras Dense kernel is copied into nn.Linear.weight without a transpose.",
      triggers=("weight", _KERNEL_WORDS))(_kernels("TTL402"))
+rule("TTL404", "dense-after-flatten-not-reordered",
+     "A Keras Dense kernel after a Flatten of conv features is copied without reordering its rows (HWC vs CHW).",
+     triggers=("weight", _KERNEL_WORDS, "flatten|Flatten|view|reshape"))(_kernels("TTL404"))
 rule("TTL403", "conv-kernel-not-permuted",
      "A Keras Conv kernel (HWIO) is copied into nn.Conv*d.weight without permuting to OIHW.",
      triggers=("weight", _KERNEL_WORDS))(_kernels("TTL403"))
