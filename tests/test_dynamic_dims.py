@@ -175,6 +175,7 @@ def test_transformer_keeps_every_none_dim_dynamic_and_matches_tf(fixture_model, 
     assert manifest["warnings"] == [] and manifest["dims"] == dims
     assert all(manifest["dim_ranges"][s] == [1, m] for s, m in maxima.items())
     assert all(d is None for s in manifest["inputs"] for d, t in zip(s["shape"], s["tf_shape"]) if t is None)
+    _assert_one_symbol_per_group(result.paths["pt2"], manifest)
     batches = [_feeds(manifest, batch, lengths, seed=batch * 10 + k)
                for batch in (1, 3) for k, lengths in enumerate(_cases(maxima))]
     expected = tf_predict(source, batches)
@@ -190,6 +191,16 @@ def test_transformer_keeps_every_none_dim_dynamic_and_matches_tf(fixture_model, 
             assert_close(got.numpy(), want[spec["tf_name"]], what=f"{name}/{spec['name']} {shapes}")
 
 
+def _assert_one_symbol_per_group(pt2, manifest: dict) -> None:
+    """In the saved program itself: the members of a manifest dims group share one symbol, groups differ."""
+    program = torch.export.load(str(pt2))
+    placeholders = {n.name: n.meta["val"].shape for n in program.graph.nodes if n.op == "placeholder"}
+    shapes = dict(zip([s["name"] for s in manifest["inputs"]],
+                      [placeholders[n] for n in program.graph_signature.user_inputs]))
+    symbols = [{str(shapes[name][dim]) for name, dim in members} for members in manifest["dims"].values()]
+    assert all(len(group) == 1 for group in symbols) and len(set().union(*symbols)) == len(symbols)
+
+
 def _torch_layout(array: np.ndarray, spec: dict) -> np.ndarray:
     if spec.get("layout") == "NCHW" and spec.get("tf_layout") == "NHWC":
         return np.ascontiguousarray(array.transpose(0, 3, 1, 2))
@@ -198,6 +209,17 @@ def _torch_layout(array: np.ndarray, spec: dict) -> np.ndarray:
 
 def _tuple(value):
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def test_static_dims_typo_exits_2_before_anything_runs(tmp_path, capsys) -> None:
+    from migrate.cli import main
+
+    source = tmp_path / "saved_model"
+    source.mkdir()
+    (source / "saved_model.pb").write_bytes(b"")
+    assert main(["convert", str(source), "-o", str(tmp_path / "out"), "--static-dims", "token_ids=128"]) == 2
+    assert "--static-dims token_ids=128: expected NAME:DIM=SIZE" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
