@@ -128,10 +128,14 @@ def describe_model(model: Any, arrays: dict[str, Any]) -> dict[str, Any]:
     layers = []
     for layer_config in config["layers"]:
         name = layer_config.get("name") or layer_config["config"]["name"]
-        layer = functional.get_layer(name)
         entry = {"name": name, "class_name": layer_config["class_name"], "module": layer_config.get("module"),
-                 "config": _jsonable(layer_config.get("config", {})), "trainable": bool(layer.trainable),
-                 "calls": _calls(layer_config)}
+                 "config": _jsonable(layer_config.get("config", {})), "trainable": True,
+                 "calls": _calls(layer_config), "weights": []}
+        if (entry["module"] or "").startswith(("keras.src.ops", "keras.ops")):
+            layers.append(entry)  # a keras.ops call (x + 3.0): an operation, not a layer; no weights
+            continue
+        layer = functional.get_layer(name)
+        entry["trainable"] = bool(layer.trainable)
         if entry["class_name"] in MODEL_CLASSES or hasattr(layer, "_functional") or (
                 hasattr(layer, "layers") and hasattr(layer, "get_layer") and "layers" in layer.get_config()):
             entry["graph"] = describe_model(layer, arrays)
@@ -291,6 +295,9 @@ def main(request_path: str) -> int:
 
 
 if __name__ == "__main__":
+    from migrate.worker_client import die_with_parent
+
+    die_with_parent()
     code = main(sys.argv[1])
     sys.stdout.flush()
     sys.stderr.flush()

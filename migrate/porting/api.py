@@ -169,8 +169,7 @@ def _io_manifest(graph: dict[str, Any], renderer: Any, keep_layout: bool) -> tup
         return len(io["shape"]) in LAYOUTS and io["dtype"].startswith("float")
 
     ins = [spec(io, name, image(io)) for io, name in zip(graph["io_inputs"], renderer.top.forward_args)]
-    outs = [spec(io, io["name"], image(io) and not ret.endswith(")")) for io, ret in
-            zip(graph["io_outputs"], renderer.top.returns)]
+    outs = [spec(io, io["name"], image(io)) for io in graph["io_outputs"]]
     return ins, outs
 
 

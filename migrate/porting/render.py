@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.errors import ConversionError
-from migrate.porting.emitters import EMITTERS, Call, Layer, Out, Unsupported, Value, Weight
+from migrate.porting.emitters import EMITTERS, Call, Layer, Out, Unsupported, Value, Weight, emitter_key
 from migrate.porting.transforms import Step
 
 MODEL_CLASSES = {"Functional", "Sequential", "Model"}
@@ -94,12 +94,21 @@ class Context:
         self.declared[layer.name] = f"self.{layer.attr}"
         return self.declared[layer.name]
 
-    def buffer(self, layer: Layer, keras_name: str, shape: tuple[int, ...], steps: tuple[Step, ...] = ()) -> str:
-        """Declare a buffer holding Keras weight ``keras_name`` (e.g. Normalization's mean)."""
-        attr = f"{layer.attr}_{pyname(keras_name)}"
+    def tensor(self, layer: Layer, name: str, init: str, *, keras_name: str | None = None,
+               steps: tuple[Step, ...] = (), parameter: bool = False) -> str:
+        """Declare ``self.<layer>_<name>``: a buffer (or an ``nn.Parameter``) created by the torch expression
+        ``init`` and, with ``keras_name``, loaded from that Keras weight (Normalization's mean, LayerScale's gamma)."""
+        attr = f"{layer.attr}_{pyname(name)}"
         if attr not in self.declared:
-            self.cls.inits.append(f"self.register_buffer({attr!r}, torch.zeros({', '.join(map(str, shape))}))")
-            self.map_weights(layer, {keras_name: (attr, steps)})
+            if parameter:
+                self.renderer.imports.add("nn")
+                self.cls.inits.append(f"self.{attr} = nn.Parameter({init})")
+                if not layer.trainable:
+                    self.cls.inits.append(f"self.{attr}.requires_grad_(False)  # frozen in Keras (trainable=False)")
+            else:
+                self.cls.inits.append(f'self.register_buffer("{attr}", {init})')
+            if keras_name is not None:
+                self.map_weights(layer, {keras_name: (attr, steps)})
             self.declared[attr] = f"self.{attr}"
         return self.declared[attr]
 
@@ -173,8 +182,9 @@ class Renderer:
                 continue
             weights = {w["name"]: Weight(w["name"], w["path"], w["key"], tuple(w["shape"]), w["trainable"])
                        for w in entry.get("weights", [])}
-            objs[entry["name"]] = Layer(entry["name"], entry["class_name"], entry["config"], entry["trainable"],
-                                        weights, attr=pyname(entry["name"], attrs), calls=len(entry["calls"]))
+            objs[entry["name"]] = Layer(entry["name"], emitter_key(entry["class_name"], entry.get("module")),
+                                        entry["config"], entry["trainable"], weights,
+                                        attr=pyname(entry["name"], attrs), calls=len(entry["calls"]))
         self._check_supported(objs.values())
         variables: set[str] = set()
         values: dict[str, Value] = {}
@@ -186,7 +196,7 @@ class Renderer:
             cls.forward_args.append(var)
             value = Value(var, shape, cfg.get("dtype", "float32"))
             if self._channels_first(value):
-                if self.keep_layout or not top:
+                if self.keep_layout and top:
                     ctx.line(f"{var} = {ctx.cf(value)}  # channels-last in, channels-first inside")
                 value.layout = "cf"
             values[tensor] = value
@@ -195,20 +205,23 @@ class Renderer:
         while pending:
             ready = [(layer, i) for layer, i in pending
                      if all(t in values for t in _tensors(layers[layer.name]["calls"][i]))]
+            if not ready and self.problems:
+                return cls  # a layer could not be emitted: the caller reports self.problems
             if not ready:
-                raise ConversionError(f"model {graph['name']!r}: the layer graph has a cycle or a missing tensor; "
+                missing = sorted({t for layer, i in pending for t in _tensors(layers[layer.name]["calls"][i])
+                                  if t not in values})
+                raise ConversionError(f"missing {missing[:5]} for {[l.name for l, _ in pending[:5]]}; "f"model {graph['name']!r}: the layer graph has a cycle or a missing tensor; "
                                       "this is a tf2torch bug, please report it")
             for layer, i in ready:
                 pending.remove((layer, i))
                 self._emit(ctx, layer, i, layers[layer.name], values, variables, consumers)
         for tensor in graph["outputs"]:
             value = values[tensor]
-            expr = value.var
-            if value.layout == "cf" and (self.keep_layout or not top or not self._channels_first(value)):
-                expr = ctx.keras(value)
-            elif value.flat_from is not None:
-                raise ConversionError("internal: a channels-first Flatten reached the output")
-            cls.returns.append(expr)
+            channels_first = self._channels_first(value) and not (self.keep_layout and top)
+            try:
+                cls.returns.append(ctx.cf(value) if channels_first else ctx.keras(value))
+            except Unsupported as exc:
+                self.problems.append(f"output {tensor.split(':')[0]}: {exc}")
         self.classes.append(cls)
         return cls
 
@@ -229,7 +242,8 @@ class Renderer:
         for entry in graph["layers"]:
             for call in entry["calls"]:
                 for tensor in _tensors(call):
-                    out.setdefault(tensor, []).append(entry["class_name"] if len(entry["calls"]) == 1 else "shared")
+                    key = emitter_key(entry["class_name"], entry.get("module"))
+                    out.setdefault(tensor, []).append(key if len(entry["calls"]) == 1 else "shared")
         for tensor in graph["outputs"]:
             out.setdefault(tensor, []).append("output")
         return out
@@ -240,10 +254,10 @@ class Renderer:
         inputs = [values[t] for t in _tensors(call_spec)]
         kwargs = {k: v for k, v in call_spec["kwargs"].items() if not _is_tensor(v)}
         kwargs.update({k: values[v["tensor"]] for k, v in call_spec["kwargs"].items() if _is_tensor(v)})
-        call = Call(inputs, kwargs, index)
         outputs = sorted({t for t in consumers if t.startswith(f"{layer.name}:{index}:")},
                          key=lambda t: int(t.rsplit(":", 1)[1]))
-        call.output_consumers = [consumers[t] for t in outputs]  # type: ignore[attr-defined]
+        call = Call(inputs, kwargs, index, args=_substitute(call_spec["args"], values),
+                    output_consumers=[consumers[t] for t in outputs])
         ctx.layer = layer
         try:
             if layer.class_name in MODEL_CLASSES:
@@ -277,10 +291,14 @@ class Renderer:
             nested = self.render_class(entry["graph"], class_name_for(layer.name), prefix=f"{ctx.prefix}{layer.attr}.",
                                        top=False)
             ctx.submodule(layer, f"{nested.name}()")
-        args = [ctx.keras(v) for v in call.inputs]  # nested classes take and return Keras' layout
-        n_out = len(entry["graph"]["outputs"])
+        # nested classes take and return images channels-first, like the top-level class
+        args = [ctx.cf(v) if self._channels_first(v) else ctx.keras(v) for v in call.inputs]
+        shapes = [tuple(s) for s in entry["graph"]["output_shapes"]]
+        layouts = {"cf" if self._channels_first(Value("", s, call.input.dtype)) else "keras" for s in shapes}
+        if len(layouts) > 1:
+            raise Unsupported("a nested model returning images and other tensors together")
         expr = f"self.{layer.attr}({', '.join(args)})"
-        return Out(tuple([expr] * n_out) if n_out > 1 else expr)
+        return Out(tuple([expr] * len(shapes)) if len(shapes) > 1 else expr, layouts.pop(), shapes=shapes)
 
     def source(self) -> str:
         """The text of model.py."""
@@ -309,6 +327,17 @@ def _class_text(cls: ClassSource) -> str:
                   for attr in cls.eval_only]
         lines.append("        return self")
     return "\n".join(lines) + "\n"
+
+
+def _substitute(args: Any, values: dict[str, Value]) -> Any:
+    """A call's args with each tensor reference replaced by its Value."""
+    if _is_tensor(args):
+        return values[args["tensor"]]
+    if isinstance(args, list):
+        return [_substitute(a, values) for a in args]
+    if isinstance(args, dict):
+        return {k: _substitute(v, values) for k, v in args.items()}
+    return args
 
 
 def _is_tensor(value: Any) -> bool:

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from migrate.porting.emitters import EMITTERS
+from migrate.porting.emitters import EMITTERS, emitter_key
 
 MODEL_CLASSES = {"Functional", "Sequential", "Model"}
 
@@ -38,5 +38,5 @@ def _walk(node: Any, found: dict[str, list[str]], top: bool = False) -> None:
     if cls in MODEL_CLASSES or (top and isinstance(config, dict) and "layers" in config):
         for layer in config.get("layers", []):
             _walk(layer, found)
-    elif cls != "InputLayer" and cls not in EMITTERS:
-        found.setdefault(cls, []).append(config.get("name", node.get("name", "?")))
+    elif cls != "InputLayer" and emitter_key(cls, node.get("module")) not in EMITTERS:
+        found.setdefault(emitter_key(cls, node.get("module")), []).append(config.get("name", node.get("name", "?")))

@@ -10,15 +10,18 @@ Register your own layer class without editing anything here (docs/port.md)::
         return f"{mod}({call.input.var}) * {layer.config['factor']}"
 """
 
-from migrate.porting.emitters.base import EMITTERS, Call, Layer, Out, Unsupported, Value, Weight, emitter
+from migrate.porting.emitters.base import (EMITTERS, Call, Layer, Out, Unsupported, Value, Weight, emitter,
+                                           emitter_key)
 from migrate.porting.emitters import (  # noqa: E402,F401  (each module registers its emitters on import)
     activations,
     conv,
     core,
     merge,
     normalization,
+    ops,
     pooling,
+    preprocessing,
     reshaping,
 )
 
-__all__ = ["EMITTERS", "Call", "Layer", "Out", "Unsupported", "Value", "Weight", "emitter"]
+__all__ = ["EMITTERS", "Call", "Layer", "Out", "Unsupported", "Value", "Weight", "emitter", "emitter_key"]

@@ -26,6 +26,11 @@ def emitter(*class_names: str) -> Callable[[Callable[..., Any]], Callable[..., A
     return register
 
 
+def emitter_key(class_name: str, module: str | None) -> str:
+    """Registry key of a graph node: the class name, ``ops.<Name>`` for keras.ops calls (``x + 3.0``)."""
+    return f"ops.{class_name}" if (module or "").startswith(("keras.src.ops", "keras.ops")) else class_name
+
+
 @dataclass
 class Weight:
     """One Keras variable of a layer: its name relative to the layer (``kernel``), full path and npz key."""
@@ -87,7 +92,8 @@ class Call:
     inputs: list[Value]
     kwargs: dict[str, Any]
     index: int
-    output_shapes: list[tuple[int | None, ...] | None] = field(default_factory=list)
+    args: list[Any] = field(default_factory=list)  # positional args, tensors as Values, constants as-is
+    output_consumers: list[list[str]] = field(default_factory=list)  # per output: consumer class names
 
     @property
     def input(self) -> Value:

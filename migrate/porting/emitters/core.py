@@ -42,7 +42,9 @@ def embedding(layer: Layer, call: Call, ctx: Any) -> Out:
 @emitter("Flatten")
 def flatten(layer: Layer, call: Call, ctx: Any) -> Out:
     x = call.input
-    consumers = getattr(call, "output_consumers", [[]])[0]
+    consumers = (call.output_consumers or [[]])[0]
+    if x.layout == "cf" and all(d == 1 for d in x.shape[1:-1]):
+        return Out(f"torch.flatten({x.var}, 1)", "keras")  # (C, 1, 1) flattens like (1, 1, C)
     if x.layout == "cf" and consumers and all(c == "Dense" for c in consumers) and None not in x.shape[1:]:
         # torch flattens (C, *spatial); the Dense after it gets its kernel rows reordered at port time
         return Out(f"torch.flatten({x.var}, 1)", "keras", flat_from=tuple(x.shape[1:]))
@@ -93,10 +95,22 @@ def _no_noise_shape(layer: Layer) -> None:
 
 @emitter("Dropout")
 def dropout(layer: Layer, call: Call, ctx: Any) -> Out:
-    _no_noise_shape(layer)
     x = call.input
-    mod = ctx.submodule(layer, f"nn.Dropout({float(layer.config['rate'])!r})")
-    return Out(f"{mod}({x.var})", x.layout, x.flat_from)
+    rate = float(layer.config["rate"])
+    noise_shape = layer.config.get("noise_shape")
+    if noise_shape is None:
+        mod = ctx.submodule(layer, f"nn.Dropout({rate!r})")
+        return Out(f"{mod}({x.var})", x.layout, x.flat_from)
+    # one keep/drop decision per noise_shape element, broadcast over its 1-sized axes (EfficientNet's
+    # per-sample drop connect); scaled by 1/keep like Keras
+    if len(noise_shape) != x.rank or x.flat_from is not None:
+        raise Unsupported(f"Dropout with noise_shape {noise_shape}")
+    dims = [f"{x.var}.shape[{x.dim(i)}]" if d is None else str(d) for i, d in enumerate(noise_shape)]
+    if x.layout == "cf":
+        dims = [dims[0], dims[-1], *dims[1:-1]]
+    keep = 1.0 - rate
+    mask = f"torch.bernoulli(torch.full(({', '.join(dims)}), {keep!r}, device={x.var}.device))"
+    return Out(f"{x.var} * {mask} / {keep!r} if self.training else {x.var}", x.layout)
 
 
 @emitter("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D")

@@ -1,0 +1,36 @@
+"""keras.ops calls recorded in a Functional graph (``x + 3.0``, ``x * y``): MobileNetV3's hard sigmoid,
+ConvNeXt's residual additions. Registered as ``ops.<Name>`` so they never collide with the merge layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, Value, emitter
+
+BINARY = {"ops.Add": "+", "ops.Subtract": "-", "ops.Multiply": "*", "ops.Divide": "/", "ops.TrueDivide": "/"}
+
+
+def _operands(call: Call, ctx: Any) -> tuple[list[str], str]:
+    values = [a for a in call.args if isinstance(a, Value)]
+    if any(v.flat_from is not None for v in values):
+        raise Unsupported("an op on a channels-first Flatten")
+    cf = any(v.layout == "cf" for v in values)
+    if cf and len({v.rank for v in values}) != 1:
+        raise Unsupported("an op broadcasting tensors of different ranks in channels-first layout")
+    exprs = []
+    for arg in call.args:
+        if isinstance(arg, Value):
+            exprs.append(ctx.cf(arg) if cf else ctx.keras(arg))
+        elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
+            exprs.append(repr(arg))
+        else:
+            raise Unsupported(f"an op with a non-scalar constant argument ({type(arg).__name__})")
+    return exprs, "cf" if cf else "keras"
+
+
+@emitter(*BINARY)
+def binary(layer: Layer, call: Call, ctx: Any) -> Out:
+    exprs, layout = _operands(call, ctx)
+    if len(exprs) != 2:
+        raise Unsupported(f"{layer.class_name} with {len(exprs)} arguments")
+    return Out(f"{exprs[0]} {BINARY[layer.class_name]} {exprs[1]}", layout)
