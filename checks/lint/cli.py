@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from typing import TextIO
 
 from .config import ConfigError
 from .discovery import PathError
@@ -60,21 +61,23 @@ def run(args: argparse.Namespace) -> int:
             jobs=args.jobs,
         )
     except (ConfigError, PathError, UnknownCode) as exc:
-        print(f"tf2torch lint: error: {exc}", file=sys.stderr)
+        _write(sys.stderr, f"tf2torch lint: error: {exc}\n")
         return 2
     except Exception as exc:  # internal error
         if debug:
             traceback.print_exc()
-        print(f"tf2torch lint: internal error: {type(exc).__name__}: {exc}"
-              + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
+        _write(sys.stderr, f"tf2torch lint: internal error: {type(exc).__name__}: {exc}"
+               + ("" if debug else " (run with --debug for the traceback)") + "\n")
         return 2
 
     if args.diff:
-        sys.stdout.write("".join(report.diffs))
+        _write(sys.stdout, "".join(report.diffs))
     else:
-        sys.stdout.write(render(report.findings, args.output_format))
+        _write(sys.stdout, render(report.findings, args.output_format))
+    for warning in report.warnings:
+        _write(sys.stderr, f"tf2torch lint: warning: {warning}\n")
     for error in report.errors:
-        print(f"tf2torch lint: error: {error if debug else error.splitlines()[0]}", file=sys.stderr)
+        _write(sys.stderr, f"tf2torch lint: error: {error if debug else error.splitlines()[0]}\n")
     if args.output_format == "text" and not args.diff:
         _summary(report, args.fix)
     if report.errors:
@@ -84,6 +87,29 @@ def run(args: argparse.Namespace) -> int:
     if args.exit_zero:
         return 0
     return 1 if report.findings else 0
+
+
+def _write(stream: TextIO, text: str) -> None:
+    """Write ``text``; file names with bytes that are not valid in the stream's encoding
+    (undecodable names arrive as surrogate escapes) are written as their original bytes,
+    or backslash-escaped where the stream has no byte layer."""
+    try:
+        stream.write(text)
+        return
+    except UnicodeEncodeError:
+        pass
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    buffer = getattr(stream, "buffer", None)
+    try:
+        raw = text.encode(encoding, "surrogateescape")
+    except UnicodeEncodeError:
+        buffer = None
+    if buffer is None:
+        stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+        return
+    stream.flush()
+    buffer.write(raw)
+    buffer.flush()
 
 
 def _summary(report, fixed_mode: bool) -> None:

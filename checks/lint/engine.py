@@ -26,13 +26,15 @@ BOM = "\ufeff"
 
 STACK_BYTES = 512 << 20  # the analysis thread's stack: address space, only the pages used are committed
 RECURSION_LIMIT = 50_000  # Python frames allowed while analysing, well inside STACK_BYTES
-MAX_BOOL_DEPTH = 5_000  # and/or operands nested in one expression (libcst nests each one)
-FALLBACK_CHARS = 32_000  # texts CPython rejects that libcst may still read (newer syntax): stack-safe size
-# CPython's SyntaxErrors for nesting beyond its limits: real errors, and libcst must not try them.
+MAX_BOOL_DEPTH = 5_000  # and/or operands nested in one expression (libcst nests one level per operand)
+LIBCST_MAX_STRINGS = 3000  # libcst refuses longer implicit string concatenations
+# A text CPython rejects may be newer syntax that libcst reads: it is tried when its nesting is bounded
+# (at most this many characters, no deeper brackets than CPython allows, no CPython depth error).
+FALLBACK_CHARS = 32_000
+MAX_BRACKETS = 200
 _LIMIT_ERRORS = ("too many nested parentheses", "too many levels of indentation", "too many statically nested")
 _BOOL_WORD = re.compile(r"\b(?:and|or)\b")
 _BRACKET = re.compile(r"[][(){}]")
-MAX_BRACKETS = 200  # CPython's own limit (its tokenizer's MAXLEVEL)
 
 T = TypeVar("T")
 
@@ -62,33 +64,60 @@ def lint_source(source: str, filename: str, codes: list[str]) -> list[Finding]:
     text = source[1:] if source.startswith(BOM) else source
     rules = [r for r in iter_checks(codes) if r.may_match(text)]
     report = PARSE_ERROR in codes
-    tree, problem = _compile(text, filename)
-    if not rules or problem is not None and not _may_be_newer_syntax(problem, text):
-        return [problem] if problem is not None and report else []
+    if not rules and not report:
+        return []
     try:
-        return deep_call(_analyse, text, filename, rules, problem, report)
+        found = deep_call(_lint, text, filename, rules)
     except RecursionError:
-        return [_unanalysable(filename, "too deeply nested for the linter's parser", 1, 1)] if report else []
+        found = [_unanalysable(filename, "too deeply nested for the linter's parser", 1, 1)]
     except MemoryError:
-        return [_unanalysable(filename, "the linter ran out of memory analysing it", 1, 1)] if report else []
+        found = [_unanalysable(filename, "the linter ran out of memory analysing it", 1, 1)]
+    return found if report else [f for f in found if f.code != PARSE_ERROR]
 
 
-def _compile(text: str, filename: str) -> tuple[ast.Module | None, Finding | None]:
-    """CPython's verdict: its tree, or the TTL000 finding for a text it rejects or gives up on."""
+def _lint(text: str, filename: str, rules: list[Rule]) -> list[Finding]:
+    problem = _compile(text, filename)
+    if problem is not None and not (rules and _may_be_newer_syntax(problem, text)):
+        return [problem]
+    if not rules:
+        return []
+    try:
+        module = cst.parse_module(text)
+    except cst.ParserSyntaxError as exc:
+        if problem is not None:  # CPython rejected it too, and its message is the better one
+            return [problem]
+        if "STRING" in exc.message:
+            why = (f"more than {LIBCST_MAX_STRINGS} implicitly concatenated strings in one expression: valid "
+                   "Python, but more than libcst, the parser the rules use, reads")
+        else:
+            why = f"valid Python that libcst, the parser the rules use, cannot read ({_first_line(exc.message)})"
+        return [_unanalysable(filename, why, exc.raw_line, exc.raw_column + 1)]
+    ctx = FileContext(module, text, filename)
+    findings: list[Finding] = []
+    for rule_ in rules:
+        findings.extend(rule_.check(ctx))  # type: ignore[misc]
+    return sorted(set(findings), key=lambda f: f.sort_key)
+
+
+def _compile(text: str, filename: str) -> Finding | None:
+    """CPython's verdict: None, or the TTL000 finding for a text it rejects or gives up on.
+
+    Run at the raised recursion limit, so the verdict depends only on CPython's parser
+    limits, not on how deep the caller's stack happens to be."""
     try:
         tree = compile(text, filename, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
     except SyntaxError as exc:
-        return None, _syntax_finding(filename, exc.msg, exc.lineno or 1, exc.offset or 1)
+        return _syntax_finding(filename, exc.msg, exc.lineno or 1, exc.offset or 1)
     except ValueError as exc:  # null bytes
-        return None, _syntax_finding(filename, str(exc), 1, 1)
+        return _syntax_finding(filename, str(exc), 1, 1)
     except (RecursionError, MemoryError) as exc:  # valid grammar, beyond the nesting CPython handles
         detail = f" ({exc})" if str(exc) else ""
-        return None, _unanalysable(filename, f"too deeply nested for Python's own parser{detail}", 1, 1)
+        return _unanalysable(filename, f"too deeply nested for Python's own parser{detail}", 1, 1)
     depth, row = _bool_depth(text, tree)
     if depth > MAX_BOOL_DEPTH:
-        return tree, _unanalysable(filename, f"an and/or chain {depth} operands deep (the linter's parser "
-                                             f"handles {MAX_BOOL_DEPTH})", row, 1)
-    return tree, None
+        return _unanalysable(filename, f"an and/or chain {depth} operands deep (the linter's parser "
+                                       f"handles {MAX_BOOL_DEPTH})", row, 1)
+    return None
 
 
 def _may_be_newer_syntax(problem: Finding, text: str) -> bool:
@@ -123,26 +152,6 @@ def _bool_depth(text: str, tree: ast.Module) -> tuple[int, int]:
                 deepest, row = depth, node.lineno
         stack.extend((child, depth) for child in ast.iter_child_nodes(node))
     return deepest, row
-
-
-def _analyse(text: str, filename: str, rules: list[Rule], rejected: Finding | None,
-             report: bool) -> list[Finding]:
-    try:
-        module = cst.parse_module(text)
-    except cst.ParserSyntaxError as exc:
-        if not report:
-            return []
-        if rejected is not None:  # CPython's message is the better one
-            return [rejected]
-        hint = " (libcst reads at most 3000 implicitly concatenated strings in one expression)" \
-            if "STRING" in exc.message else ""
-        return [_unanalysable(filename, f"valid Python that libcst, the parser the rules use, cannot read: "
-                                        f"{_first_line(exc.message)}{hint}", exc.raw_line, exc.raw_column + 1)]
-    ctx = FileContext(module, text, filename)
-    findings: list[Finding] = []
-    for rule_ in rules:
-        findings.extend(rule_.check(ctx))  # type: ignore[misc]
-    return sorted(set(findings), key=lambda f: f.sort_key)
 
 
 _limit_lock = threading.Lock()

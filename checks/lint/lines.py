@@ -20,3 +20,15 @@ def split_lines(text: str) -> list[str]:
 def offset(starts: list[int], row: int, column: int) -> int:
     """Offset of a 1-based (row, column) position."""
     return starts[row - 1] + column - 1
+
+
+def line_ending(text: str, starts: list[int], row: int) -> str:
+    """The break that ends 1-based ``row``, else the text's first one, else ``\\n``."""
+    end = starts[row] if row < len(starts) else len(text)
+    found = _EOL.search(text, starts[min(row, len(starts)) - 1], end) or _EOL.search(text)
+    return found.group() if found else "\n"
+
+
+def with_line_endings(text: str, ending: str) -> str:
+    """``text`` with every line break replaced by ``ending``."""
+    return _EOL.sub(ending, text)

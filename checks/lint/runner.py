@@ -2,26 +2,32 @@
 
 Reading, hashing and cache look-ups happen in this process; only files that miss the
 cache and pass the text prefilter's decode go to worker processes, and only when there
-are enough of them to pay for starting the pool.
+are enough of them to pay for starting the pool. A worker that dies (the engine's
+guards should make that impossible) costs only the file it was on: the files it had
+not finished are linted again one at a time in a fresh process, and the one that
+kills it becomes a TTL000 finding.
 """
 from __future__ import annotations
 
 import ast
+import multiprocessing
 import os
+import signal
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from .cache import Cache
 from .config import Config, find_pyproject, load_config
-from .discovery import discover
+from .discovery import discover, read_source
 from .engine import BOM, decode, lint_source
 from .finding import Finding
-from .fixes import apply_fixes, unified_diff, write_atomic
+from .fixes import NotWritten, apply_fixes, unified_diff, write_fix
 from .noqa import is_suppressed, suppressions
-from .registry import resolve
+from .registry import PARSE_ERROR, resolve
 
 PARALLEL_MIN_FILES = 16  # below this a pool costs more than it saves
 FIX_ROUNDS = 10
@@ -31,6 +37,7 @@ FIX_ROUNDS = 10
 class Report:
     findings: list[Finding] = field(default_factory=list)  # what is left after fixing
     errors: list[str] = field(default_factory=list)  # one line each: unreadable files, crashes
+    warnings: list[str] = field(default_factory=list)  # one line each: skipped entries, fixes not written
     fixed: int = 0
     diffs: list[str] = field(default_factory=list)
     files: int = 0
@@ -43,13 +50,20 @@ class _Task:
     codes: tuple[str, ...]
 
 
-def _lint_task(task: _Task) -> tuple[list[Finding] | None, str | None]:
+@dataclass(frozen=True)
+class _Result:
+    findings: list[Finding] | None
+    error: str | None = None  # a rule crashed: one line, then the traceback
+    cacheable: bool = True
+
+
+def _lint_task(task: _Task) -> _Result:
     """Worker entry point: findings, or a one-line error (with traceback) if a rule crashed."""
     try:
-        return lint_source(task.text, task.filename, list(task.codes)), None
+        return _Result(lint_source(task.text, task.filename, list(task.codes)))
     except Exception as exc:  # a bug in a rule must not stop the run
         detail = traceback.format_exc()
-        return None, f"{task.filename}: internal error: {type(exc).__name__}: {exc}\n{detail}"
+        return _Result(None, f"{task.filename}: internal error: {type(exc).__name__}: {exc}\n{detail}")
 
 
 def configure(paths: Sequence[str], config_path: str | None = None) -> Config:
@@ -79,7 +93,7 @@ def check(
     config = config or configure(paths)
     codes = resolve(list(select) if select else config.select, [*config.ignore, *(ignore or [])])
     report = Report()
-    files = discover(paths, config, report.errors)
+    files = discover(paths, config, report.errors, report.warnings)
     report.files = len(files)
     store = Cache(codes) if cache else None
 
@@ -88,7 +102,7 @@ def check(
     pending: list[tuple[Path, str | None, _Task]] = []
     for path in files:
         try:
-            data = path.read_bytes()
+            data = read_source(path)
         except OSError as exc:
             report.errors.append(f"{path}: cannot read: {exc.strerror or exc}")
             continue
@@ -105,13 +119,13 @@ def check(
         else:
             pending.append((path, key, _Task(str(path), text, tuple(codes))))  # type: ignore[arg-type]
 
-    for (path, key, _), (found, error) in zip(pending, _run_tasks([t for _, _, t in pending], jobs)):
-        if error is not None:
-            report.errors.append(error)
+    for (path, key, _), result in zip(pending, _run_tasks([t for _, _, t in pending], jobs)):
+        if result.error is not None:
+            report.errors.append(result.error)
             continue
-        results[path] = found  # type: ignore[assignment]
-        if store and key:
-            store.put(key, found)  # type: ignore[arg-type]
+        results[path] = result.findings  # type: ignore[assignment]
+        if store and key and result.cacheable:
+            store.put(key, result.findings)  # type: ignore[arg-type]
 
     for path in files:
         if path not in results:
@@ -125,17 +139,62 @@ def check(
     return report
 
 
-def _run_tasks(tasks: list[_Task], jobs: int | None) -> list[tuple[list[Finding] | None, str | None]]:
+def _run_tasks(tasks: list[_Task], jobs: int | None) -> list[_Result]:
     workers = min(jobs or os.cpu_count() or 1, max(1, len(tasks) // 4))
     if workers <= 1 or len(tasks) < PARALLEL_MIN_FILES:
         return [_lint_task(t) for t in tasks]
     order = sorted(range(len(tasks)), key=lambda i: -len(tasks[i].text))  # big files first
+    out: list[_Result | None] = [None] * len(tasks)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        done = list(pool.map(_lint_task, [tasks[i] for i in order], chunksize=1))
-    out: list[tuple[list[Finding] | None, str | None]] = [(None, None)] * len(tasks)
-    for i, result in zip(order, done):
+        futures = [(i, pool.submit(_lint_task, tasks[i])) for i in order]
+        for i, future in futures:
+            try:
+                out[i] = future.result()
+            except BrokenProcessPool:  # a worker died: every unfinished file is redone below
+                pass
+    unfinished = [i for i in order if out[i] is None]
+    for i, result in zip(unfinished, _run_isolated([tasks[i] for i in unfinished])):
         out[i] = result
-    return out
+    return out  # type: ignore[return-value]
+
+
+def _run_isolated(tasks: list[_Task]) -> list[_Result]:
+    """Lint one task at a time in a child process; when the child dies, that task gets a
+    TTL000 finding (not cached) and a new child takes the rest."""
+    results: list[_Result] = []
+    context = multiprocessing.get_context()
+    while len(results) < len(tasks):
+        ours, theirs = context.Pipe()
+        child = context.Process(target=_serve, args=(theirs,), daemon=True)
+        child.start()
+        theirs.close()
+        try:
+            while len(results) < len(tasks):
+                ours.send(tasks[len(results)])
+                results.append(ours.recv())
+            ours.send(None)
+        except (EOFError, OSError):
+            child.join()
+            results.append(_crashed(tasks[len(results)], child.exitcode))
+        finally:
+            ours.close()
+            child.join()
+    return results
+
+
+def _serve(conn: "multiprocessing.connection.Connection") -> None:
+    """Child process of ``_run_isolated``: lint tasks until told to stop."""
+    while (task := conn.recv()) is not None:
+        conn.send(_lint_task(task))
+
+
+def _crashed(task: _Task, exitcode: int | None) -> _Result:
+    how = f"killed by {signal.Signals(-exitcode).name}" if exitcode and exitcode < 0 else f"exit code {exitcode}"
+    message = f"the process analysing it died ({how}); this file is skipped, the others are linted"
+    if PARSE_ERROR not in task.codes:
+        return _Result(None, f"{task.filename}: internal error: {message}", cacheable=False)
+    return _Result([Finding(PARSE_ERROR, f"cannot be analysed: {message}", task.filename, 1, 1, 1, 2)],
+                   cacheable=False)
 
 
 def _filter(findings: list[Finding], text: str | None, ignored: set[str]) -> list[Finding]:
@@ -145,10 +204,13 @@ def _filter(findings: list[Finding], text: str | None, ignored: set[str]) -> lis
 
 def _fix_file(path: Path, data: bytes, text: str, findings: list[Finding], codes: list[str], config: Config,
               write: bool, report: Report) -> list[Finding]:
-    """Apply safe fixes until none are left (later rounds pick up overlapping ones)."""
+    """Apply safe fixes until none are left (later rounds pick up overlapping ones).
+
+    Returns the findings left in the file: after the fixes, or all of them when the
+    fixed text is not written (see ``write_fix``; a warning says why)."""
     bom = text.startswith(BOM)
     body = text[1:] if bom else text
-    original = body
+    original, before = body, findings
     ignored = config.ignored_codes(path)
     applied_total = 0
     for _ in range(FIX_ROUNDS):
@@ -163,14 +225,20 @@ def _fix_file(path: Path, data: bytes, text: str, findings: list[Finding], codes
         return findings
     try:  # never write a file that no longer compiles
         compile(body, str(path), "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
-    except (SyntaxError, ValueError) as exc:
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         report.errors.append(f"{path}: internal error: fixes would make invalid code ({exc}); file left unchanged")
-        return findings
-    report.fixed += applied_total
-    if write:
-        write_atomic(path, ((BOM if bom else "") + body).encode("utf-8"))
-    else:
+        return before
+    if not write:
+        report.fixed += applied_total
         report.diffs.append(unified_diff(original, body, str(path)))
+        return findings
+    try:
+        if write_fix(path, data, ((BOM if bom else "") + body).encode("utf-8")):
+            report.fixed += applied_total
+    except NotWritten as exc:
+        report.warnings.append(f"{path}: {exc}; {applied_total} fix{'es' if applied_total != 1 else ''} "
+                               "not written")
+        return before
     return findings
 
 
