@@ -31,6 +31,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	@test -x /tmp/torchfix-venv/bin/torchfix || { $(PYTHON) -m venv /tmp/torchfix-venv && /tmp/torchfix-venv/bin/pip install -q torchfix; }
 	@$(BIN)/python -m benchmarks.convert_bench
+	@$(BIN)/python -m benchmarks.latency_bench
 	@$(BIN)/python benchmarks/lint/bench.py --torchfix /tmp/torchfix-venv/bin/torchfix
 
 clean:

@@ -26,6 +26,7 @@ def compile_package(program: Any, path: str | Path, device: str = "cpu") -> Path
     if device != "cpu":
         program = move_to_device_pass(program, device)
     _realize_expanded_views(program)
+    _bind_scan_symbols(program)
     try:
         written = torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     except Exception as exc:
@@ -56,6 +57,64 @@ def _realize_expanded_views(program: Any) -> None:
             copy.meta = dict(source.meta)
             node.replace_input_with(source, copy)
             changed = True
+    if changed:
+        program.graph_module.recompile()
+
+
+def _bind_scan_symbols(program: Any) -> None:
+    """Pass each ``scan`` the dynamic sizes its outputs depend on, in place.
+
+    Inductor (torch 2.13) lowers ``scan`` to ``while_loop`` and allocates its stacked outputs from
+    symbols it finds among the scan's SymInt arguments; a recurrent layer's outputs are
+    ``[length, batch, hidden]`` but torch.export passes no ``batch`` SymInt (KeyError: s23). Appending
+    ``sym_size`` of an input that carries the symbol (and an unused placeholder to the step function)
+    binds it without changing what is computed.
+    """
+    import torch
+
+    graph = program.graph_module.graph
+    sizes: dict[Any, Any] = {}
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target == torch.ops.aten.sym_size.int:
+            val = node.meta.get("val")
+            if isinstance(val, torch.SymInt):
+                sizes.setdefault(val.node.expr, node)
+    changed = False
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.higher_order.scan:
+            continue
+        combine, init, xs, extra = node.args
+        bound = {a.meta["val"].node.expr for a in extra
+                 if isinstance(a, torch.fx.Node) and isinstance(a.meta.get("val"), torch.SymInt)}
+        wanted = set()
+        for out in node.meta.get("val") or ():
+            for dim in getattr(out, "shape", ()):
+                if isinstance(dim, torch.SymInt):
+                    wanted |= {sym for sym in dim.node.expr.free_symbols if sym not in bound}
+        added = []
+        for sym in sorted(wanted, key=str):
+            if sym not in sizes:
+                source = next(((p, i) for p in placeholders for i, d in enumerate(getattr(p.meta.get("val"), "shape", ()))
+                               if isinstance(d, torch.SymInt) and d.node.expr == sym), None)
+                if source is None:
+                    continue
+                with graph.inserting_after(placeholders[-1]):
+                    size = graph.call_function(torch.ops.aten.sym_size.int, source)
+                size.meta["val"] = source[0].meta["val"].shape[source[1]]
+                sizes[sym] = size
+            added.append(sizes[sym])
+        if not added:
+            continue
+        step = getattr(program.graph_module, combine.target)
+        last = [n for n in step.graph.nodes if n.op == "placeholder"][-1]
+        for i, size in enumerate(added):
+            with step.graph.inserting_after(last):
+                last = step.graph.placeholder(f"bound_size_{i}")
+            last.meta["val"] = size.meta["val"]
+        step.recompile()
+        node.args = (combine, init, xs, [*extra, *added])
+        changed = True
     if changed:
         program.graph_module.recompile()
 

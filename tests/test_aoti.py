@@ -6,6 +6,7 @@ made once per module and shared; those tests are slow-marked.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,13 +77,15 @@ def test_aoti_package_loads_without_compiling_and_matches_model_pt2(compiled, tm
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.aoti.pt2", "model.onnx", "model.pt2"]
     specs = json.loads((out / "manifest.json").read_text())["inputs"]
     paths = []
-    for batch in (1, 5):  # two batch sizes: the batch dim stays dynamic in the package
+    for batch in (2, 5):  # two batch sizes: the batch dim stays dynamic in the package
         feeds = random_tf_inputs(specs, batch, seed=batch)
         path = tmp_path / f"in{batch}.npz"
         np.savez(path, **{s["name"]: to_torch_layout(feeds[s["tf_name"]], s) for s in specs})
         paths.append(str(path))
+    # No C++ compiler on PATH and an empty inductor cache: loading or running would fail if it compiled.
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent), CXX="/nonexistent/c++", CC="/nonexistent/cc",
+               TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor-cache"))
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(out), ",".join(s["name"] for s in specs), *paths],
-                          capture_output=True, text=True, cwd=tmp_path)
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    load_s = float(proc.stdout.split()[-1].rstrip("s"))
-    assert load_s < 5.0, f"loading took {load_s}s: it compiled at load time"
+    assert proc.stdout.startswith("load ")
