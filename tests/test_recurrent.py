@@ -348,3 +348,16 @@ def test_fixture_matches_tensorflow_and_exports(fixture_model, tmp_path, name, o
                 what = f"{name}/{out_name} opset {opset} {how} batch {len(next(iter(feeds.values())))}"
                 errors[what] = assert_close(array, want[out_name], what=what)
     print("\n".join(f"max abs err {v:.3g}  {k}" for k, v in errors.items()))
+
+
+def test_control_flow_opsets_come_from_the_conversion_context():
+    """Folding and subgraphs use the opsets onnx_to_torch sets for the model, not the caller's frame."""
+    from migrate.converters.control_flow import _opsets, converting
+
+    with pytest.raises(ConversionError, match="opsets unknown"):
+        _opsets()
+    model = _if_model(True)
+    with converting(model):
+        assert [(o.domain, o.version) for o in _opsets()] == [("", 17)]
+    with pytest.raises(ConversionError, match="opsets unknown"):
+        _opsets()
