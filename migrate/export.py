@@ -1,6 +1,6 @@
 """torch.fx GraphModule -> ``torch.export`` ExportedProgram with every None dim of the TF signature kept dynamic.
 
-Every None dim is exported as ``Dim.DYNAMIC``: torch.export then derives which dims the graph ties
+Every None dim is exported as ``Dim.AUTO``: torch.export then derives which dims the graph ties
 together (a padding mask broadcast onto attention scores makes its length the token ids' length) and
 gives them one symbol; those groups are what the manifest's ``dims`` records. A dim the graph really
 fixes is a last resort: it is fixed with a warning naming the input, the dim and the reason.
@@ -141,8 +141,8 @@ def export_program(gm: torch.nn.Module, specs: list[dict[str, Any]],
                    static_dims: dict[tuple[str, int], int] | None = None) -> Exported:
     """Export with every None dim dynamic; dims the graph fixes are fixed with a warning, as a last resort.
 
-    Tries ``Dim.DYNAMIC`` everywhere (fails if any dim is specialised), then ``Dim.AUTO`` (fixes what the
-    graph fixes), then a dynamic batch only, then nothing dynamic.
+    ``Dim.AUTO`` on every None dim keeps it dynamic unless the traced graph needs it constant (then it is
+    fixed, and reported); where that export fails (a data-dependent guard), a dynamic batch only, then nothing.
     """
     from migrate.fx_passes import optimize
 
@@ -152,37 +152,20 @@ def export_program(gm: torch.nn.Module, specs: list[dict[str, Any]],
     chosen = {i == 0: size for (_, i), size in static_dims.items()}
     example = _runnable_example(gm, specs, chosen.get(True, EXAMPLE_BATCH), chosen.get(False))
     gm = optimize(gm, example)
-    attempts = [("dynamic", _dynamic_shapes(specs, Dim.DYNAMIC)), ("auto", _dynamic_shapes(specs, Dim.AUTO)),
-                ("batch", _dynamic_shapes(specs, Dim.AUTO, batch_only=True)), ("static", None)]
-    reason: str | None = None
-    error: Exception | None = None
-    for kind, shapes in attempts:
-        if kind == "auto" and reason is None:
-            continue  # the DYNAMIC attempt failed for another reason than a fixed dim: AUTO fails too
+    attempts = [_dynamic_shapes(specs, Dim.AUTO), _dynamic_shapes(specs, Dim.AUTO, batch_only=True), None]
+    errors: list[Exception] = []
+    for shapes in attempts:
         try:
             program = torch.export.export(gm, example, dynamic_shapes=shapes, strict=False)
-        except Exception as exc:  # torch.export raises many types; the last one is reported
-            error = exc
-            if kind == "dynamic":
-                reason = _specialisation_reason(exc)
+        except Exception as exc:  # torch.export raises many types; the first one explains the fallback
+            errors.append(exc)
             continue
         # Export tags the example tensors with Python attributes (_specialize_on), which would make the
         # archive's sample inputs pickle more than plain tensors: store untagged copies.
         program.example_inputs = (tuple(t.clone() for t in example), {})
-        return _describe(program, specs, reason or _first_line(error), set(static_dims.values()))
-    raise ConversionError(f"torch.export failed ({type(error).__name__}: {_first_line(error)}); "
-                          "rerun with --debug for details") from error
-
-
-def _specialisation_reason(exc: Exception) -> str | None:
-    """torch.export's 'marked dynamic but your code specialized it' explanation, or None for other errors."""
-    text = str(exc)
-    match = re.search(r"specialized it to be a constant \((\d+)\)", text)
-    if match:
-        return f"the converted graph uses it as the constant {match.group(1)} (torch.export specialised it)"
-    if "Constraints violated" in text:
-        return _first_line(exc)
-    return None
+        return _describe(program, specs, _first_line(errors[0]) if errors else None, set(static_dims.values()))
+    raise ConversionError(f"torch.export failed ({type(errors[0]).__name__}: {_first_line(errors[0])}); "
+                          "rerun with --debug for details") from errors[0]
 
 
 def _first_line(exc: Exception | None) -> str:
@@ -190,7 +173,7 @@ def _first_line(exc: Exception | None) -> str:
     return text.splitlines()[0][:300] if text else ""
 
 
-def _describe(program: torch.export.ExportedProgram, specs: list[dict[str, Any]], reason: str,
+def _describe(program: torch.export.ExportedProgram, specs: list[dict[str, Any]], reason: str | None,
               user_sizes: set[int]) -> Exported:
     """Read the dims of the program's placeholders: symbols shared across inputs, sizes it fixed.
 
@@ -215,7 +198,8 @@ def _describe(program: torch.export.ExportedProgram, specs: list[dict[str, Any]]
                 shape[i] = int(have)
                 if int(have) in user_sizes:
                     continue
-                warnings.append(f"input {spec['name']!r} dim {i} is fixed to {int(have)}: {reason}; "
+                why = reason or f"the converted graph uses it as the constant {int(have)} (torch.export specialised it)"
+                warnings.append(f"input {spec['name']!r} dim {i} is fixed to {int(have)}: {why}; "
                                 f"choose the size with --static-dims {spec['name']}:{i}=SIZE")
             else:
                 expr = have.node.expr
