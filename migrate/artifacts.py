@@ -14,8 +14,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -163,6 +165,49 @@ def _record_files(stage: Path) -> None:
     write_json(path, manifest)
 
 
+def _check_replaceable(out: Path, force: bool) -> None:
+    """Raise unless ``out`` is absent, or ``force`` is given and ``out`` is a tf2torch output."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory; choose another output path")
+    if not force:
+        raise InputError(f"{out} already exists; pass --force to replace it")
+    why = _written_by_us(out)
+    if why:
+        raise InputError(f"{out} is not a tf2torch output ({why}); --force only replaces a directory "
+                         "tf2torch wrote, so move it away or choose another OUT")
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM for a step that must not be cut in half (swapping OUT, starting a worker)."""
+    signals = {signal.SIGINT, signal.SIGTERM}
+    blocked = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals) if blocked else None
+    try:
+        yield
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _replace(out: Path, staging: Path) -> None:
+    """Rename ``staging`` to ``out``; an existing ``out`` is moved aside first and put back if that fails."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    try:
+        staging.rename(out)
+    except BaseException:
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 @contextmanager
 def staged_output(out: Path, force: bool, *, source: Path | None = None) -> Iterator[Path]:
     """Yield an empty staging directory that replaces ``out`` only if the block succeeds.
@@ -173,15 +218,7 @@ def staged_output(out: Path, force: bool, *, source: Path | None = None) -> Iter
     """
     out = Path(os.path.realpath(out))  # a symlinked OUT: write where it points, keep the link
     _check_target(out, source)
-    if out.exists():
-        if not out.is_dir():
-            raise InputError(f"{out} exists and is not a directory; choose another output path")
-        if not force:
-            raise InputError(f"{out} already exists; pass --force to replace it")
-        why = _written_by_us(out)
-        if why:
-            raise InputError(f"{out} is not a tf2torch output ({why}); --force only replaces a directory "
-                             "tf2torch wrote, so move it away or choose another OUT")
+    _check_replaceable(out, force)
     created = _make_parents(out)
     try:
         with _exclusive(out.parent, out.name):
@@ -192,14 +229,10 @@ def staged_output(out: Path, force: bool, *, source: Path | None = None) -> Iter
                 os.umask(umask)
                 staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make OUT private
                 yield staging
-                _record_files(staging)
-                old = None
-                if out.exists():
-                    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-                    out.rename(old)
-                staging.rename(out)
-                if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
+                with deferred_signals():
+                    _check_replaceable(out, force)  # again: OUT may have changed while the command ran
+                    _record_files(staging)
+                    _replace(out, staging)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise

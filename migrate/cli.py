@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         if exc.filename is None:
             return _internal_error(args.command, exc)
-        print(f"tf2torch {args.command}: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        name = exc.filename2 or exc.filename  # os.replace(tmp, path) fails naming both: path is the user's
+        print(f"tf2torch {args.command}: error: {name}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except Exception as exc:
         if debug:

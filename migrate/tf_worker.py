@@ -465,22 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this worker when its parent dies (even by SIGKILL), so no orphan keeps running."""
-    parent = os.environ.get("TF2TORCH_PARENT_PID")
-    if not parent or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != int(parent):  # the parent died before prctl took effect
-        os._exit(1)
-
-
 if __name__ == "__main__":
-    _die_with_parent()
+    from migrate.worker_client import die_with_parent
+
+    die_with_parent()
     # os._exit skips TensorFlow's slow and sometimes crashing interpreter teardown (and its atexit cleanup,
     # which is why worker_client points TMPDIR at a directory it removes: autograph's files land there).
     os._exit(main())

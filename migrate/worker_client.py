@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from migrate.artifacts import deferred_signals
 from migrate.errors import ConversionError, InputError, Tf2TorchError
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -44,13 +45,21 @@ def run_worker(command: str, request: dict[str, Any], *, debug: bool = False, qu
         if not debug:
             env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with open(log_path, "wb") as log:
+            proc = None
             try:
-                proc = subprocess.run([tf_python(), "-m", module, str(req_path)], env=env,
-                                      stdin=subprocess.DEVNULL,
-                                      stdout=None if debug else log, stderr=None if debug else subprocess.STDOUT)
+                with deferred_signals():  # a signal between fork and our first wait would orphan the worker
+                    proc = subprocess.Popen([tf_python(), "-m", module, str(req_path)], env=env,
+                                            stdin=subprocess.DEVNULL, stdout=None if debug else log,
+                                            stderr=None if debug else subprocess.STDOUT)
+                proc.wait()
             except OSError as exc:
                 raise InputError(f"cannot start the TensorFlow worker with {tf_python()} ({exc}); "
                                  "check TF2TORCH_TF_PYTHON") from exc
+            except BaseException:  # Ctrl-C, SIGTERM (Terminated): the worker goes first, then its files
+                if proc is not None:
+                    proc.kill()
+                    proc.wait()
+                raise
         if result_path.exists():
             answer = json.loads(result_path.read_text())
             if answer.get("ok"):
@@ -60,3 +69,22 @@ def run_worker(command: str, request: dict[str, Any], *, debug: bool = False, qu
         tail = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()][-1:]
         raise Tf2TorchError(f"the TensorFlow worker crashed (exit {proc.returncode})"
                             + (f": {tail[0][:300]}" if tail else "") + "; rerun with --debug to see its log")
+
+
+def die_with_parent() -> None:
+    """Called first in a worker process: die when the tf2torch process dies, even by SIGKILL (Linux).
+
+    Also unblocks SIGINT/SIGTERM, which :func:`run_worker` holds while starting the worker.
+    """
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    parent = os.environ.get("TF2TORCH_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != int(parent):  # the parent died before prctl took effect
+        os._exit(1)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from fixtures.models import model_dir
-from tests.safety_helpers import fingerprint, leftovers, one_line, tf2torch
+from tests.safety_helpers import fingerprint, leftovers, one_line, spawn, tf2torch
 
 
 @pytest.fixture
@@ -124,3 +125,20 @@ def test_user_mistakes_about_out_are_one_clear_line_not_internal_errors(tmp_path
         assert fingerprint(tmp_path) == dict(before, tmp="dir")
     finally:
         parent.chmod(0o755)
+
+
+def test_force_never_replaces_a_file_added_to_out_while_the_command_ran(earlier_output, tmp_path):
+    """OUT is checked again, under the lock, just before it is replaced."""
+    out = tmp_path / "out"
+    shutil.copytree(earlier_output, out)
+    run = spawn("convert", model_dir("mlp") / "saved_model", "-o", out, "--force", "-q", tmpdir=tmp_path / "tmp")
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()) and run.poll() is None:
+        assert time.monotonic() < deadline, "the run never staged its output"
+        time.sleep(0.05)
+    (out / "notes.txt").write_text("written during the run\n")
+    _, stderr = run.communicate(timeout=300)
+    one_line((run.returncode, stderr), 2, "is not a tf2torch output (it holds 'notes.txt'")
+    assert (out / "notes.txt").read_text() == "written during the run\n"
+    assert fingerprint(out) == dict(fingerprint(earlier_output), **{"notes.txt": fingerprint(out)["notes.txt"]})
+    assert leftovers(tmp_path, tmp_path / "tmp") == []
