@@ -32,7 +32,7 @@ def keras_train_step(source: Path, feeds: dict, targets: dict) -> dict[str, np.n
             return {k: data[k] for k in data.files}
 
 
-@pytest.mark.parametrize("name", ["cnn", "port_mlp_dropout", "port_frozen"])
+@pytest.mark.parametrize("name", ["cnn", "port_mlp_dropout", "port_frozen", "port_rnn", "port_shared_nested"])
 def test_one_sgd_step_matches_keras(ported, name):
     import migrate
 
@@ -45,7 +45,8 @@ def test_one_sgd_step_matches_keras(ported, name):
     feeds = keras_inputs(manifest, 4, seed=21)
     rng = np.random.default_rng(22)
     outs = manifest["outputs"]
-    targets = {s["tf_name"]: rng.standard_normal([4, *s["tf_shape"][1:]]).astype("float32") for s in outs}
+    targets = {s["tf_name"]: rng.standard_normal([4, *(7 if d is None else d for d in s["tf_shape"][1:])])
+               .astype("float32") for s in outs}  # None: the sequence length keras_inputs uses
     want = keras_train_step(source, feeds, targets)
 
     got = module(*[to_module(feeds[s["tf_name"]], s) for s in manifest["inputs"]])

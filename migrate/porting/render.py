@@ -76,6 +76,8 @@ class Context:
         self.prefix = prefix
         self.declared: dict[str, str] = {}
         self.shapes: dict[str, tuple[int | None, ...]] = {}
+        self.variables: set[str] = set()
+        self.fresh_names: set[str] = set()
         self.layer: Layer | None = None
         self.var = ""
 
@@ -123,6 +125,12 @@ class Context:
         self.renderer.helpers.setdefault(name, code.strip("\n"))
         self.renderer.imports.update({"nn", "F"} & set(re.findall(r"\b(nn|F)\.", code)))
         return name
+
+    def fresh(self, name: str) -> str:
+        """A new forward variable name based on ``name`` (for emitters that unpack several results)."""
+        var = pyname(name, self.variables)
+        self.fresh_names.add(var)
+        return var
 
     def need(self, name: str) -> str:
         """Ask for an import (``"F"`` for torch.nn.functional); returns the name to use."""
@@ -187,6 +195,7 @@ class Renderer:
                                         attr=pyname(entry["name"], attrs), calls=len(entry["calls"]))
         self._check_supported(objs.values())
         variables: set[str] = set()
+        ctx.variables = variables
         values: dict[str, Value] = {}
         for tensor in graph["inputs"]:
             layer_name = tensor.split(":")[0]
@@ -252,12 +261,12 @@ class Renderer:
               variables: set[str], consumers: dict[str, list[str]]) -> None:
         call_spec = entry["calls"][index]
         inputs = [values[t] for t in _tensors(call_spec)]
-        kwargs = {k: v for k, v in call_spec["kwargs"].items() if not _is_tensor(v)}
-        kwargs.update({k: values[v["tensor"]] for k, v in call_spec["kwargs"].items() if _is_tensor(v)})
+        kwargs = _substitute(call_spec["kwargs"], values)
         outputs = sorted({t for t in consumers if t.startswith(f"{layer.name}:{index}:")},
                          key=lambda t: int(t.rsplit(":", 1)[1]))
         call = Call(inputs, kwargs, index, args=_substitute(call_spec["args"], values),
-                    output_consumers=[consumers[t] for t in outputs])
+                    output_consumers=[consumers[t] for t in outputs],
+                    used={int(t.rsplit(":", 1)[1]) for t in outputs})
         ctx.layer = layer
         try:
             if layer.class_name in MODEL_CLASSES:
@@ -269,13 +278,23 @@ class Renderer:
             return
         out = out if isinstance(out, Out) else Out(out)
         exprs = out.expr if isinstance(out.expr, tuple) else (out.expr,)
+        used = [k == 0 or f"{layer.name}:{index}:{k}" in consumers for k in range(len(exprs))]
         base = layer.attr if layer.calls == 1 else f"{layer.attr}_call{index + 1}" if index else layer.attr
-        names = [pyname(base if k == 0 else f"{base}_{k}", variables) for k in range(len(exprs))]
         if isinstance(out.expr, tuple) and len(exprs) > 1 and all(e == exprs[0] for e in exprs):
+            names = [pyname(base if k == 0 else f"{base}_{k}", variables) if used[k] else "_"
+                     for k in range(len(exprs))]
             ctx.line(f"{', '.join(names)} = {exprs[0]}")
         else:
-            for name, expr in zip(names, exprs):
-                ctx.line(f"{name} = {expr}")
+            names = []
+            for k, expr in enumerate(exprs):
+                if expr in ctx.fresh_names:  # the emitter already bound it (``lstm, _ = self.lstm(x)``)
+                    names.append(expr)
+                elif used[k]:
+                    names.append(pyname(base if k == 0 else f"{base}_{k}", variables))
+                    ctx.line(f"{names[-1]} = {expr}")
+                else:
+                    names.append("_")
+        ctx.fresh_names.clear()
         shapes = out.shapes or [None] * len(names)
         for k, name in enumerate(names):
             shape = shapes[k] if shapes[k] is not None else self._shape_of(ctx, f"{layer.name}:{index}:{k}", call)
@@ -345,7 +364,7 @@ def _is_tensor(value: Any) -> bool:
 
 
 def _tensors(call: dict[str, Any]) -> list[str]:
-    """Tensor ids of a call's positional args, flattened in order."""
+    """Tensor ids of a call's positional args, then its keyword args (``initial_state``), flattened in order."""
     found: list[str] = []
 
     def walk(value: Any) -> None:
@@ -359,6 +378,7 @@ def _tensors(call: dict[str, Any]) -> list[str]:
                 walk(v)
 
     walk(call["args"])
+    walk(call["kwargs"])
     return found
 
 

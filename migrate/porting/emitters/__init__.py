@@ -21,6 +21,7 @@ from migrate.porting.emitters import (  # noqa: E402,F401  (each module register
     ops,
     pooling,
     preprocessing,
+    recurrent,
     reshaping,
 )
 

@@ -94,6 +94,10 @@ class Call:
     index: int
     args: list[Any] = field(default_factory=list)  # positional args, tensors as Values, constants as-is
     output_consumers: list[list[str]] = field(default_factory=list)  # per output: consumer class names
+    used: set[int] = field(default_factory=set)  # indices of the outputs something reads
+
+    def uses(self, index: int) -> bool:
+        return index in self.used
 
     @property
     def input(self) -> Value:

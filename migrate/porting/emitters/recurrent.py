@@ -1,0 +1,160 @@
+"""LSTM, GRU and SimpleRNN (and Bidirectional around them) as nn.LSTM / nn.GRU / nn.RNN, batch_first.
+
+Gate orders: Keras LSTM (i, f, c, o) is torch's (i, f, g, o); Keras GRU (z, r, h) becomes torch's (r, z, n),
+and only ``reset_after=True`` (Keras 3's default) matches torch's GRU. Keras has one bias per gate where
+torch has two (input and hidden): the hidden one is zero and frozen, so training updates the same sum.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, emitter
+
+TORCH_CLASS = {"LSTM": "LSTM", "GRU": "GRU", "SimpleRNN": "RNN"}
+GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
+
+
+def _find(layer: Layer, direction: str, name: str) -> str:
+    """The layer's weight called ``name`` (``kernel``, ``recurrent_kernel``, ``bias``) for a direction prefix."""
+    found = [k for k in layer.weights if k.split("/")[-1] == name and k.startswith(direction)]
+    if len(found) != 1:
+        raise Unsupported(f"cannot find the {direction or 'cell'} {name} among {sorted(layer.weights)}")
+    return found[0]
+
+
+def _check(cls: str, cfg: dict[str, Any]) -> None:
+    if cfg.get("stateful") or cfg.get("unroll"):
+        raise Unsupported("stateful or unrolled recurrent layers")
+    if cfg.get("dropout") or cfg.get("recurrent_dropout"):
+        raise Unsupported("recurrent layers with dropout/recurrent_dropout (torch's differ) are not ported yet")
+    if cfg.get("activation", "tanh") != "tanh" and not (cls == "SimpleRNN" and cfg["activation"] == "relu"):
+        raise Unsupported(f"activation {cfg.get('activation')!r} (torch's recurrent layers use tanh)")
+    if cls != "SimpleRNN" and cfg.get("recurrent_activation", "sigmoid") != "sigmoid":
+        raise Unsupported(f"recurrent_activation {cfg.get('recurrent_activation')!r} (torch uses sigmoid)")
+    if cls == "GRU" and not cfg.get("reset_after", True):
+        raise Unsupported("GRU(reset_after=False) (torch's GRU applies the reset gate after the matmul)")
+
+
+def _weights(layer: Layer, cls: str, units: int, direction: str, suffix: str) -> dict[str, tuple[str, tuple]]:
+    order = (("gate_reorder", ("zrh->rzh",)),) if cls == "GRU" else ()
+    gates = GATES[cls] * units
+    weights = {_find(layer, direction, "kernel"): (f"weight_ih_l0{suffix}", (*order, ("permute", (1, 0)))),
+               _find(layer, direction, "recurrent_kernel"): (f"weight_hh_l0{suffix}", (*order, ("permute", (1, 0))))}
+    if any(k.split("/")[-1] == "bias" and k.startswith(direction) for k in layer.weights):
+        bias = _find(layer, direction, "bias")
+        if cls == "GRU":  # (2, 3 * units): input bias, recurrent bias
+            weights[bias] = (f"bias_ih_l0{suffix}", (("split", (0, 2)), ("reshape", (gates,)), *order))
+            weights[bias + "#recurrent"] = (f"bias_hh_l0{suffix}", (("split", (1, 2)), ("reshape", (gates,)), *order))
+        else:
+            weights[bias] = (f"bias_ih_l0{suffix}", ())
+    return weights
+
+
+def _declare(layer: Layer, cfg: dict[str, Any], inner: str, in_features: int, ctx: Any, bidirectional: bool,
+             directions: tuple[str, ...]) -> str:
+    cls = TORCH_CLASS[inner]
+    units = cfg["units"]
+    _check(inner, cfg)
+    extra = ", nonlinearity='relu'" if inner == "SimpleRNN" and cfg.get("activation") == "relu" else ""
+    extra += ", bidirectional=True" if bidirectional else ""
+    if not cfg.get("use_bias", True):
+        extra += ", bias=False"
+    weights: dict[str, tuple[str, tuple]] = {}
+    for direction, suffix in zip(directions, ("", "_reverse")):
+        weights.update(_weights(layer, inner, units, direction, suffix))
+    recurrent_bias = {k: v for k, v in weights.items() if k.endswith("#recurrent")}
+    for key, value in recurrent_bias.items():  # the GRU's second bias row: same Keras weight, another target
+        del weights[key]
+    mod = ctx.submodule(layer, f"nn.{cls}({in_features}, {units}, batch_first=True{extra})", weights)
+    if recurrent_bias:
+        ctx.map_weights(layer, {k.removesuffix("#recurrent"): (f"{layer.attr}.{v[0]}", v[1])
+                                for k, v in recurrent_bias.items()})
+    elif cfg.get("use_bias", True) and layer.name not in ctx.renderer.semantics_done:
+        ctx.renderer.semantics_done.add(layer.name)
+        for suffix in ("", "_reverse")[: len(directions)]:
+            ctx.cls.inits.append(f"nn.init.zeros_({mod}.bias_hh_l0{suffix}).requires_grad_(False)  "
+                                 "# Keras has one bias per gate")
+    return mod
+
+
+def _state_args(call: Call, ctx: Any, inner: str) -> str:
+    states = call.kwargs.get("initial_state")
+    if not states:
+        return ""
+    values = states if isinstance(states, list) else [states]
+    parts = [f"{ctx.keras(v)}.unsqueeze(0)" for v in values]
+    return f", ({parts[0]}, {parts[1]})" if inner == "LSTM" else f", {parts[0]}"
+
+
+@emitter("LSTM", "GRU", "SimpleRNN")
+def recurrent(layer: Layer, call: Call, ctx: Any) -> Out:
+    x, cfg = call.input, layer.config
+    if call.kwargs.get("mask") is not None:
+        raise Unsupported("masked sequences (Embedding(mask_zero=True) or Masking) are not ported yet")
+    mod = _declare(layer, cfg, layer.class_name, x.shape[-1], ctx, False, ("",))
+    seq = ctx.keras(x)
+    if cfg.get("go_backwards"):
+        seq = f"{seq}.flip(1)"  # Keras returns the reversed sequence's outputs in processing order
+    sequences = cfg.get("return_sequences")
+    out = ctx.fresh(layer.attr if sequences else f"{layer.attr}_sequence")
+    state = ctx.fresh(f"{layer.attr}_state") if cfg.get("return_state") and (call.uses(1) or call.uses(2)) else "_"
+    ctx.line(f"{out}, {state} = {mod}({seq}{_state_args(call, ctx, layer.class_name)})")
+    result = out if sequences else f"{out}[:, -1]"
+    if not cfg.get("return_state"):
+        return Out(result)
+    if layer.class_name == "LSTM":
+        return Out((result, f"{state}[0][0]", f"{state}[1][0]"))
+    return Out((result, f"{state}[0]"))
+
+
+@emitter("Bidirectional")
+def bidirectional(layer: Layer, call: Call, ctx: Any) -> Out:
+    x, cfg = call.input, layer.config
+    inner_cfg = cfg["layer"]["config"]
+    inner = cfg["layer"]["class_name"]
+    backward = cfg.get("backward_layer") or {"class_name": inner, "config": dict(inner_cfg, go_backwards=True)}
+    same = {k: v for k, v in backward["config"].items() if k not in ("name", "go_backwards")} == {
+        k: v for k, v in inner_cfg.items() if k not in ("name", "go_backwards")}
+    if inner not in TORCH_CLASS or backward["class_name"] != inner or not same:
+        raise Unsupported(f"Bidirectional({inner}) with a different backward layer")
+    if call.kwargs.get("mask") is not None or call.kwargs.get("initial_state"):
+        raise Unsupported("Bidirectional with a mask or an initial state")
+    if inner_cfg.get("return_state") or inner_cfg.get("go_backwards"):
+        raise Unsupported("Bidirectional with return_state or go_backwards")
+    merge = cfg.get("merge_mode", "concat")
+    directions = tuple(sorted({k.split("/")[0] for k in layer.weights}, key=lambda d: not d.startswith("forward")))
+    mod = _declare(layer, inner_cfg, inner, x.shape[-1], ctx, True, directions)
+    units = inner_cfg["units"]
+    sequences = inner_cfg.get("return_sequences")
+    out = ctx.fresh(layer.attr if sequences and merge == "concat" else f"{layer.attr}_sequence")
+    ctx.line(f"{out}, _ = {mod}({ctx.keras(x)})")
+    if inner_cfg.get("return_sequences"):
+        fwd, bwd = f"{out}[..., :{units}]", f"{out}[..., {units}:]"
+    else:  # Keras: the forward direction's last step, the backward direction's last step (time 0)
+        fwd, bwd = f"{out}[:, -1, :{units}]", f"{out}[:, 0, {units}:]"
+        if merge == "concat":
+            return Out(f"torch.cat([{fwd}, {bwd}], dim=-1)")
+    exprs = {"concat": out, "sum": f"{fwd} + {bwd}", "mul": f"{fwd} * {bwd}", "ave": f"({fwd} + {bwd}) / 2"}
+    if merge not in exprs:
+        raise Unsupported(f"Bidirectional(merge_mode={merge!r})")
+    return Out(exprs[merge])
+
+
+@emitter("TimeDistributed")
+def time_distributed(layer: Layer, call: Call, ctx: Any) -> Out:
+    """Dense inside TimeDistributed is a Dense on the last axis; other layers run on (N*T, ...)."""
+    x, inner = call.input, layer.config["layer"]
+    if inner["class_name"] != "Dense":
+        raise Unsupported(f"TimeDistributed({inner['class_name']}) (Dense only so far)")
+    cfg = inner["config"]
+    kernel = _find(layer, "", "kernel")
+    in_features, units = layer.weights[kernel].shape
+    weights = {kernel: ("weight", (("permute", (1, 0)),))}
+    if cfg.get("use_bias", True):
+        weights[_find(layer, "", "bias")] = ("bias", ())
+    mod = ctx.submodule(layer, f"nn.Linear({in_features}, {units}{'' if cfg.get('use_bias', True) else ', bias=False'})",
+                        weights)
+    from migrate.porting.emitters.activations import activation
+
+    return Out(activation(cfg.get("activation"), f"{mod}({ctx.keras(x)})", ctx))

@@ -1,0 +1,161 @@
+"""Render ``OUT/train.py``: a short PyTorch training loop equal to the Keras model's compiled training setup.
+
+The optimizer and loss lines come from the registries in ``checks.parity.train`` (``optimizers``,
+``losses``), so the file that users run is the code that ``tf2torch parity --train`` checks against a
+Keras training step. Keras' regularisers become an explicit ``regularization(model)`` term, logits stay
+logits (no softmax before ``F.cross_entropy``), and data is channels-first like the ported module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TRAIN_PY = "train.py"
+
+
+def _names(specs: list[dict[str, Any]], fallback: str) -> list[str]:
+    return [s["name"] if s["name"].isidentifier() else f"{fallback}{i}" for i, s in enumerate(specs)]
+
+
+def _weighted(weight: float, expr: str) -> str:
+    return expr if weight == 1.0 else f"{weight!r} * {expr}"
+
+
+def _loss_body(config: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    from checks.parity.train.losses import render
+
+    outs = manifest["outputs"]
+    by_output = {loss["output"]: loss for loss in config["losses"]}
+    if len(outs) == 1:
+        loss = by_output[outs[0]["tf_name"]]
+        return [f"    return {_weighted(loss['weight'], render(loss, 'outputs', 'targets'))}"]
+    preds, targets = _names(outs, "output"), [f"{n}_target" for n in _names(outs, "output")]
+    terms = [_weighted(by_output[s["tf_name"]]["weight"], render(by_output[s["tf_name"]], p, t))
+             for s, p, t in zip(outs, preds, targets)]
+    return [f"    {', '.join(preds)} = outputs", f"    {', '.join(targets)} = targets",
+            "    return " + "\n        + ".join(terms)]
+
+
+def _regularization(config: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    torch_key = {w["keras"]: w["torch"] for w in manifest["weights"]}
+    terms = []
+    for reg in config["regularizers"]:
+        param = f'model.get_parameter("{torch_key[reg["keras"]]}")'
+        if reg["l1"]:
+            terms.append(f"{reg['l1']!r} * {param}.abs().sum()")
+        if reg["l2"]:
+            terms.append(f"{reg['l2']!r} * {param}.square().sum()")
+    if not terms:
+        return []
+    return ["", "", "def regularization(model: torch.nn.Module) -> torch.Tensor:",
+            '    """Keras\' weight regularisers, added to the loss the way Keras adds them (l2 * sum(w**2))."""',
+            "    return " + "\n        + ".join(terms)]
+
+
+def _synthetic(manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    from checks.parity.train.losses import LOSSES, canonical
+
+    lines = ["", "", "def synthetic_batch(batch_size: int) -> tuple[tuple[torch.Tensor, ...], Any]:",
+             '    """Random inputs and targets shaped like the model\'s; replace with your DataLoader."""']
+    names = []
+    for i, spec in enumerate(manifest["inputs"]):
+        name = spec["name"] if spec["name"].isidentifier() else f"input{i}"
+        names.append(name)
+        shape = ", ".join(str(d) for d in spec["tf_shape"][1:])
+        if spec["dtype"].startswith("float"):
+            line = f"    {name} = torch.randn(batch_size, {shape})"
+            if spec["layout"] and spec["layout"] != spec["tf_layout"]:
+                perm = ", ".join(str(d) for d in [0, len(spec["tf_shape"]) - 1, *range(1, len(spec["tf_shape"]) - 1)])
+                line += f".permute({perm})  # Keras {spec['tf_layout']} -> torch {spec['layout']}"
+        else:
+            line = f"    {name} = torch.randint(0, 2, (batch_size, {shape}))  # token ids below the vocabulary size"
+        lines.append(line.replace(", )", ")"))
+    by_output = {loss["output"]: loss for loss in config["losses"]}
+    targets = []
+    for i, spec in enumerate(manifest["outputs"]):
+        kind = LOSSES[canonical(by_output[spec["tf_name"]]["name"])].targets
+        shape = ", ".join(str(d) for d in spec["shape"][1:])
+        classes = spec["shape"][1]
+        name = f"target{i}"
+        targets.append(name)
+        lines.append({"sparse": f"    {name} = torch.randint(0, {classes}, (batch_size,))",
+                      "onehot": f"    {name} = F.one_hot(torch.randint(0, {classes}, (batch_size,)), {classes}).float()",
+                      "binary": f"    {name} = torch.randint(0, 2, (batch_size, {shape})).float()",
+                      "real": f"    {name} = torch.randn(batch_size, {shape})"}[kind])
+    inputs = f"({', '.join(names)},)"
+    lines.append(f"    return {inputs}, {targets[0] if len(targets) == 1 else '(' + ', '.join(targets) + ')'}")
+    return lines
+
+
+def render(config: dict[str, Any], manifest: dict[str, Any]) -> str:
+    """``train.py`` for the port in ``manifest`` and the Keras training ``config`` (``keras_train_worker``)."""
+    from checks.parity.train.optimizers import ADAM_EPSILON_HOOK, map_optimizer
+
+    opt = map_optimizer(config["optimizer"])
+    regularization = _regularization(config, manifest)
+    cls = manifest["class_name"]
+    losses = ", ".join(sorted({loss["name"] + ("(from_logits)" if loss["config"].get("from_logits") else "")
+                               for loss in config["losses"]}))
+    notes = "".join(f"\n    Not exact: {n}." for n in opt.notes if not opt.exact) or ""
+    lines = [f'"""Train {cls} (model.py) the way Keras trained it: {opt.keras}, {losses}.',
+             "",
+             "Generated by tf2torch port. Keras' BatchNorm momentum/epsilon and dropout live in model.py; this file",
+             "holds the optimizer, the loss (logits stay logits) and the loop. Data is channels-first.",
+             '"""',
+             "",
+             "from __future__ import annotations",
+             "",
+             "import argparse",
+             *(["import bisect"] if opt.schedule and "bisect" in opt.schedule else []),
+             "from pathlib import Path",
+             "from typing import Any",
+             "",
+             "import torch",
+             "import torch.nn.functional as F",
+             "from safetensors.torch import load_file"]
+    if opt.hooks:
+        lines += ["", *ADAM_EPSILON_HOOK.rstrip().splitlines()]
+    lines += ["", "", "def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:",
+              f'    """Keras {opt.keras} as torch.optim.{opt.torch}.{notes}"""',
+              *[f"    {line}" for line in opt.build], "    return optimizer"]
+    if opt.schedule:
+        lines += ["", "", "def make_scheduler(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:",
+                  '    """Keras\' learning-rate schedule, stepped once per batch like Keras\' optimizer.iterations."""',
+                  f"    return {opt.schedule}"]
+    lines += ["", "", "def compute_loss(outputs: Any, targets: Any) -> torch.Tensor:",
+              '    """Keras\' compiled loss, averaged like Keras\' sum_over_batch_size."""', *_loss_body(config, manifest)]
+    lines += regularization
+    if opt.clip:
+        lines += ["", "", "def clip_gradients(model: torch.nn.Module) -> None:",
+                  '    """Keras clips gradients before the update (clipnorm, global_clipnorm or clipvalue)."""',
+                  *[f"    {line}" for line in opt.clip]]
+    total = "compute_loss(outputs, targets)" + (" + regularization(model)" if regularization else "")
+    lines += ["", "", "def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: tuple, "
+                      "targets: Any) -> float:",
+              '    """One optimizer step on one batch; returns the loss."""',
+              "    model.train()", "    optimizer.zero_grad()", "    outputs = model(*inputs)",
+              f"    loss = {total}", "    loss.backward()", *(["    clip_gradients(model)"] if opt.clip else []),
+              "    optimizer.step()", "    return loss.item()"]
+    lines += _synthetic(manifest, config)
+    lines += ["", "", "def main() -> None:",
+              "    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])",
+              '    parser.add_argument("--steps", type=int, default=10)',
+              '    parser.add_argument("--batch-size", type=int, default=8)',
+              "    args = parser.parse_args()",
+              f"    from model import {cls}  # model.py sits next to this file",
+              "",
+              f"    model = {cls}()",
+              '    model.load_state_dict(load_file(str(Path(__file__).with_name("weights.safetensors"))))',
+              "    optimizer = make_optimizer(model)",
+              *(["    scheduler = make_scheduler(optimizer)"] if opt.schedule else []),
+              "    for step in range(args.steps):",
+              "        inputs, targets = synthetic_batch(args.batch_size)",
+              "        loss = train_step(model, optimizer, inputs, targets)",
+              *(["        scheduler.step()"] if opt.schedule else []),
+              '        print(f"step {step + 1}: loss {loss:.4f}")',
+              "    model.eval()",
+              "    with torch.no_grad():",
+              "        inputs, targets = synthetic_batch(args.batch_size)",
+              '        print(f"eval loss {compute_loss(model(*inputs), targets).item():.4f}")',
+              "", "", 'if __name__ == "__main__":', "    main()", ""]
+    return "\n".join(lines)
