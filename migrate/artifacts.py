@@ -51,6 +51,11 @@ def _within(path: Path, root: Path) -> bool:
 
 def _check_target(out: Path, source: Path | None) -> None:
     """OUT may never be SOURCE, contain it, lie inside it, or be the working directory or one of its parents."""
+    try:
+        str(out).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{os.fsencode(out).decode('utf-8', 'backslashreplace')}: the path has bytes that are not "
+                         "UTF-8, which torch cannot write to; choose another name for OUT") from None
     cwd = Path(os.path.realpath(os.getcwd()))
     if _within(cwd, out):
         raise InputError(f"{out} is the working directory or one of its parents; choose a new directory for OUT")

@@ -81,7 +81,7 @@ def source_kind(source: Path) -> str:
     try:
         str(source).encode("utf-8")
     except UnicodeEncodeError:
-        raise WorkerError(f"{str(source).encode('utf-8', 'backslashreplace').decode()}: the path has bytes that "
+        raise WorkerError(f"{os.fsencode(source).decode('utf-8', 'backslashreplace')}: the path has bytes that "
                           "are not UTF-8, which TensorFlow cannot open; rename it") from None
     if not source.exists():
         raise WorkerError(f"{source}: no such file or directory; pass a SavedModel directory, a .keras or an .h5 file")

@@ -147,13 +147,19 @@ def test_signature_without_inputs_is_one_clear_line(tmp_path):
     assert "internal error" not in proc.stderr and not (tmp_path / "out").exists()
 
 
-def test_a_path_that_is_not_utf8_is_named_as_such(tmp_path):
+@pytest.mark.parametrize("which", ["source", "out"])
+def test_a_path_that_is_not_utf8_is_named_as_such(tmp_path, which):
     odd = Path(os.fsdecode(bytes(tmp_path) + b"/m\xff"))
-    shutil.copytree(MLP, odd)
+    source, out, needle = {
+        "source": (odd, tmp_path / "out", "which TensorFlow cannot open; rename it"),
+        "out": (MLP, odd, "which torch cannot write to; choose another name for OUT"),
+    }[which]
+    if which == "source":
+        shutil.copytree(MLP, odd)
     before = fingerprint(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "migrate.cli", "convert", os.fsencode(odd), "-o",
-                           str(tmp_path / "out")], capture_output=True, text=True, env=env_with_tmpdir(tmp_path / "t"))
-    one_line(proc, 2, "the path has bytes that are not UTF-8, which TensorFlow cannot open; rename it")
+    proc = subprocess.run([sys.executable, "-m", "migrate.cli", "convert", os.fsencode(source), "-o",
+                           os.fsencode(out)], capture_output=True, text=True, env=env_with_tmpdir(tmp_path / "t"))
+    one_line(proc, 2, f"{tmp_path}/m\\xff: the path has bytes that are not UTF-8", needle)
     assert "corrupt" not in proc.stderr
     assert fingerprint(tmp_path) == dict(before, t="dir")
 
