@@ -33,7 +33,14 @@ def _loss_body(config: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
     terms = [_weighted(by_output[s["tf_name"]]["weight"], render(by_output[s["tf_name"]], p, t))
              for s, p, t in zip(outs, preds, targets)]
     return [f"    {', '.join(preds)} = outputs", f"    {', '.join(targets)} = targets",
-            "    return " + "\n        + ".join(terms)]
+            *_sum(terms)]
+
+
+def _sum(terms: list[str]) -> list[str]:
+    """``return a`` or ``return (\n a\n + b\n)`` for several terms."""
+    if len(terms) == 1:
+        return [f"    return {terms[0]}"]
+    return ["    return (", f"        {terms[0]}", *[f"        + {t}" for t in terms[1:]], "    )"]
 
 
 def _regularization(config: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
@@ -49,7 +56,7 @@ def _regularization(config: dict[str, Any], manifest: dict[str, Any]) -> list[st
         return []
     return ["", "", "def regularization(model: torch.nn.Module) -> torch.Tensor:",
             '    """Keras\' weight regularisers, added to the loss the way Keras adds them (l2 * sum(w**2))."""',
-            "    return " + "\n        + ".join(terms)]
+            *_sum(terms)]
 
 
 def _synthetic(manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
@@ -130,8 +137,8 @@ def render(config: dict[str, Any], manifest: dict[str, Any]) -> str:
                   '    """Keras clips gradients before the update (clipnorm, global_clipnorm or clipvalue)."""',
                   *[f"    {line}" for line in opt.clip]]
     total = "compute_loss(outputs, targets)" + (" + regularization(model)" if regularization else "")
-    lines += ["", "", "def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: tuple, "
-                      "targets: Any) -> float:",
+    lines += ["", "", ("def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: tuple, "
+                      "targets: Any) -> float:"),
               '    """One optimizer step on one batch; returns the loss."""',
               "    model.train()", "    optimizer.zero_grad()", "    outputs = model(*inputs)",
               f"    loss = {total}", "    loss.backward()", *(["    clip_gradients(model)"] if opt.clip else []),

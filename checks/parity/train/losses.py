@@ -1,0 +1,124 @@
+"""Keras loss -> the torch expression that computes the same number, with Keras' reduction and clipping.
+
+One entry per Keras loss. Keras reduces with ``sum_over_batch_size`` (the mean over every element of the
+per-sample loss, which is itself a mean over the last axis for MSE/MAE/Huber/BCE), so plain torch means
+are exact. Keras clips probabilities to [1e-7, 1 - 1e-7] for non-logit cross-entropy (and for binary
+cross-entropy also adds 1e-7 inside the log), which ``F.binary_cross_entropy`` does not (it clamps the log
+at -100): those entries are written out. Class scores sit on axis 1 of a channels-first output, which is
+where ``F.cross_entropy`` wants them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from migrate.errors import InputError
+
+EPS = "1e-07"
+
+
+@dataclass(frozen=True)
+class LossEntry:
+    """``render(pred, target, config) -> expression``; ``targets`` says what targets fit the loss."""
+
+    render: Callable[[str, str, dict[str, Any]], str]
+    targets: str  # "sparse" (class ids), "onehot", "binary" (0/1 floats), "real"
+
+
+def _smoothing(config: dict[str, Any]) -> str:
+    value = float(config.get("label_smoothing", 0.0) or 0.0)
+    return f", label_smoothing={value!r}" if value else ""
+
+
+def _sparse_ce(pred: str, target: str, config: dict[str, Any]) -> str:
+    if config.get("from_logits"):
+        return f"F.cross_entropy({pred}, {target}.long())"
+    return f"F.cross_entropy(torch.log({pred}.clamp({EPS}, 1 - {EPS})), {target}.long())"
+
+
+def _categorical_ce(pred: str, target: str, config: dict[str, Any]) -> str:
+    if config.get("from_logits"):
+        return f"F.cross_entropy({pred}, {target}{_smoothing(config)})"
+    smooth = float(config.get("label_smoothing", 0.0) or 0.0)
+    target = f"({target} * {1 - smooth!r} + {smooth!r} / {target}.shape[1])" if smooth else target
+    probs = f"({pred} / {pred}.sum(1, keepdim=True)).clamp({EPS}, 1 - {EPS})"
+    return f"-({target} * torch.log({probs})).sum(1).mean()"
+
+
+def _binary_ce(pred: str, target: str, config: dict[str, Any]) -> str:
+    smooth = float(config.get("label_smoothing", 0.0) or 0.0)
+    target = f"({target} * {1 - smooth!r} + {0.5 * smooth!r})" if smooth else target
+    if config.get("from_logits"):
+        return f"F.binary_cross_entropy_with_logits({pred}, {target})"
+    probs = f"{pred}.clamp({EPS}, 1 - {EPS})"
+    return (f"-({target} * torch.log({probs} + {EPS}) + (1 - {target}) * torch.log(1 - {probs} + {EPS}))"
+            ".mean()")
+
+
+def _huber(pred: str, target: str, config: dict[str, Any]) -> str:
+    return f"F.huber_loss({pred}, {target}, delta={float(config.get('delta', 1.0))!r})"
+
+
+LOSSES: dict[str, LossEntry] = {
+    "sparse_categorical_crossentropy": LossEntry(_sparse_ce, "sparse"),
+    "categorical_crossentropy": LossEntry(_categorical_ce, "onehot"),
+    "binary_crossentropy": LossEntry(_binary_ce, "binary"),
+    "mean_squared_error": LossEntry(lambda p, t, c: f"F.mse_loss({p}, {t})", "real"),
+    "mean_absolute_error": LossEntry(lambda p, t, c: f"F.l1_loss({p}, {t})", "real"),
+    "huber": LossEntry(_huber, "real"),
+}
+
+#: Keras class names, function names and aliases -> the registry key.
+ALIASES = {
+    "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
+    "CategoricalCrossentropy": "categorical_crossentropy", "BinaryCrossentropy": "binary_crossentropy",
+    "MeanSquaredError": "mean_squared_error", "mse": "mean_squared_error",
+    "MeanAbsoluteError": "mean_absolute_error", "mae": "mean_absolute_error", "Huber": "huber",
+    "huber_loss": "huber",
+}
+
+
+def canonical(name: str) -> str:
+    key = ALIASES.get(name, name)
+    if key not in LOSSES:
+        raise InputError(f"loss {name!r} has no torch mapping; mapped: {', '.join(LOSSES)} (with from_logits=...)")
+    return key
+
+
+def parse_spec(text: str) -> dict[str, Any]:
+    """``sparse_categorical_crossentropy:from_logits=true`` -> ``{"name", "config"}``."""
+    name, _, rest = text.partition(":")
+    config: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--loss: expected KEY=VALUE, got {item!r}")
+        low = value.strip().lower()
+        if low in ("true", "false"):
+            config[key.strip()] = low == "true"
+        else:
+            try:
+                config[key.strip()] = float(value)
+            except ValueError:
+                raise InputError(f"--loss: {key}={value!r} is not a number or true/false") from None
+    return {"name": canonical(name.strip()), "config": config}
+
+
+def render(loss: dict[str, Any], pred: str, target: str) -> str:
+    return LOSSES[canonical(loss["name"])].render(pred, target, loss.get("config", {}))
+
+
+def make_targets(kind: str, shape: list[int], rng: Any, channels_axis: int = -1) -> Any:
+    """Targets (Keras layout) that fit a loss: class ids, one-hot rows, 0/1 floats or standard normals."""
+    import numpy as np
+
+    classes = shape[channels_axis]
+    if kind == "sparse":
+        return rng.integers(0, classes, shape[:-1]).astype("int64")
+    if kind == "onehot":
+        return np.eye(classes, dtype="float32")[rng.integers(0, classes, shape[:-1])]
+    if kind == "binary":
+        return rng.integers(0, 2, shape).astype("float32")
+    return rng.standard_normal(shape).astype("float32")

@@ -1,0 +1,109 @@
+"""The training-parity report: text table, JSON (DESIGN.md's ``train`` block) and JUnit XML."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Check:
+    """One compared quantity: a forward output or layer, the loss, a gradient, a weight or a statistic."""
+
+    kind: str  # "output" | "layer" | "loss" | "regularization" | "gradient" | "weight" | "buffer"
+    name: str
+    max_abs_err: float
+    atol: float
+    passed: bool
+    keras: str | None = None
+    layer: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class TrainReport:
+    steps: int
+    optimizer: dict[str, Any]
+    loss: dict[str, Any]
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    first_divergence: dict[str, Any] | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def _of(self, kind: str) -> list[Check]:
+        return [c for c in self.checks if c.kind == kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        grads = {c.name: c for c in self._of("gradient")}
+        params = []
+        for w in self._of("weight"):
+            g = grads.get(w.name)
+            params.append({"keras": w.keras, "torch": w.name, "layer": w.layer,
+                           "grad_max_abs_err": None if g is None else g.max_abs_err,
+                           "weight_max_abs_err": w.max_abs_err, "grad_atol": None if g is None else g.atol,
+                           "weight_atol": w.atol, "passed": w.passed and (g is None or g.passed),
+                           "message": (g.message if g is not None and g.message else w.message)})
+        outputs = [{"name": c.name, "kind": c.kind, "passed": c.passed, "max_abs_err": c.max_abs_err,
+                    "atol": c.atol, "message": c.message} for c in self.checks if c.kind in ("output", "layer")]
+        return {"passed": self.passed, "outputs": outputs,
+                "train": {"steps": self.steps, "optimizer": self.optimizer, "loss": self.loss,
+                          "parameters": params,
+                          "buffers": [{"keras": b.keras, "torch": b.name, "layer": b.layer,
+                                       "max_abs_err": b.max_abs_err, "atol": b.atol, "passed": b.passed}
+                                      for b in self._of("buffer")],
+                          "first_divergence": self.first_divergence, "notes": list(self.notes)}}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def to_text(self) -> str:
+        header = ["stage", "name", "keras", "result", "max_abs", "atol"]
+        rows = [[c.kind, c.name, c.keras or "-", "ok" if c.passed else "FAIL", f"{c.max_abs_err:.3g}",
+                 f"{c.atol:.3g}"] for c in self.checks]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+        lines += [f"{c.kind} {c.name}: {c.message}" for c in self.checks if c.message]
+        opt = self.optimizer
+        lines.append(f"optimizer: Keras {opt['keras']} -> torch {opt['torch']}"
+                     + ("" if opt["exact"] else " (not exact: " + "; ".join(opt.get("notes", [])) + ")"))
+        lines.append(f"loss: Keras {self.loss['keras']:.6g}, torch {self.loss['torch']:.6g}")
+        failed = [c for c in self.checks if not c.passed]
+        verdict = "PASSED" if self.passed else f"FAILED ({len(failed)} of {len(self.checks)} comparisons)"
+        lines.append(f"training parity {verdict} after {self.steps} step(s)")
+        d = self.first_divergence
+        if d:
+            where = d.get("torch") or d.get("name")
+            layer = f" (Keras layer {d['layer']!r})" if d.get("layer") else ""
+            lines.append(f"first divergence: {d['stage']} {where}{layer}: {d['explanation']}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def to_junit(self) -> str:
+        from xml.etree import ElementTree as ET
+
+        failures = sum(not c.passed for c in self.checks)
+        suite = ET.Element("testsuite", name="tf2torch.parity.train", tests=str(len(self.checks)),
+                           failures=str(failures), errors="0", skipped="0")
+        for c in self.checks:
+            case = ET.SubElement(suite, "testcase", classname=f"parity.train.{c.kind}", name=c.name)
+            summary = f"max_abs_err={c.max_abs_err:.3g} atol={c.atol:.3g} keras={c.keras}"
+            if c.passed:
+                ET.SubElement(case, "system-out").text = summary
+            else:
+                ET.SubElement(case, "failure", message=c.message or f"{c.kind} differs from Keras",
+                              type="TrainParityMismatch").text = summary
+        root = ET.Element("testsuites", name="tf2torch parity --train", tests=str(len(self.checks)),
+                          failures=str(failures))
+        root.append(suite)
+        ET.indent(root)
+        return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+    def render(self, fmt: str) -> str:
+        return {"text": self.to_text, "json": self.to_json, "junit": self.to_junit}[fmt]()
+
+    def __str__(self) -> str:
+        return self.to_text()

@@ -1,0 +1,270 @@
+"""The Keras side of training-step parity, run as a child process: ``python -m migrate.keras_train_worker REQ``.
+
+Imports Keras/TensorFlow, never torch; talks through files like ``migrate.keras_worker``:
+
+* ``config`` - the model's training setup: its compiled optimizer and loss(es) (or the ones the request
+  names), loss weights and every weight regulariser, as JSON (``train.py`` is rendered from it).
+* ``train``  - with every dropout-family layer made the identity and a fresh optimizer: the training-mode
+  outputs (and each single-call layer's output) of the first step, its loss (data and regularisation),
+  every trainable variable's gradient, then ``steps`` optimizer steps on the same batch and every variable
+  after them (BatchNorm moving statistics included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from migrate.keras_worker import (
+    NOISE_LAYERS,
+    _all_layers,
+    _input_names,
+    _output_names,
+    make_inputs,
+)
+from migrate.tf_worker import WorkerError, _first_line, _import_tf, source_kind
+
+#: Keras loss classes by the registry key of ``checks.parity.train.losses``.
+LOSS_CLASSES = {"sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
+                "categorical_crossentropy": "CategoricalCrossentropy", "binary_crossentropy": "BinaryCrossentropy",
+                "mean_squared_error": "MeanSquaredError", "mean_absolute_error": "MeanAbsoluteError",
+                "huber": "Huber"}
+#: ``<name>_regularizer`` attributes whose penalty applies to the layer's (or its cell's) ``<name>`` variable.
+REGULARIZED = ("kernel", "bias", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel", "embeddings",
+               "gamma", "beta")
+
+
+def load_compiled(source: Path) -> Any:
+    """The model with its compile state when it was saved compiled (``model.optimizer`` is None otherwise)."""
+    if source_kind(source) == "saved_model":
+        raise WorkerError(f"{source}: training parity needs a .keras or .h5 file (the layer graph and compile "
+                          "config); a SavedModel has neither in Keras 3")
+    _import_tf()
+    import keras
+
+    try:
+        return keras.models.load_model(str(source), compile=True)
+    except Exception as exc:  # keras raises many types for a bad file
+        raise WorkerError(f"{source}: not a readable Keras model ({type(exc).__name__}: {_first_line(exc)})") from exc
+
+
+def _loss_entry(loss: Any) -> dict[str, Any]:
+    """A compiled loss (name, Loss object or function) -> ``{"name", "config"}`` in the torch registry's terms."""
+    import keras
+
+    from checks.parity.train.losses import canonical
+
+    if isinstance(loss, keras.losses.Loss):
+        name, config = type(loss).__name__, loss.get_config()
+    else:
+        name, config = (loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)), {}
+    config = {k: v for k, v in config.items() if k in ("from_logits", "label_smoothing", "delta")}
+    return {"name": canonical(name), "config": config}
+
+
+def _losses(model: Any, override: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One ``{"output", "name", "config", "weight"}`` per model output (DESIGN order)."""
+    outputs = _output_names(model)
+    if override is not None:
+        return [dict(override, output=o, weight=1.0) for o in outputs]
+    if getattr(model, "loss", None) is None:
+        raise WorkerError("the model was saved without a compiled loss; pass --loss (e.g. "
+                          "sparse_categorical_crossentropy:from_logits=true)", exit_code=2)
+    loss = model.loss
+    if isinstance(loss, dict):
+        per = [loss[o] for o in outputs]
+    elif isinstance(loss, (list, tuple)):
+        per = list(loss)
+    else:
+        per = [loss] * len(outputs)
+    weights = getattr(model, "_compile_config", None)
+    weights = weights.config.get("loss_weights") if weights is not None else None
+    if isinstance(weights, dict):
+        weights = [weights.get(o, 1.0) for o in outputs]
+    weights = list(weights) if weights else [1.0] * len(outputs)
+    return [dict(_loss_entry(item), output=o, weight=float(w)) for item, o, w in zip(per, outputs, weights)]
+
+
+def _regularizers(model: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    found, notes = [], []
+    for layer in _all_layers(model):
+        for owner in (layer, getattr(layer, "cell", None)):
+            if owner is None:
+                continue
+            for attr in REGULARIZED:
+                reg, var = getattr(owner, f"{attr}_regularizer", None), getattr(owner, attr, None)
+                if reg is None or var is None:
+                    continue
+                cfg = reg.get_config()
+                if type(reg).__name__ not in ("L1", "L2", "L1L2"):
+                    raise WorkerError(f"layer {layer.name}: regulariser {type(reg).__name__} has no torch mapping "
+                                      "(L1, L2 and L1L2 are mapped)", exit_code=1)
+                found.append({"keras": var.path, "layer": layer.name, "l1": float(cfg.get("l1", 0.0)),
+                              "l2": float(cfg.get("l2", 0.0))})
+        if getattr(layer, "activity_regularizer", None) is not None:
+            notes.append(f"layer {layer.name}: activity_regularizer is not mapped")
+    return found, notes
+
+
+def _optimizer(model: Any, override: dict[str, Any] | None) -> Any:
+    """A fresh optimizer: the override, else the compiled one rebuilt from its config (no saved slots)."""
+    import keras
+
+    if override is not None:
+        return keras.optimizers.get({"class_name": override["class_name"], "config": override["config"]})
+    if getattr(model, "optimizer", None) is None:
+        raise WorkerError("the model was saved without a compiled optimizer; pass --optimizer (e.g. adam or "
+                          "sgd:learning_rate=0.01,momentum=0.9)", exit_code=2)
+    return type(model.optimizer).from_config(model.optimizer.get_config())
+
+
+def _serialize_optimizer(opt: Any) -> dict[str, Any]:
+    config = json.loads(json.dumps(opt.get_config(), default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+    lr = opt._learning_rate if hasattr(opt, "_learning_rate") else None
+    if lr is not None and hasattr(lr, "get_config") and not hasattr(lr, "numpy"):
+        config["learning_rate"] = {"class_name": type(lr).__name__, "config": lr.get_config()}
+    return {"class_name": type(opt).__name__, "config": config}
+
+
+def training_config(model: Any, request: dict[str, Any]) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
+    opt = _optimizer(model, request.get("optimizer"))
+    losses = _losses(model, request.get("loss"))
+    regs, notes = _regularizers(model)
+    metrics = []
+    compile_config = getattr(model, "_compile_config", None)
+    if compile_config is not None:
+        for m in compile_config.config.get("metrics") or []:
+            metrics.append(m if isinstance(m, str) else str(getattr(m, "name", m)))
+    config = {"optimizer": _serialize_optimizer(opt), "losses": losses, "regularizers": regs, "notes": notes,
+              "metrics": metrics, "compiled": getattr(model, "optimizer", None) is not None}
+    return config, opt, losses
+
+
+def config(request: dict[str, Any]) -> dict[str, Any]:
+    model = load_compiled(Path(request["source"]))
+    if getattr(model, "optimizer", None) is None and request.get("optimizer") is None:
+        return {"config": None}
+    return {"config": training_config(model, request)[0]}
+
+
+def _probed_layers(model: Any) -> list[Any]:
+    """Top-level layers with variables, called once, one output tensor, no fused activation: compared outputs."""
+    out = []
+    for layer in model.layers:
+        if not layer.weights or hasattr(layer, "layers") or len(getattr(layer, "_inbound_nodes", [])) != 1:
+            continue
+        if getattr(getattr(layer, "activation", None), "__name__", "linear") != "linear":
+            continue  # Keras fuses the activation; the torch module's output is before it
+        try:
+            tensor = layer.output
+        except (AttributeError, ValueError):
+            continue
+        if not isinstance(tensor, (list, tuple, dict)):
+            out.append(layer)
+    return out
+
+
+def train(request: dict[str, Any]) -> dict[str, Any]:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from checks.parity.train.losses import LOSSES, make_targets
+
+    model = load_compiled(Path(request["source"]))
+    setup, opt, losses = training_config(model, request)
+    disabled = []
+    for layer in _all_layers(model):
+        attr = NOISE_LAYERS.get(type(layer).__name__)
+        if attr:
+            setattr(layer, attr, 0.0)
+            disabled.append(layer.name)
+    rng = np.random.default_rng(int(request.get("seed", 0)))
+    if request.get("inputs"):
+        with np.load(request["inputs"], allow_pickle=False) as data:
+            feeds = {n: data[n] for n in _input_names(model) if n in data.files}
+        missing = [n for n in _input_names(model) if n not in feeds]
+        if missing:
+            raise WorkerError(f"--inputs has no array for input(s) {', '.join(missing)}", exit_code=2)
+    else:
+        feeds = make_inputs(model, int(request.get("batch", 4)), int(request.get("length", 7)),
+                            int(request.get("seed", 0)))
+    args = [tf.constant(feeds[n]) for n in _input_names(model)]
+    x = args if len(args) > 1 else args[0]
+    names = _output_names(model)
+    if request.get("targets"):
+        with np.load(request["targets"], allow_pickle=False) as data:
+            targets = {n: data[n] for n in names if n in data.files}
+        if len(targets) != len(names):
+            raise WorkerError(f"--targets needs one array per output: {', '.join(names)}", exit_code=2)
+    else:
+        shapes = [model(x, training=False)] if len(names) == 1 else tf.nest.flatten(model(x, training=False))
+        targets = {n: make_targets(LOSSES[loss["name"]].targets, list(t.shape), rng)
+                   for n, t, loss in zip(names, shapes, losses)}
+    probed = _probed_layers(model)
+    probe = keras.Model(model.inputs, [*model.outputs, *[layer.output for layer in probed]])
+    result: dict[str, Any] = {**{f"in/{k}": v for k, v in feeds.items()},
+                              **{f"target/{k}": v for k, v in targets.items()},
+                              **{f"before/{v.path}": v.numpy() for v in model.weights}}
+    trainable = model.trainable_variables
+    y = [tf.constant(targets[n]) for n in names]
+    steps = int(request.get("steps", 1))
+    for step in range(steps):
+        with tf.GradientTape() as tape:
+            flat = probe(x, training=True) if step == 0 else tf.nest.flatten(model(x, training=True))
+            preds = list(flat[:len(names)])
+            total = model.compute_loss(x=x, y=y if len(y) > 1 else y[0], y_pred=preds if len(preds) > 1
+                                       else preds[0], training=True) if model.compiled else None
+            if total is None or request.get("loss") is not None:
+                total = tf.add_n([loss["weight"] * keras.losses.get({"class_name": LOSS_CLASSES[loss["name"]],
+                                                                     "config": loss["config"]})(t, p)
+                                  for loss, t, p in zip(losses, y, preds)])
+                total = total + tf.add_n(model.losses) if model.losses else total
+            reg = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
+        grads = tape.gradient(total, trainable)
+        if step == 0:
+            result.update({f"out/{n}": t.numpy() for n, t in zip(names, preds)})
+            result.update({f"layer/{layer.name}": t.numpy() for layer, t in zip(probed, flat[len(names):])})
+            result.update({f"grad/{v.path}": g.numpy() for v, g in zip(trainable, grads) if g is not None})
+            result["loss_total"] = np.asarray(float(total))
+            result["loss_reg"] = np.asarray(float(reg))
+        opt.apply_gradients(zip(grads, trainable))
+    result.update({f"after/{v.path}": v.numpy() for v in model.weights})
+    np.savez(request["result_npz"], **result)
+    layers = [{"name": layer.name, "weights": [v.path for v in layer.weights]} for layer in probed]
+    order = [v.path for v in model.weights]
+    return {"config": setup, "layers": layers, "order": order, "disabled": disabled,
+            "inputs": _input_names(model), "outputs": names}
+
+
+COMMANDS = {"config": config, "train": train}
+
+
+def main(request_path: str) -> int:
+    request = json.loads(Path(request_path).read_text())
+    try:
+        answer = dict(COMMANDS[request["command"]](request), ok=True)
+    except WorkerError as exc:
+        answer = {"ok": False, "exit_code": exc.exit_code, "message": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - anything else is a failure to report, not a crash
+        traceback.print_exc()
+        answer = {"ok": False, "exit_code": 1, "message": f"{type(exc).__name__}: {_first_line(exc)}"}
+    Path(request["result"]).write_text(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    from migrate.worker_client import die_with_parent
+
+    die_with_parent()
+    code = main(sys.argv[1])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
