@@ -143,9 +143,26 @@ def describe_model(model: Any, arrays: dict[str, Any]) -> dict[str, Any]:
         else:
             entry["weights"] = _weights(layer, arrays)
         layers.append(entry)
+    _fill_shapes(functional, layers)
     return {"name": model.name, "class_name": type(model).__name__, "layers": layers,
             "inputs": _endpoints(config["input_layers"]), "outputs": _endpoints(config["output_layers"]),
             "output_shapes": [[None if d is None else int(d) for d in t.shape] for t in functional.outputs]}
+
+
+def _fill_shapes(functional: Any, layers: list[dict[str, Any]]) -> None:
+    """Keras 2 configs name a call's input tensors without their shapes: ask the producing layer."""
+    def fill(value: Any) -> None:
+        if isinstance(value, dict) and "tensor" in value and value.get("shape") is None:
+            name, node, index = value["tensor"].rsplit(":", 2)
+            shape = functional.get_layer(name).get_output_shape_at(int(node))
+            shape = shape[int(index)] if isinstance(shape, list) else shape
+            value["shape"] = [None if d is None else int(d) for d in shape]
+        elif isinstance(value, (list, dict)):
+            for v in value.values() if isinstance(value, dict) else value:
+                fill(v)
+
+    for entry in layers:
+        fill(entry["calls"])
 
 
 def _int_bound(model: Any) -> int:

@@ -17,8 +17,11 @@ import torch
 
 from migrate.porting import transforms
 from migrate.worker_client import run_worker
+from tests import test_port
 from tests.conftest import assert_close
-from tests.test_port import from_module, keras_inputs, ported, to_module  # noqa: F401  (fixture)
+from tests.test_port import from_module, keras_inputs, to_module
+
+ported = test_port.ported  # the module-scoped fixture: each model is ported once per module
 
 LR = 0.1
 

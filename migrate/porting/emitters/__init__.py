@@ -6,13 +6,10 @@ Register your own layer class without editing anything here (docs/port.md)::
 
     @emitter("MyScale")
     def my_scale(layer, call, ctx):
-        mod = ctx.submodule(layer, "nn.Identity()")
-        return f"{mod}({call.input.var}) * {layer.config['factor']}"
+        return f"{call.input.var} * {layer.config['factor']!r}"
 """
 
-from migrate.porting.emitters.base import (EMITTERS, Call, Layer, Out, Unsupported, Value, Weight, emitter,
-                                           emitter_key)
-from migrate.porting.emitters import (  # noqa: E402,F401  (each module registers its emitters on import)
+from migrate.porting.emitters import (  # noqa: F401  (each module registers its emitters on import)
     activations,
     conv,
     core,
@@ -24,5 +21,6 @@ from migrate.porting.emitters import (  # noqa: E402,F401  (each module register
     recurrent,
     reshaping,
 )
+from migrate.porting.emitters.base import EMITTERS, Call, Layer, Out, Unsupported, Value, Weight, emitter, emitter_key
 
 __all__ = ["EMITTERS", "Call", "Layer", "Out", "Unsupported", "Value", "Weight", "emitter", "emitter_key"]

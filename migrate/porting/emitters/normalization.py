@@ -10,7 +10,6 @@ from typing import Any
 
 from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, emitter
 
-
 #: Emitted once into model.py when a BatchNormalization is ported.
 KERAS_BATCH_NORM = '''
 class KerasBatchNorm(nn.BatchNorm2d):

@@ -64,7 +64,7 @@ def _declare(layer: Layer, cfg: dict[str, Any], inner: str, in_features: int, ct
     for direction, suffix in zip(directions, ("", "_reverse")):
         weights.update(_weights(layer, inner, units, direction, suffix))
     recurrent_bias = {k: v for k, v in weights.items() if k.endswith("#recurrent")}
-    for key, value in recurrent_bias.items():  # the GRU's second bias row: same Keras weight, another target
+    for key in recurrent_bias:  # the GRU's second bias row: same Keras weight, another target
         del weights[key]
     mod = ctx.submodule(layer, f"nn.{cls}({in_features}, {units}, batch_first=True{extra})", weights)
     if recurrent_bias:
