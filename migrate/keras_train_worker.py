@@ -155,20 +155,35 @@ def config(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _probed_layers(model: Any) -> list[Any]:
-    """Top-level layers with variables, called once, one output tensor, no fused activation: compared outputs."""
+    """Top-level layers with variables, called once, one input and one output tensor: compared one by one."""
     out = []
     for layer in model.layers:
         if not layer.weights or hasattr(layer, "layers") or len(getattr(layer, "_inbound_nodes", [])) != 1:
             continue
-        if getattr(getattr(layer, "activation", None), "__name__", "linear") != "linear":
-            continue  # Keras fuses the activation; the torch module's output is before it
         try:
-            tensor = layer.output
+            tensors = (layer.input, layer.output)
         except (AttributeError, ValueError):
             continue
-        if not isinstance(tensor, (list, tuple, dict)):
+        if not any(isinstance(t, (list, tuple, dict)) for t in tensors):
             out.append(layer)
     return out
+
+
+def _fused(layer: Any) -> bool:
+    return getattr(getattr(layer, "activation", None), "__name__", "linear") != "linear"
+
+
+def _layer_value(layer: Any, inputs: Any, output: Any) -> Any:
+    """The layer's output before a fused activation (the torch module returns that; the activation follows)."""
+    if not _fused(layer):
+        return output.numpy()
+    import keras
+
+    activation, layer.activation = layer.activation, keras.activations.linear
+    try:
+        return layer(inputs).numpy()
+    finally:
+        layer.activation = activation
 
 
 def train(request: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +224,8 @@ def train(request: dict[str, Any]) -> dict[str, Any]:
         targets = {n: make_targets(LOSSES[loss["name"]].targets, list(t.shape), rng)
                    for n, t, loss in zip(names, shapes, losses)}
     probed = _probed_layers(model)
-    probe = keras.Model(model.inputs, [*model.outputs, *[layer.output for layer in probed]])
+    probe = keras.Model(model.inputs, [*model.outputs, *[layer.output for layer in probed],
+                                       *[layer.input for layer in probed]])
     result: dict[str, Any] = {**{f"in/{k}": v for k, v in feeds.items()},
                               **{f"target/{k}": v for k, v in targets.items()},
                               **{f"before/{v.path}": v.numpy() for v in model.weights}}
@@ -231,7 +247,8 @@ def train(request: dict[str, Any]) -> dict[str, Any]:
         grads = tape.gradient(total, trainable)
         if step == 0:
             result.update({f"out/{n}": t.numpy() for n, t in zip(names, preds)})
-            result.update({f"layer/{layer.name}": t.numpy() for layer, t in zip(probed, flat[len(names):])})
+            values, ins = flat[len(names):len(names) + len(probed)], flat[len(names) + len(probed):]
+            result.update({f"layer/{layer.name}": _layer_value(layer, i, t) for layer, i, t in zip(probed, ins, values)})
             result.update({f"grad/{v.path}": g.numpy() for v, g in zip(trainable, grads) if g is not None})
             result["loss_total"] = np.asarray(float(total))
             result["loss_reg"] = np.asarray(float(reg))

@@ -12,14 +12,22 @@ from typing import Any
 
 from checks.parity import implied
 from checks.parity.inputs import InputOptions, generate, load_npz, plan
-from checks.parity.numeric import (DEFAULT_ATOL, DEFAULT_RTOL, FLAT_SHARE, Stats, Tolerances, compare_arrays,
-                                   flat_share, output_scale)
+from checks.parity.numeric import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    FLAT_SHARE,
+    Stats,
+    Tolerances,
+    compare_arrays,
+    flat_share,
+    output_scale,
+)
 from checks.parity.report import OutputResult, Report
 from checks.parity.specs import Manifest, load_manifest
 from migrate.errors import InputError
 from migrate.requirements import CONVERT, PARITY, require
 
-__all__ = ["PAIRS", "Report", "compare"]
+__all__ = ["PAIRS", "Report", "compare", "compare_train"]
 
 #: (actual, expected) witnesses per pair; the right-hand side is the reference.
 PAIRS = {"tf~torch": ("torch", "tf"), "tf~onnx": ("onnx", "tf"), "onnx~torch": ("torch", "onnx")}
@@ -111,6 +119,14 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
 
         report.first_divergence = first_divergence(manifest, batches)
     return report
+
+
+def compare_train(source: str | Path, converted: str | Path, **options: Any) -> Any:
+    """``--train``: a Keras training step against the ported module's (``checks.parity.train.api``)."""
+    require("parity", ("numpy", "torch", "safetensors"))
+    from checks.parity.train.api import compare_train as run
+
+    return run(source, converted, **options)
 
 
 def _verdict_pairs(pairs: list[str] | tuple[str, ...] | None, onnx: bool) -> tuple[str, ...]:

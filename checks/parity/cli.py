@@ -85,6 +85,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime (compare TF~torch only)")
     p.add_argument("--per-layer", action="store_true",
                    help="on a mismatch, name the first ONNX/torch node and TF op whose output differs")
+    train = p.add_argument_group("training parity (port outputs)")
+    train.add_argument("--train", action="store_true",
+                       help="compare a training step: training-mode forward, loss, every gradient and, after "
+                            "--steps optimizer steps, every weight and BatchNorm statistic (CONVERTED: a port "
+                            "output, or FILE.py:CLASS with --weights-map)")
+    train.add_argument("--loss", metavar="NAME[:KEY=VALUE,...]",
+                       help="Keras loss when SOURCE was saved without one (or to replace it), e.g. "
+                            "sparse_categorical_crossentropy:from_logits=true")
+    train.add_argument("--optimizer", metavar="NAME[:KEY=VALUE,...]",
+                       help="Keras optimizer when SOURCE was saved without one (or to replace it), e.g. "
+                            "sgd:learning_rate=0.1,momentum=0.9")
+    train.add_argument("--steps", type=int, default=1, help="optimizer steps on the batch (default: %(default)s)")
+    train.add_argument("--targets", metavar="FILE.npz",
+                       help="targets, one array per Keras output name (default: generated to fit the loss)")
+    train.add_argument("--weights-map", metavar="MAP.json",
+                       help="compare a hand-written module (CONVERTED=FILE.py:CLASS): Keras weight path -> torch "
+                            "key, or {\"torch\": KEY, \"transform\": \"permute(1,0)\"}")
     p.add_argument("--format", choices=("text", "json", "junit"), default="text", help="report format")
     p.add_argument("--output", metavar="FILE", help="write the report to FILE (atomically) instead of stdout")
     p.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's log")
@@ -99,7 +116,12 @@ def run(args: argparse.Namespace) -> int:
         from checks.parity.api import compare
         from checks.parity.report import write_atomic
 
-        report = compare(args.source, args.converted, signature=args.signature,
+        only = [f for f, v in (("--loss", args.loss), ("--optimizer", args.optimizer), ("--targets", args.targets),
+                               ("--weights-map", args.weights_map), ("--steps", args.steps != 1)) if v]
+        if only and not args.train:
+            raise InputError(f"{', '.join(only)} only apply with --train")
+
+        report = _train(args, debug) if args.train else compare(args.source, args.converted, signature=args.signature,
                          atol=dict(args.atol) or None, rtol=dict(args.rtol) or None, seed=args.seed,
                          iterations=args.iterations, batch_size=args.batch_size, dim_size=args.dim_size,
                          float_range=args.float_range, ranges=dict(args.ranges), inputs=args.inputs,
@@ -117,6 +139,15 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return _fail(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", 2, debug)
+
+
+def _train(args: argparse.Namespace, debug: bool) -> Any:
+    """``--train``: the training-step comparison (``checks.parity.train``)."""
+    from checks.parity.api import compare_train
+
+    return compare_train(args.source, args.converted, optimizer=args.optimizer, loss=args.loss, steps=args.steps,
+                         inputs=args.inputs, targets=args.targets, weights_map=args.weights_map, seed=args.seed,
+                         batch_size=args.batch_size, debug=debug)
 
 
 def _fail(message: str, code: int, debug: bool) -> int:

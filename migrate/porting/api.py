@@ -106,6 +106,9 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
             "timings_s": dict(progress.timings),
         }
         write_json(stage / MANIFEST, manifest)
+        from migrate.porting.train_script import write_train_script
+
+        write_train_script(stage, source, manifest, debug=debug)  # OUT/train.py when SOURCE was saved compiled
     progress.say(f"ported {source} -> {out} in {time.perf_counter() - started:.1f}s: class {renderer.top.name}, "
                  f"{len(weights)} Keras weights; max abs error vs Keras {max(errors.values(), default=0.0):.2g}")
     paths = {"out": out, "model": out / MODEL_PY, "weights": out / WEIGHTS, "manifest": out / MANIFEST}

@@ -8,6 +8,8 @@ logits (no softmax before ``F.cross_entropy``), and data is channels-first like 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 TRAIN_PY = "train.py"
@@ -94,6 +96,20 @@ def _synthetic(manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _accuracy(config: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    """Keras' compiled accuracy metric for a single classifier output (class scores on axis 1)."""
+    metrics = {str(m).lower() for m in config.get("metrics", [])}
+    if len(manifest["outputs"]) != 1 or not metrics & {"accuracy", "acc", "sparse_categorical_accuracy",
+                                                         "categorical_accuracy"}:
+        return []
+    name = config["losses"][0]["name"]
+    labels = {"sparse_categorical_crossentropy": "targets", "categorical_crossentropy": "targets.argmax(1)"}.get(name)
+    if labels is None:
+        return []
+    return [f"        accuracy = (outputs.argmax(1) == {labels}).float().mean().item()",
+            '        print(f"eval accuracy {accuracy:.3f}")']
+
+
 def render(config: dict[str, Any], manifest: dict[str, Any]) -> str:
     """``train.py`` for the port in ``manifest`` and the Keras training ``config`` (``keras_train_worker``)."""
     from checks.parity.train.optimizers import ADAM_EPSILON_HOOK, map_optimizer
@@ -163,6 +179,47 @@ def render(config: dict[str, Any], manifest: dict[str, Any]) -> str:
               "    model.eval()",
               "    with torch.no_grad():",
               "        inputs, targets = synthetic_batch(args.batch_size)",
-              '        print(f"eval loss {compute_loss(model(*inputs), targets).item():.4f}")',
+              "        outputs = model(*inputs)",
+              '        print(f"eval loss {compute_loss(outputs, targets).item():.4f}")',
+              *_accuracy(config, manifest),
               "", "", 'if __name__ == "__main__":', "    main()", ""]
     return "\n".join(lines)
+
+
+def saved_compiled(source: Path) -> bool:
+    """Whether SOURCE carries a compile config (read without Keras: .keras is a zip, .h5 an HDF5 attribute)."""
+    import zipfile
+
+    if source.suffix == ".keras" and zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as archive:
+            try:
+                config = json.loads(archive.read("config.json"))
+            except (KeyError, ValueError):
+                return False
+        return bool(config.get("compile_config"))
+    if source.suffix in (".h5", ".hdf5"):
+        try:
+            import h5py
+        except ImportError:
+            return False
+        with h5py.File(source, "r") as handle:
+            return "training_config" in handle.attrs
+    return False
+
+
+def write_train_script(stage: Path, source: Path, manifest: dict[str, Any], *, debug: bool = False) -> str | None:
+    """Write ``stage/train.py`` when SOURCE was saved compiled; return why not otherwise (None when written)."""
+    from migrate.errors import Tf2TorchError
+    from migrate.worker_client import run_worker
+
+    if not saved_compiled(source):
+        return "the Keras model was saved without compile()"
+    try:
+        answer = run_worker("config", {"source": str(source)}, debug=debug, module="migrate.keras_train_worker")
+        if answer["config"] is None:
+            return "the Keras model has no compiled optimizer"
+        text = render(answer["config"], manifest)
+    except Tf2TorchError as exc:
+        return str(exc)
+    (stage / TRAIN_PY).write_text(text)
+    return None
