@@ -30,6 +30,7 @@ FIXTURES = {
     "rnn_text_bilstm_masked": (["LSTM", "LSTM"], True),
     "rnn_gru_dynamic": (["GRU", "GRU_RESET_BEFORE"], False),
     "rnn_masked_lstm_seq": (["LSTM"], True),
+    "rnn_masked_gru_rnn": (["GRU", "RNN_TANH"], True),
 }
 LENGTHS = (1, 7, 64)
 VOCAB = 40
