@@ -158,18 +158,6 @@ def _loaded_names(ctx: FileContext) -> set[str]:
             if method_name(c) == "load_state_dict" and dotted(receiver(c))}
 
 
-def calls_by_name(ctx: FileContext) -> dict[str, list[cst.Call]]:
-    """Calls in the file by the last part of the called name (``train`` for ``self.train(...)``)."""
-    def compute() -> dict[str, list[cst.Call]]:
-        table: dict[str, list[cst.Call]] = {}
-        for call in ctx.nodes(cst.Call):
-            callee = dotted(call.func)
-            if callee is not None:
-                table.setdefault(callee.rsplit(".", 1)[-1], []).append(call)
-        return table
-    return ctx.memo("calls_by_name", compute)  # type: ignore[return-value]
-
-
 def _parameters(func: cst.FunctionDef) -> list[str]:
     return [p.name.value for p in (*func.params.posonly_params, *func.params.params)]
 
@@ -234,7 +222,7 @@ def _callers_put_in_eval(ctx: FileContext, func: cst.FunctionDef, index: int, pa
     the caller is elsewhere: assume it handles the mode if this file uses eval() at all."""
     method = ctx.enclosing_class(func) is not None
     callers = 0
-    for call in calls_by_name(ctx).get(func.name.value, ()):
+    for call in ctx.flow.calls_named(func.name.value):
         callee = dotted(call.func) or ""
         callers += 1
         given = dotted(arg(call, index - 1 if method and "." in callee else index, param))
