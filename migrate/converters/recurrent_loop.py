@@ -64,7 +64,7 @@ class Cell:
 
     kernel: np.ndarray
     recurrent: np.ndarray
-    recurrent_n: np.ndarray | None = None  # GRU reset_after=False: the candidate's recurrent kernel
+    recurrent_n: np.ndarray | None = None  # GRU reset_after=False: recurrent kernel of the candidate h~
     bias_x: np.ndarray | None = None
     bias_h: np.ndarray | None = None
 
@@ -125,7 +125,9 @@ def _vector(value: np.ndarray) -> np.ndarray | None:
 
 
 def match(node: OnnxNode, graph: OnnxGraph) -> tuple[Match, onnx.ModelProto, list[str], list[str]] | None:
-    """The structural reading of ``node`` (see the module docstring, step 1), or None."""
+    """The structural reading of ``node`` (see the module docstring, step 1), or None: the match, the
+    body as a model computing only the carried values and scan outputs, the outer names that model
+    captures (the sequence and mask), and its input names."""
     body = cf._attr_graph(node, "body")
     names = list(node.input_values) + [""] * (2 - len(node.input_values))
     n_carried = len(body.input) - 2
