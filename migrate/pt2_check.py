@@ -6,6 +6,7 @@ libraries, passes the graph's symbolic expressions to ``sympy.sympify`` (``eval`
 program's guard code and resolves node targets by walking attributes from ``torch`` (``torch.os.system``).
 This module reads the zip with the standard library only and accepts exactly what ``torch.export.save``
 writes for a tf2torch program: raw tensor bytes, JSON, and pickles whose every global is a tensor rebuild.
+:func:`load_pt2` hands torch a rewritten copy of exactly the members that were checked.
 """
 
 from __future__ import annotations
@@ -65,10 +66,20 @@ _RAW_PAYLOAD = re.compile(r"(weight|tensor)_[0-9]+")
 
 def check_pt2(path: str | Path) -> None:
     """Raise InputError (one line) unless ``path`` is a torch.export archive that loads without running code."""
+    checked_copy(path)
+
+
+def checked_copy(path: str | Path) -> io.BytesIO:
+    """The checked archive, rewritten member by member into memory: what torch reads is what was checked.
+
+    Rewriting closes the gap between two zip readers (Python's here, torch's C++ one): a crafted zip that
+    they would read differently cannot smuggle unchecked bytes past the check.
+    """
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as archive:
-            _check_archive(path, archive)
+            checked = _check_archive(path, archive)
+            return _rewrite(archive, checked)
     except zipfile.BadZipFile as exc:
         raise InputError(f"{path}: not a torch.export archive (a .pt2 file is a zip written by torch.export.save: "
                          f"{exc}); it may be truncated, re-run 'tf2torch convert'") from None
@@ -81,7 +92,17 @@ def _refuse(path: Path, what: str) -> InputError:
                       "produced by 'tf2torch convert' (re-run it)")
 
 
-def _check_archive(path: Path, archive: zipfile.ZipFile) -> None:
+def _rewrite(archive: zipfile.ZipFile, replace: dict[str, bytes]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as out:
+        for name in archive.namelist():
+            out.writestr(name, replace[name] if name in replace else archive.read(name))
+    buffer.seek(0)
+    return buffer
+
+
+def _check_archive(path: Path, archive: zipfile.ZipFile) -> dict[str, bytes]:
+    """Raise unless the archive is safe; return the rewritten nested tensor files by member name."""
     names = archive.namelist()
     if not names or len(set(names)) != len(names):
         raise _refuse(path, "the archive is empty or names a member twice")
@@ -93,6 +114,7 @@ def _check_archive(path: Path, archive: zipfile.ZipFile) -> None:
     if not models:
         raise _refuse(path, "it holds no models/*.json")
     allowed = {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id"}
+    nested: dict[str, bytes] = {}
     for model in models:
         name = model[len("models/"):-len(".json")] if model.endswith(".json") else ""
         if not re.fullmatch(r"[A-Za-z0-9_]+", name):
@@ -115,16 +137,17 @@ def _check_archive(path: Path, archive: zipfile.ZipFile) -> None:
                     raise _refuse(path, f"{config_name} stores {fqn!r} in {payload[:80]!r}")
                 allowed.add(folder + payload)
         if inputs in records:
-            _check_torch_pickle(path, inputs, archive.read(records[inputs]))
+            nested[records[inputs]] = _check_torch_pickle(path, inputs, archive.read(records[inputs]))
     extra = sorted(r for r in records if r not in allowed and not r.startswith("extra/"))
     if extra:
         raise _refuse(path, f"it holds {extra[0]!r}")
+    return nested
 
 
 def _read_json(path: Path, archive: zipfile.ZipFile, records: dict[str, str], record: str) -> dict[str, Any]:
     try:
         data = json.loads(archive.read(records[record]))
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, RecursionError) as exc:
         raise _refuse(path, f"{record} is missing or not JSON ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise _refuse(path, f"{record} is not a JSON object")
@@ -179,19 +202,20 @@ def _tokens_allowed(text: str, names: frozenset[str], ops: frozenset[str], *, sy
     return True
 
 
-def _check_torch_pickle(path: Path, record: str, data: bytes) -> None:
-    """A ``torch.save`` zip whose ``data.pkl`` names no global outside :data:`SAFE_GLOBALS`."""
+def _check_torch_pickle(path: Path, record: str, data: bytes) -> bytes:
+    """Check a ``torch.save`` zip (its ``data.pkl`` names no global outside :data:`SAFE_GLOBALS`); return it rewritten."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as inner:
-            pickles = [n for n in inner.namelist() if n.endswith(".pkl")]
-            if [n.split("/")[-1] for n in pickles] != ["data.pkl"]:
+            names = inner.namelist()
+            pickles = [n for n in names if n.endswith(".pkl")]
+            if len(set(names)) != len(names) or [n.split("/")[-1] for n in pickles] != ["data.pkl"]:
                 raise _refuse(path, f"{record} is not a tensor file")
-            stream = inner.read(pickles[0])
+            unsafe = _unsafe_global(inner.read(pickles[0]))
+            if unsafe:
+                raise _refuse(path, f"{record} would unpickle {unsafe}")
+            return _rewrite(inner, {}).getvalue()
     except zipfile.BadZipFile:
         raise _refuse(path, f"{record} is a plain pickle, not a tensor file") from None
-    unsafe = _unsafe_global(stream)
-    if unsafe:
-        raise _refuse(path, f"{record} would unpickle {unsafe}")
 
 
 def _unsafe_global(stream: bytes) -> str | None:
@@ -221,8 +245,8 @@ def _unsafe_global(stream: bytes) -> str | None:
                 recent.append(memo.get(int(arg)))
             elif op.name not in ("PROTO", "FRAME"):
                 recent.append(None)
-    except (ValueError, KeyError, IndexError) as exc:
-        return f"a malformed pickle ({exc})"
+    except Exception as exc:  # pickletools raises ValueError and more on a damaged stream
+        return f"a malformed pickle ({type(exc).__name__})"
     return None
 
 
@@ -233,11 +257,11 @@ def load_pt2(path: str | Path) -> Any:
     import torch
 
     path = Path(path)
-    check_pt2(path)
+    archive = checked_copy(path)
     previous = logging.root.manager.disable
     logging.disable(max(previous, logging.WARNING))  # torch logs a traceback before it re-raises on a damaged archive
     try:
-        return torch.export.load(str(path))
+        return torch.export.load(archive)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise InputError(f"{path}: cannot load the exported program ({type(exc).__name__}: {first}); "
