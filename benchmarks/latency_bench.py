@@ -24,8 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -68,15 +69,14 @@ def tf_child(request_path: str) -> int:
     for key, path in request["inputs"].items():
         with np.load(path) as data:
             feeds = {k: tf.constant(data[k]) for k in data.files}
-        results[key] = timed(lambda: func(**feeds), request["seconds"])
+        results[key] = timed(lambda feeds=feeds: func(**feeds), request["seconds"])
     Path(request["out"]).write_text(json.dumps(results))
     return 0
 
 
 def _converted(name: str, base: Path | None) -> tuple[Path, Path]:
-    from fixtures.models import model_dir
-
     import migrate
+    from fixtures.models import model_dir
 
     source = model_dir(name) / "saved_model"
     out = (base or CACHE) / name
@@ -107,7 +107,6 @@ def measure(name: str, batches: list[int], threads: int, seconds: float, base: P
 
     source, out = _converted(name, base)
     manifest = json.loads((out / "manifest.json").read_text())
-    names = [s["name"] for s in manifest["inputs"]]
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tf2torch-latency-") as tmp:
         inputs = {b: _inputs(out, b, seed=b) for b in batches}
@@ -119,7 +118,7 @@ def measure(name: str, batches: list[int], threads: int, seconds: float, base: P
         Path(tmp, "request.json").write_text(json.dumps(request))
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
         proc = subprocess.run([sys.executable, "-m", "benchmarks.latency_bench", "--tf-child",
-                               str(Path(tmp, "request.json"))], capture_output=True, text=True, env=env, cwd=ROOT)
+                               str(Path(tmp, "request.json"))], capture_output=True, text=True, env=env, cwd=ROOT, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"TF child failed on {name}:\n{proc.stderr[-2000:]}")
         tf_results = json.loads(Path(tmp, "tf.json").read_text())
@@ -128,6 +127,7 @@ def measure(name: str, batches: list[int], threads: int, seconds: float, base: P
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle spinners would slow torch
     session = ort.InferenceSession(str(out / "model.onnx"), options, providers=["CPUExecutionProvider"])
     eager = torch.export.load(str(out / "model.pt2")).module()
     compiled = torch.compile(eager)
@@ -135,12 +135,14 @@ def measure(name: str, batches: list[int], threads: int, seconds: float, base: P
     for b in batches:
         arrays = inputs[b][1]
         tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
-        feeds = dict(zip(names, arrays))
-        row = {"tf": tf_results[str(b)], "onnxruntime": timed(lambda: session.run(None, feeds), seconds)}
+        onnx_names = {i.name for i in session.get_inputs()}  # model.onnx keeps TF's names where model.pt2 renames
+        feeds = {s["name"] if s["name"] in onnx_names else s["tf_name"]: a
+                 for s, a in zip(manifest["inputs"], arrays)}
+        row = {"tf": tf_results[str(b)], "onnxruntime": timed(lambda feeds=feeds: session.run(None, feeds), seconds)}
         with torch.inference_mode():
-            row["eager"] = timed(lambda: eager(*tensors), seconds)
-            row["torch.compile"] = timed(lambda: compiled(*tensors), seconds)
-            row["aoti"] = timed(lambda: aoti(*tensors), seconds)
+            row["eager"] = timed(lambda t=tensors: eager(*t), seconds)
+            row["torch.compile"] = timed(lambda t=tensors: compiled(*t), seconds)
+            row["aoti"] = timed(lambda t=tensors: aoti(*t), seconds)
         results[str(b)] = row
         print(f"{name} batch {b}: " + ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in row.items()),
               file=sys.stderr, flush=True)

@@ -95,7 +95,8 @@ def _bind_scan_symbols(program: Any) -> None:
         added = []
         for sym in sorted(wanted, key=str):
             if sym not in sizes:
-                source = next(((p, i) for p in placeholders for i, d in enumerate(getattr(p.meta.get("val"), "shape", ()))
+                source = next(((p, i) for p in placeholders
+                               for i, d in enumerate(getattr(p.meta.get("val"), "shape", ()))
                                if isinstance(d, torch.SymInt) and d.node.expr == sym), None)
                 if source is None:
                     continue

@@ -86,6 +86,6 @@ def test_aoti_package_loads_without_compiling_and_matches_model_pt2(compiled, tm
     env = dict(os.environ, PATH=str(Path(sys.executable).parent), CXX="/nonexistent/c++", CC="/nonexistent/cc",
                TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor-cache"))
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(out), ",".join(s["name"] for s in specs), *paths],
-                          capture_output=True, text=True, cwd=tmp_path, env=env)
+                          capture_output=True, text=True, cwd=tmp_path, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("load ")

@@ -99,7 +99,8 @@ def _from_affine(first: str, scale: Any, offset: Any, spec: TensorSpec) -> Impli
     scale, offset = np.asarray(scale, np.float64).ravel(), np.asarray(offset, np.float64).ravel()
     if first in ("Mul", "Div") and scale.size == 1 and offset.size == 1 and 0 < scale[0] < 1:
         s, o = float(scale[0]), float(offset[0])
-        return Implied("uniform", 0.0, float(f"{(1.0 - o) / s:.6g}"), f"rescaled by {s:.4g} (offset {o:g}) at the input")
+        high = float(f"{(1.0 - o) / s:.6g}")  # 254.99998 from a float32 1/127.5 is 255
+        return Implied("uniform", 0.0, high, f"rescaled by {s:.4g} (offset {o:g}) at the input")
     channels = (spec.tf_shape or (None,))[-1]
     size = max(scale.size, offset.size)
     if size > 1 and size != channels:  # constants that do not line up with the TF channel axis: summarise

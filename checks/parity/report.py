@@ -123,7 +123,8 @@ def format_text(report: Report) -> str:
     atol = (f"atol=max({report.atol:g}, {report.atol_scale:g}*scale)" if report.atol_scale
             else f"atol={report.atol:g}")
     lines.append(f"parity {verdict} on {', '.join(report.verdict_pairs)}: |actual - expected| <= atol + "
-                 f"rtol*|expected| with {atol}, rtol={report.rtol:g}; {report.iterations} batch(es), seed {report.seed}")
+                 f"rtol*|expected| with {atol}, rtol={report.rtol:g}; {report.iterations} batch(es), "
+                 f"seed {report.seed}")
     others = sorted({o.pair for o in report.outputs if not o.gating})
     if others:
         failed = sorted({o.pair for o in report.outputs if not o.gating and not o.stats.passed})
@@ -142,16 +143,16 @@ def _divergence_lines(report: Report) -> list[str]:
     d = report.first_divergence
     if d is None:
         if all(o.stats.passed for o in report.outputs if o.pair == "onnx~torch"):
-            return ["per-layer: ONNX Runtime and torch agree node by node, so the difference arose in the "
-                    "TensorFlow -> ONNX export (tf2onnx), not on the torch side"]
-        return ["per-layer: no ONNX node's torch counterpart differs by more than float32 rounding explains; "
-                "the difference builds up over many nodes (if it is rounding, loosen the tolerance)"]
+            return [("per-layer: ONNX Runtime and torch agree node by node, so the difference arose in the "
+                     "TensorFlow -> ONNX export (tf2onnx), not on the torch side")]
+        return [("per-layer: no ONNX node's torch counterpart differs by more than float32 rounding explains; "
+                 "the difference builds up over many nodes (if it is rounding, loosen the tolerance)")]
     return [f"first divergence: ONNX node {d['onnx_node']!r} ({d.get('onnx_op', '?')})",
             f"  torch node: {d['torch_node']}",
             f"  TensorFlow op: {d['tf_op']}",
-            f"  max abs err there: {_num(d['max_abs_err'])}, {_num(d['relative_err'])} of the value's scale "
-            f"(float32 rounding at depth {d['depth']} explains up to {_num(d['rounding_bound'])}; "
-            f"its inputs differ by at most {_num(d['inherited_err'])}: the error starts here)"]
+            (f"  max abs err there: {_num(d['max_abs_err'])}, {_num(d['relative_err'])} of the value's scale "
+             f"(float32 rounding at depth {d['depth']} explains up to {_num(d['rounding_bound'])}; "
+             f"its inputs differ by at most {_num(d['inherited_err'])}: the error starts here)")]
 
 
 def format_junit(report: Report) -> str:
