@@ -9,7 +9,6 @@ records the files the command wrote (``"files"``), and OUT may hold nothing else
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import re
@@ -24,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from migrate.errors import InputError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, the rest of the guarantees hold
+    fcntl = None  # type: ignore[assignment]
 
 MANIFEST = "manifest.json"
 MODEL_PT2 = "model.pt2"
@@ -116,6 +120,9 @@ def _remove_stale(parent: Path, name: str) -> None:
 @contextmanager
 def _exclusive(parent: Path, name: str) -> Iterator[None]:
     """Hold ``.NAME.lock`` in ``parent`` (flock); a second run into the same OUT fails at once."""
+    if fcntl is None:
+        yield
+        return
     lock = parent / f".{name}.lock"
     while True:
         try:

@@ -15,6 +15,7 @@ import io
 import json
 import pickletools
 import re
+import struct
 import tokenize
 import zipfile
 from collections.abc import Iterator
@@ -59,8 +60,9 @@ _EXPR_NAMES = frozenset({
 _GUARD_NAMES = frozenset({"L", "size", "stride", "storage_offset", "dim", "and", "or", "not", "True", "False"})
 _SYMBOL = re.compile(r"[a-z]{1,3}[0-9]+")
 _SIMPLE_STRING = re.compile(r"'[A-Za-z0-9_]*'|\"[A-Za-z0-9_]*\"")
-_EXPR_OPS = frozenset("( ) , = + - * / // % ** < > <= >= == != & | ~".split())
-_GUARD_OPS = frozenset("( ) [ ] . , + - * // % < > <= >= == !=".split())
+_EXPR_OPS = frozenset(["(", ")", ",", "=", "+", "-", "*", "/", "//", "%", "**", "<", ">", "<=", ">=", "==", "!=",
+                       "&", "|", "~"])
+_GUARD_OPS = frozenset(["(", ")", "[", "]", ".", ",", "+", "-", "*", "//", "%", "<", ">", "<=", ">=", "==", "!="])
 _RAW_PAYLOAD = re.compile(r"(weight|tensor)_[0-9]+")
 
 
@@ -203,7 +205,7 @@ def _tokens_allowed(text: str, names: frozenset[str], ops: frozenset[str], *, sy
 
 
 def _check_torch_pickle(path: Path, record: str, data: bytes) -> bytes:
-    """Check a ``torch.save`` zip (its ``data.pkl`` names no global outside :data:`SAFE_GLOBALS`); return it rewritten."""
+    """Check a ``torch.save`` zip (``data.pkl`` names only :data:`SAFE_GLOBALS`); return it rewritten."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as inner:
             names = inner.namelist()
@@ -245,7 +247,7 @@ def _unsafe_global(stream: bytes) -> str | None:
                 recent.append(memo.get(int(arg)))
             elif op.name not in ("PROTO", "FRAME"):
                 recent.append(None)
-    except Exception as exc:  # pickletools raises ValueError and more on a damaged stream
+    except (ValueError, struct.error) as exc:  # a damaged stream
         return f"a malformed pickle ({type(exc).__name__})"
     return None
 

@@ -24,8 +24,8 @@ def env_with_tmpdir(tmpdir: Path) -> dict[str, str]:
 
 def tf2torch(*args: str | Path, tmpdir: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``python -m migrate.cli ARGS`` with TMPDIR set to ``tmpdir``."""
-    return subprocess.run([sys.executable, "-m", "migrate.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env_with_tmpdir(tmpdir))
+    return subprocess.run([sys.executable, "-m", "migrate.cli", *map(str, args)], check=False, capture_output=True,
+                          text=True, cwd=cwd or ROOT, env=env_with_tmpdir(tmpdir))
 
 
 def spawn(*args: str | Path, tmpdir: Path) -> subprocess.Popen:
@@ -67,6 +67,7 @@ def leftovers(*dirs: Path) -> list[str]:
         for entry in folder.iterdir() if folder.is_dir() else []:
             if entry.name.startswith(LIBRARY_FILES):
                 continue
-            if entry.name.startswith((".", "tf2torch", "__autograph_generated_file")) or _TEMPFILE.fullmatch(entry.name):
+            ours = entry.name.startswith((".", "tf2torch", "__autograph_generated_file"))
+            if ours or _TEMPFILE.fullmatch(entry.name):
                 found.append(str(entry))
     return found

@@ -96,7 +96,8 @@ def _nodes_with(program, key):
 PAYLOADS = ["pickled-weight", "sample-inputs", "symbolic-expression", "guard-code"]
 #: Plain torch.export.load, then one call of the module (the mlp fixture takes ``features[N, 16]``).
 UNCHECKED_LOAD = ("import sys, torch\n"
-                  "try:\n    torch.export.load(sys.argv[1]).module()(torch.zeros(2, 16))\nexcept Exception:\n    pass\n")
+                  "try:\n    torch.export.load(sys.argv[1]).module()(torch.zeros(2, 16))\n"
+                  "except Exception:\n    pass\n")
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def test_model_pt2_that_would_run_code_is_refused_before_loading(mlp, tmp_path, 
     plant(kind, out, bad, marker)
 
     # Control: plain torch.export.load really runs this payload.
-    subprocess.run([sys.executable, "-c", UNCHECKED_LOAD, str(bad / "model.pt2")], capture_output=True,
+    subprocess.run([sys.executable, "-c", UNCHECKED_LOAD, str(bad / "model.pt2")], check=False, capture_output=True,
                    env=env_with_tmpdir(tmp_path / "tmp"))
     assert marker.exists(), f"the {kind} payload did not run under plain torch.export.load"
     marker.unlink()
@@ -130,7 +131,7 @@ def test_model_pt2_that_would_run_code_is_refused_before_loading(mlp, tmp_path, 
     # migrate.load and the pytest plugin, in a fresh process each.
     load = ("import sys\nfrom migrate import load\nfrom migrate.errors import InputError\n"
             "try:\n    load(sys.argv[1])\nexcept InputError as exc:\n    print(exc)\n    sys.exit(2)\n")
-    proc = subprocess.run([sys.executable, "-c", load, str(bad)], capture_output=True, text=True, cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", load, str(bad)], check=False, capture_output=True, text=True, cwd=ROOT,
                           env=env_with_tmpdir(tmp_path / "tmp"))
     assert proc.returncode == 2 and "refused to load" in proc.stdout, proc.stdout + proc.stderr
     assert not marker.exists()
@@ -149,7 +150,8 @@ def test_pytest_plugin_refuses_a_planted_model_pt2(mlp, tmp_path):
     plugin = [] if installed else ["-p", "checks.parity.pytest_plugin"]
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin,
                            str(tmp_path / "test_user.py")],
-                          capture_output=True, text=True, cwd=tmp_path, env=env_with_tmpdir(tmp_path / "tmp"))
+                          check=False, capture_output=True, text=True, cwd=tmp_path,
+                          env=env_with_tmpdir(tmp_path / "tmp"))
     assert proc.returncode == 1 and "1 failed" in proc.stdout, proc.stdout + proc.stderr
     assert "tf2torch parity could not run" in proc.stdout and "refused to load" in proc.stdout
     assert not marker.exists()

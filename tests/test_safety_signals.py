@@ -19,7 +19,14 @@ import numpy as np
 import pytest
 
 from fixtures.models import model_dir
-from tests.safety_helpers import env_with_tmpdir, fingerprint, leftovers, one_line, spawn, tf2torch
+from tests.safety_helpers import (
+    env_with_tmpdir,
+    fingerprint,
+    leftovers,
+    one_line,
+    spawn,
+    tf2torch,
+)
 
 MLP = model_dir("mlp") / "saved_model"
 
@@ -118,12 +125,12 @@ def test_fifos_are_refused_instead_of_read(keras_run, tmp_path):
     os.mkfifo(tmp_path / "model.keras")
     os.mkfifo(tmp_path / "inputs.npz")
     proc = subprocess.run([sys.executable, "-m", "migrate.cli", "convert", str(tmp_path / "model.keras"),
-                           "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=120,
+                           "-o", str(tmp_path / "o")], check=False, capture_output=True, text=True, timeout=120,
                           env=env_with_tmpdir(tmp_path / "tmp"))
     one_line(proc, 2, f"{tmp_path / 'model.keras'}: is a FIFO (named pipe), not a model file")
     proc = subprocess.run([sys.executable, "-m", "migrate.cli", "parity", str(model_dir("cnn") / "model.keras"),
-                           str(out), "--inputs", str(tmp_path / "inputs.npz")], capture_output=True, text=True,
-                          timeout=120, env=env_with_tmpdir(tmp_path / "tmp"))
+                           str(out), "--inputs", str(tmp_path / "inputs.npz")], check=False, capture_output=True,
+                          text=True, timeout=120, env=env_with_tmpdir(tmp_path / "tmp"))
     one_line(proc, 2, f"{tmp_path / 'inputs.npz'}: is a FIFO (named pipe), not an .npz file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs.npz", "model.keras", "tmp"]
 
@@ -138,8 +145,8 @@ def test_signature_without_inputs_is_one_clear_line(tmp_path):
               "        return {'out': self.v * 2.0}\n"
               "m = M()\n"
               "tf.saved_model.save(m, sys.argv[1], signatures={'serving_default': m.f})\n")
-    build = subprocess.run([sys.executable, "-c", script, str(tmp_path / "sm")], capture_output=True, text=True,
-                           env=dict(env_with_tmpdir(tmp_path / "tmp"), TF_CPP_MIN_LOG_LEVEL="3"))
+    build = subprocess.run([sys.executable, "-c", script, str(tmp_path / "sm")], check=False, capture_output=True,
+                           text=True, env=dict(env_with_tmpdir(tmp_path / "tmp"), TF_CPP_MIN_LOG_LEVEL="3"))
     assert build.returncode == 0, build.stderr[-2000:]
     proc = tf2torch("convert", tmp_path / "sm", "-o", tmp_path / "out", tmpdir=tmp_path / "tmp")
     one_line((proc.returncode, proc.stderr.splitlines()[-1]), 2,
@@ -158,7 +165,8 @@ def test_a_path_that_is_not_utf8_is_named_as_such(tmp_path, which):
         shutil.copytree(MLP, odd)
     before = fingerprint(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "migrate.cli", "convert", os.fsencode(source), "-o",
-                           os.fsencode(out)], capture_output=True, text=True, env=env_with_tmpdir(tmp_path / "t"))
+                           os.fsencode(out)], check=False, capture_output=True, text=True,
+                          env=env_with_tmpdir(tmp_path / "t"))
     one_line(proc, 2, f"{tmp_path}/m\\xff: the path has bytes that are not UTF-8", needle)
     assert "corrupt" not in proc.stderr
     assert fingerprint(tmp_path) == dict(before, t="dir")

@@ -11,8 +11,9 @@ torch nor TensorFlow, since pytest imports every installed plugin on every run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
