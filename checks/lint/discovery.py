@@ -98,12 +98,12 @@ def _walk(root: Path, config: Config, errors: list[str], warnings: list[str]) ->
                     mode = stat.S_IFREG if entry.is_file() else entry.stat().st_mode
                 except OSError as exc:
                     if exc.errno != errno.ENOENT:
-                        warnings.append(f"{entry.path}: {_why(exc)}")
+                        warnings.append(f"{os.path.normpath(entry.path)}: {_why(exc)}")
                     continue
                 if stat.S_ISREG(mode):
                     yield Path(entry.path)
                 elif not stat.S_ISDIR(mode):  # links to folders are not followed
-                    warnings.append(f"{entry.path}: {_kind(mode)}, not a Python file; skipped")
+                    warnings.append(f"{os.path.normpath(entry.path)}: {_kind(mode)}, not a Python file; skipped")
 
 
 def read_source(path: Path) -> bytes:

@@ -1,17 +1,16 @@
 """Linting one source text: decode, prefilter, guard, parse once, run the enabled rules.
 
-libcst's parser is native code that recurses once per nesting level and crashes the
-whole process (no exception) when it runs out of stack. So before a text reaches it,
-CPython's own parser, which stops at its limits with an exception, checks it: a text
-CPython gives up on is one TTL000 finding and never reaches libcst. What CPython
-accepts is nested at most a few thousand levels deep, except ``and``/``or`` chains,
-which are measured. The parse and the rules then run in a thread with a large stack
-and a raised recursion limit, so such valid files are analysed instead of crashing.
+libcst's parser is native code: it recurses once per nesting level, crashes the whole
+process (no exception) when it runs out of stack, and takes time that grows with the
+square of the depth. So a text reaches it only after CPython's parser, which stops at
+its limits with an exception, has read it and its tree has been measured: a text that
+CPython rejects or gives up on, or that is nested deeper than MAX_DEPTH (and/or chains:
+MAX_BOOL_DEPTH), is one TTL000 finding. The parse and the rules run in a thread with a
+large stack and a raised recursion limit, so deep but valid files are analysed.
 """
 from __future__ import annotations
 
 import ast
-import re
 import sys
 import threading
 from typing import Callable, TypeVar
@@ -26,15 +25,9 @@ BOM = "\ufeff"
 
 STACK_BYTES = 512 << 20  # the analysis thread's stack: address space, only the pages used are committed
 RECURSION_LIMIT = 50_000  # Python frames allowed while analysing, well inside STACK_BYTES
+MAX_DEPTH = 1_000  # syntax tree levels: libcst's parse time grows with the square of the depth
 MAX_BOOL_DEPTH = 5_000  # and/or operands nested in one expression (libcst nests one level per operand)
 LIBCST_MAX_STRINGS = 3000  # libcst refuses longer implicit string concatenations
-# A text CPython rejects may be newer syntax that libcst reads: it is tried when its nesting is bounded
-# (at most this many characters, no deeper brackets than CPython allows, no CPython depth error).
-FALLBACK_CHARS = 32_000
-MAX_BRACKETS = 200
-_LIMIT_ERRORS = ("too many nested parentheses", "too many levels of indentation", "too many statically nested")
-_BOOL_WORD = re.compile(r"\b(?:and|or)\b")
-_BRACKET = re.compile(r"[][(){}]")
 
 T = TypeVar("T")
 
@@ -76,16 +69,12 @@ def lint_source(source: str, filename: str, codes: list[str]) -> list[Finding]:
 
 
 def _lint(text: str, filename: str, rules: list[Rule]) -> list[Finding]:
-    problem = _compile(text, filename)
-    if problem is not None and not (rules and _may_be_newer_syntax(problem, text)):
-        return [problem]
-    if not rules:
-        return []
+    problem = _compile(text, filename, measure=bool(rules))
+    if problem is not None or not rules:
+        return [problem] if problem is not None else []
     try:
         module = cst.parse_module(text)
-    except cst.ParserSyntaxError as exc:
-        if problem is not None:  # CPython rejected it too, and its message is the better one
-            return [problem]
+    except cst.ParserSyntaxError as exc:  # CPython read it: not a syntax error
         if "STRING" in exc.message:
             why = (f"more than {LIBCST_MAX_STRINGS} implicitly concatenated strings in one expression: valid "
                    "Python, but more than libcst, the parser the rules use, reads")
@@ -99,11 +88,12 @@ def _lint(text: str, filename: str, rules: list[Rule]) -> list[Finding]:
     return sorted(set(findings), key=lambda f: f.sort_key)
 
 
-def _compile(text: str, filename: str) -> Finding | None:
-    """CPython's verdict: None, or the TTL000 finding for a text it rejects or gives up on.
+def _compile(text: str, filename: str, measure: bool) -> Finding | None:
+    """CPython's verdict: None, or the TTL000 finding for a text it rejects, gives up on, or
+    (with ``measure``) nests deeper than libcst parses in reasonable time.
 
-    Run at the raised recursion limit, so the verdict depends only on CPython's parser
-    limits, not on how deep the caller's stack happens to be."""
+    Run at the raised recursion limit, so the verdict does not depend on how deep the
+    caller's stack happens to be."""
     try:
         tree = compile(text, filename, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
     except SyntaxError as exc:
@@ -113,45 +103,45 @@ def _compile(text: str, filename: str) -> Finding | None:
     except (RecursionError, MemoryError) as exc:  # valid grammar, beyond the nesting CPython handles
         detail = f" ({exc})" if str(exc) else ""
         return _unanalysable(filename, f"too deeply nested for Python's own parser{detail}", 1, 1)
-    depth, row = _bool_depth(text, tree)
-    if depth > MAX_BOOL_DEPTH:
-        return _unanalysable(filename, f"an and/or chain {depth} operands deep (the linter's parser "
-                                       f"handles {MAX_BOOL_DEPTH})", row, 1)
+    if not measure:
+        return None
+    depth, chain, row = _depth(tree)
+    if depth > MAX_DEPTH:
+        return _unanalysable(filename, f"nested {depth} levels deep (the linter analyses up to {MAX_DEPTH})", row, 1)
+    if chain > MAX_BOOL_DEPTH:
+        return _unanalysable(filename, f"an and/or chain {chain} operands deep (the linter analyses up to "
+                                       f"{MAX_BOOL_DEPTH})", row, 1)
     return None
 
 
-def _may_be_newer_syntax(problem: Finding, text: str) -> bool:
-    """Whether libcst should still try a text CPython rejected: it reads newer Python than the
-    running interpreter. Only small texts (bounded native recursion) and not for depth limits."""
-    return (problem.message.startswith("syntax error: ") and len(text) <= FALLBACK_CHARS
-            and not any(m in problem.message for m in _LIMIT_ERRORS) and _bracket_depth(text) <= MAX_BRACKETS)
-
-
-def _bracket_depth(text: str) -> int:
-    """Deepest bracket nesting, counting brackets in strings and comments too (an estimate)."""
-    depth = deepest = 0
-    for bracket in _BRACKET.findall(text):
-        depth = depth + 1 if bracket in "([{" else max(depth - 1, 0)
-        deepest = max(deepest, depth)
-    return deepest
-
-
-def _bool_depth(text: str, tree: ast.Module) -> tuple[int, int]:
-    """Deepest nesting of and/or operands in one expression, and its row. CPython keeps a
-    chain flat, libcst nests one level per operand; the tree is only walked when the file
-    has that many and/or words at all."""
-    if len(_BOOL_WORD.findall(text)) <= MAX_BOOL_DEPTH:
-        return 0, 1
-    deepest, row = 0, 1
-    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+def _depth(tree: ast.AST) -> tuple[int, int, int]:
+    """Deepest nesting of the tree, deepest nesting of and/or operands (CPython keeps a chain
+    flat, libcst nests one level per operand), and the row where the deeper one is."""
+    deepest = chain = row = 0
+    stack: list[tuple[ast.AST, int, int, int]] = [(tree, 1, 0, 1)]
+    pop, push = stack.pop, stack.append
     while stack:
-        node, depth = stack.pop()
-        if isinstance(node, ast.BoolOp):
-            depth += len(node.values) - 1
-            if depth > deepest:
-                deepest, row = depth, node.lineno
-        stack.extend((child, depth) for child in ast.iter_child_nodes(node))
-    return deepest, row
+        node, depth, bools, line = pop()
+        line = getattr(node, "lineno", line)
+        if node.__class__ is ast.BoolOp:
+            bools += len(node.values) - 1  # type: ignore[attr-defined]
+            if bools > chain:
+                chain = bools
+                if chain > MAX_BOOL_DEPTH:
+                    row = line
+        if depth > deepest:
+            deepest = depth
+            if depth > MAX_DEPTH:
+                row = line
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if isinstance(value, ast.AST):
+                push((value, depth + 1, bools, line))
+            elif value.__class__ is list:
+                for child in value:
+                    if isinstance(child, ast.AST):
+                        push((child, depth + 1, bools, line))
+    return deepest, chain, row or 1
 
 
 _limit_lock = threading.Lock()
