@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tf2torch {args.command}: interrupted", file=sys.stderr)
         return 130
     except Terminated as exc:
-        print(f"tf2torch {args.command}: terminated; partial output removed", file=sys.stderr)
+        print(f"tf2torch {args.command}: terminated; partial output and temporary files removed", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         if debug:
