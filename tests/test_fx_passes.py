@@ -225,6 +225,31 @@ def test_tf_slice_to_the_end_keeps_the_length_dynamic() -> None:
         _assert_same(program.module()(x), torch.from_numpy(want))
 
 
+def test_float_range_over_a_length_keeps_it_one_symbol() -> None:
+    """Keras positions ``range(0.0, float(length), 1.0)`` added to a mask of that length (keras-hub's GPT-2).
+
+    With float bounds torch.export gets the length ``ceil(float(s) / 1.0)`` and ties it to the mask's
+    length only through a guard it writes as float code; counted in ints, both are the same symbol.
+    """
+    from migrate.export import export_program as export_specs
+
+    n = helper.make_node
+    nodes = [n("Shape", ["X"], ["s"]), _const("t_idx", 1), n("Gather", ["s", "t_idx"], ["t"]),
+             n("Cast", ["t"], ["t_f"], to=TensorProto.FLOAT), _const("zero", 0.0, np.float32),
+             _const("step", 1.0, np.float32), n("Range", ["zero", "t_f", "step"], ["positions"]),
+             n("Add", ["M", "positions"], ["Y"]), n("Mul", ["Y", "X"], ["Z"])]
+    graph = helper.make_graph(nodes, "positions", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", "T"]),
+                                                   helper.make_tensor_value_info("M", TensorProto.FLOAT, ["N", "T"])],
+                              [helper.make_tensor_value_info("Z", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    specs = [{"name": name, "dtype": "float32", "shape": [None, None]} for name in ("X", "M")]
+    exported = export_specs(onnx_to_torch(prepare(model)), specs)
+    assert exported.dims == {"batch": [["X", 0], ["M", 0]], "seq": [["X", 1], ["M", 1]]}
+    assert not any("ceil" in guard for guard in exported.program._guards_code)  # what .module() checks per call
+    x, m = torch.randn(3, 5), torch.randn(3, 5)
+    torch.testing.assert_close(exported.program.module()(x, m), (m + torch.arange(5.0)) * x)
+
+
 def test_optimize_rejects_nothing_it_cannot_prove() -> None:
     """A Reshape whose shape is real data (not from Shape/constants) is left as onnx2torch wrote it."""
     n = helper.make_node

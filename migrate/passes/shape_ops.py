@@ -334,7 +334,20 @@ def range_(w: Walker, node: fx.Node, module: Any) -> fx.Node | None:
     if any(b is None or len(b.items) != 1 for b in bounds):
         return None
     dtype = bounds[0].dtype
-    return w.emit(torch.arange, *(b.items[0] for b in bounds), dtype=dtype)
+    items = [b.items[0] for b in bounds]
+    if all(_integral(w, i) for i in items):
+        # A float Range over whole numbers (Keras' positions: range(0.0, float(length), 1.0)) counts in ints:
+        # float bounds would give torch.export the length ceil(float(s) / 1.0), which it cannot prove is s.
+        items = [i if isinstance(i, fx.Node) else int(i) for i in items]
+    return w.emit(torch.arange, *items, dtype=dtype)
+
+
+def _integral(w: Walker, item: Item) -> bool:
+    """A whole number: a Python int or integral float literal, or a run-time value that is a Python int."""
+    if isinstance(item, fx.Node):
+        value = w.real.get(item)
+        return isinstance(value, int) and not isinstance(value, bool)
+    return not isinstance(item, bool) and (isinstance(item, int) or float(item).is_integer())
 
 
 def resize(w: Walker, node: fx.Node, module: Any) -> fx.Node | None:
