@@ -22,7 +22,7 @@ from tests.conftest import assert_close
 ROOT = Path(__file__).resolve().parents[1]
 #: fixture -> the Keras file ported
 SMALL = {"port_keras2_saved_model": "saved_model", "port_mlp_dropout": "model.keras", "cnn": "model.keras", "cnn_h5": "model.h5", "port_frozen": "model.keras",
-         "port_rnn": "model.keras", "port_shared_nested": "model.keras"}
+         "port_rnn": "model.keras", "port_shared_nested": "model.keras", "port_layers": "model.keras"}
 
 
 def tf2torch(*args: str) -> subprocess.CompletedProcess:
@@ -112,7 +112,7 @@ def test_eval_matches_keras_at_batch_1_and_3(ported, name):
             assert_close(got[key], expected, what=f"{name} {key} batch {batch} length {length}")
 
 
-@pytest.mark.parametrize("name", ["port_mlp_dropout", "cnn", "port_rnn", "port_shared_nested"])
+@pytest.mark.parametrize("name", ["port_mlp_dropout", "cnn", "port_rnn", "port_shared_nested", "port_layers"])
 def test_generated_source_is_clean_and_loads_without_tf2torch(ported, name, tmp_path):
     """ruff passes; model.py + weights.safetensors load in a process that imports only torch (+ safetensors)."""
     _, out = ported(name)

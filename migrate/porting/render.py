@@ -7,6 +7,7 @@ yields the weight map: every Keras variable's torch key and the transform that t
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
 from dataclasses import dataclass, field
@@ -17,13 +18,15 @@ from migrate.porting.emitters import EMITTERS, Call, Layer, Out, Unsupported, Va
 from migrate.porting.transforms import Step
 
 MODEL_CLASSES = {"Functional", "Sequential", "Model"}
+#: names a generated variable must not shadow
+RESERVED = {"self", "torch", "nn", "F", *dir(builtins)}
 _IMPORTS = {"F": "import torch.nn.functional as F", "nn": "from torch import nn"}
 
 
 def pyname(name: str, taken: set[str] | None = None) -> str:
     """A Python identifier for a Keras name (``conv1/conv`` -> ``conv1_conv``), unique within ``taken``."""
     ident = re.sub(r"\W", "_", name).strip("_").lower() or "x"
-    if ident[0].isdigit() or keyword.iskeyword(ident) or ident in {"self", "torch", "nn", "F", "super"}:
+    if ident[0].isdigit() or keyword.iskeyword(ident) or ident in RESERVED:
         ident = f"{ident}_"
     if taken is not None:
         base, n = ident, 2
@@ -211,6 +214,7 @@ class Renderer:
             values[tensor] = value
         pending = [(objs[name], i) for name in objs for i in range(objs[name].calls)]
         consumers = self._consumers(graph)
+        order: dict[str, int] = {t: 0 for t in values}
         while pending:
             ready = [(layer, i) for layer, i in pending
                      if all(t in values for t in _tensors(layers[layer.name]["calls"][i]))]
@@ -221,9 +225,12 @@ class Renderer:
                                   if t not in values})
                 raise ConversionError(f"missing {missing[:5]} for {[l.name for l, _ in pending[:5]]}; "f"model {graph['name']!r}: the layer graph has a cycle or a missing tensor; "
                                       "this is a tf2torch bug, please report it")
-            for layer, i in ready:
-                pending.remove((layer, i))
-                self._emit(ctx, layer, i, layers[layer.name], values, variables, consumers)
+            order.update({t: len(order) for t in values if t not in order})
+            # follow the chain just written (the ready call reading the newest value), else Keras' order
+            layer, i = max(ready, key=lambda node: max((order.get(t, -1) for t in
+                                                        _tensors(layers[node[0].name]["calls"][node[1]])), default=-1))
+            pending.remove((layer, i))
+            self._emit(ctx, layer, i, layers[layer.name], values, variables, consumers)
         for tensor in graph["outputs"]:
             value = values[tensor]
             channels_first = self._channels_first(value) and not (self.keep_layout and top)
@@ -286,9 +293,10 @@ class Renderer:
             ctx.line(f"{', '.join(names)} = {exprs[0]}")
         else:
             names = []
+            inputs_vars = {v.var for v in inputs}
             for k, expr in enumerate(exprs):
-                if expr in ctx.fresh_names:  # the emitter already bound it (``lstm, _ = self.lstm(x)``)
-                    names.append(expr)
+                if expr in ctx.fresh_names or (len(exprs) == 1 and expr in inputs_vars):
+                    names.append(expr)  # already bound (``lstm, _ = self.lstm(x)``) or an identity: no alias
                 elif used[k]:
                     names.append(pyname(base if k == 0 else f"{base}_{k}", variables))
                     ctx.line(f"{names[-1]} = {expr}")

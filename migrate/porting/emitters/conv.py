@@ -158,8 +158,8 @@ def conv_transpose(layer: Layer, call: Call, ctx: Any) -> Out:
             total = max(k - s, 0)
             before = total // 2
             after = total - before
-            parts.append(f"{before}:{-after if after else ''}")
-        crop = "[:, :, " + ", ".join(parts) + "]" if any(p != "0:" for p in parts) else ""
+            parts.append(f"{before or ''}:{-after if after else ''}")
+        crop = "[:, :, " + ", ".join(parts) + "]" if any(p != ":" for p in parts) else ""
     elif any(k < s for k, s in zip(kernel, stride)):
         raise Unsupported("'valid' transposed convolution with kernel smaller than stride")
     use_bias = cfg.get("use_bias", True)

@@ -63,8 +63,15 @@ def reshape(layer: Layer, call: Call, ctx: Any) -> Out:
 
 @emitter("Permute")
 def permute(layer: Layer, call: Call, ctx: Any) -> Out:
-    dims = ", ".join(str(d) for d in layer.config["dims"])
-    return Out(f"{ctx.keras(call.input)}.permute(0, {dims})")
+    x = call.input
+    perm = (0, *layer.config["dims"])
+    if x.layout == "cf":  # compose with the channels-first -> Keras permutation: one permute (or none)
+        to_keras = (0, *range(2, x.rank), 1)
+        perm = tuple(to_keras[p] for p in perm)
+        if perm == tuple(range(x.rank)):
+            return Out(x.var)
+        return Out(f"{x.var}.permute({', '.join(map(str, perm))})")
+    return Out(f"{ctx.keras(x)}.permute({', '.join(map(str, perm))})")
 
 
 @emitter("RepeatVector")

@@ -30,7 +30,7 @@ def cropping(layer: Layer, call: Call, ctx: Any) -> Out:
     _check(layer)
     x = call.input
     crops = _pairs(layer.config["cropping"], x.rank - 2)
-    index = ", ".join(f"{b}:{-a if a else ''}" for b, a in crops)
+    index = ", ".join(f"{b or ''}:{-a if a else ''}" for b, a in crops)
     return Out(f"{ctx.cf(x)}[:, :, {index}]", "cf")
 
 
