@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 from .cache import Cache
 from .config import Config, find_pyproject, load_config
 from .discovery import discover, read_source
-from .engine import BOM, decode, lint_source
+from .engine import BOM, decode, deep_call, lint_source
 from .finding import Finding
 from .fixes import NotWritten, apply_fixes, unified_diff, write_fix
 from .noqa import is_suppressed, suppressions
@@ -223,8 +223,8 @@ def _fix_file(path: Path, data: bytes, text: str, findings: list[Finding], codes
             break
     if body == original:
         return findings
-    try:  # never write a file that no longer compiles
-        compile(body, str(path), "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+    try:  # never write a file that no longer compiles (checked where deep nesting cannot crash)
+        deep_call(compile, body, str(path), "exec", ast.PyCF_ONLY_AST, True)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         report.errors.append(f"{path}: internal error: fixes would make invalid code ({exc}); file left unchanged")
         return before
