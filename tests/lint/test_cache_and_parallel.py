@@ -102,3 +102,15 @@ def test_internal_error_in_a_rule_is_reported_and_the_run_goes_on(tmp_path: Path
     report = check([str(tmp_path)], cache=False, jobs=1)
     assert [f.filename for f in report.findings] == [str(tmp_path / "b.py")]
     assert len(report.errors) == 1 and "RuntimeError: rule bug" in report.errors[0]
+
+
+def test_parallel_run_with_files_that_crashed_the_parser_reports_every_file(tmp_path: Path) -> None:
+    for i in range(19):
+        (tmp_path / f"m{i:02}.py").write_text(BAD)
+    (tmp_path / "parens.py").write_text(BAD + "x = " + "(" * 2000 + "1" + ")" * 2000 + "\n")
+    (tmp_path / "chain.py").write_text(BAD + "x = a" + ".b" * 20_000 + "\n")
+    report = check([str(tmp_path)], cache=False, jobs=2)
+    codes = {Path(f.filename).name: f.code for f in report.findings}
+    assert report.errors == [] and len(report.findings) == len(codes) == 21
+    assert codes.pop("parens.py") == codes.pop("chain.py") == "TTL000"
+    assert set(codes.values()) == {"TTL101"}
