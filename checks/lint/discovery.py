@@ -109,7 +109,7 @@ def _walk(root: Path, config: Config, errors: list[str], warnings: list[str]) ->
 def read_source(path: Path) -> bytes:
     """The bytes of a regular file. Opened without blocking and checked after opening, so a
     path swapped for a FIFO or a device since discovery raises OSError instead of hanging."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     with os.fdopen(fd, "rb") as handle:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

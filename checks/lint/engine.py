@@ -175,9 +175,11 @@ def deep_call(func: Callable[..., T], *args: object) -> T:
     if thread is None:
         target()
     else:
-        thread.join()
-        with _limit_lock:
-            _release_limit()
+        try:
+            thread.join()
+        finally:  # also when interrupted: the limit never stays raised
+            with _limit_lock:
+                _release_limit()
     ok, value = outcome[0]  # type: ignore[misc]
     if not ok:
         raise value  # type: ignore[misc]

@@ -99,7 +99,7 @@ def write_atomic(path: Path, data: bytes, info: os.stat_result | None = None) ->
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, stat.S_IMODE(info.st_mode))
-        if (info.st_uid, info.st_gid) != (os.getuid(), os.getgid()):
+        if hasattr(os, "chown") and (info.st_uid, info.st_gid) != (os.getuid(), os.getgid()):
             try:
                 os.chown(tmp, info.st_uid, info.st_gid)
             except OSError:

@@ -189,7 +189,13 @@ def _serve(conn: "multiprocessing.connection.Connection") -> None:
 
 
 def _crashed(task: _Task, exitcode: int | None) -> _Result:
-    how = f"killed by {signal.Signals(-exitcode).name}" if exitcode and exitcode < 0 else f"exit code {exitcode}"
+    if exitcode is not None and exitcode < 0:
+        try:
+            how = f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            how = f"killed by signal {-exitcode}"
+    else:
+        how = f"exit code {exitcode}"
     message = f"the process analysing it died ({how}); this file is skipped, the others are linted"
     if PARSE_ERROR not in task.codes:
         return _Result(None, f"{task.filename}: internal error: {message}", cacheable=False)
