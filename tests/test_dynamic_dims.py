@@ -130,7 +130,8 @@ def test_static_dims_naming_what_does_not_exist_are_input_errors(item, message) 
 TRANSFORMERS = {
     "tx_bert_encoder": ({"batch": [["token_ids", 0], ["segment_ids", 0], ["padding_mask", 0]],
                          "seq": [["token_ids", 1], ["segment_ids", 1], ["padding_mask", 1]]}, {"seq": 16}),
-    "tx_gpt_decoder": ({"batch": [["token_ids", 0]], "seq": [["token_ids", 1]]}, {"seq": 16}),
+    "tx_gpt_decoder": ({"batch": [["token_ids", 0], ["padding_mask", 0]], "seq": [["token_ids", 1], ["padding_mask", 1]]},
+                       {"seq": 16}),
     "tx_gpt_rotary": ({"batch": [["token_ids", 0]], "seq": [["token_ids", 1]]}, {"seq": None}),
     "tx_encoder_decoder": ({"batch": [["encoder_ids", 0], ["encoder_padding_mask", 0], ["decoder_ids", 0]],
                             "seq": [["encoder_ids", 1], ["encoder_padding_mask", 1]], "seq_2": [["decoder_ids", 1]]},
@@ -226,8 +227,9 @@ def test_static_dims_typo_exits_2_before_anything_runs(tmp_path, capsys) -> None
 def test_static_dims_through_the_api(fixture_model, tmp_path) -> None:
     result = migrate.convert(fixture_model("tx_gpt_decoder") / "saved_model", tmp_path / "out",
                              static_dims=["token_ids:1=7"])
-    assert result.manifest["inputs"][0]["shape"] == [None, 7]
-    assert result.manifest["dims"] == {"batch": [["token_ids", 0]]} and result.manifest["warnings"] == []
-    assert result.module(torch.zeros(2, 7, dtype=torch.int32)).shape == (2, 7, 40)
+    assert [s["shape"] for s in result.manifest["inputs"]] == [[None, 7], [None, 7]]  # the tied mask follows
+    assert result.manifest["dims"] == {"batch": [["token_ids", 0], ["padding_mask", 0]]}
+    assert result.manifest["warnings"] == []
+    assert result.module(torch.zeros(2, 7, dtype=torch.int32), torch.ones(2, 7, dtype=torch.int32)).shape == (2, 7, 40)
     with pytest.raises(Exception, match="7"):
-        result.module(torch.zeros(2, 8, dtype=torch.int32))
+        result.module(torch.zeros(2, 8, dtype=torch.int32), torch.ones(2, 8, dtype=torch.int32))
