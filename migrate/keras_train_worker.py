@@ -4,6 +4,7 @@ Imports Keras/TensorFlow, never torch; talks through files like ``migrate.keras_
 
 * ``config`` - the model's training setup: its compiled optimizer and loss(es) (or the ones the request
   names), loss weights and every weight regulariser, as JSON (``train.py`` is rendered from it).
+* ``train_on_batch`` - Keras' own ``model.train_on_batch`` (the reference for ``train.py``'s first step).
 * ``train``  - with every dropout-family layer made the identity and a fresh optimizer: the training-mode
   outputs (and each single-call layer's output) of the first step, its loss (data and regularisation),
   every trainable variable's gradient, then ``steps`` optimizer steps on the same batch and every variable
@@ -154,18 +155,24 @@ def config(request: dict[str, Any]) -> dict[str, Any]:
     return {"config": training_config(model, request)[0]}
 
 
-def _probed_layers(model: Any) -> list[Any]:
-    """Top-level layers with variables, called once, one input and one output tensor: compared one by one."""
+def _probed_layers(model: Any) -> list[tuple[Any, Any, Any]]:
+    """``(layer, input, output)`` for each top-level layer with variables that the model's graph calls once with
+    one input and one output tensor (a Sequential's layers carry extra nodes from building; the graph's count)."""
+    functional = getattr(model, "_functional", None) or model
+    nodes: dict[int, list[Any]] = {}
+    for depth_nodes in getattr(functional, "_nodes_by_depth", {}).values():
+        for node in depth_nodes:
+            nodes.setdefault(id(node.operation), []).append(node)
     out = []
     for layer in model.layers:
-        if not layer.weights or hasattr(layer, "layers") or len(getattr(layer, "_inbound_nodes", [])) != 1:
+        calls = nodes.get(id(layer), [])
+        if not layer.weights or hasattr(layer, "layers") or len(calls) != 1:
             continue
-        try:
-            tensors = (layer.input, layer.output)
-        except (AttributeError, ValueError):
-            continue
-        if not any(isinstance(t, (list, tuple, dict)) for t in tensors):
-            out.append(layer)
+        if _fused(layer) and isinstance(getattr(type(layer), "activation", None), property):
+            continue  # an RNN's cell activation: its module's output is not comparable step by step
+        ins, outs = calls[0].input_tensors, calls[0].output_tensors
+        if len(ins) == 1 and len(outs) == 1:
+            out.append((layer, ins[0], outs[0]))
     return out
 
 
@@ -223,9 +230,16 @@ def train(request: dict[str, Any]) -> dict[str, Any]:
         shapes = [model(x, training=False)] if len(names) == 1 else tf.nest.flatten(model(x, training=False))
         targets = {n: make_targets(LOSSES[loss["name"]].targets, list(t.shape), rng)
                    for n, t, loss in zip(names, shapes, losses)}
+    repeated = any(np.unique(v, return_counts=True)[1].max(initial=1) > 1 for v in feeds.values() if v.dtype.kind in "iu")
+    if repeated and type(opt).__name__ in ("Adam", "AdamW", "RMSprop", "Adagrad") and any(
+            type(layer).__name__ == "Embedding" for layer in _all_layers(model)):
+        setup["notes"].append(
+            "Keras' TensorFlow backend applies this optimizer to an Embedding's sparse gradient occurrence by "
+            "occurrence: a token repeated in the batch gets sum(g_i**2) in its second moment, not (sum g_i)**2 as "
+            "in torch (dense or SparseAdam); expect those rows to differ, or pass --inputs without repeated ids")
     probed = _probed_layers(model)
-    probe = keras.Model(model.inputs, [*model.outputs, *[layer.output for layer in probed],
-                                       *[layer.input for layer in probed]])
+    graph = getattr(model, "_functional", None) or model  # a Sequential's own graph
+    probe = keras.Model(graph.inputs, [*graph.outputs, *[o for _, _, o in probed], *[i for _, i, _ in probed]])
     result: dict[str, Any] = {**{f"in/{k}": v for k, v in feeds.items()},
                               **{f"target/{k}": v for k, v in targets.items()},
                               **{f"before/{v.path}": v.numpy() for v in model.weights}}
@@ -248,20 +262,39 @@ def train(request: dict[str, Any]) -> dict[str, Any]:
         if step == 0:
             result.update({f"out/{n}": t.numpy() for n, t in zip(names, preds)})
             values, ins = flat[len(names):len(names) + len(probed)], flat[len(names) + len(probed):]
-            result.update({f"layer/{layer.name}": _layer_value(layer, i, t) for layer, i, t in zip(probed, ins, values)})
-            result.update({f"grad/{v.path}": g.numpy() for v, g in zip(trainable, grads) if g is not None})
+            result.update({f"layer/{layer.name}": _layer_value(layer, i, t)
+                           for (layer, _, _), i, t in zip(probed, ins, values)})
+            result.update({f"grad/{v.path}": tf.convert_to_tensor(g).numpy()  # Embedding: IndexedSlices
+                           for v, g in zip(trainable, grads) if g is not None})
             result["loss_total"] = np.asarray(float(total))
             result["loss_reg"] = np.asarray(float(reg))
         opt.apply_gradients(zip(grads, trainable))
     result.update({f"after/{v.path}": v.numpy() for v in model.weights})
     np.savez(request["result_npz"], **result)
-    layers = [{"name": layer.name, "weights": [v.path for v in layer.weights]} for layer in probed]
+    layers = [{"name": layer.name, "weights": [v.path for v in layer.weights]} for layer, _, _ in probed]
     order = [v.path for v in model.weights]
     return {"config": setup, "layers": layers, "order": order, "disabled": disabled,
             "inputs": _input_names(model), "outputs": names}
 
 
-COMMANDS = {"config": config, "train": train}
+def train_on_batch(request: dict[str, Any]) -> dict[str, Any]:
+    """``model.train_on_batch`` on the compiled model (dropout-family layers off): its loss and the weights after."""
+    import numpy as np
+
+    model = load_compiled(Path(request["source"]))
+    for layer in _all_layers(model):
+        if NOISE_LAYERS.get(type(layer).__name__):
+            setattr(layer, NOISE_LAYERS[type(layer).__name__], 0.0)
+    with np.load(request["inputs"], allow_pickle=False) as data:
+        feeds = [data[n] for n in _input_names(model)]
+        targets = [data[f"target/{n}"] for n in _output_names(model)]
+    loss = model.train_on_batch(feeds if len(feeds) > 1 else feeds[0], targets if len(targets) > 1 else targets[0])
+    loss = float(np.ravel(loss)[0])
+    np.savez(request["result_npz"], loss=np.asarray(loss), **{f"after/{v.path}": v.numpy() for v in model.weights})
+    return {"loss": loss}
+
+
+COMMANDS = {"config": config, "train": train, "train_on_batch": train_on_batch}
 
 
 def main(request_path: str) -> int:

@@ -1,0 +1,204 @@
+"""``tf2torch parity --train``: a Keras training step against the ported module's, per parameter.
+
+Keras runs in ``migrate.keras_train_worker`` (child process). Planted training bugs (BatchNorm momentum
+and eps, Adam epsilon, a dropped L2 regulariser, an untransposed Dense kernel in a hand-written module,
+a softmax before the loss) must each be caught and located at the right layer or parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from checks.parity.api import compare_train
+from tests.test_port import keras_predict
+
+ROOT = Path(__file__).resolve().parents[1]
+SGD, ADAM = "sgd:learning_rate=0.05,momentum=0.9", "adam:learning_rate=0.01"
+
+
+def tf2torch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "migrate.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          check=False)
+
+
+@pytest.fixture(scope="module")
+def port_of(tmp_path_factory, fixture_model):
+    """fixture name -> (source .keras, OUT) ported once per module."""
+    done: dict[str, tuple[Path, Path]] = {}
+
+    def get(name: str) -> tuple[Path, Path]:
+        if name not in done:
+            source = fixture_model(name) / "model.keras"
+            out = tmp_path_factory.mktemp("port") / name
+            proc = tf2torch("port", str(source), "-o", str(out), "-q")
+            assert proc.returncode == 0, proc.stderr
+            done[name] = (source, out)
+        return done[name]
+
+    return get
+
+
+def planted(out: Path, tmp_path: Path, filename: str, old: str, new: str) -> Path:
+    """A copy of OUT with one text edit in model.py or train.py (the edit must apply)."""
+    copy = tmp_path / "planted"
+    shutil.copytree(out, copy)
+    text = (copy / filename).read_text()
+    assert old in text, (old, text)
+    (copy / filename).write_text(text.replace(old, new))
+    return copy
+
+
+def test_compiled_model_passes_with_every_parameter_reported(port_of, tmp_path):
+    """Adam + sparse CE on logits + an L2 regulariser + BatchNorm, 3 steps, through the CLI (JSON and JUnit)."""
+    source, out = port_of("train_cnn")
+    proc = tf2torch("parity", str(source), str(out), "--train", "--steps", "3", "--format", "json",
+                    "--output", str(tmp_path / "report.json"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    train = report["train"]
+    assert report["passed"] and train["first_divergence"] is None and train["steps"] == 3
+    assert train["optimizer"]["exact"] and "eps=1e-07" in train["optimizer"]["torch"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    params = {p["torch"]: p for p in train["parameters"]}
+    assert set(params) == {w["torch"] for w in manifest["weights"] if "running" not in w["torch"]}
+    assert all(p["grad_max_abs_err"] is not None and p["passed"] for p in params.values())
+    assert {b["torch"] for b in train["buffers"]} == {"conv_bn.running_mean", "conv_bn.running_var"}
+    assert {o["name"] for o in report["outputs"]} >= {"conv", "conv_bn", "hidden", "logits"}
+    assert any("dropout" in n for n in train["notes"]) and any("OUT/train.py" in n for n in train["notes"])
+    assert train["loss"]["passed"] and abs(train["loss"]["keras"] - train["loss"]["torch"]) < 1e-5
+    assert "training parity PASSED after 3 step(s)" in proc.stdout
+
+
+def test_sgd_nesterov_clipnorm_huber_and_l1l2_match(port_of):
+    source, out = port_of("train_mlp")
+    report = compare_train(source, out, steps=3)
+    assert report.passed, report.to_text()
+    assert report.optimizer["torch"] == "SGD(lr=0.05, momentum=0.9, nesterov=True)"
+    assert "clip_grad_norm_(param, 0.5)" in (out / "train.py").read_text()
+    reg = next(c for c in report.checks if c.kind == "regularization")
+    assert reg.passed and report.loss["keras"] > 0
+    junit = ET.fromstring(report.to_junit())
+    assert junit.get("failures") == "0" and int(junit.get("tests")) == len(report.checks)
+
+
+@pytest.mark.parametrize(("bug", "filename", "old", "new", "stage", "where"), [
+    ("bn momentum left at torch's 0.1", "model.py", "momentum=0.01", "momentum=0.1", "buffer",
+     "conv_bn.running_mean"),
+    ("bn eps 1e-5 instead of 1e-3", "model.py", "eps=0.001", "eps=1e-05", "forward", "conv_bn"),
+    ("softmax before the loss", "train.py", "F.cross_entropy(outputs,", "F.cross_entropy(outputs.softmax(1),",
+     "loss", "loss"),
+    ("L2 regulariser dropped", "train.py", " + regularization(model)", "", "gradient", "hidden.weight"),
+])
+def test_planted_bug_is_caught_and_located(port_of, tmp_path, bug, filename, old, new, stage, where):
+    source, out = port_of("train_cnn")
+    copy = planted(out, tmp_path, filename, old, new)
+    if bug == "L2 regulariser dropped":  # the user's loss has no regularisation term at all
+        text = (copy / "train.py").read_text()
+        start = text.index("def regularization(")
+        (copy / "train.py").write_text(text[:start] + text[text.index("def train_step(", start):])
+    report = compare_train(source, copy, steps=1)
+    assert not report.passed, bug
+    first = report.first_divergence
+    assert first["stage"] == stage and first["name"] == where, (bug, report.to_text())
+    if stage in ("buffer", "gradient", "forward"):
+        assert first["layer"] == where.split(".")[0]
+
+
+def test_adam_epsilon_1e8_instead_of_keras_1e7_is_caught(port_of, tmp_path):
+    """Residuals near zero make epsilon matter: the exact mapping passes, torch's default epsilon does not."""
+    source, out = port_of("train_adam_small")
+    rng = np.random.default_rng(5)
+    feeds = {"features": rng.standard_normal((8, 6)).astype("float32")}
+    (prediction,) = keras_predict(source, [feeds], training=True)
+    head = next(iter(prediction.values()))
+    np.savez(tmp_path / "inputs.npz", **feeds)
+    np.savez(tmp_path / "targets.npz", **{k: v + 1e-3 * rng.standard_normal(v.shape).astype("float32")
+                                         for k, v in prediction.items()})
+    options = {"steps": 3, "inputs": tmp_path / "inputs.npz", "targets": tmp_path / "targets.npz"}
+    good = compare_train(source, out, **options)
+    assert good.passed, good.to_text()
+    assert head.shape == (8, 2)
+    copy = planted(out, tmp_path, "train.py", "eps=1e-07", "eps=1e-08")
+    bad = compare_train(source, copy, **options)
+    assert not bad.passed
+    first = bad.first_divergence
+    assert first["stage"] == "weight" and first["name"] == "hidden.weight", bad.to_text()
+    assert all(c.passed for c in bad.checks if c.kind in ("layer", "output", "loss", "gradient"))
+
+
+HAND_WRITTEN = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.out = nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 4)
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, x):
+        x = self.drop(F.relu(self.fc1(x)))
+        return self.out(self.drop(F.gelu(self.fc2(x))))
+'''
+
+
+def test_hand_written_module_through_a_weights_map(fixture_model, tmp_path):
+    """--weights-map: right transposes pass; the square hidden2 kernel loaded as is is named (forward, hidden2)."""
+    source = fixture_model("port_mlp_dropout") / "model.keras"
+    (tmp_path / "net.py").write_text(HAND_WRITTEN)
+    mapping = {"hidden1/kernel": {"torch": "fc1.weight", "transform": "permute(1,0)"}, "hidden1/bias": "fc1.bias",
+               "hidden2/kernel": {"torch": "fc2.weight", "transform": "permute(1,0)"}, "hidden2/bias": "fc2.bias",
+               "logits/kernel": {"torch": "out.weight", "transform": "permute(1,0)"}, "logits/bias": "out.bias"}
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    module = f"{tmp_path / 'net.py'}:Net"
+    options = {"optimizer": SGD, "loss": "mse", "weights_map": tmp_path / "map.json"}
+    good = compare_train(source, module, **options)
+    assert good.passed, good.to_text()
+    mapping["hidden2/kernel"] = "fc2.weight"
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    bad = compare_train(source, module, **options)
+    assert bad.first_divergence["stage"] == "forward" and bad.first_divergence["layer"] == "hidden2", bad.to_text()
+    mapping["hidden1/kernel"] = "fc1.weight"
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    proc = tf2torch("parity", str(source), module, "--train", "--weights-map", str(tmp_path / "map.json"),
+                    "--optimizer", SGD, "--loss", "mse")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "hidden1/kernel (16, 32) does not fit fc1.weight (32, 16)" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["cnn", pytest.param("port_mlp_dropout", marks=pytest.mark.slow),
+                                  pytest.param("port_frozen", marks=pytest.mark.slow),
+                                  pytest.param("port_shared_nested", marks=pytest.mark.slow),
+                                  pytest.param("port_rnn", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("optimizer", [SGD, ADAM])
+def test_port_fixtures_pass_for_sgd_and_adam_over_three_steps(port_of, tmp_path, name, optimizer):
+    source, out = port_of(name)
+    options = {"optimizer": optimizer, "loss": "mse", "steps": 3}
+    if name == "port_rnn":  # distinct token ids: Keras-TF's sparse Adam treats repeated ids unlike torch (docs)
+        manifest = json.loads((out / "manifest.json").read_text())
+        ids = np.random.default_rng(0).permutation(np.arange(1, 20))[:14].reshape(2, 7)
+        np.savez(tmp_path / "inputs.npz", **{manifest["inputs"][0]["tf_name"]: ids.astype("int32")})
+        options["inputs"] = tmp_path / "inputs.npz"
+    report = compare_train(source, out, **options)
+    assert report.passed, report.to_text()
+    assert {c.kind for c in report.checks} >= {"output", "loss", "gradient", "weight"}
+
+
+def test_usage_errors_exit_2_with_one_line(port_of):
+    source, out = port_of("cnn")
+    for args in (["--loss", "mse"], ["--train", "--optimizer", "lamb"], ["--train", "--loss", "hinge"],
+                 ["--train", "--steps", "0"]):
+        proc = tf2torch("parity", str(source), str(out), *args)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, (args, proc.stderr)
+    proc = tf2torch("parity", str(source), str(out), "--train")
+    assert proc.returncode == 2 and "saved without a compiled optimizer; pass --optimizer" in proc.stderr
