@@ -7,6 +7,7 @@ source order. Everything is syntactic: the linted code is never imported or run.
 """
 from __future__ import annotations
 
+import ast
 import bisect
 import dataclasses
 from collections import defaultdict
@@ -240,6 +241,8 @@ class FileContext:
         self._positions: dict[cst.CSTNode, CodeRange] = {}
         self._statement_lines: dict[int, int] | None = None
         self._located: dict[int, int] = {}
+        self._param_traces: dict[tuple[int, Step], Hit | None] = {}
+        self._param_constructors: dict[int, cst.Call | None] = {}
         self._loads: dict[tuple[int, str], list[cst.Name]] | None = None
         self._memo: dict[str, object] = {}
         self.imports = self._collect_imports()
@@ -487,7 +490,12 @@ class FileContext:
         if result is not None:
             return self.trace(result, step, depth + 1)
         if isinstance(expr, cst.Param):
-            return self.agree([self.trace(a, step, depth + 1) for a in self.flow.arguments(expr) or [None]])
+            key = (id(expr), step)
+            known = self._param_traces
+            if key not in known:
+                known[key] = None  # guards recursion
+                known[key] = self.agree([self.trace(a, step, depth + 1) for a in self.flow.arguments(expr) or [None]])
+            return known[key]
         if not isinstance(expr, (cst.Name, cst.Attribute)):
             return None
         name = dotted(expr)
@@ -531,13 +539,10 @@ class FileContext:
                 return self.constructor(receiver(expr), depth + 1)
             return expr
         if isinstance(expr, cst.Param):
-            given = self.flow.arguments(expr)
-            if not given:
-                return None
-            calls = [self.constructor(a, depth + 1) for a in given]
-            if any(c is None for c in calls) or len({self.callee(c) for c in calls}) != 1:  # type: ignore[arg-type]
-                return None
-            return calls[-1]
+            if id(expr) not in self._param_constructors:
+                self._param_constructors[id(expr)] = None  # guards recursion
+                self._param_constructors[id(expr)] = self._argument_constructor(expr, depth)
+            return self._param_constructors[id(expr)]
         if isinstance(expr, (cst.Name, cst.Attribute)):
             name = dotted(expr)
             found = self.bindings(name, expr) if name else []
@@ -549,6 +554,16 @@ class FileContext:
                 if cls is not None:
                     return self._single_constructor(self.class_bindings(cls, expr.attr.value), depth)
         return None
+
+    def _argument_constructor(self, param: cst.Param, depth: int) -> cst.Call | None:
+        """The call that built what every call site passes for ``param``, if they agree."""
+        given = self.flow.arguments(param)
+        if not given:
+            return None
+        calls = [self.constructor(a, depth + 1) for a in given]
+        if any(c is None for c in calls) or len({self.callee(c) for c in calls}) != 1:  # type: ignore[arg-type]
+            return None
+        return calls[-1]
 
     def _single_constructor(self, found: Sequence[Binding], depth: int) -> cst.Call | None:
         calls = []
@@ -612,14 +627,42 @@ class FileContext:
         return self._positions[node]
 
     def _statement_start(self) -> dict[int, int]:
-        """The first line of each top-level statement (its leading comments and blank lines included)."""
+        """The first line of each top-level statement (its leading comments and blank lines included).
+
+        Read from CPython's own parser (``ast`` line numbers, fast) where its statements line
+        up with libcst's, else counted by generating each statement's code."""
         if self._statement_lines is None:
-            line = 1 + sum(len(NEWLINE_RE.findall(self.module.code_for_node(h))) for h in self.module.header)
-            self._statement_lines = {}
-            for top in self.module.body:
-                self._statement_lines[id(top)] = line
-                line += len(NEWLINE_RE.findall(self.module.code_for_node(top)))
+            self._statement_lines = self._starts_from_ast() or self._starts_from_code()
         return self._statement_lines
+
+    def _starts_from_ast(self) -> dict[int, int] | None:
+        try:
+            tree = ast.parse(self.source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        found, i = {}, 0
+        for top in self.module.body:
+            if i >= len(tree.body):
+                return None
+            first = tree.body[i]
+            if isinstance(top, cst.SimpleStatementLine):
+                i += len(top.body)
+            else:
+                i += 1
+            decorators = getattr(first, "decorator_list", None)
+            line = first.lineno
+            if decorators and getattr(top, "decorators", None):
+                line = decorators[0].lineno - len(top.decorators[0].leading_lines)  # type: ignore[union-attr]
+            found[id(top)] = line - len(top.leading_lines)
+        return found if i == len(tree.body) else None
+
+    def _starts_from_code(self) -> dict[int, int]:
+        line = 1 + sum(len(NEWLINE_RE.findall(self.module.code_for_node(h))) for h in self.module.header)
+        found = {}
+        for top in self.module.body:
+            found[id(top)] = line
+            line += len(NEWLINE_RE.findall(self.module.code_for_node(top)))
+        return found
 
     def report(self, code: str, node: cst.CSTNode, message: str, fix: Fix | None = None) -> Finding:
         r = self.position(node)

@@ -37,6 +37,7 @@ class Flow:
         self._functions: dict[str, list[cst.FunctionDef]] | None = None
         self._calls: dict[str, list[cst.Call]] | None = None
         self._arguments: dict[int, list[cst.BaseExpression] | None] = {}
+        self._sites: dict[int, tuple[list[cst.Call], set[int]]] = {}
 
     # --- functions and their callers -------------------------------------------------------
     def functions(self, name: str) -> list[cst.FunctionDef]:
@@ -61,6 +62,17 @@ class Flow:
     def call_sites(self, func: cst.FunctionDef) -> list[cst.Call]:
         """Calls of ``func`` in the file: ``name(...)`` for a function, ``self.name(...)`` in
         its class for a method. Empty when the name is defined more than once."""
+        if id(func) not in self._sites:
+            sites = self._find_call_sites(func)
+            self._sites[id(func)] = (sites, {id(c) for c in sites})
+        return self._sites[id(func)][0]
+
+    def calls(self, call: cst.Call, func: cst.FunctionDef) -> bool:
+        """Whether ``call`` is one of ``func``'s call sites."""
+        self.call_sites(func)
+        return id(call) in self._sites[id(func)][1]
+
+    def _find_call_sites(self, func: cst.FunctionDef) -> list[cst.Call]:
         from .context import dotted
 
         name = func.name.value

@@ -163,6 +163,16 @@ def _parameters(func: cst.FunctionDef) -> list[str]:
 
 
 def _put_in_eval(ctx: FileContext, scope: cst.CSTNode, name: str, depth: int = 0) -> bool:
+    """Memoised per scope and name (the first answer, found from the shallowest depth, stands)."""
+    known: dict[tuple[int, str], bool] = ctx.memo("put_in_eval", dict)  # type: ignore[assignment]
+    key = (id(scope), name)
+    if key not in known:
+        known[key] = False  # guards recursion
+        known[key] = _find_put_in_eval(ctx, scope, name, depth)
+    return known[key]
+
+
+def _find_put_in_eval(ctx: FileContext, scope: cst.CSTNode, name: str, depth: int = 0) -> bool:
     """Whether the file puts ``name`` (as seen from ``scope``) in eval mode where it counts:
     the class for ``self.x``; for a local, the function or a helper of the file it is passed
     to; for a parameter, a caller in the file; for a global, the module's own statements,
@@ -193,7 +203,7 @@ def _helper_puts_in_eval(ctx: FileContext, scope: cst.CSTNode, name: str, depth:
     for call in ctx.inside(scope, cst.Call):
         callee = dotted(call.func) or ""
         funcs = ctx.flow.functions(callee.rsplit(".", 1)[-1])
-        if len(funcs) != 1 or call not in ctx.flow.call_sites(funcs[0]):
+        if len(funcs) != 1 or not ctx.flow.calls(call, funcs[0]):
             continue
         func = funcs[0]
         positional = [*func.params.posonly_params, *func.params.params]
@@ -379,7 +389,7 @@ def _sets_train(call: cst.Call) -> bool:
 def _local_callee(ctx: FileContext, call: cst.Call) -> cst.FunctionDef | None:
     callee = dotted(call.func)
     funcs = ctx.flow.functions(callee.rsplit(".", 1)[-1]) if callee else []
-    return funcs[0] if len(funcs) == 1 and any(c is call for c in ctx.flow.call_sites(funcs[0])) else None
+    return funcs[0] if len(funcs) == 1 and ctx.flow.calls(call, funcs[0]) else None
 
 
 def _passed(ctx: FileContext, call: cst.Call, func: cst.FunctionDef) -> list[tuple[str, str]]:
