@@ -116,7 +116,7 @@ def _compile(text: str, filename: str, measure: bool) -> Finding | None:
 
 def _depth(tree: ast.AST) -> tuple[int, int, int]:
     """Deepest nesting of the tree, deepest nesting of and/or operands (CPython keeps a chain
-    flat, libcst nests one level per operand), and the row where the deeper one is."""
+    flat, libcst nests one level per operand), and the row of a node beyond a limit (else 1)."""
     deepest = chain = row = 0
     stack: list[tuple[ast.AST, int, int, int]] = [(tree, 1, 0, 1)]
     pop, push = stack.pop, stack.append
