@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections import defaultdict
 from typing import Any
@@ -13,11 +14,39 @@ from migrate.onnx2torch_compat import onnx2torch
 
 
 def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shape inference, so converters and passes see static dims wherever ONNX can prove them."""
+    """Own producers for graph outputs, then shape inference, so converters and passes see static dims
+    wherever ONNX can prove them."""
+    model = _own_output_producers(model)
     try:
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # inference is an optimisation; conversion works without it
         return model
+
+
+def _rename_inputs(graph: onnx.GraphProto, renames: dict[str, str]) -> None:
+    for node in graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+        for attr in node.attribute:  # subgraphs read outer names too
+            for sub in [attr.g] if attr.HasField("g") else attr.graphs:
+                _rename_inputs(sub, renames)
+
+
+def _own_output_producers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give each graph output that another output's node also produces (a Loop's final states, an
+    LSTM's Y_h and Y_c) an Identity of its own: onnx2torch returns such a node's whole output tuple
+    once, instead of each output in its place."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    shared = [o.name for o in model.graph.output if o.name in producers and len(producers[o.name].output) > 1]
+    if not shared:
+        return model
+    model = copy.deepcopy(model)
+    renames = {name: f"{name}__tf2torch_inner" for name in shared}
+    _rename_inputs(model.graph, renames)
+    for node in model.graph.node:
+        node.output[:] = [renames.get(name, name) for name in node.output]
+    model.graph.node.extend(onnx.helper.make_node("Identity", [inner], [name], name=f"{name}__tf2torch_identity")
+                            for name, inner in renames.items())
+    return model
 
 
 def _opset(model: onnx.ModelProto) -> int:

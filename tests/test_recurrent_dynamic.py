@@ -3,7 +3,7 @@
 Each fixture goes through the TF worker (SavedModel -> ONNX), is converted, and must match
 TensorFlow at batch 1 and 3 and lengths 1, 7 and 64 eagerly, as a ``torch.export`` program with
 batch and time dynamic, and under ``torch.compile(fullgraph=True)``. Masked models get zero padding
-at the end of some sequences. Nothing is unrolled: the graph is the same size whatever the length.
+at the end of some sequences (and masked steps inside one). Nothing is unrolled: the graph is the same size whatever the length.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ FIXTURES = {
     "rnn_gru_dynamic": (["GRU", "GRU_RESET_BEFORE"], False),
     "rnn_masked_lstm_seq": (["LSTM"], True),
     "rnn_masked_gru_rnn": (["GRU", "RNN_TANH"], True),
+    "rnn_masked_bigru_state": (["GRU", "GRU", "LSTM", "LSTM"], True),
 }
 LENGTHS = (1, 7, 64)
 VOCAB = 40
@@ -46,7 +47,8 @@ def _export(source, tmp_path) -> tuple[onnx.ModelProto, dict]:
 
 
 def _inputs(value: onnx.ValueInfoProto, batch: int, length: int, padded: bool, seed: int) -> np.ndarray:
-    """Token ids in [1, VOCAB) or normal floats; with ``padded``, rows 1 and 2 end in zero padding."""
+    """Token ids in [1, VOCAB) or normal floats; with ``padded``, rows 1 and 2 end in zero padding and
+    row 2 has zero steps inside too."""
     rng = np.random.default_rng(seed)
     dims = [d.dim_value for d in value.type.tensor_type.shape.dim[2:]]
     if value.type.tensor_type.elem_type == onnx.TensorProto.INT32:
@@ -56,6 +58,7 @@ def _inputs(value: onnx.ValueInfoProto, batch: int, length: int, padded: bool, s
     if padded and batch > 1:
         x[1, max(1, length // 2):] = 0
         x[2, max(1, length - 2):] = 0
+        x[2, 1:3] = 0  # masked steps inside the sequence too (Keras masks them wherever they are)
     return x
 
 
@@ -87,15 +90,18 @@ def test_dynamic_length_matches_tensorflow(fixture_model, tmp_path, name):
                              dynamic_shapes=({0: batch, 1: time},))
     torch._dynamo.reset()
     compiled = torch.compile(gm, fullgraph=True, backend="eager")
-    out_name = next(iter(expected[0]))
+    out_names = [o.name for o in model.graph.output]
     errors = {}
     for (batch_size, length), x, want, got in zip(cases, feeds, expected, eager):
         with torch.no_grad():
             runs = {"eager": got, "export": program.module()(torch.from_numpy(x)),
                     "compile": compiled(torch.from_numpy(x))}
-        for how, out in runs.items():
-            what = f"{name} {how} batch {batch_size} length {length}"
-            errors[what] = assert_close(out.numpy(), want[out_name], what=what)
+        for how, outs in runs.items():
+            outs = outs if isinstance(outs, (list, tuple)) else [outs]
+            assert len(outs) == len(out_names)
+            for out_name, out in zip(out_names, outs):
+                what = f"{name}/{out_name} {how} batch {batch_size} length {length}"
+                errors[what] = assert_close(out.numpy(), want[out_name], what=what)
     print("\n".join(f"max abs err {v:.3g}  {k}" for k, v in errors.items()))
 
 

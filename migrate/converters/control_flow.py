@@ -165,14 +165,19 @@ def _static_dims(node: NodeProto, graph: OnnxGraph, depth: int, sizes: dict[str,
     return None if (picked < 0).any() else picked
 
 
+def symbolic_dims(graph: OnnxGraph) -> set[str]:
+    """Every ``dim_param`` in the graph's inferred shapes."""
+    return {d.dim_param for v in graph.value_info.values() if v.type.HasField("tensor_type")
+            for d in v.type.tensor_type.shape.dim if d.dim_param}
+
+
 def length_probes(graph: OnnxGraph, dim: onnx.TensorShapeProto.Dimension) -> list[tuple[dict[str, int], int]]:
     """``(sizes, value)`` pairs to evaluate a fold at so that it is checked to equal ``dim``: the static
     size, or two assumed values of a symbolic dim (the graph's other symbolic dims, such as the batch,
     assumed at unrelated values, so a result that depends on them is caught). Empty for an unnamed dim."""
     if not dim.HasField("dim_value") and not dim.dim_param:
         return []
-    symbols = {d.dim_param for v in graph.value_info.values() if v.type.HasField("tensor_type")
-               for d in v.type.tensor_type.shape.dim if d.dim_param}
+    symbols = symbolic_dims(graph)
     if dim.HasField("dim_value"):
         return [(dict.fromkeys(symbols, other), dim.dim_value) for _, other in LENGTH_PROBES]
     return [(dict.fromkeys(symbols, other) | {dim.dim_param: steps}, steps) for steps, other in LENGTH_PROBES]

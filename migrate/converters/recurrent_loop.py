@@ -157,8 +157,12 @@ def match(node: OnnxNode, graph: OnnxGraph) -> tuple[Match, onnx.ModelProto, lis
     if not floats:
         return None
     bound = {}
+    check_sizes = dict.fromkeys(cf.symbolic_dims(graph), CHECK_BATCH)
     for j in passed:
         value = cf.fold(names[2 + j], graph)
+        if value is None:  # Keras's zeros for masked outputs (zero_output_for_mask) depend on the batch
+            zeros = cf.fold(names[2 + j], graph, sizes=check_sizes)
+            value = zeros if zeros is not None and zeros.dtype.kind == "f" and not zeros.any() else None
         if value is not None:
             bound[formal[2 + j]] = value
     run_time_passed = [j for j in passed if formal[2 + j] not in bound]
