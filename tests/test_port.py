@@ -22,7 +22,8 @@ from tests.conftest import assert_close
 ROOT = Path(__file__).resolve().parents[1]
 #: fixture -> the Keras file ported
 SMALL = {"port_keras2_saved_model": "saved_model", "port_mlp_dropout": "model.keras", "cnn": "model.keras", "cnn_h5": "model.h5", "port_frozen": "model.keras",
-         "port_rnn": "model.keras", "port_shared_nested": "model.keras", "port_layers": "model.keras"}
+         "port_rnn": "model.keras", "port_shared_nested": "model.keras", "port_layers": "model.keras",
+         "port_transformer": "model.keras"}
 
 
 def tf2torch(*args: str) -> subprocess.CompletedProcess:
@@ -149,7 +150,7 @@ def test_generated_source_is_clean_and_loads_without_tf2torch(ported, name, tmp_
     assert_close(from_module(torch.from_numpy(np.load(tmp_path / "out.npy")), first), want[first["tf_name"]])
 
 
-@pytest.mark.parametrize("name", ["port_mlp_dropout", "cnn", "port_rnn", "port_shared_nested"])
+@pytest.mark.parametrize("name", ["port_mlp_dropout", "cnn", "port_rnn", "port_shared_nested", "port_transformer"])
 def test_torch_export_dynamic_batch_and_compile_fullgraph(ported, name):
     import migrate
 

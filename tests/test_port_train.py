@@ -35,7 +35,8 @@ def keras_train_step(source: Path, feeds: dict, targets: dict) -> dict[str, np.n
             return {k: data[k] for k in data.files}
 
 
-@pytest.mark.parametrize("name", ["cnn", "port_mlp_dropout", "port_frozen", "port_rnn", "port_shared_nested"])
+@pytest.mark.parametrize("name", ["cnn", "port_mlp_dropout", "port_frozen", "port_rnn", "port_shared_nested",
+                                  "port_transformer"])
 def test_one_sgd_step_matches_keras(ported, name):
     import migrate
 

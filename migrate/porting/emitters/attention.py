@@ -1,0 +1,94 @@
+"""MultiHeadAttention as a small ``KerasMultiHeadAttention`` module emitted into model.py: four nn.Linear
+projections named like Keras' (query, key, value, attention_output) around F.scaled_dot_product_attention.
+
+nn.MultiheadAttention fits only when num_heads * key_dim equals the model width; Keras allows any key_dim.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, Value, emitter
+
+KERAS_MHA = '''
+class KerasMultiHeadAttention(nn.Module):
+    """keras.layers.MultiHeadAttention: per-head projections, scaled dot-product attention, output projection."""
+
+    def __init__(self, query_dim: int, key_dim_in: int, value_dim_in: int, num_heads: int, key_dim: int,
+                 value_dim: int, output_dim: int, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.query = nn.Linear(query_dim, num_heads * key_dim, bias=bias)
+        self.key = nn.Linear(key_dim_in, num_heads * key_dim, bias=bias)
+        self.value = nn.Linear(value_dim_in, num_heads * value_dim, bias=bias)
+        self.attention_output = nn.Linear(num_heads * value_dim, output_dim, bias=bias)
+
+    def forward(self, query: torch.Tensor, value: torch.Tensor, key: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        key = value if key is None else key
+        q, k, v = (proj(x).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+                   for proj, x in ((self.query, query), (self.key, key), (self.value, value)))
+        if mask is not None:  # Keras: (N, T, S), True = attend; combined with the causal mask like Keras
+            mask = mask.bool().unsqueeze(1)
+            if causal:
+                mask = mask & torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
+                causal = False
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                             is_causal=causal)
+        return self.attention_output(out.transpose(1, 2).flatten(2))
+'''
+
+
+def _projection(layer: Layer, name: str, torch_name: str) -> dict[str, tuple[str, tuple]]:
+    kernel = layer.weight(f"{name}/kernel").shape
+    if name == "attention_output":  # (heads, value_dim, out)
+        steps = (("reshape", (kernel[0] * kernel[1], kernel[2])), ("permute", (1, 0)))
+        bias_steps: tuple = ()
+    else:  # (in, heads, dim)
+        steps = (("reshape", (kernel[0], kernel[1] * kernel[2])), ("permute", (1, 0)))
+        bias_steps = (("reshape", (kernel[1] * kernel[2],)),)
+    mapping = {f"{name}/kernel": (f"{torch_name}.weight", steps)}
+    if f"{name}/bias" in layer.weights:
+        mapping[f"{name}/bias"] = (f"{torch_name}.bias", bias_steps)
+    return mapping
+
+
+@emitter("MultiHeadAttention")
+def multi_head_attention(layer: Layer, call: Call, ctx: Any) -> Out:
+    cfg = layer.config
+    if cfg.get("attention_axes") not in (None, [], [1]) or call.kwargs.get("return_attention_scores"):
+        raise Unsupported("MultiHeadAttention with attention_axes or return_attention_scores")
+    positional = [a for a in call.args if isinstance(a, Value)]
+    query = call.kwargs.get("query", positional[0] if positional else None)
+    value = call.kwargs.get("value", positional[1] if len(positional) > 1 else None)
+    key = call.kwargs.get("key", positional[2] if len(positional) > 2 else None)
+    mask = call.kwargs.get("attention_mask")
+    if not isinstance(query, Value) or not isinstance(value, Value):
+        raise Unsupported("MultiHeadAttention called without query and value tensors")
+    heads, key_dim = cfg["num_heads"], cfg["key_dim"]
+    value_dim = cfg.get("value_dim") or key_dim
+    out_dim = cfg.get("output_shape") or query.shape[-1]
+    if isinstance(out_dim, list):
+        if len(out_dim) != 1:
+            raise Unsupported(f"MultiHeadAttention output_shape {out_dim}")
+        out_dim = out_dim[0]
+    key_in = (key or value).shape[-1]
+    ctx.helper("KerasMultiHeadAttention", KERAS_MHA)
+    weights = {}
+    for name in ("query", "key", "value", "attention_output"):
+        weights.update(_projection(layer, name, name))
+    dropout = float(cfg.get("dropout", 0.0))
+    bias = "" if cfg.get("use_bias", True) else ", bias=False"
+    mod = ctx.submodule(layer, f"KerasMultiHeadAttention(query_dim={query.shape[-1]}, key_dim_in={key_in}, "
+                               f"value_dim_in={value.shape[-1]}, num_heads={heads}, key_dim={key_dim}, "
+                               f"value_dim={value_dim}, output_dim={out_dim}"
+                               f"{f', dropout={dropout!r}' if dropout else ''}{bias})", weights)
+    args = [ctx.keras(query), ctx.keras(value)]
+    if key is not None:
+        args.append(f"key={ctx.keras(key)}")
+    if isinstance(mask, Value):
+        args.append(f"mask={ctx.keras(mask)}")
+    if call.kwargs.get("use_causal_mask"):
+        args.append("causal=True")
+    return Out(f"{mod}({', '.join(args)})")
