@@ -218,3 +218,19 @@ def test_fix_through_two_links_writes_the_file_once(tmp_path: Path) -> None:
     report = check([str(tmp_path)], fix=True, cache=False)
     assert path.read_text() == FIXED and (tmp_path / "alias.py").is_symlink()
     assert report.fixed == 1 and report.findings == [] and report.warnings == []
+
+
+def test_where_no_large_stack_can_be_had_deep_files_still_cost_at_most_one_finding(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    from checks.lint import engine
+
+    monkeypatch.setattr(engine, "STACK_BYTES", 1 << 62)  # more address space than any machine grants
+    deep, plain = tmp_path / "deep.py", tmp_path / "train.py"
+    deep.write_text(BAD + "x = " + "-" * 900 + "1\n")
+    plain.write_text(BAD)
+    limit = sys.getrecursionlimit()
+    report = check([str(tmp_path)], cache=False)
+    [found] = [f for f in report.findings if f.filename == str(deep)]
+    assert found.code == "TTL101" or "too deeply nested for the linter's parser" in found.message  # analysed here
+    assert [f.code for f in report.findings if f.filename == str(plain)] == ["TTL101"] and report.errors == []
+    assert sys.getrecursionlimit() == limit
