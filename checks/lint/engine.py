@@ -24,6 +24,7 @@ from .registry import PARSE_ERROR, Rule, iter_checks
 BOM = "\ufeff"
 
 STACK_BYTES = 512 << 20  # the analysis thread's stack: address space, only the pages used are committed
+SMALL_STACK_BYTES = 64 << 20  # where STACK_BYTES is not granted: enough for the depth limits, not the frames
 RECURSION_LIMIT = 50_000  # Python frames allowed while analysing, well inside STACK_BYTES
 MAX_DEPTH = 1_000  # syntax tree levels: libcst's parse time grows with the square of the depth
 MAX_BOOL_DEPTH = 5_000  # and/or operands nested in one expression (libcst nests one level per operand)
@@ -169,17 +170,22 @@ def deep_call(func: Callable[..., T], *args: object) -> T:
             _limit_saved = sys.getrecursionlimit()
             sys.setrecursionlimit(max(_limit_saved, RECURSION_LIMIT))
         _limit_users += 1
-        thread = _start(target)
-        if thread is None:  # no thread with a large stack to be had: run here, at the normal limit
+        thread = _start(target, STACK_BYTES)
+        if thread is None:
             _release_limit()
-    if thread is None:
-        target()
-    else:
+    if thread is not None:
         try:
             thread.join()
         finally:  # also when interrupted: the limit never stays raised
             with _limit_lock:
                 _release_limit()
+    else:  # address space limits (ulimit -v): a smaller stack at the normal limit, else this thread
+        with _limit_lock:  # stack_size() is process-wide too
+            thread = _start(target, SMALL_STACK_BYTES)
+        if thread is None:
+            target()
+        else:
+            thread.join()
     ok, value = outcome[0]  # type: ignore[misc]
     if not ok:
         raise value  # type: ignore[misc]
@@ -193,14 +199,15 @@ def _release_limit() -> None:
         sys.setrecursionlimit(_limit_saved)
 
 
-def _start(target: Callable[[], None]) -> threading.Thread | None:
+def _start(target: Callable[[], None], size: int) -> threading.Thread | None:
+    """A started thread with a stack of ``size`` bytes, or None where that is not granted."""
     previous = threading.stack_size()
     try:
-        threading.stack_size(STACK_BYTES)
+        threading.stack_size(size)
         thread = threading.Thread(target=target, name="tf2torch-lint-analysis", daemon=True)
         thread.start()
         return thread
-    except (RuntimeError, ValueError, MemoryError):  # address space limits (ulimit -v) or platform limits
+    except (RuntimeError, ValueError, MemoryError):
         return None
     finally:
         threading.stack_size(previous)

@@ -225,6 +225,7 @@ def test_where_no_large_stack_can_be_had_deep_files_still_cost_at_most_one_findi
     from checks.lint import engine
 
     monkeypatch.setattr(engine, "STACK_BYTES", 1 << 62)  # more address space than any machine grants
+    monkeypatch.setattr(engine, "SMALL_STACK_BYTES", 1 << 62)
     deep, plain = tmp_path / "deep.py", tmp_path / "train.py"
     deep.write_text(BAD + "x = " + "-" * 900 + "1\n")
     plain.write_text(BAD)
