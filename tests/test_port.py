@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: fixture -> the Keras file ported
 SMALL = {"port_keras2_saved_model": "saved_model", "port_mlp_dropout": "model.keras", "cnn": "model.keras", "cnn_h5": "model.h5", "port_frozen": "model.keras",
          "port_rnn": "model.keras", "port_shared_nested": "model.keras", "port_layers": "model.keras",
-         "port_transformer": "model.keras"}
+         "port_transformer": "model.keras", "port_attention": "model.keras"}
 
 
 def tf2torch(*args: str) -> subprocess.CompletedProcess:

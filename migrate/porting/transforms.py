@@ -52,7 +52,7 @@ STEPS: dict[str, Callable[..., np.ndarray]] = {
 def apply(steps: tuple[Step, ...], array: np.ndarray) -> np.ndarray:
     for name, args in steps:
         array = STEPS[name](array, *args)
-    return np.ascontiguousarray(array)
+    return np.array(array, order="C")  # ascontiguousarray would turn a 0-d scalar into shape (1,)
 
 
 def describe(steps: tuple[Step, ...]) -> str | None:

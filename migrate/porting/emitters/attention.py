@@ -1,7 +1,8 @@
-"""MultiHeadAttention as a small ``KerasMultiHeadAttention`` module emitted into model.py: four nn.Linear
+"""Attention layers. MultiHeadAttention as a small ``KerasMultiHeadAttention`` module emitted into model.py: four nn.Linear
 projections named like Keras' (query, key, value, attention_output) around F.scaled_dot_product_attention.
 
 nn.MultiheadAttention fits only when num_heads * key_dim equals the model width; Keras allows any key_dim.
+Attention (dot product) and AdditiveAttention are written out in forward (a few tensor ops each).
 """
 
 from __future__ import annotations
@@ -92,3 +93,45 @@ def multi_head_attention(layer: Layer, call: Call, ctx: Any) -> Out:
     if call.kwargs.get("use_causal_mask"):
         args.append("causal=True")
     return Out(f"{mod}({', '.join(args)})")
+
+
+def _qkv(layer: Layer, call: Call, ctx: Any) -> tuple[str, str, str, Value]:
+    if call.kwargs.get("mask") is not None or call.kwargs.get("use_causal_mask") or \
+            call.kwargs.get("return_attention_scores"):
+        raise Unsupported(f"{layer.class_name} with masks or return_attention_scores")
+    values = [a for a in (call.args[0] if call.args and isinstance(call.args[0], list) else call.args)
+              if isinstance(a, Value)]
+    query, value = values[0], values[1]
+    key = values[2] if len(values) > 2 else value
+    return ctx.keras(query), ctx.keras(value), ctx.keras(key), query
+
+
+def _weighted(layer: Layer, scores: str, value: str, ctx: Any) -> str:
+    weights = f"torch.softmax({scores}, dim=-1)"
+    dropout = float(layer.config.get("dropout", 0.0))
+    if dropout:
+        weights = f"{ctx.need('F')}.dropout({weights}, {dropout!r}, training=self.training)"
+    return f"torch.bmm({weights}, {value})"
+
+
+@emitter("Attention")
+def attention(layer: Layer, call: Call, ctx: Any) -> Out:
+    if layer.config.get("score_mode", "dot") != "dot":
+        raise Unsupported("Attention(score_mode='concat')")
+    query, value, key, _ = _qkv(layer, call, ctx)
+    scores = f"torch.bmm({query}, {key}.transpose(1, 2))"
+    if "scale" in layer.weights:
+        shape = ", ".join(map(str, layer.weight("scale").shape))
+        scale = ctx.tensor(layer, "scale", f"torch.ones({shape or '()'})", keras_name="scale", parameter=True)
+        scores = f"{scores} * {scale}"
+    return Out(_weighted(layer, scores, value, ctx))
+
+
+@emitter("AdditiveAttention")
+def additive_attention(layer: Layer, call: Call, ctx: Any) -> Out:
+    query, value, key, q = _qkv(layer, call, ctx)
+    summed = f"torch.tanh({query}.unsqueeze(2) + {key}.unsqueeze(1))"
+    if "scale" in layer.weights:
+        scale = ctx.tensor(layer, "scale", f"torch.ones({q.shape[-1]})", keras_name="scale", parameter=True)
+        summed = f"{scale} * {summed}"
+    return Out(_weighted(layer, f"({summed}).sum(dim=-1)", value, ctx))

@@ -81,3 +81,17 @@ def layer_norm(layer: Layer, call: Call, ctx: Any) -> Out:
     mod = ctx.submodule(layer, f"nn.LayerNorm({shape_text}, eps={float(cfg.get('epsilon', 1e-3))!r}"
                                f"{'' if scale else ', elementwise_affine=False'})", weights)
     return Out(f"{mod}({ctx.keras(x)})", "keras")
+
+
+@emitter("GroupNormalization")
+def group_norm(layer: Layer, call: Call, ctx: Any) -> Out:
+    x, cfg = call.input, layer.config
+    if cfg.get("axis", -1) not in (-1, x.rank - 1) or x.rank < 3:
+        raise Unsupported(f"GroupNormalization over axis {cfg.get('axis')} (only channels last, rank >= 3)")
+    scale, center = cfg.get("scale", True), cfg.get("center", True)
+    if scale != center:
+        raise Unsupported("GroupNormalization with only one of scale/center")
+    weights = {"gamma": ("weight", ()), "beta": ("bias", ())} if scale else {}
+    mod = ctx.submodule(layer, f"nn.GroupNorm({cfg['groups']}, {x.shape[-1]}, eps={float(cfg.get('epsilon', 1e-3))!r}"
+                               f"{'' if scale else ', affine=False'})", weights)
+    return Out(f"{mod}({ctx.cf(x)})", "cf")
