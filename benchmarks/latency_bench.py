@@ -54,6 +54,15 @@ def timed(call: Callable[[], Any], seconds: float, warmup: int = 3) -> dict[str,
     return {"first_s": first, "median_ms": 1e3 * statistics.median(samples), "calls": len(samples)}
 
 
+def attempt(call: Callable[[], Any], seconds: float) -> dict[str, Any]:
+    """``timed``, or ``{"error": ...}`` when the runtime cannot run the model (the table says so)."""
+    try:
+        return timed(call, seconds)
+    except Exception as exc:  # noqa: BLE001 - any runtime failure is a result to report, not a crash
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        return {"error": f"{type(exc).__name__}: {first}"}
+
+
 def tf_child(request_path: str) -> int:
     """``--tf-child REQUEST.json``: time the SavedModel signature on each .npz; TensorFlow only."""
     import numpy as np
@@ -138,15 +147,23 @@ def measure(name: str, batches: list[int], threads: int, seconds: float, base: P
         onnx_names = {i.name for i in session.get_inputs()}  # model.onnx keeps TF's names where model.pt2 renames
         feeds = {s["name"] if s["name"] in onnx_names else s["tf_name"]: a
                  for s, a in zip(manifest["inputs"], arrays)}
-        row = {"tf": tf_results[str(b)], "onnxruntime": timed(lambda feeds=feeds: session.run(None, feeds), seconds)}
+        row = {"tf": tf_results[str(b)],
+               "onnxruntime": attempt(lambda feeds=feeds: session.run(None, feeds), seconds)}
         with torch.inference_mode():
-            row["eager"] = timed(lambda t=tensors: eager(*t), seconds)
-            row["torch.compile"] = timed(lambda t=tensors: compiled(*t), seconds)
-            row["aoti"] = timed(lambda t=tensors: aoti(*t), seconds)
+            row["eager"] = attempt(lambda t=tensors: eager(*t), seconds)
+            row["torch.compile"] = attempt(lambda t=tensors: compiled(*t), seconds)
+            row["aoti"] = attempt(lambda t=tensors: aoti(*t), seconds)
         results[str(b)] = row
-        print(f"{name} batch {b}: " + ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in row.items()),
+        print(f"{name} batch {b}: " + ", ".join(f"{k} {_cell(v)}" for k, v in row.items()),
               file=sys.stderr, flush=True)
     return results
+
+
+def _cell(timing: dict[str, Any], tf_ms: float | None = None) -> str:
+    if "error" in timing:
+        return f"fails ({timing['error'][:60]})"
+    ms = timing["median_ms"]
+    return f"{ms:.2f} ms" if tf_ms is None else f"{ms / tf_ms:.2f}× ({ms:.2f} ms)"
 
 
 def table(results: dict[str, Any]) -> str:
@@ -156,7 +173,7 @@ def table(results: dict[str, Any]) -> str:
     for name, by_batch in results.items():
         for batch, row in by_batch.items():
             tf_ms = row["tf"]["median_ms"]
-            cells = [f"{row[r]['median_ms'] / tf_ms:.2f}× ({row[r]['median_ms']:.2f} ms)" for r in RUNTIMES[1:]]
+            cells = [_cell(row[r], tf_ms) for r in RUNTIMES[1:]]
             lines.append(f"| {name} | {batch} | {tf_ms:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
