@@ -12,6 +12,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "installing tf2torch and its dependencies into $(VENV) (first run only, a few minutes; log: $(VENV)/install.log)..."
 	@$(BIN)/python -m pip install -c constraints.txt -e ".[convert,tf,test]" > $(VENV)/install.log 2>&1 \
 	   || { tail -n 30 $(VENV)/install.log; echo "install failed; full log: $(VENV)/install.log"; exit 1; }
+	@# tf-keras reads Keras-2 SavedModels (port tests); it requires the full 'tensorflow' wheel, which would
+	@# clash with tensorflow-cpu, so it goes in without dependencies.
+	@$(BIN)/python -m pip install --no-deps "tf-keras>=2.15" >> $(VENV)/install.log 2>&1 \
+	   || { tail -n 30 $(VENV)/install.log; echo "install failed; full log: $(VENV)/install.log"; exit 1; }
 	@touch $@
 
 venv: $(STAMP)

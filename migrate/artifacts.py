@@ -210,6 +210,10 @@ def _replace(out: Path, staging: Path) -> None:
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         out.rename(old)
+        why = _written_by_us(old)  # a file added between the last check and the rename is the user's
+        if why is not None:
+            old.rename(out)
+            raise InputError(f"{out} changed while tf2torch ran ({why}); it was left as it is")
     try:
         staging.rename(out)
     except BaseException:

@@ -142,3 +142,20 @@ def test_force_never_replaces_a_file_added_to_out_while_the_command_ran(earlier_
     assert (out / "notes.txt").read_text() == "written during the run\n"
     assert fingerprint(out) == dict(fingerprint(earlier_output), **{"notes.txt": fingerprint(out)["notes.txt"]})
     assert leftovers(tmp_path, tmp_path / "tmp") == []
+
+
+def test_force_puts_out_back_when_a_file_lands_between_the_last_check_and_the_swap(earlier_output, tmp_path):
+    """The swap itself re-checks OUT after moving it aside: a file that arrived in between is never deleted."""
+    from migrate.artifacts import _replace
+    from migrate.errors import InputError
+
+    out, staging = tmp_path / "out", tmp_path / ".out.partial-new"
+    shutil.copytree(earlier_output, out)
+    staging.mkdir()
+    (staging / "model.pt2").write_bytes(b"new")
+    (out / "late.txt").write_text("arrived after the check\n")
+    before = fingerprint(out)
+    with pytest.raises(InputError, match="changed while tf2torch ran .*'late.txt'"):
+        _replace(out, staging)
+    assert fingerprint(out) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.old")] == []
