@@ -138,7 +138,7 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
     paths = {"out": out, "pt2": out / MODEL_PT2, "onnx": out / MODEL_ONNX, "manifest": out / MANIFEST}
     if compile:
         paths["aoti"] = out / "model.aoti.pt2"
-    return ConversionResult(module=load(out), manifest=manifest, out=out, paths=paths)
+    return ConversionResult(module=load(out), manifest=read_manifest(out), out=out, paths=paths)
 
 
 def _warn(lines: list[str], progress: Progress) -> None:
