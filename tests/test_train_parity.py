@@ -202,3 +202,11 @@ def test_usage_errors_exit_2_with_one_line(port_of):
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, (args, proc.stderr)
     proc = tf2torch("parity", str(source), str(out), "--train")
     assert proc.returncode == 2 and "saved without a compiled optimizer; pass --optimizer" in proc.stderr
+
+
+def test_pytest_plugin_fixture(port_of, tmp_path, tf2torch_train_parity):
+    source, out = port_of("train_mlp")
+    assert tf2torch_train_parity(source, out, steps=2).passed
+    copy = planted(out, tmp_path, "model.py", "momentum=0.1", "momentum=0.5")
+    with pytest.raises(pytest.fail.Exception, match="first divergence: buffer embed_bn.running_mean"):
+        tf2torch_train_parity(source, copy)

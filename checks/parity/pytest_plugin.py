@@ -5,7 +5,8 @@
 
 On a mismatch the test fails with the parity table (and the per-layer localisation if asked for);
 bad inputs fail it with the one-line error, and a ``model.pt2`` that would run code when loaded is
-refused before loading (``migrate.pt2_check``, docs/guarantees.md). Importing this module loads neither
+refused before loading (``migrate.pt2_check``, docs/guarantees.md). ``tf2torch_train_parity`` does the
+same for a training step of a ``tf2torch port`` output (``parity --train``). Importing this module loads neither
 torch nor TensorFlow, since pytest imports every installed plugin on every run.
 """
 
@@ -36,3 +37,23 @@ def assert_parity(source: str | Path, converted: str | Path, **options: Any) -> 
 def tf2torch_parity() -> Callable[..., Any]:
     """``tf2torch_parity(source, converted, **options) -> Report``; fails the test unless parity holds."""
     return assert_parity
+
+
+def assert_train_parity(source: str | Path, ported: str | Path, **options: Any) -> Any:
+    """Run :func:`checks.parity.api.compare_train` (``--train``) and fail the test with its table on a mismatch."""
+    from checks.parity.api import compare_train
+    from migrate.errors import Tf2TorchError
+
+    try:
+        report = compare_train(source, ported, **options)
+    except Tf2TorchError as exc:
+        pytest.fail(f"tf2torch parity --train could not run: {exc}", pytrace=False)
+    if not report.passed:
+        pytest.fail(f"tf2torch parity --train: {source} vs {ported}\n{report.to_text()}", pytrace=False)
+    return report
+
+
+@pytest.fixture
+def tf2torch_train_parity() -> Callable[..., Any]:
+    """``tf2torch_train_parity(source, ported, steps=3, ...) -> TrainReport``; fails unless a training step matches."""
+    return assert_train_parity

@@ -6,7 +6,7 @@ proves the generated training code too. Dropout-family layers are the identity o
 random masks cannot be drawn alike across frameworks.
 
 Tolerances scale with what is compared: outputs, layer outputs and gradients with the largest |value| of
-the Keras tensor (atol = 1e-5 * scale, rtol = 1e-4 forward; 1e-4 * scale, rtol = 1e-3 for gradients,
+the Keras tensor (atol = 1e-5 * max(scale, 1), rtol = 1e-4 forward; 1e-4 * scale, rtol = 1e-3 for gradients,
 which sum over the batch), weights and statistics after the steps with the largest change Keras made
 (atol = 1e-3 * max|delta| + 1e-6 * max(1, max|w|)), so a wrong update shows however small the step is.
 BatchNorm statistics get 1e-2 * max|delta|: under Adam a bias in front of a BatchNorm has a gradient that
@@ -248,7 +248,7 @@ def _forward_check(kind: str, name: str, actual: Any, expected: Any, spec: dict[
         actual = np.moveaxis(actual, 1, -1)
     elif actual.shape != expected.shape:
         return None  # a layer whose torch module returns another arrangement (e.g. an RNN's state tuple)
-    atol = max(FORWARD[0] * _scale(expected), 1e-7)
+    atol = FORWARD[0] * max(_scale(expected), 1.0)  # float32 rounding is absolute below 1
     err, ok, message = _err(actual, expected, atol, FORWARD[1])
     return Check(kind, name, err, atol, ok, message=message)
 
