@@ -4,6 +4,7 @@ Imports Keras/TensorFlow, never torch; talks through files like ``migrate.keras_
 
 * ``config`` - the model's training setup: its compiled optimizer and loss(es) (or the ones the request
   names), loss weights and every weight regulariser, as JSON (``train.py`` is rendered from it).
+* ``losses`` - Keras' value of given losses on given arrays (the reference for the loss registry).
 * ``train_on_batch`` - Keras' own ``model.train_on_batch`` (the reference for ``train.py``'s first step).
 * ``train``  - with every dropout-family layer made the identity and a fresh optimizer: the training-mode
   outputs (and each single-call layer's output) of the first step, its loss (data and regularisation),
@@ -294,7 +295,21 @@ def train_on_batch(request: dict[str, Any]) -> dict[str, Any]:
     return {"loss": loss}
 
 
-COMMANDS = {"config": config, "train": train, "train_on_batch": train_on_batch}
+def loss_values(request: dict[str, Any]) -> dict[str, Any]:
+    """Keras' value of each ``{"name", "config", "case"}`` loss on the arrays ``case/y_true``, ``case/y_pred``."""
+    import keras
+    import numpy as np
+
+    with np.load(request["arrays"], allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    values = []
+    for loss in request["losses"]:
+        fn = keras.losses.get({"class_name": LOSS_CLASSES[loss["name"]], "config": loss["config"]})
+        values.append(float(fn(arrays[f"{loss['case']}/y_true"], arrays[f"{loss['case']}/y_pred"])))
+    return {"values": values}
+
+
+COMMANDS = {"config": config, "train": train, "train_on_batch": train_on_batch, "losses": loss_values}
 
 
 def main(request_path: str) -> int:

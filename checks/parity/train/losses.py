@@ -2,9 +2,10 @@
 
 One entry per Keras loss. Keras reduces with ``sum_over_batch_size`` (the mean over every element of the
 per-sample loss, which is itself a mean over the last axis for MSE/MAE/Huber/BCE), so plain torch means
-are exact. Keras clips probabilities to [1e-7, 1 - 1e-7] for non-logit cross-entropy (and for binary
-cross-entropy also adds 1e-7 inside the log), which ``F.binary_cross_entropy`` does not (it clamps the log
-at -100): those entries are written out. Class scores sit on axis 1 of a channels-first output, which is
+are exact. Keras clips probabilities to [1e-7, 1 - 1e-7] for non-logit cross-entropy, which ``F.binary_cross_entropy`` does not
+(it clamps the log at -100): those entries are written out. (Keras' TensorFlow backend computes a
+non-logit cross-entropy from the logits when the probabilities come straight from its own softmax or
+sigmoid; the clipped form is what it computes for any other probabilities.) Class scores sit on axis 1 of a channels-first output, which is
 where ``F.cross_entropy`` wants them.
 """
 
@@ -53,8 +54,7 @@ def _binary_ce(pred: str, target: str, config: dict[str, Any]) -> str:
     if config.get("from_logits"):
         return f"F.binary_cross_entropy_with_logits({pred}, {target})"
     probs = f"{pred}.clamp({EPS}, 1 - {EPS})"
-    return (f"-({target} * torch.log({probs} + {EPS}) + (1 - {target}) * torch.log(1 - {probs} + {EPS}))"
-            ".mean()")
+    return f"-({target} * torch.log({probs}) + (1 - {target}) * torch.log(1 - {probs})).mean()"
 
 
 def _huber(pred: str, target: str, config: dict[str, Any]) -> str:
