@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from migrate.errors import ConversionError
+from migrate.errors import ConversionError, first_line
 
 MODEL_AOTI = "model.aoti.pt2"
 
@@ -30,8 +30,7 @@ def compile_package(program: Any, path: str | Path, device: str = "cpu") -> Path
     try:
         written = torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise ConversionError(f"AOTInductor could not compile the model ({type(exc).__name__}: {first}); "
+        raise ConversionError(f"AOTInductor could not compile the model ({type(exc).__name__}: {first_line(exc, 300)}); "
                               "convert without --compile (model.pt2 does not need it)") from exc
     return Path(written)
 

@@ -13,7 +13,7 @@ import threading
 import traceback
 from importlib import import_module
 
-from migrate.errors import Terminated, Tf2TorchError
+from migrate.errors import Terminated, Tf2TorchError, first_line
 
 #: subcommand -> module providing ``add_parser(subparsers)``; convert lives here.
 _PLUGINS = {"port": "migrate.porting.cli", "parity": "checks.parity.cli", "lint": "checks.lint.cli"}
@@ -121,8 +121,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def _internal_error(command: str, exc: BaseException) -> int:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    print(f"tf2torch {command}: internal error: {type(exc).__name__}: {first} "
+    print(f"tf2torch {command}: internal error: {type(exc).__name__}: {first_line(exc)} "
           "(rerun with --debug for the traceback)", file=sys.stderr)
     return 2
 

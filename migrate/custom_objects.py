@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from migrate.errors import InputError
+from migrate.errors import InputError, first_line
 
 #: What ``convert(custom_objects=...)`` and ``compare(custom_objects=...)`` accept.
 CustomObjects = str | Path | Mapping[str, Any] | list | tuple | None
@@ -112,5 +112,5 @@ def _import(request: dict[str, Any]) -> Any:
     except InputError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise InputError(f"--custom-objects: importing {target} failed ({type(exc).__name__}: {first})") from exc
+        raise InputError(f"--custom-objects: importing {target} failed "
+                         f"({type(exc).__name__}: {first_line(exc, 300)})") from exc

@@ -21,6 +21,12 @@ class ConversionError(Tf2TorchError):
     exit_code = 1
 
 
+def first_line(error: BaseException | str, limit: int | None = None, default: str = "") -> str:
+    """The first line of a message (at most ``limit`` characters), for one-line errors; ``default`` if it is blank."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else default
+
+
 class Terminated(BaseException):
     """Raised in the main thread on SIGTERM so that cleanup runs as for Ctrl-C (exit 128 + signal)."""
 

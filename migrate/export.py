@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.export import Dim
 
-from migrate.errors import ConversionError, InputError
+from migrate.errors import ConversionError, InputError, first_line
 
 #: Example size for dynamic dims; 2+ so torch.export does not specialise them to 0/1.
 EXAMPLE_BATCH = 2
@@ -163,14 +163,9 @@ def export_program(gm: torch.nn.Module, specs: list[dict[str, Any]],
         # Export tags the example tensors with Python attributes (_specialize_on), which would make the
         # archive's sample inputs pickle more than plain tensors: store untagged copies.
         program.example_inputs = (tuple(t.clone() for t in example), {})
-        return _describe(program, specs, _first_line(errors[0]) if errors else None, set(static_dims.values()))
-    raise ConversionError(f"torch.export failed ({type(errors[0]).__name__}: {_first_line(errors[0])}); "
+        return _describe(program, specs, first_line(errors[0], 300) if errors else None, set(static_dims.values()))
+    raise ConversionError(f"torch.export failed ({type(errors[0]).__name__}: {first_line(errors[0], 300)}); "
                           "rerun with --debug for details") from errors[0]
-
-
-def _first_line(exc: Exception | None) -> str:
-    text = str(exc).strip() if exc is not None else ""
-    return text.splitlines()[0][:300] if text else ""
 
 
 def _describe(program: torch.export.ExportedProgram, specs: list[dict[str, Any]], reason: str | None,

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from migrate.errors import InputError
+from migrate.errors import InputError, first_line
 
 #: Globals a tensor pickle written by ``torch.save`` may name; anything else could be any callable.
 SAFE_GLOBALS = frozenset({
@@ -265,8 +265,7 @@ def load_pt2(path: str | Path) -> Any:
     try:
         return torch.export.load(archive)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise InputError(f"{path}: cannot load the exported program ({type(exc).__name__}: {first}); "
+        raise InputError(f"{path}: cannot load the exported program ({type(exc).__name__}: {first_line(exc, 200)}); "
                          "re-run 'tf2torch convert'") from exc
     finally:
         logging.disable(previous)

@@ -17,6 +17,8 @@ from typing import Callable, TypeVar
 
 import libcst as cst
 
+from migrate.errors import first_line
+
 from .context import FileContext
 from .finding import Finding
 from .registry import PARSE_ERROR, Rule, iter_checks
@@ -80,7 +82,8 @@ def _lint(text: str, filename: str, rules: list[Rule]) -> list[Finding]:
             why = (f"more than {LIBCST_MAX_STRINGS} implicitly concatenated strings in one expression: valid "
                    "Python, but more than libcst, the parser the rules use, reads")
         else:
-            why = f"valid Python that libcst, the parser the rules use, cannot read ({_first_line(exc.message)})"
+            why = ("valid Python that libcst, the parser the rules use, cannot read "
+                   f"({first_line(exc.message, default='invalid syntax')})")
         return [_unanalysable(filename, why, exc.raw_line, exc.raw_column + 1)]
     ctx = FileContext(module, text, filename)
     findings: list[Finding] = []
@@ -213,12 +216,9 @@ def _start(target: Callable[[], None], size: int) -> threading.Thread | None:
         threading.stack_size(previous)
 
 
-def _first_line(message: str) -> str:
-    return message.strip().splitlines()[0] if message.strip() else "invalid syntax"
-
-
 def _syntax_finding(filename: str, message: str, row: int, column: int) -> Finding:
-    return Finding(PARSE_ERROR, f"syntax error: {_first_line(message)}; fix it so the file can be linted",
+    first = first_line(message, default="invalid syntax")
+    return Finding(PARSE_ERROR, f"syntax error: {first}; fix it so the file can be linted",
                    filename, row, column, row, column + 1)
 
 

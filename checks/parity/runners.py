@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from checks.parity.specs import Manifest
-from migrate.errors import ConversionError, InputError
+from migrate.errors import ConversionError, InputError, first_line
 
 
 def run_tf(source: str | Path, manifest: Manifest, batches: list[dict[str, Any]], *, signature: str | None = None,
@@ -85,7 +85,7 @@ def run_torch(manifest: Manifest, batches: list[dict[str, Any]]) -> list[dict[st
                 out = module(*_torch_inputs(manifest, batch))
             except Exception as exc:
                 raise ConversionError(f"{manifest.pt2} failed on inputs TensorFlow accepted ({type(exc).__name__}: "
-                                 f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''})") from exc
+                                 f"{first_line(exc, 300)})") from exc
             results.append({k: v.detach().cpu().numpy() for k, v in name_outputs(manifest, out).items()})
     return results
 
@@ -127,6 +127,6 @@ def run_onnx(manifest: Manifest, batches: list[dict[str, Any]]) -> list[dict[str
             values = session.run(wanted, onnx_feeds(manifest, batch))
         except Exception as exc:
             raise ConversionError(f"{manifest.onnx} failed under ONNX Runtime on inputs TensorFlow accepted ({type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''})") from exc
+                             f"{first_line(exc, 300)})") from exc
         results.append(dict(zip(wanted, values)))
     return results
