@@ -23,6 +23,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ["KERAS_BACKEND"] = "tensorflow"  # this worker is the TensorFlow side, whatever the user's default
 
 from migrate.keras_worker import (
     NOISE_LAYERS,
@@ -43,7 +44,7 @@ REGULARIZED = ("kernel", "bias", "depthwise_kernel", "pointwise_kernel", "recurr
                "gamma", "beta")
 
 
-def load_compiled(source: Path) -> Any:
+def load_compiled(source: Path, custom_objects: list[dict[str, Any]] | None = None) -> Any:
     """The model with its compile state when it was saved compiled (``model.optimizer`` is None otherwise)."""
     if source_kind(source) == "saved_model":
         raise WorkerError(f"{source}: training parity needs a .keras or .h5 file (the layer graph and compile "
@@ -51,8 +52,10 @@ def load_compiled(source: Path) -> Any:
     _import_tf()
     import keras
 
+    from migrate.custom_objects import resolve
+
     try:
-        return keras.models.load_model(str(source), compile=True)
+        return keras.models.load_model(str(source), compile=True, custom_objects=resolve(custom_objects or []))
     except Exception as exc:  # keras raises many types for a bad file
         raise WorkerError(f"{source}: not a readable Keras model ({type(exc).__name__}: {_first_line(exc)})") from exc
 
@@ -309,7 +312,52 @@ def loss_values(request: dict[str, Any]) -> dict[str, Any]:
     return {"values": values}
 
 
-COMMANDS = {"config": config, "train": train, "train_on_batch": train_on_batch, "losses": loss_values}
+def backend_run(request: dict[str, Any]) -> dict[str, Any]:
+    """The TensorFlow side of ``--keras-backend torch``: ``keras_torch_worker.backend_run`` under TensorFlow.
+
+    It first writes the batch both backends use (``request["batch_npz"]``): the user's arrays, or seeded
+    inputs and targets that fit the loss.
+    """
+    import numpy as np
+
+    from checks.parity.train.losses import LOSSES, make_targets
+    from migrate.keras_torch_worker import BackendError
+    from migrate.keras_torch_worker import backend_run as run
+
+    model = load_compiled(Path(request["source"]), request.get("custom_objects"))
+    batch: dict[str, Any] = {}
+    if request.get("user_inputs"):
+        with np.load(request["user_inputs"], allow_pickle=False) as data:
+            missing = [n for n in _input_names(model) if n not in data.files]
+            if missing:
+                raise WorkerError(f"--inputs has no array for input(s) {', '.join(missing)}", exit_code=2)
+            batch.update({f"in/{n}": data[n] for n in _input_names(model)})
+    else:
+        feeds = make_inputs(model, int(request.get("batch", 4)), 7, int(request.get("seed", 0)))
+        batch.update({f"in/{k}": v for k, v in feeds.items()})
+    if request.get("train"):
+        names = _output_names(model)
+        if request.get("user_targets"):
+            with np.load(request["user_targets"], allow_pickle=False) as data:
+                if any(n not in data.files for n in names):
+                    raise WorkerError(f"--targets needs one array per output: {', '.join(names)}", exit_code=2)
+                batch.update({f"target/{i}": data[n] for i, n in enumerate(names)})
+        else:
+            losses = _losses(model, request.get("loss"))
+            feeds = [batch[f"in/{n}"] for n in _input_names(model)]
+            outs = model(feeds if len(feeds) > 1 else feeds[0], training=False)
+            outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+            rng = np.random.default_rng(int(request.get("seed", 0)))
+            batch.update({f"target/{i}": make_targets(LOSSES[loss["name"]].targets, list(t.shape), rng)
+                          for i, (t, loss) in enumerate(zip(outs, losses))})
+    np.savez(request["batch_npz"], **batch)
+    try:
+        return dict(run(dict(request, inputs=request["batch_npz"])), outputs_named=_output_names(model))
+    except BackendError as exc:
+        raise WorkerError(str(exc), exit_code=exc.exit_code) from exc
+
+
+COMMANDS = {"backend_run": backend_run, "config": config, "train": train, "train_on_batch": train_on_batch, "losses": loss_values}
 
 
 def main(request_path: str) -> int:

@@ -54,7 +54,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "|actual - expected| <= atol + rtol*|expected|. Exit 0 pass, 1 mismatch, 2 error.")
     p._negative_number_matcher = _NEGATIVE  # so "--float-range -1:1" needs no "="
     p.add_argument("source", help="the TensorFlow model: SavedModel directory, .keras or .h5 file")
-    p.add_argument("converted", help="directory written by 'tf2torch convert'")
+    p.add_argument("converted", nargs="?", help="directory written by 'tf2torch convert' (or 'tf2torch port' with "
+                                                "--train); omitted with --keras-backend")
     p.add_argument("--signature", help="signature to run (default: the one recorded in the manifest)")
     p.add_argument("--custom-objects", action="append", default=[], metavar="MODULE.py|MODULE:NAME",
                    help="Python module defining a Keras SOURCE's custom layers (as for convert); repeatable")
@@ -99,6 +100,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=1, help="optimizer steps on the batch (default: %(default)s)")
     train.add_argument("--targets", metavar="FILE.npz",
                        help="targets, one array per Keras output name (default: generated to fit the loss)")
+    train.add_argument("--keras-backend", choices=("torch",),
+                       help="instead of CONVERTED: load SOURCE (.keras) under KERAS_BACKEND=torch and compare it with "
+                            "the TensorFlow backend, forward (and one train_on_batch step with --train)")
     train.add_argument("--weights-map", metavar="MAP.json",
                        help="compare a hand-written module (CONVERTED=FILE.py:CLASS): Keras weight path -> torch "
                             "key, or {\"torch\": KEY, \"transform\": \"permute(1,0)\"}")
@@ -120,13 +124,18 @@ def run(args: argparse.Namespace) -> int:
                                ("--weights-map", args.weights_map), ("--steps", args.steps != 1)) if v]
         if only and not args.train:
             raise InputError(f"{', '.join(only)} only apply with --train")
-
-        report = _train(args, debug) if args.train else compare(args.source, args.converted, signature=args.signature,
-                         atol=dict(args.atol) or None, rtol=dict(args.rtol) or None, seed=args.seed,
-                         iterations=args.iterations, batch_size=args.batch_size, dim_size=args.dim_size,
-                         float_range=args.float_range, ranges=dict(args.ranges), inputs=args.inputs,
-                         inputs_layout=args.inputs_layout, onnx=not args.no_onnx, per_layer=args.per_layer,
-                         pairs=args.pairs, custom_objects=args.custom_objects, debug=debug)
+        if args.keras_backend:
+            report = _keras_backend(args, debug)
+        elif args.converted is None:
+            raise InputError("CONVERTED is required (the directory 'tf2torch convert' or 'tf2torch port' wrote), "
+                             "unless --keras-backend torch")
+        else:
+            report = _train(args, debug) if args.train else compare(
+                args.source, args.converted, signature=args.signature, atol=dict(args.atol) or None,
+                rtol=dict(args.rtol) or None, seed=args.seed, iterations=args.iterations,
+                batch_size=args.batch_size, dim_size=args.dim_size, float_range=args.float_range,
+                ranges=dict(args.ranges), inputs=args.inputs, inputs_layout=args.inputs_layout, onnx=not args.no_onnx,
+                per_layer=args.per_layer, pairs=args.pairs, custom_objects=args.custom_objects, debug=debug)
         text = report.render(args.format)
         if args.output:
             write_atomic(args.output, text)
@@ -139,6 +148,17 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return _fail(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", 2, debug)
+
+
+def _keras_backend(args: argparse.Namespace, debug: bool) -> Any:
+    """``--keras-backend torch``: SOURCE under Keras' torch backend against its TensorFlow backend."""
+    from checks.parity.train.backend import compare_backends
+
+    if args.converted is not None:
+        raise InputError("--keras-backend compares SOURCE with itself under another Keras backend; drop CONVERTED")
+    return compare_backends(args.source, backend=args.keras_backend, train=args.train, optimizer=args.optimizer,
+                            loss=args.loss, inputs=args.inputs, targets=args.targets, seed=args.seed,
+                            batch_size=args.batch_size, custom_objects=args.custom_objects or None, debug=debug)
 
 
 def _train(args: argparse.Namespace, debug: bool) -> Any:

@@ -29,6 +29,7 @@ class TrainReport:
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     first_divergence: dict[str, Any] | None = None
+    title: str = "training parity"
 
     @property
     def passed(self) -> bool:
@@ -68,12 +69,13 @@ class TrainReport:
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
         lines += [f"{c.kind} {c.name}: {c.message}" for c in self.checks if c.message]
         opt = self.optimizer
-        lines.append(f"optimizer: Keras {opt['keras']} -> torch {opt['torch']}"
-                     + ("" if opt["exact"] else " (not exact: " + "; ".join(opt.get("notes", [])) + ")"))
-        lines.append(f"loss: Keras {self.loss['keras']:.6g}, torch {self.loss['torch']:.6g}")
+        if self.steps:
+            lines.append(f"optimizer: Keras {opt['keras']} -> torch {opt['torch']}"
+                         + ("" if opt["exact"] else " (not exact: " + "; ".join(opt.get("notes", [])) + ")"))
+            lines.append(f"loss: Keras {self.loss['keras']:.6g}, torch {self.loss['torch']:.6g}")
         failed = [c for c in self.checks if not c.passed]
         verdict = "PASSED" if self.passed else f"FAILED ({len(failed)} of {len(self.checks)} comparisons)"
-        lines.append(f"training parity {verdict} after {self.steps} step(s)")
+        lines.append(f"{self.title} {verdict}" + (f" after {self.steps} step(s)" if self.steps else ""))
         d = self.first_divergence
         if d:
             where = d.get("torch") or d.get("name")

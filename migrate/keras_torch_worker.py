@@ -1,0 +1,174 @@
+"""The Keras 3 torch backend (the "keep the Keras code" migration path), run as a child process.
+
+``python -m migrate.keras_torch_worker REQUEST.json`` sets ``KERAS_BACKEND=torch`` before Keras loads, so this
+process imports torch and never TensorFlow. :func:`backend_run` uses only backend-neutral Keras API; the
+TensorFlow side of ``tf2torch parity --keras-backend torch`` runs the same function in
+``migrate.keras_train_worker`` (``backend_run``), so both backends do exactly the same thing:
+
+* every model output and every single-call layer's output (``training=False``, then ``training=True`` with
+  dropout-family layers the identity);
+* with ``train``: one ``model.train_on_batch`` with a fresh copy of the compiled (or requested) optimizer,
+  its loss, and every variable after the step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+#: Layers whose training-time noise is switched off (as ``migrate.keras_worker.NOISE_LAYERS``).
+NOISE_LAYERS = {"Dropout": "rate", "SpatialDropout1D": "rate", "SpatialDropout2D": "rate",
+                "SpatialDropout3D": "rate", "GaussianDropout": "rate", "GaussianNoise": "stddev",
+                "AlphaDropout": "rate"}
+LOSS_CLASSES = {"sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
+                "categorical_crossentropy": "CategoricalCrossentropy", "binary_crossentropy": "BinaryCrossentropy",
+                "mean_squared_error": "MeanSquaredError", "mean_absolute_error": "MeanAbsoluteError",
+                "huber": "Huber"}
+
+
+class BackendError(Exception):
+    """A failure to report with an exit code (1: the backend cannot run the model, 2: bad input)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _layers(model: Any) -> list[Any]:
+    out = []
+    for layer in getattr(model, "layers", []):
+        out.append(layer)
+        out.extend(_layers(layer))
+        for inner in ("layer", "forward_layer", "backward_layer"):
+            if getattr(layer, inner, None) is not None:
+                out.append(getattr(layer, inner))
+    return out
+
+
+def _probed(model: Any) -> list[tuple[Any, Any]]:
+    """``(layer, output)`` for each top-level layer the model's graph calls once with one output tensor."""
+    graph = getattr(model, "_functional", None) or model
+    nodes: dict[int, list[Any]] = {}
+    for depth_nodes in getattr(graph, "_nodes_by_depth", {}).values():
+        for node in depth_nodes:
+            nodes.setdefault(id(node.operation), []).append(node)
+    out = []
+    for layer in model.layers:
+        calls = nodes.get(id(layer), [])
+        if type(layer).__name__ != "InputLayer" and len(calls) == 1 and len(calls[0].output_tensors) == 1:
+            out.append((layer, calls[0].output_tensors[0]))
+    return out
+
+
+def _load(request: dict[str, Any]) -> Any:
+    import keras
+
+    from migrate.custom_objects import resolve
+
+    try:
+        objects = resolve(request.get("custom_objects") or [])
+        return keras.models.load_model(request["source"], compile=True, custom_objects=objects)
+    except Exception as exc:  # which layer failed is in Keras' message, whatever its type
+        raise BackendError(f"Keras with the {keras.backend.backend()} backend cannot load {request['source']}: "
+                           f"{type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _numpy(value: Any) -> Any:
+    import keras
+
+    return keras.ops.convert_to_numpy(value)
+
+
+def _compile(model: Any, request: dict[str, Any]) -> None:
+    """A fresh optimizer (no saved slots) and the compiled or requested loss, the same on both backends."""
+    import keras
+
+    spec = request.get("optimizer")
+    if spec is None and getattr(model, "optimizer", None) is None:
+        raise BackendError("the model was saved without a compiled optimizer; pass --optimizer", exit_code=2)
+    optimizer = (keras.optimizers.get({"class_name": spec["class_name"], "config": spec["config"]}) if spec
+                 else type(model.optimizer).from_config(model.optimizer.get_config()))
+    loss = request.get("loss")
+    if loss is not None:
+        loss = keras.losses.get({"class_name": LOSS_CLASSES[loss["name"]], "config": loss["config"]})
+    elif getattr(model, "loss", None) is None:
+        raise BackendError("the model was saved without a compiled loss; pass --loss", exit_code=2)
+    model.compile(optimizer=optimizer, loss=loss if loss is not None else model.loss)
+
+
+def backend_run(request: dict[str, Any]) -> dict[str, Any]:
+    """Outputs, layer outputs and (with ``train``) one ``train_on_batch`` under the running Keras backend."""
+    import keras
+    import numpy as np
+
+    model = _load(request)
+    for layer in _layers(model):
+        if NOISE_LAYERS.get(type(layer).__name__):
+            setattr(layer, NOISE_LAYERS[type(layer).__name__], 0.0)
+    graph = getattr(model, "_functional", None) or model
+    names = [t.name for t in graph.inputs]
+    with np.load(request["inputs"], allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    feeds = [arrays[f"in/{n}"] for n in names]
+    x = feeds if len(feeds) > 1 else feeds[0]
+    probed = _probed(model)
+    try:
+        probe = keras.Model(graph.inputs, [*graph.outputs, *[t for _, t in probed]])
+    except Exception as exc:  # Keras raises many types
+        raise BackendError(f"Keras with the {keras.backend.backend()} backend cannot rebuild the model's graph: "
+                           f"{_first_line(exc)}") from exc
+    result: dict[str, Any] = {}
+    outputs = len(graph.outputs)
+    for mode, training in (("eval", False), ("train", True)):
+        try:
+            values = probe(x, training=training)
+        except Exception as exc:  # Keras names the layer that failed in its message
+            raise BackendError(f"Keras with the {keras.backend.backend()} backend cannot run the model "
+                               f"(training={training}): {type(exc).__name__}: {_first_line(exc)}") from exc
+        values = values if isinstance(values, (list, tuple)) else [values]
+        result.update({f"{mode}/out/{i}": _numpy(v) for i, v in enumerate(values[:outputs])})
+        result.update({f"{mode}/layer/{layer.name}": _numpy(v) for (layer, _), v in zip(probed, values[outputs:])})
+    answer: dict[str, Any] = {"layers": [layer.name for layer, _ in probed], "outputs": outputs,
+                              "backend": keras.backend.backend()}
+    if request.get("train"):
+        _compile(model, request)
+        targets = [arrays[f"target/{i}"] for i in range(outputs)]
+        loss = model.train_on_batch(x, targets if len(targets) > 1 else targets[0])
+        result["loss"] = np.asarray(float(np.ravel(loss)[0]))
+        result.update({f"after/{v.path}": _numpy(v) for v in model.weights})
+        answer["order"] = [v.path for v in model.weights]
+    np.savez(request["result_npz"], **result)
+    return answer
+
+
+def main(request_path: str) -> int:
+    request = json.loads(Path(request_path).read_text())
+    try:
+        answer = dict(backend_run(request), ok=True)
+    except BackendError as exc:
+        answer = {"ok": False, "exit_code": exc.exit_code, "message": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - anything else is a failure to report, not a crash
+        traceback.print_exc()
+        answer = {"ok": False, "exit_code": 1, "message": f"{type(exc).__name__}: {_first_line(exc)}"}
+    Path(request["result"]).write_text(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ["KERAS_BACKEND"] = "torch"  # before anything imports Keras: this process never loads TensorFlow
+    from migrate.worker_client import die_with_parent
+
+    die_with_parent()
+    code = main(sys.argv[1])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
