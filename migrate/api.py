@@ -10,7 +10,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from migrate import custom_objects as custom
 from migrate.artifacts import MANIFEST, MODEL_ONNX, MODEL_PT2, read_manifest, staged_output, write_json
 from migrate.errors import ConversionError, InputError
 from migrate.progress import Progress
-from migrate.requirements import CONVERT, require
+from migrate.requirements import CONVERT, installed_version, require
 from migrate.tf_worker import WorkerError, source_kind
 from migrate.worker_client import run_worker
 
@@ -50,13 +49,6 @@ def _hush(debug: bool) -> Iterator[None]:
             yield
     finally:
         logging.disable(logging.NOTSET)
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def convert(source: str | Path, out: str | Path, *, signature: str = "serving_default", opset: int = DEFAULT_OPSET,
@@ -125,8 +117,8 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
             "dim_ranges": exported.dim_ranges,
             "warnings": info.get("warnings", []) + exported.warnings,
             "onnx": {"opset": opset},
-            "versions": {"tf2torch": _version("tf2torch"), **info["versions"], "torch": torch.__version__,
-                         "onnx2torch": _version("onnx2torch")},
+            "versions": {"tf2torch": installed_version("tf2torch"), **info["versions"], "torch": torch.__version__,
+                         "onnx2torch": installed_version("onnx2torch")},
             "timings_s": timings,
         }
         write_json(stage / MANIFEST, manifest)

@@ -5,6 +5,7 @@ The base install (the linter) has only libcst; conversion and parity need the ``
 
 from __future__ import annotations
 
+from importlib import metadata
 from importlib.util import find_spec
 
 from migrate.errors import InputError
@@ -19,3 +20,11 @@ def require(command: str, modules: tuple[str, ...]) -> None:
     if missing:
         raise InputError(f"tf2torch {command} needs packages that are not installed ({', '.join(missing)}); "
                          "install them with: pip install -c constraints.txt 'tf2torch[convert]'")
+
+
+def installed_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist`` (recorded in manifests), or None when it is not installed."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
