@@ -210,3 +210,14 @@ def test_pytest_plugin_fixture(port_of, tmp_path, tf2torch_train_parity):
     copy = planted(out, tmp_path, "model.py", "momentum=0.1", "momentum=0.5")
     with pytest.raises(pytest.fail.Exception, match="first divergence: buffer embed_bn.running_mean"):
         tf2torch_train_parity(source, copy)
+
+
+@pytest.mark.parametrize("schedule", ["model", "staircase", "piecewise", "cosine"])
+def test_learning_rate_schedules_step_like_keras(port_of, fixture_model, tmp_path, schedule):
+    """Keras evaluates its schedule at optimizer.iterations; the torch scheduler steps once per batch."""
+    _, out = port_of("train_schedules")
+    bare = tmp_path / "out"
+    shutil.copytree(out, bare, ignore=shutil.ignore_patterns("train.py"))  # the torch side renders this file's setup
+    report = compare_train(fixture_model("train_schedules") / f"{schedule}.keras", bare, steps=4)
+    assert report.passed, report.to_text()
+    assert report.optimizer["exact"]

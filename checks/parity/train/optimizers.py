@@ -60,7 +60,7 @@ def _lr(config: dict[str, Any], code: OptimizerCode) -> str:
         bounds, values = [int(b) for b in cfg["boundaries"]], [float(v) for v in cfg["values"]]
         factors = [v / values[0] for v in values]
         code.schedule = (f"torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: {factors!r}"
-                         f"[bisect.bisect_right({bounds!r}, step)])")
+                         f"[bisect.bisect_left({bounds!r}, step)])")  # Keras: values[i] while step <= boundaries[i]
     else:
         code.exact = False
         code.notes.append(f"learning-rate schedule {name} has no torch equivalent here; its initial rate is used")
