@@ -98,3 +98,34 @@ def test_no_train_py_for_a_model_saved_without_compile(fixture_model, tmp_path):
                str(tmp_path / "out"), "-q")
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "out" / "train.py").exists()
+
+
+def test_rendered_for_two_outputs_a_dynamic_length_and_token_ids(tmp_path):
+    """Weighted multi-output loss, per-variable clipnorm, a None time dimension: clean, importable, runnable."""
+    from migrate.porting.train_script import render
+
+    spec = {"dtype": "float32", "layout": None, "tf_layout": None}
+    manifest = {"class_name": "Tagger", "weights": [{"keras": "dense/kernel", "torch": "dense.weight"}],
+                "inputs": [dict(spec, name="tokens", tf_name="tokens", dtype="int32", shape=[None, None],
+                                tf_shape=[None, None])],
+                "outputs": [dict(spec, name="per_step", tf_name="per_step", shape=[None, None, 3],
+                                 tf_shape=[None, None, 3]),
+                            dict(spec, name="summary", tf_name="summary", shape=[None, 4], tf_shape=[None, 4])]}
+    config = {"optimizer": {"class_name": "Adam", "config": {"learning_rate": 0.01, "clipnorm": 1.0}},
+              "losses": [{"output": "per_step", "name": "mean_squared_error", "config": {}, "weight": 0.5},
+                         {"output": "summary", "name": "sparse_categorical_crossentropy",
+                          "config": {"from_logits": True}, "weight": 1.0}],
+              "regularizers": [{"keras": "dense/kernel", "l1": 0.001, "l2": 0.0}], "metrics": []}
+    (tmp_path / "train.py").write_text(render(config, manifest))
+    ruff = run("-m", "ruff", "check", "--no-cache", "--isolated", str(tmp_path / "train.py"))
+    assert ruff.returncode == 0, ruff.stdout
+    train = load_train(tmp_path)
+    inputs, targets = train.synthetic_batch(3)
+    assert inputs[0].shape == (3, 16) and targets[0].shape == (3, 16, 3) and targets[1].shape == (3,)
+    outputs = torch.randn(3, 16, 3), torch.randn(3, 4)
+    want = 0.5 * torch.nn.functional.mse_loss(outputs[0], targets[0]) + torch.nn.functional.cross_entropy(
+        outputs[1], targets[1])
+    assert torch.allclose(train.compute_loss(outputs, targets), want)
+    model = torch.nn.Module()
+    model.dense = torch.nn.Linear(2, 2)
+    assert torch.allclose(train.regularization(model), 0.001 * model.dense.weight.abs().sum())

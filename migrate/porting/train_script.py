@@ -66,11 +66,14 @@ def _synthetic(manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
 
     lines = ["", "", "def synthetic_batch(batch_size: int) -> tuple[tuple[torch.Tensor, ...], Any]:",
              '    """Random inputs and targets shaped like the model\'s; replace with your DataLoader."""']
+    dynamic = any(d is None for spec in [*manifest["inputs"], *manifest["outputs"]] for d in spec["tf_shape"][1:])
+    if dynamic:
+        lines.append("    length = 16  # any length: the model's time dimension is dynamic")
     names = []
     for i, spec in enumerate(manifest["inputs"]):
         name = spec["name"] if spec["name"].isidentifier() else f"input{i}"
         names.append(name)
-        shape = ", ".join(str(d) for d in spec["tf_shape"][1:])
+        shape = ", ".join("length" if d is None else str(d) for d in spec["tf_shape"][1:])
         if spec["dtype"].startswith("float"):
             line = f"    {name} = torch.randn(batch_size, {shape})"
             if spec["layout"] and spec["layout"] != spec["tf_layout"]:
@@ -83,7 +86,7 @@ def _synthetic(manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
     targets = []
     for i, spec in enumerate(manifest["outputs"]):
         kind = LOSSES[canonical(by_output[spec["tf_name"]]["name"])].targets
-        shape = ", ".join(str(d) for d in spec["shape"][1:])
+        shape = ", ".join("length" if d is None else str(d) for d in spec["shape"][1:])
         classes = spec["shape"][1]
         name = f"target{i}"
         targets.append(name)
