@@ -111,3 +111,23 @@ def zoo_inputs(name: str, specs: list[dict[str, Any]], batch: int) -> dict[str, 
 def fixture_model():
     """``fixture_model(name)`` -> directory of the built fixture (cached across runs by builder content)."""
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory):
+    """``converted(name, **options)`` -> (SavedModel path, CONVERTED dir) from ``migrate.convert``, once per session
+    for each fixture and options; tests read CONVERTED and copy it to change it."""
+    import migrate
+
+    done: dict[tuple, tuple[Path, Path]] = {}
+
+    def get(name: str, **options: Any) -> tuple[Path, Path]:
+        key = (name, tuple(sorted(options.items())))
+        if key not in done:
+            source = model_dir(name) / "saved_model"
+            out = tmp_path_factory.mktemp(f"converted-{name}") / "out"
+            migrate.convert(source, out, **options)
+            done[key] = (source, out)
+        return done[key]
+
+    return get

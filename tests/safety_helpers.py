@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import cli_helpers
+from tests.cli_helpers import ROOT
+
 #: Not leftovers of a run: torch's persistent compile cache and ONNX Runtime's session-id file.
 LIBRARY_FILES = ("torchinductor_", ".ses")
 #: Names ``tempfile`` gives without a prefix.
@@ -24,8 +26,7 @@ def env_with_tmpdir(tmpdir: Path) -> dict[str, str]:
 
 def tf2torch(*args: str | Path, tmpdir: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``python -m migrate.cli ARGS`` with TMPDIR set to ``tmpdir``."""
-    return subprocess.run([sys.executable, "-m", "migrate.cli", *map(str, args)], check=False, capture_output=True,
-                          text=True, cwd=cwd or ROOT, env=env_with_tmpdir(tmpdir))
+    return cli_helpers.tf2torch(*args, cwd=cwd, env=env_with_tmpdir(tmpdir))
 
 
 def spawn(*args: str | Path, tmpdir: Path) -> subprocess.Popen:

@@ -10,11 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def tf2torch(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "migrate.cli", *args], capture_output=True, text=True, cwd=cwd or ROOT)
+from tests.cli_helpers import ROOT, tf2torch
 
 
 def bad_sources(tmp: Path, good: Path) -> dict[str, tuple[Path, list[str]]]:

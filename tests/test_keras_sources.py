@@ -8,8 +8,6 @@ References come from the TF worker's ``predict``: for a .keras/.h5 file that is 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,16 +19,11 @@ from checks.parity.api import compare
 from migrate.custom_objects import specs
 from migrate.errors import InputError
 from migrate.worker_client import run_worker
+from tests.cli_helpers import ROOT, tf2torch
 from tests.conftest import assert_close, tf_predict, to_torch_layout
 
-ROOT = Path(__file__).resolve().parents[1]
 CUSTOM_MODULE = ROOT / "fixtures" / "models" / "keras_custom_layer.py"
 BATCH_NORM_WARNING = "computes BatchNorm with batch statistics (training mode)"
-
-
-def tf2torch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "migrate.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          check=False)
 
 
 def images(batch: int, seed: int = 0) -> np.ndarray:

@@ -16,26 +16,7 @@ import pytest
 
 from fixtures.models import model_dir
 from migrate.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """``converted(name)`` -> (SavedModel path, CONVERTED dir), converting each fixture once per module."""
-    import migrate
-
-    done: dict[str, tuple[Path, Path]] = {}
-
-    def get(name: str) -> tuple[Path, Path]:
-        if name not in done:
-            source = model_dir(name) / "saved_model"
-            out = tmp_path_factory.mktemp(f"parity-{name}") / "out"
-            migrate.convert(source, out)
-            done[name] = (source, out)
-        return done[name]
-
-    return get
+from tests.cli_helpers import ROOT, tf2torch
 
 
 def parity(capsys, *args: str) -> tuple[int, str, str]:
@@ -211,8 +192,7 @@ def test_string_signature_is_refused_with_one_line(capsys, tmp_path):
 def test_converted_dir_without_manifest_exits_2_from_the_console(tmp_path):
     (tmp_path / "model.pt2").write_bytes(b"")
     source = model_dir("mlp") / "saved_model"
-    proc = subprocess.run([sys.executable, "-m", "migrate.cli", "parity", str(source), str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = tf2torch("parity", source, tmp_path)
     _one_line_error(proc.returncode, proc.stderr, f"{tmp_path}: no manifest.json",
                     "pass a directory written by 'tf2torch convert'")
     assert proc.stdout == ""

@@ -121,23 +121,6 @@ def test_negative_spans_need_no_equals_sign(span, expected):
 # --- end to end: real conversions ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    import migrate
-
-    done: dict[str, tuple[Path, Path]] = {}
-
-    def get(name: str) -> tuple[Path, Path]:
-        if name not in done:
-            source = model_dir(name) / "saved_model"
-            out = tmp_path_factory.mktemp(f"defaults-{name}") / "out"
-            migrate.convert(source, out)
-            done[name] = (source, out)
-        return done[name]
-
-    return get
-
-
 def _parity(capsys, *args) -> tuple[int, dict, str]:
     code = main(["parity", *map(str, args), "--format", "json"])
     captured = capsys.readouterr()
