@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from migrate.errors import first_line  # noqa: E402
+
 #: A CNN, a keras.applications model, an LSTM over embeddings, a transformer encoder.
 DEFAULT_MODELS = ("cnn", "app_mobilenetv3small", "rnn_embedding_lstm", "attn_encoder")
 RUNTIMES = ("tf", "onnxruntime", "eager", "torch.compile", "aoti")
@@ -59,8 +61,7 @@ def attempt(call: Callable[[], Any], seconds: float) -> dict[str, Any]:
     try:
         return timed(call, seconds)
     except Exception as exc:  # noqa: BLE001 - any runtime failure is a result to report, not a crash
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        return {"error": f"{type(exc).__name__}: {first}"}
+        return {"error": f"{type(exc).__name__}: {first_line(exc, 160)}"}
 
 
 def tf_child(request_path: str) -> int:
