@@ -1,7 +1,9 @@
-"""Run the ``tf2torch`` CLI as a user does: ``python -m migrate.cli`` in a child process."""
+"""Run ``tf2torch`` as a user does: ``python -m migrate.cli`` and pytest with the parity plugin, in child processes."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def env_with_root(**extra: str) -> dict[str, str]:
+    """``os.environ`` plus ``extra`` with the repository root on PYTHONPATH, so a child run elsewhere imports it."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                **extra)
+
+
 def tf2torch(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python -m migrate.cli ARGS`` from ``cwd`` (default: the repository root); never raises on a non-zero exit."""
     return subprocess.run([sys.executable, "-m", "migrate.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd or ROOT, env=env, check=False)
+
+
+def user_pytest(test_file: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """pytest on a user's ``test_file`` from its folder, with the tf2torch_parity plugin (entry point or ``-p``)."""
+    installed = any(ep.value == "checks.parity.pytest_plugin"
+                    for ep in importlib.metadata.entry_points(group="pytest11"))
+    plugin = [] if installed else ["-p", "checks.parity.pytest_plugin"]
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin, str(test_file)],
+                          capture_output=True, text=True, cwd=test_file.parent, env=env, check=False)

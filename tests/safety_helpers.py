@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tests import cli_helpers
-from tests.cli_helpers import ROOT
+from tests.cli_helpers import ROOT, env_with_root
 
 #: Not leftovers of a run: torch's persistent compile cache and ONNX Runtime's session-id file.
 LIBRARY_FILES = ("torchinductor_", ".ses")
@@ -20,8 +20,7 @@ _TEMPFILE = re.compile(r"tmp[a-z0-9_]{8}")
 
 def env_with_tmpdir(tmpdir: Path) -> dict[str, str]:
     tmpdir.mkdir(parents=True, exist_ok=True)
-    return dict(os.environ, TMPDIR=str(tmpdir),
-                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    return env_with_root(TMPDIR=str(tmpdir))
 
 
 def tf2torch(*args: str | Path, tmpdir: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:

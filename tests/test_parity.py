@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -16,7 +12,7 @@ import pytest
 
 from fixtures.models import model_dir
 from migrate.cli import main
-from tests.cli_helpers import ROOT, tf2torch
+from tests.cli_helpers import env_with_root, tf2torch, user_pytest
 
 
 def parity(capsys, *args: str) -> tuple[int, str, str]:
@@ -219,12 +215,7 @@ def test_pytest_plugin_fails_a_users_test_with_the_table(converted, tmp_path):
         f"    tf2torch_parity({str(source)!r}, {str(out)!r})\n\n"
         "def test_bad(tf2torch_parity):\n"
         f"    tf2torch_parity({str(source)!r}, {str(bad)!r}, per_layer=True)\n")
-    installed = any(ep.value == "checks.parity.pytest_plugin"
-                    for ep in importlib.metadata.entry_points(group="pytest11"))
-    plugin = [] if installed else ["-p", "checks.parity.pytest_plugin"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin,
-                           str(tmp_path / "test_user.py")], capture_output=True, text=True, cwd=tmp_path, env=env)
+    proc = user_pytest(tmp_path / "test_user.py", env_with_root())
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "1 failed, 1 passed" in proc.stdout
     assert "output  pair" in proc.stdout and "parity FAILED (2 of 2 comparisons)" in proc.stdout

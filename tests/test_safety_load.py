@@ -7,7 +7,6 @@ plugin must refuse the file with one line and never write the payload's marker f
 
 from __future__ import annotations
 
-import importlib.metadata
 import io
 import json
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.models import model_dir
+from tests.cli_helpers import user_pytest
 from tests.safety_helpers import ROOT, env_with_tmpdir, leftovers, one_line, tf2torch
 
 
@@ -145,13 +145,7 @@ def test_pytest_plugin_refuses_a_planted_model_pt2(mlp, tmp_path):
     (tmp_path / "test_user.py").write_text(
         "def test_model(tf2torch_parity):\n"
         f"    tf2torch_parity({str(source)!r}, {str(tmp_path / 'bad')!r})\n")
-    installed = any(ep.value == "checks.parity.pytest_plugin"
-                    for ep in importlib.metadata.entry_points(group="pytest11"))
-    plugin = [] if installed else ["-p", "checks.parity.pytest_plugin"]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin,
-                           str(tmp_path / "test_user.py")],
-                          check=False, capture_output=True, text=True, cwd=tmp_path,
-                          env=env_with_tmpdir(tmp_path / "tmp"))
+    proc = user_pytest(tmp_path / "test_user.py", env_with_tmpdir(tmp_path / "tmp"))
     assert proc.returncode == 1 and "1 failed" in proc.stdout, proc.stdout + proc.stderr
     assert "tf2torch parity could not run" in proc.stdout and "refused to load" in proc.stdout
     assert not marker.exists()
