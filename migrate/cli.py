@@ -69,12 +69,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from importlib import metadata
+    from migrate.requirements import installed_version
 
-    try:
-        return metadata.version("tf2torch")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return installed_version("tf2torch") or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
