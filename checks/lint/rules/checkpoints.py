@@ -19,7 +19,8 @@ _LOADS = {"torch.load", "torch.serialization.load"}
 
 @rule("TTL601", "torch-load-without-weights-only",
       "torch.load without weights_only=True unpickles the file and can run code from it.",
-      triggers=(r"\bload\(", "torch"))
+      # a load( call with no weights_only=True later on its line (multi-line calls still match)
+      triggers=(r"(torch\.|(?<![\w.]))load\((?![^\n]*weights_only\s*=\s*True)", "torch"))
 def torch_load_without_weights_only(ctx: FileContext) -> Iterator[Finding]:
     for call in ctx.nodes(cst.Call):
         if ctx.callee(call) not in _LOADS:

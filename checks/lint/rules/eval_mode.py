@@ -351,7 +351,7 @@ _FUNCTIONAL_DROPOUT = {
 
 @rule("TTL502", "functional-dropout-without-training",
       "F.dropout (and dropout2d, alpha_dropout, ...) in a module without training=self.training.",
-      triggers=("dropout",), fixable=True)
+      triggers=(r"dropout(\dd)?\(", r"\bclass\b"), fixable=True)
 def functional_dropout_without_training(ctx: FileContext) -> Iterator[Finding]:
     for call in ctx.nodes(cst.Call):
         qual = ctx.callee(call)
