@@ -11,6 +11,9 @@ from .registry import all_rules, rule_url
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 TOOL_NAME = "tf2torch-lint"
 TOOL_URI = "https://github.com/tf2torch/tf2torch"
+#: Rule severity -> SARIF level and GitHub annotation command.
+_SARIF_LEVEL = {"error": "error", "info": "note"}
+_GITHUB_COMMAND = {"error": "error", "info": "notice"}
 
 
 def text(findings: Sequence[Finding]) -> str:
@@ -36,7 +39,7 @@ def sarif(findings: Sequence[Finding]) -> str:
             "name": rules[code].name,
             "shortDescription": {"text": rules[code].summary},
             "helpUri": rule_url(code),
-            "defaultConfiguration": {"level": "error"},
+            "defaultConfiguration": {"level": _SARIF_LEVEL[rules[code].severity]},
             "properties": {"fixable": rules[code].fixable},
         } for code in used],
     }
@@ -45,7 +48,7 @@ def sarif(findings: Sequence[Finding]) -> str:
         result = {
             "ruleId": f.code,
             "ruleIndex": index[f.code],
-            "level": "error",
+            "level": _SARIF_LEVEL[rules[f.code].severity],
             "message": {"text": f.message},
             "locations": [{"physicalLocation": {
                 "artifactLocation": {"uri": Path(f.filename).as_posix()},
@@ -80,11 +83,12 @@ def _escape_property(value: str) -> str:
 
 
 def github(findings: Sequence[Finding]) -> str:
+    rules = all_rules()
     out = []
     for f in findings:
         props = (f"file={_escape_property(f.filename)},line={f.row},col={f.column},"
                  f"endLine={f.end_row},endColumn={f.end_column},title={_escape_property(f.code)}")
-        out.append(f"::error {props}::{_escape_data(f'{f.code} {f.message}')}\n")
+        out.append(f"::{_GITHUB_COMMAND[rules[f.code].severity]} {props}::{_escape_data(f'{f.code} {f.message}')}\n")
     return "".join(out)
 
 

@@ -280,3 +280,19 @@ def test_tf2torch_entry_point(project: Path, capsys) -> None:
     assert cli.main(["lint", "--select", "TTL1", "--no-cache"]) == 1
     assert [line.split()[1] for line in capsys.readouterr().out.splitlines()] == ["TTL101"]
     assert cli.main(["lint", "missing_dir"]) == 2
+
+
+def test_info_rules_are_notes_in_sarif_and_notices_on_github(tmp_path: Path, monkeypatch, capsys) -> None:
+    """TTL304 is advice (Keras optimizer defaults in a port): SARIF level "note", GitHub "::notice"."""
+    source = ROOT / "fixtures" / "lint" / "TTL304" / "positive_keras_training_port.py"
+    (tmp_path / "port.py").write_text(source.read_text())
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = lint(capsys, "--select", "TTL304", "--output-format", "sarif")
+    log = json.loads(out)
+    driver = log["runs"][0]["tool"]["driver"]
+    levels = {r["id"]: r["defaultConfiguration"]["level"] for r in driver["rules"]}
+    assert levels["TTL304"] == "note" and levels["TTL101"] == "error"
+    assert code == 1 and log["runs"][0]["results"]
+    assert {r["level"] for r in log["runs"][0]["results"]} == {"note"}
+    _, out, _ = lint(capsys, "--select", "TTL304", "--output-format", "github")
+    assert out and all(line.startswith("::notice file=port.py,") for line in out.splitlines())
