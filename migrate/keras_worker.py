@@ -25,7 +25,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from migrate.tf_worker import WorkerError, _first_line, _import_tf, source_kind  # noqa: E402
+from migrate.tf_worker import WorkerError, _first_line, _import_tf, source_kind
 
 #: Layers whose training-time noise the train-step reference switches off (rate/stddev set to 0).
 NOISE_LAYERS = {"Dropout": "rate", "SpatialDropout1D": "rate", "SpatialDropout2D": "rate",
@@ -44,27 +44,28 @@ def port_source_kind(source: Path) -> str:
     return kind
 
 
-def load_keras(source: Path) -> Any:
-    """The Keras model in SOURCE (.keras, .h5, or a Keras-2 SavedModel through tf_keras)."""
+def load_keras(source: Path, custom_objects: list[dict[str, Any]] | None = None) -> Any:
+    """The Keras model in SOURCE (.keras, .h5 with the user's custom objects; a Keras-2 SavedModel through
+    tf_keras)."""
     kind = port_source_kind(source)
     _import_tf()
-    if kind == "saved_model":
+    if kind != "saved_model":
+        from migrate import keras_source
+
         try:
-            import tf_keras as keras_module
-        except ImportError as exc:
-            raise WorkerError(f"{source}: a Keras 2 SavedModel needs the tf_keras package; install it with: "
-                              "pip install tf-keras") from exc
-    else:
-        import keras as keras_module
+            return keras_source.load(source, custom_objects or [], _first_line)
+        except keras_source.KerasSourceError as exc:
+            raise WorkerError(str(exc), exc.exit_code) from exc
     try:
-        return keras_module.models.load_model(str(source), compile=False)
-    except Exception as exc:  # keras raises many types for a bad file
-        if kind == "keras" and "Could not locate class" in str(exc):
-            raise WorkerError(f"{source}: {_first_line(exc)}; a custom layer class must be importable where "
-                              "the model is loaded (register it with keras.saving.register_keras_serializable), "
-                              "or use 'tf2torch convert'", exit_code=1) from exc
-        raise WorkerError(f"{source}: not a readable Keras model ({type(exc).__name__}: "
-                          f"{_first_line(exc)}); check the file is a model saved by model.save") from exc
+        import tf_keras
+    except ImportError as exc:
+        raise WorkerError(f"{source}: a Keras 2 SavedModel needs the tf_keras package; install it with: "
+                          "pip install tf-keras") from exc
+    try:
+        return tf_keras.models.load_model(str(source), compile=False)
+    except Exception as exc:  # tf_keras raises many types for a bad SavedModel
+        raise WorkerError(f"{source}: not a readable Keras 2 SavedModel ({type(exc).__name__}: "
+                          f"{_first_line(exc)})") from exc
 
 
 def _jsonable(value: Any) -> Any:
@@ -203,18 +204,40 @@ def _output_names(model: Any) -> list[str]:
     return [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
 
 
+def _padding_value(model: Any) -> float | None:
+    """What marks a padded step (0 for ``Embedding(mask_zero=True)``, ``Masking``'s mask_value), if anything."""
+    for layer in _all_layers(model):
+        if type(layer).__name__ == "Masking":
+            return float(layer.mask_value)
+        if type(layer).__name__ == "Embedding" and layer.mask_zero:
+            return 0.0
+    return None
+
+
+def padded_steps(batch: int, length: int) -> list[list[int]]:
+    """Per sequence, the steps made padding: inside and at the end, at the start and inside, trailing."""
+    patterns = [[1, length - 1], [0, length // 2], [length - 2, length - 1]]
+    return [patterns[i % 3] for i in range(batch)]
+
+
 def make_inputs(model: Any, batch: int, length: int, seed: int) -> dict[str, Any]:
-    """Seeded inputs: floats standard normal, integers in [0, smallest vocabulary)."""
+    """Seeded inputs: floats standard normal, integers in [1, smallest vocabulary); for a masked model,
+    sequences are padded (steps set to the padding value) inside and at both ends."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
+    pad = _padding_value(model)
     feeds = {}
     for spec in io_specs(model)[0]:
         shape = [batch if i == 0 else (length if d is None else d) for i, d in enumerate(spec["shape"])]
         if "int" in spec["dtype"]:
-            feeds[spec["name"]] = rng.integers(0, _int_bound(model), shape).astype(spec["dtype"])
+            array = rng.integers(0 if pad is None else 1, _int_bound(model), shape).astype(spec["dtype"])
         else:
-            feeds[spec["name"]] = rng.standard_normal(shape).astype(spec["dtype"])
+            array = rng.standard_normal(shape).astype(spec["dtype"])
+        if pad is not None and len(shape) >= 2 and spec["shape"][1] is None:
+            for row, steps in enumerate(padded_steps(batch, length)):
+                array[row, steps] = pad
+        feeds[spec["name"]] = array
     return feeds
 
 
@@ -232,7 +255,7 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     source = Path(request["source"])
-    model = load_keras(source)
+    model = load_keras(source, request.get("custom_objects"))
     arrays: dict[str, Any] = {}
     graph = describe_model(model, arrays)
     inputs, outputs = io_specs(model)
@@ -256,7 +279,7 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
 def predict(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
-    model = load_keras(Path(request["source"]))
+    model = load_keras(Path(request["source"]), request.get("custom_objects"))
     for src, dst in zip(request["inputs"], request["outputs"]):
         with np.load(src) as data:
             feeds = {k: data[k] for k in data.files}
@@ -269,7 +292,7 @@ def train_step(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
-    model = load_keras(Path(request["source"]))
+    model = load_keras(Path(request["source"]), request.get("custom_objects"))
     for layer in _all_layers(model):
         attr = NOISE_LAYERS.get(type(layer).__name__)
         if attr:

@@ -23,11 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 #: fixture -> the Keras file ported
 SMALL = {"port_keras2_saved_model": "saved_model", "port_mlp_dropout": "model.keras", "cnn": "model.keras", "cnn_h5": "model.h5", "port_frozen": "model.keras",
          "port_rnn": "model.keras", "port_shared_nested": "model.keras", "port_layers": "model.keras",
-         "port_transformer": "model.keras", "port_attention": "model.keras"}
+         "port_transformer": "model.keras", "port_attention": "model.keras", "port_text_masked": "model.keras",
+         "port_einsum_transpose": "model.keras"}
+RECURRENT = ("port_rnn", "port_text_masked")
 
 
 def tf2torch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "migrate.cli", *args], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "migrate.cli", *args], check=False, capture_output=True, text=True,
+                          cwd=ROOT)
 
 
 def keras_predict(source: Path, batches: list[dict[str, np.ndarray]], training: bool = False) -> list[dict]:
@@ -113,12 +116,13 @@ def test_eval_matches_keras_at_batch_1_and_3(ported, name):
             assert_close(got[key], expected, what=f"{name} {key} batch {batch} length {length}")
 
 
-@pytest.mark.parametrize("name", ["port_mlp_dropout", "cnn", "port_rnn", "port_shared_nested", "port_layers"])
+@pytest.mark.parametrize("name", ["port_mlp_dropout", "cnn", "port_rnn", "port_shared_nested", "port_layers",
+                                  "port_text_masked", "port_einsum_transpose"])
 def test_generated_source_is_clean_and_loads_without_tf2torch(ported, name, tmp_path):
     """ruff passes; model.py + weights.safetensors load in a process that imports only torch (+ safetensors)."""
     _, out = ported(name)
     lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", str(out / "model.py")],
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     text = (out / "model.py").read_text()
     imports = [ln for ln in text.splitlines() if ln.startswith(("import ", "from "))]
@@ -143,14 +147,15 @@ def test_generated_source_is_clean_and_loads_without_tf2torch(ported, name, tmp_
         "assert not leaked, leaked\n"
         f"np.save({str(tmp_path / 'out.npy')!r}, y.detach().numpy())\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (want,) = keras_predict(ported(name)[0], [feeds])
     first = manifest["outputs"][0]
     assert_close(from_module(torch.from_numpy(np.load(tmp_path / "out.npy")), first), want[first["tf_name"]])
 
 
-@pytest.mark.parametrize("name", ["port_mlp_dropout", "cnn", "port_rnn", "port_shared_nested", "port_transformer"])
+@pytest.mark.parametrize("name", ["port_mlp_dropout", "cnn", "port_rnn", "port_shared_nested", "port_transformer",
+                                  "port_text_masked"])
 def test_torch_export_dynamic_batch_and_compile_fullgraph(ported, name):
     import migrate
 
@@ -162,7 +167,7 @@ def test_torch_export_dynamic_batch_and_compile_fullgraph(ported, name):
     program = torch.export.export(module, args, dynamic_shapes=tuple({0: batch} for _ in args))
     small = tuple(a[:1] for a in args)
     # torch.compile skips nn.LSTM/GRU/RNN unless asked (docs/port.md, limits)
-    with torch.no_grad(), torch._dynamo.config.patch(allow_rnn=name == "port_rnn"):
+    with torch.no_grad(), torch._dynamo.config.patch(allow_rnn=name in RECURRENT):
         torch.testing.assert_close(program.module()(*small), module(*small))
         compiled = torch.compile(module, fullgraph=True, backend="eager")
         torch.testing.assert_close(compiled(*args), module(*args))
@@ -278,3 +283,33 @@ def test_user_registered_emitter_ports_a_layer_class(fixture_model, tmp_path):
         del EMITTERS["ActivityRegularization"]
     assert "logits = self.logits(dense)" in (tmp_path / "o" / "model.py").read_text()  # identity: no alias line
     assert result.module(torch.zeros(1, 8)).shape == (1, 2)
+
+
+def test_custom_objects_load_a_custom_class_which_then_needs_an_emitter(fixture_model, tmp_path):
+    """--custom-objects as in convert: the class loads; without an emitter it is the 'cannot port' line (exit 1),
+    with one registered from Python the model ports; without --custom-objects the load names the class."""
+    import migrate
+    from migrate.errors import InputError
+    from migrate.porting.emitters import EMITTERS, emitter
+
+    source = fixture_model("keras_custom_layer") / "model.keras"
+    module = str(ROOT / "fixtures" / "models" / "keras_custom_layer.py")
+    proc = tf2torch("port", str(source), "-o", str(tmp_path / "refused"), "--custom-objects", module)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "cannot port layer class(es) without an emitter: SensorNorm (1 layer, first: sensor_norm)" in proc.stderr
+
+    @emitter("SensorNorm")
+    def sensor_norm(layer, call, ctx):
+        gain = ctx.tensor(layer, "gain", f"torch.ones({layer.weight('gain').shape[0]})", keras_name="gain",
+                          parameter=True)
+        return f"torch.tanh(({call.input.var} - {layer.config['shift']!r}) * {gain})"
+
+    try:
+        with pytest.raises(InputError, match=r"custom class 'SensorNorm'.*--custom-objects"):
+            migrate.port(source, tmp_path / "no_objects")
+        result = migrate.port(source, tmp_path / "o", custom_objects=module)
+    finally:
+        del EMITTERS["SensorNorm"]
+    assert not (tmp_path / "no_objects").exists()
+    assert result.manifest == json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert "files" in result.manifest and result.manifest["verified_max_abs_err"]["scores"] < 1e-5

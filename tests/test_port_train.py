@@ -36,7 +36,7 @@ def keras_train_step(source: Path, feeds: dict, targets: dict) -> dict[str, np.n
 
 
 @pytest.mark.parametrize("name", ["cnn", "port_mlp_dropout", "port_frozen", "port_rnn", "port_shared_nested",
-                                  "port_transformer", "port_attention"])
+                                  "port_transformer", "port_attention", "port_text_masked"])
 def test_one_sgd_step_matches_keras(ported, name):
     import migrate
 

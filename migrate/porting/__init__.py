@@ -5,7 +5,7 @@
 
 from typing import Any
 
-__all__ = ["port", "load_port", "PortResult"]
+__all__ = ["PortResult", "load_port", "port"]
 
 
 def __getattr__(name: str) -> Any:

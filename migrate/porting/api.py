@@ -14,14 +14,14 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from migrate import custom_objects as custom
 from migrate.artifacts import MANIFEST, read_manifest, staged_output, write_json
 from migrate.errors import ConversionError, InputError
 from migrate.progress import Progress
-from migrate.requirements import require
+from migrate.requirements import installed_version, require
 
 MODEL_PY = "model.py"
 WEIGHTS = "weights.safetensors"
@@ -40,18 +40,14 @@ class PortResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, class_name: str | None = None,
-         force: bool = False, quiet: bool = True, debug: bool = False) -> PortResult:
+         force: bool = False, quiet: bool = True, debug: bool = False,
+         custom_objects: custom.CustomObjects = None) -> PortResult:
     """Port the Keras model in SOURCE (.keras, .h5, Keras-2 SavedModel) to OUT: model.py, weights, manifest.
 
     Keras runs in a child process. OUT appears only if the rendered module reproduces Keras' outputs.
+    ``custom_objects`` names where the file's custom classes are defined, as for ``convert``; a custom
+    layer class also needs an emitter (docs/port.md).
     """
     require("port", PORT)
     from migrate.keras_worker import port_source_kind
@@ -59,6 +55,7 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
     from migrate.worker_client import run_worker
 
     source, out = Path(source), Path(out)
+    custom_specs = custom.specs(custom_objects)
     if class_name is not None and not class_name.isidentifier():
         raise InputError(f"--class-name {class_name!r} is not a Python identifier")
     try:
@@ -74,7 +71,7 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
         files = {k: str(Path(scratch, f"{k}.{ext}")) for k, ext in
                  (("graph", "json"), ("weights", "npz"), ("reference", "npz"))}
         with progress.stage("keras", "reading the Keras layer graph and weights (child process)"):
-            run_worker("describe", {"source": str(source), **files}, debug=debug, module="migrate.keras_worker")
+            run_worker("describe", {"source": str(source), "custom_objects": custom_specs, **files}, debug=debug, module="migrate.keras_worker")
         graph = json.loads(Path(files["graph"]).read_text())
         with progress.stage("render", "writing model.py (layer emitters)"):
             from migrate.porting.render import Renderer
@@ -102,17 +99,27 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
             "weights": weights,
             "train_semantics": renderer.train_semantics,
             "verified_max_abs_err": errors,
-            "versions": {"tf2torch": _version("tf2torch"), **graph["versions"], "torch": torch.__version__},
+            "versions": {"tf2torch": installed_version("tf2torch"), **graph["versions"], "torch": torch.__version__},
             "timings_s": dict(progress.timings),
         }
         write_json(stage / MANIFEST, manifest)
-        from migrate.porting.train_script import write_train_script
+        from migrate.porting.train_script import saved_compiled, write_train_script
 
-        write_train_script(stage, source, manifest, debug=debug)  # OUT/train.py when SOURCE was saved compiled
+        no_train = write_train_script(stage, source, manifest, debug=debug)  # OUT/train.py when saved compiled
     progress.say(f"ported {source} -> {out} in {time.perf_counter() - started:.1f}s: class {renderer.top.name}, "
                  f"{len(weights)} Keras weights; max abs error vs Keras {max(errors.values(), default=0.0):.2g}")
+    if no_train and saved_compiled(source):  # the user compiled the model and may expect train.py
+        _warn(f"no train.py written: {no_train}", progress)
     paths = {"out": out, "model": out / MODEL_PY, "weights": out / WEIGHTS, "manifest": out / MANIFEST}
-    return PortResult(module=load_port(out), manifest=manifest, out=out, paths=paths)
+    return PortResult(module=load_port(out), manifest=read_manifest(out), out=out, paths=paths)
+
+
+def _warn(line: str, progress: Progress) -> None:
+    """On stderr (CLI), or as a Python warning when quiet (API), like convert's warnings."""
+    if progress.quiet:
+        warnings.warn(line, stacklevel=3)
+    else:
+        progress.say(f"warning: {line}")
 
 
 def _raise_unsupported(unsupported: dict[str, list[str]], problems: list[str]) -> None:

@@ -14,10 +14,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.errors import ConversionError
-from migrate.porting.emitters import EMITTERS, Call, Layer, Out, Unsupported, Value, Weight, emitter_key
+from migrate.porting.emitters import (
+    EMITTERS,
+    Call,
+    Layer,
+    Out,
+    Unsupported,
+    Value,
+    Weight,
+    emitter_key,
+)
 from migrate.porting.transforms import Step
 
 MODEL_CLASSES = {"Functional", "Sequential", "Model"}
+#: call keywords through which Keras hands a layer the mask of its inputs
+MASK_KWARGS = ("mask", "query_mask", "value_mask", "key_mask")
+#: layers that read the mask off their input tensors (not through a call keyword)
+MASK_READERS = {"MultiHeadAttention", "Attention", "AdditiveAttention"}
 #: names a generated variable must not shadow
 RESERVED = {"self", "torch", "nn", "F", *dir(builtins)}
 _IMPORTS = {"F": "import torch.nn.functional as F", "nn": "from torch import nn"}
@@ -231,6 +244,8 @@ class Renderer:
                                                         _tensors(layers[node[0].name]["calls"][node[1]])), default=-1))
             pending.remove((layer, i))
             self._emit(ctx, layer, i, layers[layer.name], values, variables, consumers)
+        if self.problems:
+            return cls  # the caller reports self.problems
         for tensor in graph["outputs"]:
             value = values[tensor]
             channels_first = self._channels_first(value) and not (self.keep_layout and top)
@@ -283,6 +298,11 @@ class Renderer:
         except Unsupported as exc:
             self.problems.append(f"{layer.name} ({layer.class_name}): {exc}")
             return
+        masked = any(v.masked for v in inputs) or any(_has_tensor(call_spec["kwargs"].get(k)) for k in MASK_KWARGS)
+        if masked and not call.mask_read and (layer.class_name in MASK_READERS or call_spec["kwargs"].get("mask")):
+            self.problems.append(f"{layer.name} ({layer.class_name}): Keras applies a sequence mask here "
+                                 "(Embedding(mask_zero=True) or Masking), which this layer's port does not")
+            return
         out = out if isinstance(out, Out) else Out(out)
         exprs = out.expr if isinstance(out.expr, tuple) else (out.expr,)
         used = [k == 0 or f"{layer.name}:{index}:{k}" in consumers for k in range(len(exprs))]
@@ -303,11 +323,13 @@ class Renderer:
                 else:
                     names.append("_")
         ctx.fresh_names.clear()
+        starts_mask = layer.class_name == "Masking" or (layer.class_name == "Embedding" and layer.config.get("mask_zero"))
         shapes = out.shapes or [None] * len(names)
         for k, name in enumerate(names):
             shape = shapes[k] if shapes[k] is not None else self._shape_of(ctx, f"{layer.name}:{index}:{k}", call)
             values[f"{layer.name}:{index}:{k}"] = Value(name, shape, inputs[0].dtype if inputs else "float32",
-                                                        out.layout, out.flat_from)
+                                                        out.layout, out.flat_from,
+                                                        masked=(masked or starts_mask) and len(shape) > 2)
 
     @staticmethod
     def _shape_of(ctx: Context, tensor: str, call: Call) -> tuple[int | None, ...]:
@@ -365,6 +387,11 @@ def _substitute(args: Any, values: dict[str, Value]) -> Any:
     if isinstance(args, dict):
         return {k: _substitute(v, values) for k, v in args.items()}
     return args
+
+
+def _has_tensor(value: Any) -> bool:
+    return _is_tensor(value) or (isinstance(value, (list, dict)) and any(
+        _has_tensor(v) for v in (value.values() if isinstance(value, dict) else value)))
 
 
 def _is_tensor(value: Any) -> bool:

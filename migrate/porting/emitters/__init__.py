@@ -22,6 +22,16 @@ from migrate.porting.emitters import (  # noqa: F401  (each module registers its
     recurrent,
     reshaping,
 )
-from migrate.porting.emitters.base import EMITTERS, Call, Layer, Out, Unsupported, Value, Weight, emitter, emitter_key
+from migrate.porting.emitters.base import (
+    EMITTERS,
+    Call,
+    Layer,
+    Out,
+    Unsupported,
+    Value,
+    Weight,
+    emitter,
+    emitter_key,
+)
 
 __all__ = ["EMITTERS", "Call", "Layer", "Out", "Unsupported", "Value", "Weight", "emitter", "emitter_key"]

@@ -72,6 +72,7 @@ class Value:
     dtype: str = "float32"
     layout: str = "keras"
     flat_from: tuple[int, ...] | None = None
+    masked: bool = False  # Keras carries a mask with it (from Embedding(mask_zero=True) or Masking)
 
     @property
     def rank(self) -> int:
@@ -95,9 +96,21 @@ class Call:
     args: list[Any] = field(default_factory=list)  # positional args, tensors as Values, constants as-is
     output_consumers: list[list[str]] = field(default_factory=list)  # per output: consumer class names
     used: set[int] = field(default_factory=set)  # indices of the outputs something reads
+    mask_read: bool = False
 
     def uses(self, index: int) -> bool:
         return index in self.used
+
+    @property
+    def mask(self) -> Value | None:
+        """The Keras mask this call receives (bool (N, T), from ``Embedding(mask_zero=True)`` or ``Masking``).
+
+        Reading it tells the renderer the emitter applies the mask; a call whose mask no emitter read is
+        refused, since Keras would compute something else than the unmasked layer.
+        """
+        self.mask_read = True
+        mask = self.kwargs.get("mask")
+        return mask if isinstance(mask, Value) else None
 
     @property
     def input(self) -> Value:

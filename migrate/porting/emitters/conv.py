@@ -160,8 +160,9 @@ def conv_transpose(layer: Layer, call: Call, ctx: Any) -> Out:
             after = total - before
             parts.append(f"{before or ''}:{-after if after else ''}")
         crop = "[:, :, " + ", ".join(parts) + "]" if any(p != ":" for p in parts) else ""
-    elif any(k < s for k, s in zip(kernel, stride)):
-        raise Unsupported("'valid' transposed convolution with kernel smaller than stride")
+    # a kernel smaller than its stride: Keras' output is still size * stride, the last s - k rows only bias
+    short = tuple(max(s - k, 0) for k, s in zip(kernel, stride))
+    extra = f", output_padding={short[0] if len(set(short)) == 1 else short}" if any(short) else ""
     use_bias = cfg.get("use_bias", True)
     # Keras kernel (*k, out, in) -> torch (in, out, *k)
     perm = (rank + 1, rank, *range(rank))
@@ -169,5 +170,5 @@ def conv_transpose(layer: Layer, call: Call, ctx: Any) -> Out:
     if use_bias:
         weights["bias"] = ("bias", ())
     mod = ctx.submodule(layer, f"nn.ConvTranspose{rank}d({x.shape[-1]}, {cfg['filters']}, "
-                               f"{_args(kernel, stride, dilation)}{'' if use_bias else ', bias=False'})", weights)
+                               f"{_args(kernel, stride, dilation)}{extra}{'' if use_bias else ', bias=False'})", weights)
     return Out(activation(cfg.get("activation"), f"{mod}({ctx.cf(x)}){crop}", ctx, dim=1), "cf")

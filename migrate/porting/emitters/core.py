@@ -27,16 +27,54 @@ def dense(layer: Layer, call: Call, ctx: Any) -> Out:
     return Out(activation(cfg.get("activation"), f"{mod}({inp})", ctx), "keras")
 
 
+@emitter("EinsumDense")
+def einsum_dense(layer: Layer, call: Call, ctx: Any) -> Out:
+    """``nn.Linear`` when the equation is a Dense on the last axis, else ``torch.einsum`` with the kernel as a
+    parameter; the bias (shaped by Keras over the trailing output axes) broadcasts the same way in torch."""
+    x, cfg = call.input, layer.config
+    equation = cfg["equation"].replace(" ", "")
+    (source, kernel_spec), target = equation.split("->")[0].split(","), equation.split("->")[1]
+    bias_axes = cfg.get("bias_axes") or ""
+    kernel = layer.weight("kernel")
+    if set(layer.weights) - {"kernel", "bias"}:
+        raise Unsupported(f"EinsumDense with weights {sorted(set(layer.weights) - {'kernel', 'bias'})}")
+    inp = ctx.keras(x)
+    dense = (len(kernel_spec) == 2 and source and kernel_spec[0] == source[-1] and
+             target == source[:-1] + kernel_spec[1] and bias_axes in ("", kernel_spec[1]))
+    if dense:
+        weights = {"kernel": ("weight", (("permute", (1, 0)),))}
+        if bias_axes:
+            weights["bias"] = ("bias", ())
+        mod = ctx.submodule(layer, f"nn.Linear({kernel.shape[0]}, {kernel.shape[1]}"
+                                   f"{'' if bias_axes else ', bias=False'})", weights)
+        return Out(activation(cfg.get("activation"), f"{mod}({inp})", ctx))
+    weight = ctx.tensor(layer, "kernel", f"torch.zeros{tuple(kernel.shape)}", keras_name="kernel", parameter=True)
+    expr = f"torch.einsum({equation!r}, {inp}, {weight})"
+    if bias_axes:
+        bias = ctx.tensor(layer, "bias", f"torch.zeros{tuple(layer.weight('bias').shape)}", keras_name="bias",
+                          parameter=True)
+        expr = f"{expr} + {bias}"
+    return Out(activation(cfg.get("activation"), expr, ctx))
+
+
 @emitter("Embedding")
 def embedding(layer: Layer, call: Call, ctx: Any) -> Out:
-    cfg = layer.config
-    if cfg.get("mask_zero"):
-        raise Unsupported("Embedding(mask_zero=True): mask propagation is not ported yet")
+    cfg = layer.config  # with mask_zero, Keras' mask is a separate ``tokens != 0`` node of the graph
     mod = ctx.submodule(layer, f"nn.Embedding({cfg['input_dim']}, {cfg['output_dim']})",
                         {"embeddings": ("weight", ())})
     x = call.input
     inp = x.var if x.dtype == "int64" else f"{x.var}.long()"
     return Out(f"{mod}({inp})", "keras")
+
+
+@emitter("Masking")
+def masking(layer: Layer, call: Call, ctx: Any) -> Out:
+    """Keras zeroes the masked steps (every feature equal to mask_value); the mask is a separate graph node."""
+    x, value = call.input, float(layer.config.get("mask_value", 0.0))
+    if value == 0.0:
+        return Out(x.var, x.layout)  # masked steps are zeros already
+    inp = ctx.keras(x)
+    return Out(f"{inp} * ({inp} != {value!r}).any(dim=-1, keepdim=True)")
 
 
 @emitter("Flatten")

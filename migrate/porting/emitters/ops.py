@@ -34,3 +34,18 @@ def binary(layer: Layer, call: Call, ctx: Any) -> Out:
     if len(exprs) != 2:
         raise Unsupported(f"{layer.class_name} with {len(exprs)} arguments")
     return Out(f"{exprs[0]} {BINARY[layer.class_name]} {exprs[1]}", layout)
+
+
+@emitter("ops.NotEqual")
+def not_equal(layer: Layer, call: Call, ctx: Any) -> Out:
+    """``tokens != 0``: the mask of ``Embedding(mask_zero=True)`` (and of ``Masking``, with ``ops.Any``)."""
+    exprs, layout = _operands(call, ctx)
+    return Out(f"{exprs[0]} != {exprs[1]}", layout)
+
+
+@emitter("ops.Any")
+def any_(layer: Layer, call: Call, ctx: Any) -> Out:
+    axis, keep = layer.config.get("axis"), layer.config.get("keepdims", False)
+    if not isinstance(axis, int):
+        raise Unsupported(f"ops.any over axis {axis!r}")
+    return Out(f"{ctx.keras(call.input)}.any(dim={axis}{', keepdim=True' if keep else ''})")

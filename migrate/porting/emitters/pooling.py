@@ -54,6 +54,13 @@ def global_pool(layer: Layer, call: Call, ctx: Any) -> Out:
     keep = bool(layer.config.get("keepdims", False))
     dims = tuple(range(2, x.rank)) if x.layout == "cf" else tuple(range(1, x.rank - 1))
     fn = "mean" if "Average" in layer.class_name else "amax"
+    mask = call.mask
+    if mask is not None:
+        if layer.class_name != "GlobalAveragePooling1D":
+            raise Unsupported("a mask on global pooling other than GlobalAveragePooling1D")
+        steps = f"{ctx.keras(mask)}.unsqueeze(-1)"  # Keras averages over the valid steps only
+        return Out(f"({ctx.keras(x)} * {steps}).sum(dim=1{', keepdim=True' if keep else ''}) / "
+                   f"{steps}.sum(dim=1{', keepdim=True' if keep else ''})")
     dims_text = str(dims[0]) if len(dims) == 1 else str(dims)
     expr = f"{x.var}.{fn}(dim={dims_text}{', keepdim=True' if keep else ''})"
     return Out(expr, x.layout if keep else "keras")

@@ -7,12 +7,42 @@ torch has two (input and hidden): the hidden one is zero and frozen, so training
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, emitter
+from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, Value, emitter
 
 TORCH_CLASS = {"LSTM": "LSTM", "GRU": "GRU", "SimpleRNN": "RNN"}
 GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
+
+MASKED_RNN = '''
+def keras_masked_rnn(rnn: nn.RNNBase, x: torch.Tensor, mask: torch.Tensor, zero_masked: bool = False):
+    """Run ``rnn`` (batch_first, zero initial state) over a masked sequence the way Keras does.
+
+    Keras skips masked steps, wherever they are: the state is carried through them and the output there
+    repeats the previous one (zeros before the first valid step; zeros at every masked step with
+    ``zero_masked``). Each sequence's valid steps are moved to the front, the native kernel runs once, and
+    the outputs are gathered back to their steps. Returns the outputs (N, T, H) and the final h (N, H).
+    """
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # valid steps first, in order
+    outputs, _ = rnn(torch.gather(x, 1, order.unsqueeze(-1).expand_as(x)))
+    latest = torch.cumsum(mask, 1) - 1  # per step: where the latest valid step's output is in ``outputs``
+    held = torch.gather(outputs, 1, latest.clamp(min=0).unsqueeze(-1).expand(-1, -1, outputs.shape[-1]))
+    held = torch.where((latest >= 0).unsqueeze(-1), held, 0.0)
+    return (torch.where(mask.unsqueeze(-1), held, 0.0) if zero_masked else held), held[:, -1]
+'''
+
+MASKED_CELL_STATE = '''
+def keras_masked_cell_state(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The cell state a masked Keras LSTM ends with: the state after each sequence's last valid step."""
+    h = c = x.new_zeros(x.shape[0], lstm.hidden_size)
+    weights = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+    for t in range(x.shape[1]):
+        h_t, c_t = torch.lstm_cell(x[:, t], (h, c), *weights)
+        valid = mask[:, t, None]
+        h, c = torch.where(valid, h_t, h), torch.where(valid, c_t, c)
+    return c
+'''
 
 
 def _find(layer: Layer, direction: str, name: str) -> str:
@@ -89,10 +119,10 @@ def _state_args(call: Call, ctx: Any, inner: str) -> str:
 
 @emitter("LSTM", "GRU", "SimpleRNN")
 def recurrent(layer: Layer, call: Call, ctx: Any) -> Out:
-    x, cfg = call.input, layer.config
-    if call.kwargs.get("mask") is not None:
-        raise Unsupported("masked sequences (Embedding(mask_zero=True) or Masking) are not ported yet")
+    x, cfg, mask = call.input, layer.config, call.mask
     mod = _declare(layer, cfg, layer.class_name, x.shape[-1], ctx, False, ("",))
+    if mask is not None:
+        return _masked_recurrent(layer, call, ctx, mod, mask)
     seq = ctx.keras(x)
     if cfg.get("go_backwards"):
         seq = f"{seq}.flip(1)"  # Keras returns the reversed sequence's outputs in processing order
@@ -108,6 +138,58 @@ def recurrent(layer: Layer, call: Call, ctx: Any) -> Out:
     return Out((result, f"{state}[0]"))
 
 
+def _masked_recurrent(layer: Layer, call: Call, ctx: Any, mod: str, mask: Value) -> Out:
+    cfg = layer.config
+    if call.kwargs.get("initial_state"):
+        raise Unsupported("a masked recurrent layer with an initial state")
+    if layer.class_name == "LSTM" and cfg.get("return_state") and call.uses(2) and not cfg.get("use_bias", True):
+        raise Unsupported("the cell state of a masked LSTM without bias")
+    seq, steps = ctx.keras(call.input), ctx.keras(mask)
+    if cfg.get("go_backwards"):
+        seq, steps = f"{seq}.flip(1)", f"{steps}.flip(1)"
+    run = ctx.helper("keras_masked_rnn", MASKED_RNN)
+    zero = cfg.get("zero_output_for_mask", False)
+    sequences = cfg.get("return_sequences")
+    out = ctx.fresh(layer.attr) if sequences or zero else "_"
+    last = ctx.fresh(f"{layer.attr}_state" if sequences or zero else layer.attr) \
+        if not (sequences or zero) or call.uses(1) else "_"
+    ctx.line(f"{out}, {last} = {run}({mod}, {seq}, {steps}{', zero_masked=True' if zero else ''})")
+    result = out if sequences else f"{out}[:, -1]" if zero else last
+    if not cfg.get("return_state"):
+        return Out(result)
+    if layer.class_name != "LSTM":
+        return Out((result, last))
+    cell = "_"
+    if call.uses(2):
+        cell = ctx.fresh(f"{layer.attr}_cell_state")
+        ctx.line(f"{cell} = {ctx.helper('keras_masked_cell_state', MASKED_CELL_STATE)}({mod}, {seq}, {steps})")
+    return Out((result, last, cell))
+
+
+def _masked_bidirectional(layer: Layer, call: Call, ctx: Any, mask: Value, directions: tuple[str, ...]) -> Out:
+    """One unidirectional module per direction (Keras' forward_layer and backward_layer), each run masked."""
+    cfg = layer.config
+    inner, inner_cfg = cfg["layer"]["class_name"], cfg["layer"]["config"]
+    seq, steps = ctx.keras(call.input), ctx.keras(mask)
+    run = ctx.helper("keras_masked_rnn", MASKED_RNN)
+    sequences = inner_cfg.get("return_sequences")  # Keras zeroes masked outputs when returning sequences
+    names = []
+    for direction, part in zip(directions, ("forward", "backward")):
+        half = replace(layer, name=f"{layer.name}/{part}", attr=f"{layer.attr}_{part}")
+        mod = _declare(half, inner_cfg, inner, call.input.shape[-1], ctx, False, (direction,))
+        args = f"{seq}, {steps}" if part == "forward" else f"{seq}.flip(1), {steps}.flip(1)"
+        var = ctx.fresh(f"{layer.attr}_{part}")
+        ctx.line(f"{var}, _ = {run}({mod}, {args}, zero_masked=True)" if sequences else f"_, {var} = {run}({mod}, {args})")
+        names.append(var)
+    fwd, bwd = names[0], f"{names[1]}.flip(1)" if sequences else names[1]
+    exprs = {"concat": f"torch.cat([{fwd}, {bwd}], dim=-1)", "sum": f"{fwd} + {bwd}", "mul": f"{fwd} * {bwd}",
+             "ave": f"({fwd} + {bwd}) / 2"}
+    merge = cfg.get("merge_mode", "concat")
+    if merge not in exprs:
+        raise Unsupported(f"Bidirectional(merge_mode={merge!r})")
+    return Out(exprs[merge])
+
+
 @emitter("Bidirectional")
 def bidirectional(layer: Layer, call: Call, ctx: Any) -> Out:
     x, cfg = call.input, layer.config
@@ -118,12 +200,15 @@ def bidirectional(layer: Layer, call: Call, ctx: Any) -> Out:
         k: v for k, v in inner_cfg.items() if k not in ("name", "go_backwards")}
     if inner not in TORCH_CLASS or backward["class_name"] != inner or not same:
         raise Unsupported(f"Bidirectional({inner}) with a different backward layer")
-    if call.kwargs.get("mask") is not None or call.kwargs.get("initial_state"):
-        raise Unsupported("Bidirectional with a mask or an initial state")
+    mask = call.mask
+    if call.kwargs.get("initial_state"):
+        raise Unsupported("Bidirectional with an initial state")
     if inner_cfg.get("return_state") or inner_cfg.get("go_backwards"):
         raise Unsupported("Bidirectional with return_state or go_backwards")
     merge = cfg.get("merge_mode", "concat")
     directions = tuple(sorted({k.split("/")[0] for k in layer.weights}, key=lambda d: not d.startswith("forward")))
+    if mask is not None:
+        return _masked_bidirectional(layer, call, ctx, mask, directions)
     mod = _declare(layer, inner_cfg, inner, x.shape[-1], ctx, True, directions)
     units = inner_cfg["units"]
     sequences = inner_cfg.get("return_sequences")
@@ -148,6 +233,7 @@ def time_distributed(layer: Layer, call: Call, ctx: Any) -> Out:
     if inner["class_name"] != "Dense":
         raise Unsupported(f"TimeDistributed({inner['class_name']}) (Dense only so far)")
     cfg = inner["config"]
+    _ = call.mask  # Keras hands the mask to the inner Dense, which ignores it (reading it accepts it)
     kernel = _find(layer, "", "kernel")
     in_features, units = layer.weights[kernel].shape
     weights = {kernel: ("weight", (("permute", (1, 0)),))}
