@@ -307,6 +307,7 @@ class Renderer:
         exprs = out.expr if isinstance(out.expr, tuple) else (out.expr,)
         used = [k == 0 or f"{layer.name}:{index}:{k}" in consumers for k in range(len(exprs))]
         base = layer.attr if layer.calls == 1 else f"{layer.attr}_call{index + 1}" if index else layer.attr
+        base = out.name or base
         if isinstance(out.expr, tuple) and len(exprs) > 1 and all(e == exprs[0] for e in exprs):
             names = [pyname(base if k == 0 else f"{base}_{k}", variables) if used[k] else "_"
                      for k in range(len(exprs))]

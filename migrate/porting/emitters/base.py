@@ -125,6 +125,7 @@ class Out:
     layout: str = "keras"
     flat_from: tuple[int, ...] | None = None
     shapes: list[tuple[int | None, ...]] | None = None
+    name: str | None = None  # the forward variable's name when the layer's name says less (``tokens_mask``)
 
 
 class Unsupported(Exception):

@@ -40,7 +40,9 @@ def binary(layer: Layer, call: Call, ctx: Any) -> Out:
 def not_equal(layer: Layer, call: Call, ctx: Any) -> Out:
     """``tokens != 0``: the mask of ``Embedding(mask_zero=True)`` (and of ``Masking``, with ``ops.Any``)."""
     exprs, layout = _operands(call, ctx)
-    return Out(f"{exprs[0]} != {exprs[1]}", layout)
+    x = call.input
+    name = f"{x.var}_mask" if x.rank == 2 else f"{x.var}_nonzero" if x.rank > 2 else None
+    return Out(f"{exprs[0]} != {exprs[1]}", layout, name=name)
 
 
 @emitter("ops.Any")
@@ -48,4 +50,6 @@ def any_(layer: Layer, call: Call, ctx: Any) -> Out:
     axis, keep = layer.config.get("axis"), layer.config.get("keepdims", False)
     if not isinstance(axis, int):
         raise Unsupported(f"ops.any over axis {axis!r}")
-    return Out(f"{ctx.keras(call.input)}.any(dim={axis}{', keepdim=True' if keep else ''})")
+    x = call.input
+    name = f"{x.var.removesuffix('_nonzero')}_mask" if x.var.endswith("_nonzero") else None
+    return Out(f"{ctx.keras(x)}.any(dim={axis}{', keepdim=True' if keep else ''})", name=name)
