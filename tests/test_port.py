@@ -313,3 +313,19 @@ def test_custom_objects_load_a_custom_class_which_then_needs_an_emitter(fixture_
     assert not (tmp_path / "no_objects").exists()
     assert result.manifest == json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert "files" in result.manifest and result.manifest["verified_max_abs_err"]["scores"] < 1e-5
+
+
+def test_a_compiled_model_without_a_loss_mapping_says_why_there_is_no_train_py(tmp_path):
+    script = (
+        "import keras\n"
+        "x = keras.Input((4,), name='features')\n"
+        "model = keras.Model(x, keras.layers.Dense(2, activation='softplus', name='rate')(x))\n"
+        "model.compile(optimizer='sgd', loss='poisson')\n"
+        f"model.save({str(tmp_path / 'model.keras')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    proc = tf2torch("port", str(tmp_path / "model.keras"), "-o", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    warning = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: no train.py written: ")]
+    assert len(warning) == 1 and "poisson" in warning[0], proc.stderr
+    assert not (tmp_path / "out" / "train.py").exists() and (tmp_path / "out" / "model.py").exists()
