@@ -34,7 +34,7 @@ from migrate.keras_worker import (
 )
 from migrate.tf_worker import WorkerError, _first_line, _import_tf, source_kind
 
-#: Keras loss classes by the registry key of ``checks.parity.train.losses``.
+#: Keras loss classes by the registry key of ``migrate.training.losses``.
 LOSS_CLASSES = {"sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
                 "categorical_crossentropy": "CategoricalCrossentropy", "binary_crossentropy": "BinaryCrossentropy",
                 "mean_squared_error": "MeanSquaredError", "mean_absolute_error": "MeanAbsoluteError",
@@ -64,7 +64,7 @@ def _loss_entry(loss: Any) -> dict[str, Any]:
     """A compiled loss (name, Loss object or function) -> ``{"name", "config"}`` in the torch registry's terms."""
     import keras
 
-    from checks.parity.train.losses import canonical
+    from migrate.training.losses import canonical
 
     if isinstance(loss, keras.losses.Loss):
         name, config = type(loss).__name__, loss.get_config()
@@ -202,7 +202,7 @@ def train(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
-    from checks.parity.train.losses import LOSSES, make_targets
+    from migrate.training.losses import LOSSES, make_targets
 
     model = load_compiled(Path(request["source"]))
     setup, opt, losses = training_config(model, request)
@@ -320,7 +320,7 @@ def backend_run(request: dict[str, Any]) -> dict[str, Any]:
     """
     import numpy as np
 
-    from checks.parity.train.losses import LOSSES, make_targets
+    from migrate.training.losses import LOSSES, make_targets
     from migrate.keras_torch_worker import BackendError
     from migrate.keras_torch_worker import backend_run as run
 

@@ -1,4 +1,4 @@
-"""The Keras-loss -> torch registry (``checks.parity.train.losses``) against Keras' own values.
+"""The Keras-loss -> torch registry (``migrate.training.losses``) against Keras' own values.
 
 Probabilities include values at 0 and 1, where Keras clips to [1e-7, 1 - 1e-7] (binary cross-entropy also
 adds 1e-7 inside the log); one Keras worker call evaluates every loss.
@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from checks.parity.train import losses
+from migrate.training import losses
 from migrate.worker_client import run_worker
 
 CASES = [  # (name, config, case)

@@ -1,6 +1,6 @@
 """Render ``OUT/train.py``: a short PyTorch training loop equal to the Keras model's compiled training setup.
 
-The optimizer and loss lines come from the registries in ``checks.parity.train`` (``optimizers``,
+The optimizer and loss lines come from the registries in ``migrate.training`` (``optimizers``,
 ``losses``), so the file that users run is the code that ``tf2torch parity --train`` checks against a
 Keras training step. Keras' regularisers become an explicit ``regularization(model)`` term, logits stay
 logits (no softmax before ``F.cross_entropy``), and data is channels-first like the ported module.
@@ -24,7 +24,7 @@ def _weighted(weight: float, expr: str) -> str:
 
 
 def _loss_body(config: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
-    from checks.parity.train.losses import render
+    from migrate.training.losses import render
 
     outs = manifest["outputs"]
     by_output = {loss["output"]: loss for loss in config["losses"]}
@@ -62,7 +62,7 @@ def _regularization(config: dict[str, Any], manifest: dict[str, Any]) -> list[st
 
 
 def _synthetic(manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
-    from checks.parity.train.losses import LOSSES, canonical
+    from migrate.training.losses import LOSSES, canonical
 
     lines = ["", "", "def synthetic_batch(batch_size: int) -> tuple[tuple[torch.Tensor, ...], Any]:",
              '    """Random inputs and targets shaped like the model\'s; replace with your DataLoader."""']
@@ -115,7 +115,7 @@ def _accuracy(config: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
 
 def render(config: dict[str, Any], manifest: dict[str, Any]) -> str:
     """``train.py`` for the port in ``manifest`` and the Keras training ``config`` (``keras_train_worker``)."""
-    from checks.parity.train.optimizers import ADAM_EPSILON_HOOK, map_optimizer
+    from migrate.training.optimizers import ADAM_EPSILON_HOOK, map_optimizer
 
     opt = map_optimizer(config["optimizer"])
     regularization = _regularization(config, manifest)

@@ -50,7 +50,7 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
     With ``weights_map`` (JSON: Keras weight path -> torch key, or ``{"torch": KEY, "transform": ...}``)
     OUT is ``FILE.py:CLASS``, a hand-written module whose weights are loaded from Keras through the map.
     """
-    from checks.parity.train import losses, optimizers
+    from migrate.training import losses, optimizers
     from migrate.worker_client import run_worker
 
     if steps < 1:
@@ -255,7 +255,7 @@ def _forward_check(kind: str, name: str, actual: Any, expected: Any, spec: dict[
 
 def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, Any], got: dict[str, Any],
             steps: int, own_script: bool) -> TrainReport:
-    from checks.parity.train.optimizers import map_optimizer
+    from migrate.training.optimizers import map_optimizer
     from migrate.porting import transforms
 
     config = answer["config"]

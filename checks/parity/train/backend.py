@@ -27,7 +27,7 @@ def compare_backends(source: str | Path, *, backend: str = "torch", train: bool 
     """Run SOURCE under Keras' TensorFlow and ``backend`` backends and compare what they compute."""
     import numpy as np
 
-    from checks.parity.train import losses, optimizers
+    from migrate.training import losses, optimizers
     from migrate.custom_objects import specs
     from migrate.worker_client import run_worker
 
