@@ -41,6 +41,8 @@ def test_compiled_model_one_train_on_batch_step_through_the_cli(fixture_model, t
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["passed"] and report["train"]["loss"]["passed"]
     assert any(o["name"] == "embed_bn (training=True)" for o in report["outputs"])
+    assert report["pairs"] == ["tf~torch"] and report["seed"] == 0 and report["first_divergence"] is None
+    assert all(o["pair"] == "tf~torch" and o["mismatched"] == 0 and o["total"] > 0 for o in report["outputs"])
 
 
 def test_planted_backend_difference_is_named(fixture_model):

@@ -72,6 +72,15 @@ def test_compiled_model_passes_with_every_parameter_reported(port_of, tmp_path):
     assert all(p["grad_max_abs_err"] is not None and p["passed"] for p in params.values())
     assert {b["torch"] for b in train["buffers"]} == {"conv_bn.running_mean", "conv_bn.running_var"}
     assert {o["name"] for o in report["outputs"]} >= {"conv", "conv_bn", "hidden", "logits"}
+    design = {"passed", "atol", "rtol", "iterations", "seed", "pairs", "outputs", "first_divergence", "train"}
+    assert design <= set(report) and report["pairs"] == ["tf~torch"] and report["seed"] == 0
+    assert report["atol"] == 1e-5 and report["rtol"] == 1e-4 and report["iterations"] == 1
+    assert report["first_divergence"] is None
+    keys = {"name", "pair", "passed", "max_abs_err", "max_rel_err", "mean_abs_err", "mismatched", "total",
+            "worst_index", "message"}
+    for entry in report["outputs"]:
+        assert keys <= set(entry) and entry["pair"] == "tf~torch" and entry["mismatched"] == 0, entry
+        assert entry["total"] > 0 and len(entry["worst_index"]) >= 2 and entry["max_abs_err"] <= entry["atol"]
     assert any("dropout" in n for n in train["notes"]) and any("OUT/train.py" in n for n in train["notes"])
     assert train["loss"]["passed"] and abs(train["loss"]["keras"] - train["loss"]["torch"]) < 1e-5
     assert "training parity PASSED after 3 step(s)" in proc.stdout
@@ -108,6 +117,8 @@ def test_planted_bug_is_caught_and_located(port_of, tmp_path, bug, filename, old
     assert not report.passed, bug
     first = report.first_divergence
     assert first["stage"] == stage and first["name"] == where, (bug, report.to_text())
+    data = report.to_dict()
+    assert data["first_divergence"] == data["train"]["first_divergence"] == first and not data["passed"]
     if stage in ("buffer", "gradient", "forward"):
         assert first["layer"] == where.split(".")[0]
 

@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from checks.parity.train.report import Check, TrainReport
+from checks.parity.train.report import Check, TrainReport, forward_stats
 from migrate.errors import InputError
 
 #: (atol factor on the reference's scale, rtol) per stage.
@@ -86,7 +86,9 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
             script.write_text(render(answer["config"], manifest))
         train = _import(script)
         torch_side = _run_torch(module, train, manifest, answer, keras, steps)
-    return _report(answer, manifest, keras, torch_side, steps, script.parent == Path(out))
+    report = _report(answer, manifest, keras, torch_side, steps, script.parent == Path(out))
+    report.seed, report.atol, report.rtol = (None if inputs is not None else seed), *FORWARD
+    return report
 
 
 def _port_manifest(out: Path) -> dict[str, Any]:
@@ -250,7 +252,8 @@ def _forward_check(kind: str, name: str, actual: Any, expected: Any, spec: dict[
         return None  # a layer whose torch module returns another arrangement (e.g. an RNN's state tuple)
     atol = FORWARD[0] * max(_scale(expected), 1.0)  # float32 rounding is absolute below 1
     err, ok, message = _err(actual, expected, atol, FORWARD[1])
-    return Check(kind, name, err, atol, ok, message=message)
+    return Check(kind, name, err, atol, ok, message=message, rtol=FORWARD[1],
+                 stats=forward_stats(actual, expected, atol, FORWARD[1]))
 
 
 def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, Any], got: dict[str, Any],

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from checks.parity.train.report import Check, TrainReport
+from checks.parity.train.report import Check, TrainReport, forward_stats
 from migrate.errors import InputError
 
 FORWARD = (1e-5, 1e-4)  # atol factor on max(scale, 1), rtol: as checks.parity.train.api
@@ -53,7 +53,9 @@ def compare_backends(source: str | Path, *, backend: str = "torch", train: bool 
                    module="migrate.keras_torch_worker")
         with np.load(tf_npz) as a, np.load(torch_npz) as b:
             want, got = {k: a[k] for k in a.files}, {k: b[k] for k in b.files}
-    return _report(answer, want, got, train, optimizer)
+    report = _report(answer, want, got, train, optimizer)
+    report.seed, report.atol, report.rtol = (None if inputs is not None else seed), *FORWARD
+    return report
 
 
 def _check(kind: str, name: str, have: Any, want: Any, atol: float, rtol: float, layer: str | None = None) -> Check:
@@ -66,7 +68,8 @@ def _check(kind: str, name: str, have: Any, want: Any, atol: float, rtol: float,
                      message=f"shape {have.shape} under torch, {want.shape} under TensorFlow")
     diff = np.abs(have.astype(np.float64) - want.astype(np.float64))
     ok = bool(np.all(diff <= atol + rtol * np.abs(want)))
-    return Check(kind, name, float(diff.max(initial=0.0)), atol, ok, layer=layer)
+    return Check(kind, name, float(diff.max(initial=0.0)), atol, ok, layer=layer, rtol=rtol,
+                 stats=forward_stats(have, want, atol, rtol))
 
 
 def _scale(array: Any) -> float:

@@ -19,6 +19,22 @@ class Check:
     keras: str | None = None
     layer: str | None = None
     message: str | None = None
+    rtol: float = 0.0
+    stats: dict[str, Any] | None = None  # forward checks: DESIGN.md's per-output statistics
+
+
+def forward_stats(actual: Any, expected: Any, atol: float, rtol: float) -> dict[str, Any]:
+    """DESIGN.md's per-output numbers (``checks.parity.numeric``) for one forward comparison, in float64."""
+    import numpy as np
+
+    from checks.parity.numeric import compare_arrays
+
+    a, e = np.asarray(actual), np.asarray(expected)
+    if a.dtype.kind == "f" and e.dtype.kind == "f":
+        a, e = a.astype(np.float64), e.astype(np.float64)
+    stats = compare_arrays(a, e, atol, rtol)
+    return {"max_rel_err": stats.max_rel_err, "mean_abs_err": stats.mean_abs_err, "mismatched": stats.mismatched,
+            "total": stats.total, "worst_index": stats.worst_index}
 
 
 @dataclass
@@ -30,6 +46,10 @@ class TrainReport:
     notes: list[str] = field(default_factory=list)
     first_divergence: dict[str, Any] | None = None
     title: str = "training parity"
+    seed: int | None = None
+    atol: float = 1e-5  # the forward floor: each output's atol is this times max(1, its scale)
+    rtol: float = 1e-4
+    pair: str = "tf~torch"  # Keras on TensorFlow is the reference, torch the side under test
 
     @property
     def passed(self) -> bool:
@@ -48,9 +68,14 @@ class TrainReport:
                            "weight_max_abs_err": w.max_abs_err, "grad_atol": None if g is None else g.atol,
                            "weight_atol": w.atol, "passed": w.passed and (g is None or g.passed),
                            "message": (g.message if g is not None and g.message else w.message)})
-        outputs = [{"name": c.name, "kind": c.kind, "passed": c.passed, "max_abs_err": c.max_abs_err,
-                    "atol": c.atol, "message": c.message} for c in self.checks if c.kind in ("output", "layer")]
-        return {"passed": self.passed, "outputs": outputs,
+        outputs = [{"name": c.name, "pair": self.pair, "passed": c.passed,
+                    "max_abs_err": c.max_abs_err if c.max_abs_err != float("inf") else None,
+                    **(c.stats or {"max_rel_err": None, "mean_abs_err": None, "mismatched": None, "total": None,
+                                   "worst_index": None}),
+                    "message": c.message, "kind": c.kind, "atol": c.atol, "rtol": c.rtol}
+                   for c in self.checks if c.kind in ("output", "layer")]
+        return {"passed": self.passed, "atol": self.atol, "rtol": self.rtol, "iterations": 1, "seed": self.seed,
+                "pairs": [self.pair], "outputs": outputs, "first_divergence": self.first_divergence,
                 "train": {"steps": self.steps, "optimizer": self.optimizer, "loss": self.loss,
                           "parameters": params,
                           "buffers": [{"keras": b.keras, "torch": b.name, "layer": b.layer,
