@@ -101,7 +101,7 @@ def test_json_and_junit_reports(converted, capsys, tmp_path):
     assert code == 0
     report = json.loads((tmp_path / "r" / "parity.json").read_text())
     assert set(report) == {"passed", "atol", "rtol", "iterations", "seed", "pairs", "outputs", "first_divergence",
-                           "verdict_pairs", "atol_scale", "warnings", "inputs"}
+                           "verdict_pairs", "atol_scale", "warnings", "inputs", "notes"} and report["notes"] == []
     assert (report["atol"], report["rtol"], report["seed"], report["iterations"]) == (1e-6, 1e-3, 7, 1)
     atols = {o["name"]: o["atol"] for o in report["outputs"]}
     assert atols["probs"] == 1e-3 and atols["score"] == pytest.approx(max(1e-6, 1e-3 * report["outputs"][-1]["scale"]))
@@ -220,3 +220,32 @@ def test_pytest_plugin_fails_a_users_test_with_the_table(converted, tmp_path):
     assert "1 failed, 1 passed" in proc.stdout
     assert "output  pair" in proc.stdout and "parity FAILED (2 of 2 comparisons)" in proc.stdout
     assert "first divergence: ONNX node" in proc.stdout
+
+
+def test_port_output_is_checked_against_keras_and_a_perturbed_weight_fails(capsys, tmp_path):
+    """OUT written by 'tf2torch port': its module in eval mode is the torch witness; no ONNX pairs exist."""
+    from safetensors.numpy import load_file, save_file
+
+    source = model_dir("cnn") / "model.keras"
+    out = tmp_path / "port"
+    proc = tf2torch("port", source, "-o", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    code, stdout, stderr = parity(capsys, source, out, "--format", "json", "--output", tmp_path / "ok.json")
+    assert code == 0, stdout + stderr
+    report = json.loads((tmp_path / "ok.json").read_text())
+    assert report["passed"] and report["pairs"] == ["tf~torch"] and report["verdict_pairs"] == ["tf~torch"]
+    assert [o["pair"] for o in report["outputs"]] == ["tf~torch"] and report["outputs"][0]["total"] > 0
+    assert any("port output" in n and "tf~onnx" in n for n in report["notes"])
+    assert "tf~onnx and onnx~torch do not exist" in stdout
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    key = [w["torch"] for w in manifest["weights"] if w["torch"].endswith(".weight")][-1]
+    weights = load_file(str(out / "weights.safetensors"))
+    weights[key] = weights[key] + 0.5 * np.abs(weights[key]).max()
+    save_file(weights, str(out / "weights.safetensors"))
+    code, stdout, stderr = parity(capsys, source, out)
+    assert code == 1, stdout + stderr
+    assert "parity FAILED" in stdout and "tf~torch" in stdout
+
+    code, _, stderr = parity(capsys, source, out, "--per-layer")
+    assert code == 2 and "no model.onnx" not in stderr and "port" in stderr

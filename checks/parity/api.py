@@ -44,6 +44,9 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
             custom_objects: Any = None, debug: bool = False) -> Report:
     """Run TF (child process), torch (model.pt2) and, unless ``onnx=False``, ONNX Runtime; compare every output.
 
+    ``converted`` may be a ``tf2torch port`` output: its module (``migrate.load_port``, eval mode) is the
+    torch witness, and with no model.onnx only ``tf~torch`` exists (the report's ``notes`` say so).
+
     ``atol``/``rtol`` take a number (all outputs) or ``{output: value}`` (with key ``"*"`` for the rest);
     unset, atol is relative to each output's scale (``checks.parity.numeric``). ``ranges`` maps input
     names to half-open ``(low, high)`` ranges; other inputs follow what the graph implies
@@ -63,9 +66,19 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
     for label, value in (("--iterations", iterations), ("--batch-size", batch_size), ("--dim-size", dim_size)):
         if value < 1:
             raise InputError(f"{label} must be at least 1, got {value}")
+    manifest = load_manifest(converted)
+    notes = []
+    if manifest.kind == "port":
+        if per_layer:
+            raise InputError("--per-layer walks model.onnx node by node; a 'tf2torch port' output has none")
+        if any("onnx" in p for p in pairs or ()):
+            raise InputError(f"--pairs {','.join(pairs or ())}: a 'tf2torch port' output has no model.onnx; "
+                             "only tf~torch exists")
+        onnx = False
+        notes.append(f"{manifest.directory} is a port output (model.py): torch is its module in eval mode; "
+                     "tf~onnx and onnx~torch do not exist (no model.onnx)")
     verdict = _verdict_pairs(pairs, onnx)
     tolerances = _tolerances(atol, rtol)
-    manifest = load_manifest(converted)
     known = {s.name for s in manifest.outputs}
     unknown = sorted((set(tolerances.per_output_atol) | set(tolerances.per_output_rtol)) - known)
     if unknown:
@@ -97,7 +110,7 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
                     rtol=DEFAULT_RTOL if tolerances.rtol is None else tolerances.rtol,
                     iterations=len(batches), seed=None if inputs is not None else seed, pairs=compared,
                     per_layer=per_layer, verdict_pairs=list(verdict), inputs=drawn,
-                    atol_scale=tolerances.atol_scale("*", "float32"))
+                    atol_scale=tolerances.atol_scale("*", "float32"), notes=notes)
     for spec in manifest.outputs:
         reference = [batch[spec.name] for batch in results["tf"]]
         scale = output_scale(reference)

@@ -54,8 +54,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "|actual - expected| <= atol + rtol*|expected|. Exit 0 pass, 1 mismatch, 2 error.")
     p._negative_number_matcher = _NEGATIVE  # so "--float-range -1:1" needs no "="
     p.add_argument("source", help="the TensorFlow model: SavedModel directory, .keras or .h5 file")
-    p.add_argument("converted", nargs="?", help="directory written by 'tf2torch convert' (or 'tf2torch port' with "
-                                                "--train); omitted with --keras-backend")
+    p.add_argument("converted", nargs="?", help="directory written by 'tf2torch convert' or 'tf2torch port' (its "
+                                                "module; tf~torch only); omitted with --keras-backend")
     p.add_argument("--signature", help="signature to run (default: the one recorded in the manifest)")
     p.add_argument("--custom-objects", action="append", default=[], metavar="MODULE.py|MODULE:NAME",
                    help="Python module defining a Keras SOURCE's custom layers (as for convert); repeatable")

@@ -66,6 +66,7 @@ class Report:
     atol_scale: float = 0.0
     warnings: list[str] = field(default_factory=list)
     inputs: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -79,7 +80,8 @@ class Report:
         return {"passed": self.passed, "atol": self.atol, "rtol": self.rtol, "iterations": self.iterations,
                 "seed": self.seed, "pairs": list(self.pairs), "outputs": [o.to_dict() for o in self.outputs],
                 "first_divergence": self.first_divergence, "verdict_pairs": list(self.verdict_pairs),
-                "atol_scale": self.atol_scale, "warnings": list(self.warnings), "inputs": list(self.inputs)}
+                "atol_scale": self.atol_scale, "warnings": list(self.warnings), "inputs": list(self.inputs),
+                "notes": list(self.notes)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -133,6 +135,7 @@ def format_text(report: Report) -> str:
     if report.inputs:
         lines.append("inputs: " + "; ".join(f"{i['name']} {i['values']} ({i['reason']})" for i in report.inputs))
     lines.extend(f"warning: {w}" for w in report.warnings)
+    lines.extend(f"note: {n}" for n in report.notes)
     lines.extend(_divergence_lines(report))
     return "\n".join(lines) + "\n"
 

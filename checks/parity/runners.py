@@ -1,4 +1,5 @@
-"""Run the three witnesses on the same inputs: TensorFlow (child process), torch (model.pt2), ONNX Runtime.
+"""Run the three witnesses on the same inputs: TensorFlow (child process), torch (model.pt2, or a port's
+model.py), ONNX Runtime.
 
 Inputs arrive in the TF layout; torch and ONNX Runtime get them transposed to the torch layout.
 Every runner returns one ``{output name: numpy array}`` per batch, TF's in the TF layout.
@@ -39,12 +40,20 @@ def run_tf(source: str | Path, manifest: Manifest, batches: list[dict[str, Any]]
         for path in outs:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-            missing = [s.tf_name for s in manifest.outputs if s.tf_name not in arrays]
+            keys = [_output_key(manifest, i, s.tf_name, arrays) for i, s in enumerate(manifest.outputs)]
+            missing = [k for k in keys if k not in arrays]
             if missing:
                 raise InputError(f"TensorFlow's signature has no output(s) {', '.join(missing)} (it has: "
                                  f"{', '.join(sorted(arrays))}); SOURCE and CONVERTED do not match, re-run convert")
-            results.append({s.name: arrays[s.tf_name] for s in manifest.outputs})
+            results.append({s.name: arrays[k] for s, k in zip(manifest.outputs, keys)})
     return results
+
+
+def _output_key(manifest: Manifest, index: int, tf_name: str, arrays: dict[str, Any]) -> str:
+    """A port's manifest names Keras' outputs by layer; the Keras call returns them in that order as ``output_i``."""
+    if manifest.kind == "port" and tf_name not in arrays and len(arrays) == len(manifest.outputs):
+        return f"output_{index}"
+    return tf_name
 
 
 def _torch_inputs(manifest: Manifest, batch: dict[str, Any]) -> list[Any]:
@@ -73,18 +82,27 @@ def name_outputs(manifest: Manifest, result: Any) -> dict[str, Any]:
     return {s.name: v for s, v in zip(manifest.outputs, values)}
 
 
+def torch_module(manifest: Manifest) -> tuple[Any, Path]:
+    """The module under test and the file it comes from: a port's model.py (eval mode), else model.pt2."""
+    if manifest.kind == "port":
+        import migrate
+
+        return migrate.load_port(manifest.directory), manifest.directory / "model.py"
+    return load_program(manifest).module(), manifest.pt2
+
+
 def run_torch(manifest: Manifest, batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Outputs of ``model.pt2`` (torch layout)."""
+    """Outputs of ``model.pt2`` or of a port's module in eval mode (torch layout)."""
     import torch
 
-    module = load_program(manifest).module()
+    module, label = torch_module(manifest)
     results = []
     with torch.no_grad():
         for batch in batches:
             try:
                 out = module(*_torch_inputs(manifest, batch))
             except Exception as exc:
-                raise ConversionError(f"{manifest.pt2} failed on inputs TensorFlow accepted ({type(exc).__name__}: "
+                raise ConversionError(f"{label} failed on inputs TensorFlow accepted ({type(exc).__name__}: "
                                  f"{first_line(exc, 300)})") from exc
             results.append({k: v.detach().cpu().numpy() for k, v in name_outputs(manifest, out).items()})
     return results
