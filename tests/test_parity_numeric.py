@@ -145,7 +145,7 @@ def test_report_formats():
     assert not report.passed
     data = json.loads(report.to_json())
     assert list(data) == ["passed", "atol", "rtol", "iterations", "seed", "pairs", "outputs", "first_divergence",
-                          "verdict_pairs", "atol_scale", "warnings", "inputs"]
+                          "verdict_pairs", "atol_scale", "warnings", "inputs", "notes"]
     assert data["outputs"][2] == {"name": "b", "pair": "tf~torch", "passed": False, "max_abs_err": 1.0,
                                   "max_rel_err": pytest.approx(1 / 3), "mean_abs_err": 0.5, "mismatched": 1,
                                   "total": 2, "worst_index": [1], "message": None, "atol": 1e-5, "rtol": 1e-4,
