@@ -1,4 +1,4 @@
-# The README's commands: `make demo` (set up + convert a bundled sample) and `make test`.
+# The README's commands: `make demo` (set up + convert, check and port a bundled sample) and `make test`.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -24,6 +24,8 @@ demo: $(STAMP)
 	@$(BIN)/python -m fixtures.models build cnn --print-path > .demo-source
 	@$(BIN)/tf2torch convert "$$(cat .demo-source)/saved_model" -o $(DEMO) --force
 	@$(BIN)/tf2torch parity "$$(cat .demo-source)/saved_model" $(DEMO)
+	@$(BIN)/tf2torch port "$$(cat .demo-source)/model.keras" -o $(DEMO)-port --class-name SmallCNN --force
+	@echo "ported source: $(DEMO)-port/model.py"
 	@rm -f .demo-source
 
 test: $(STAMP)
@@ -39,4 +41,4 @@ bench: $(STAMP)
 	@$(BIN)/python benchmarks/lint/bench.py --torchfix /tmp/torchfix-venv/bin/torchfix
 
 clean:
-	rm -rf $(VENV) $(DEMO) .cache
+	rm -rf $(VENV) $(DEMO) $(DEMO)-port .cache
