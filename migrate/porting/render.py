@@ -305,7 +305,7 @@ class Renderer:
             return
         out = out if isinstance(out, Out) else Out(out)
         exprs = out.expr if isinstance(out.expr, tuple) else (out.expr,)
-        used = [k == 0 or f"{layer.name}:{index}:{k}" in consumers for k in range(len(exprs))]
+        used = [f"{layer.name}:{index}:{k}" in consumers or len(exprs) == 1 for k in range(len(exprs))]
         base = layer.attr if layer.calls == 1 else f"{layer.attr}_call{index + 1}" if index else layer.attr
         base = out.name or base
         if isinstance(out.expr, tuple) and len(exprs) > 1 and all(e == exprs[0] for e in exprs):

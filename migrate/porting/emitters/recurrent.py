@@ -127,10 +127,10 @@ def recurrent(layer: Layer, call: Call, ctx: Any) -> Out:
     if cfg.get("go_backwards"):
         seq = f"{seq}.flip(1)"  # Keras returns the reversed sequence's outputs in processing order
     sequences = cfg.get("return_sequences")
-    out = ctx.fresh(layer.attr if sequences else f"{layer.attr}_sequence")
+    out = ctx.fresh(layer.attr if sequences else f"{layer.attr}_sequence") if call.uses(0) else "_"
     state = ctx.fresh(f"{layer.attr}_state") if cfg.get("return_state") and (call.uses(1) or call.uses(2)) else "_"
     ctx.line(f"{out}, {state} = {mod}({seq}{_state_args(call, ctx, layer.class_name)})")
-    result = out if sequences else f"{out}[:, -1]"
+    result = out if sequences or out == "_" else f"{out}[:, -1]"
     if not cfg.get("return_state"):
         return Out(result)
     if layer.class_name == "LSTM":
@@ -150,11 +150,14 @@ def _masked_recurrent(layer: Layer, call: Call, ctx: Any, mod: str, mask: Value)
     run = ctx.helper("keras_masked_rnn", MASKED_RNN)
     zero = cfg.get("zero_output_for_mask", False)
     sequences = cfg.get("return_sequences")
-    out = ctx.fresh(layer.attr) if sequences or zero else "_"
-    last = ctx.fresh(f"{layer.attr}_state" if sequences or zero else layer.attr) \
-        if not (sequences or zero) or call.uses(1) else "_"
+    if sequences or zero or cfg.get("return_state"):  # with zero_masked, the last output is 0 after padding
+        out = ctx.fresh(layer.attr if sequences else f"{layer.attr}_sequence") if call.uses(0) else "_"
+        last = ctx.fresh(f"{layer.attr}_state") if call.uses(1) else "_"
+        result = out if sequences or out == "_" else f"{out}[:, -1]"
+    else:  # the last output is the final h
+        out, last = "_", ctx.fresh(layer.attr)
+        result = last
     ctx.line(f"{out}, {last} = {run}({mod}, {seq}, {steps}{', zero_masked=True' if zero else ''})")
-    result = out if sequences else f"{out}[:, -1]" if zero else last
     if not cfg.get("return_state"):
         return Out(result)
     if layer.class_name != "LSTM":
