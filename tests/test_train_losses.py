@@ -30,6 +30,12 @@ CASES = [  # (name, config, case)
     ("mean_squared_error", {}, "real"),
     ("mean_absolute_error", {}, "real"),
     ("huber", {"delta": 0.5}, "real"),
+    # rank 3, class scores on the last axis (a per-timestep classifier): rendered with class_last=True
+    ("sparse_categorical_crossentropy", {"from_logits": True}, "seq_sparse_logits"),
+    ("sparse_categorical_crossentropy", {}, "seq_sparse_probs"),
+    ("categorical_crossentropy", {"from_logits": True, "label_smoothing": 0.1}, "seq_onehot_logits"),
+    ("categorical_crossentropy", {"label_smoothing": 0.2}, "seq_onehot_probs"),
+    ("binary_crossentropy", {}, "seq_binary_probs"),
 ]
 
 
@@ -49,7 +55,12 @@ def arrays() -> dict[str, np.ndarray]:
             "sparse_probs/y_pred": probs, "onehot_logits/y_true": onehot, "onehot_logits/y_pred": logits,
             "onehot_probs/y_true": onehot, "onehot_probs/y_pred": probs, "binary_logits/y_true": binary,
             "binary_logits/y_pred": logits, "binary_probs/y_true": binary, "binary_probs/y_pred": sig,
-            "real/y_true": rng.standard_normal((6, 5)).astype("float32"), "real/y_pred": logits}
+            "real/y_true": rng.standard_normal((6, 5)).astype("float32"), "real/y_pred": logits,
+            **{f"seq_{case}/{key}": value.reshape((2, 3, *value.shape[1:]))
+               for case, (true, pred) in {"sparse_logits": (labels, logits), "sparse_probs": (labels, probs),
+                                          "onehot_logits": (onehot, logits), "onehot_probs": (onehot, probs),
+                                          "binary_probs": (binary, sig)}.items()
+               for key, value in (("y_true", true), ("y_pred", pred))}}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +76,7 @@ def keras_values() -> list[float]:
 def test_torch_expression_equals_keras_loss(keras_values, index):
     name, config, case = CASES[index]
     data = arrays()
-    expression = losses.render({"name": name, "config": config}, "pred", "target")
+    expression = losses.render({"name": name, "config": config}, "pred", "target", class_last=case.startswith("seq_"))
     value = eval(expression, {"torch": torch, "F": F, "pred": torch.from_numpy(data[f"{case}/y_pred"]),
                               "target": torch.from_numpy(data[f"{case}/y_true"])}).item()
     assert abs(value - keras_values[index]) <= 1e-6 + 1e-5 * abs(keras_values[index]), (expression, value)

@@ -232,3 +232,34 @@ def test_learning_rate_schedules_step_like_keras(port_of, fixture_model, tmp_pat
     report = compare_train(fixture_model("train_schedules") / f"{schedule}.keras", bare, steps=4)
     assert report.passed, report.to_text()
     assert report.optimizer["exact"]
+
+
+def test_per_timestep_classifier_class_axis_is_keras_last_axis(port_of, tmp_path):
+    """Embedding -> LSTM(return_sequences) -> Dense(C): output (N, T, C), sparse CE from logits over the last axis.
+
+    OUT/train.py moves the class axis to dim 1 for F.cross_entropy; its step (1 and 2 steps) matches Keras',
+    and its synthetic targets are (N, T) class ids the loss accepts.
+    """
+    import importlib.util
+
+    import migrate
+
+    source, out = port_of("train_tagger")
+    assert "F.cross_entropy(outputs.movedim(-1, 1), targets.long())" in (out / "train.py").read_text()
+    one = compare_train(source, out, steps=1)
+    assert one.passed and one.loss["passed"], one.to_text()
+    assert any("OUT/train.py" in n for n in one.notes)
+    assert {c.name for c in one.checks if c.kind == "weight"} >= {"tags.weight", "tags.bias", "embed.weight"}
+    proc = tf2torch("parity", str(source), str(out), "--train", "--steps", "2", "--format", "json",
+                    "--output", str(tmp_path / "report.json"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["passed"] and abs(report["train"]["loss"]["keras"] - report["train"]["loss"]["torch"]) < 1e-5
+
+    spec = importlib.util.spec_from_file_location("tagger_train", out / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    inputs, targets = train.synthetic_batch(3)
+    assert tuple(targets.shape) == (3, 6) and int(targets.max()) < 5
+    loss = train.compute_loss(migrate.load_port(out)(*inputs), targets)
+    assert loss.ndim == 0 and np.isfinite(loss.item())

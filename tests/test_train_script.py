@@ -129,3 +129,32 @@ def test_rendered_for_two_outputs_a_dynamic_length_and_token_ids(tmp_path):
     model = torch.nn.Module()
     model.dense = torch.nn.Linear(2, 2)
     assert torch.allclose(train.regularization(model), 0.001 * model.dense.weight.abs().sum())
+
+
+@pytest.mark.parametrize(("shape", "tf_shape", "layout", "loss", "target_shape", "classes_dim"), [
+    ([None, None, 5], [None, None, 5], None, "sparse_categorical_crossentropy", (3, 16), -1),  # per-timestep
+    ([None, None, 5], [None, None, 5], None, "categorical_crossentropy", (3, 16, 5), -1),
+    ([None, 5, 4, 4], [None, 4, 4, 5], "NCHW", "sparse_categorical_crossentropy", (3, 4, 4), 1),  # segmentation
+    ([None, 5, 4, 4], [None, 4, 4, 5], "NCHW", "categorical_crossentropy", (3, 5, 4, 4), 1),
+])
+def test_class_axis_of_a_rank_3_or_4_output(tmp_path, shape, tf_shape, layout, loss, target_shape, classes_dim):
+    """Keras' class axis is the last in Keras layout: dim 1 of a channels-first port output, else the last dim."""
+    from migrate.porting.train_script import render
+
+    manifest = {"class_name": "Net", "weights": [],
+                "inputs": [{"name": "x", "tf_name": "x", "dtype": "float32", "shape": [None, None, 2],
+                            "tf_shape": [None, None, 2], "layout": None, "tf_layout": None}],
+                "outputs": [{"name": "y", "tf_name": "y", "dtype": "float32", "shape": shape, "tf_shape": tf_shape,
+                             "layout": layout, "tf_layout": layout and "NHWC"}]}
+    config = {"optimizer": {"class_name": "SGD", "config": {"learning_rate": 0.1}},
+              "losses": [{"output": "y", "name": loss, "config": {"from_logits": True}, "weight": 1.0}],
+              "regularizers": [], "metrics": ["accuracy"]}
+    (tmp_path / "train.py").write_text(render(config, manifest))
+    train = load_train(tmp_path)
+    _, targets = train.synthetic_batch(3)
+    assert tuple(targets.shape) == target_shape
+    outputs = torch.randn(3, *[16 if d is None else d for d in shape[1:]]) if layout is None else torch.randn(3, 5, 4, 4)
+    labels = targets if targets.ndim == outputs.ndim - 1 else targets.argmax(classes_dim)
+    assert int(labels.max()) < 5
+    want = torch.nn.functional.cross_entropy(outputs.movedim(classes_dim, 1), labels)
+    assert torch.allclose(train.compute_loss(outputs, targets), want)

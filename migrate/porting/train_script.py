@@ -23,6 +23,16 @@ def _weighted(weight: float, expr: str) -> str:
     return expr if weight == 1.0 else f"{weight!r} * {expr}"
 
 
+def _channels_first(spec: dict[str, Any]) -> bool:
+    """The port moved this output's channels from Keras' last axis to dim 1 (an image output)."""
+    return bool(spec.get("layout")) and spec["layout"] != spec.get("tf_layout")
+
+
+def _class_last(spec: dict[str, Any]) -> bool:
+    """Class scores on the last torch dim of a rank > 2 output: Keras' class axis, not moved by the port."""
+    return len(spec["shape"]) > 2 and not _channels_first(spec)
+
+
 def _loss_body(config: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
     from migrate.training.losses import render
 
@@ -30,9 +40,9 @@ def _loss_body(config: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
     by_output = {loss["output"]: loss for loss in config["losses"]}
     if len(outs) == 1:
         loss = by_output[outs[0]["tf_name"]]
-        return [f"    return {_weighted(loss['weight'], render(loss, 'outputs', 'targets'))}"]
+        return [f"    return {_weighted(loss['weight'], render(loss, 'outputs', 'targets', _class_last(outs[0])))}"]
     preds, targets = _names(outs, "output"), [f"{n}_target" for n in _names(outs, "output")]
-    terms = [_weighted(by_output[s["tf_name"]]["weight"], render(by_output[s["tf_name"]], p, t))
+    terms = [_weighted(by_output[s["tf_name"]]["weight"], render(by_output[s["tf_name"]], p, t, _class_last(s)))
              for s, p, t in zip(outs, preds, targets)]
     return [f"    {', '.join(preds)} = outputs", f"    {', '.join(targets)} = targets",
             *_sum(terms)]
@@ -86,12 +96,18 @@ def _synthetic(manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
     targets = []
     for i, spec in enumerate(manifest["outputs"]):
         kind = LOSSES[canonical(by_output[spec["tf_name"]]["name"])].targets
-        shape = ", ".join("length" if d is None else str(d) for d in spec["shape"][1:])
-        classes = spec["shape"][1]
+        dims = ["length" if d is None else str(d) for d in spec["shape"][1:]]
+        shape = ", ".join(dims)
+        axis = 0 if _channels_first(spec) or len(dims) == 1 else len(dims) - 1  # the class axis within dims
+        classes = dims[axis] if dims else "1"
+        rest = dims[:axis] + dims[axis + 1:]
+        size = ", ".join(["batch_size", *rest]) + ("" if rest else ",")
+        ids = f"torch.randint(0, {classes}, ({size}))"
+        onehot = f"F.one_hot({ids}, {classes}).float()" + (".movedim(-1, 1)" if axis == 0 and len(dims) > 1 else "")
         name = f"target{i}"
         targets.append(name)
-        lines.append({"sparse": f"    {name} = torch.randint(0, {classes}, (batch_size,))",
-                      "onehot": f"    {name} = F.one_hot(torch.randint(0, {classes}, (batch_size,)), {classes}).float()",
+        lines.append({"sparse": f"    {name} = {ids}",
+                      "onehot": f"    {name} = {onehot}",
                       "binary": f"    {name} = torch.randint(0, 2, (batch_size, {shape})).float()",
                       "real": f"    {name} = torch.randn(batch_size, {shape})"}[kind])
     inputs = f"({', '.join(names)},)"
@@ -100,16 +116,18 @@ def _synthetic(manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
 
 
 def _accuracy(config: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
-    """Keras' compiled accuracy metric for a single classifier output (class scores on axis 1)."""
+    """Keras' compiled accuracy metric for a single classifier output (class scores on axis 1, or last)."""
     metrics = {str(m).lower() for m in config.get("metrics", [])}
     if len(manifest["outputs"]) != 1 or not metrics & {"accuracy", "acc", "sparse_categorical_accuracy",
                                                          "categorical_accuracy"}:
         return []
     name = config["losses"][0]["name"]
-    labels = {"sparse_categorical_crossentropy": "targets", "categorical_crossentropy": "targets.argmax(1)"}.get(name)
+    axis = -1 if _class_last(manifest["outputs"][0]) else 1
+    labels = {"sparse_categorical_crossentropy": "targets",
+              "categorical_crossentropy": f"targets.argmax({axis})"}.get(name)
     if labels is None:
         return []
-    return [f"        accuracy = (outputs.argmax(1) == {labels}).float().mean().item()",
+    return [f"        accuracy = (outputs.argmax({axis}) == {labels}).float().mean().item()",
             '        print(f"eval accuracy {accuracy:.3f}")']
 
 

@@ -5,8 +5,9 @@ per-sample loss, which is itself a mean over the last axis for MSE/MAE/Huber/BCE
 are exact. Keras clips probabilities to [1e-7, 1 - 1e-7] for non-logit cross-entropy, which ``F.binary_cross_entropy`` does not
 (it clamps the log at -100): those entries are written out. (Keras' TensorFlow backend computes a
 non-logit cross-entropy from the logits when the probabilities come straight from its own softmax or
-sigmoid; the clipped form is what it computes for any other probabilities.) Class scores sit on axis 1 of a channels-first output, which is
-where ``F.cross_entropy`` wants them.
+sigmoid; the clipped form is what it computes for any other probabilities.) Class scores sit on axis 1 of a
+channels-first output, which is where ``F.cross_entropy`` wants them; on the last axis of any other rank > 2
+output (Keras' class axis), and ``render(..., class_last=True)`` moves them there.
 """
 
 from __future__ import annotations
@@ -106,8 +107,14 @@ def parse_spec(text: str) -> dict[str, Any]:
     return {"name": canonical(name.strip()), "config": config}
 
 
-def render(loss: dict[str, Any], pred: str, target: str) -> str:
-    return LOSSES[canonical(loss["name"])].render(pred, target, loss.get("config", {}))
+def render(loss: dict[str, Any], pred: str, target: str, class_last: bool = False) -> str:
+    """The torch expression; ``class_last``: class scores on the last axis of a rank > 2 output (a per-timestep
+    classifier, a channels-last segmentation), moved to dim 1 where ``F.cross_entropy`` wants them."""
+    entry = LOSSES[canonical(loss["name"])]
+    if class_last and entry.targets in ("sparse", "onehot"):
+        pred = f"{pred}.movedim(-1, 1)"
+        target = f"{target}.movedim(-1, 1)" if entry.targets == "onehot" else target
+    return entry.render(pred, target, loss.get("config", {}))
 
 
 def make_targets(kind: str, shape: list[int], rng: Any, channels_axis: int = -1) -> Any:
