@@ -320,9 +320,9 @@ def backend_run(request: dict[str, Any]) -> dict[str, Any]:
     """
     import numpy as np
 
-    from migrate.training.losses import LOSSES, make_targets
     from migrate.keras_torch_worker import BackendError
     from migrate.keras_torch_worker import backend_run as run
+    from migrate.training.losses import LOSSES, make_targets
 
     model = load_compiled(Path(request["source"]), request.get("custom_objects"))
     batch: dict[str, Any] = {}

@@ -258,8 +258,8 @@ def _forward_check(kind: str, name: str, actual: Any, expected: Any, spec: dict[
 
 def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, Any], got: dict[str, Any],
             steps: int, own_script: bool) -> TrainReport:
-    from migrate.training.optimizers import map_optimizer
     from migrate.porting import transforms
+    from migrate.training.optimizers import map_optimizer
 
     config = answer["config"]
     opt = map_optimizer(config["optimizer"])

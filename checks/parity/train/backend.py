@@ -27,8 +27,8 @@ def compare_backends(source: str | Path, *, backend: str = "torch", train: bool 
     """Run SOURCE under Keras' TensorFlow and ``backend`` backends and compare what they compute."""
     import numpy as np
 
-    from migrate.training import losses, optimizers
     from migrate.custom_objects import specs
+    from migrate.training import losses, optimizers
     from migrate.worker_client import run_worker
 
     if backend != "torch":
