@@ -100,6 +100,8 @@ def _calls(layer_config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _endpoints(spec: Any) -> list[str]:
+    if isinstance(spec, dict):  # dict outputs: Keras flattens them (model.outputs, nest.flatten) by sorted key
+        spec = [spec[key] for key in sorted(spec)]
     spec = spec if spec and isinstance(spec[0], (list, tuple)) else [spec]
     return [f"{name}:{node}:{index}" for name, node, index in spec]
 
@@ -200,7 +202,10 @@ def _input_names(model: Any) -> list[str]:
 
 def _output_names(model: Any) -> list[str]:
     functional = getattr(model, "_functional", None) or model
-    names = [t.split(":")[0] for t in _endpoints(functional.get_config()["output_layers"])]
+    spec = functional.get_config()["output_layers"]
+    if isinstance(spec, dict):
+        return sorted(spec)
+    names = [t.split(":")[0] for t in _endpoints(spec)]
     return [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
 
 

@@ -23,6 +23,7 @@ FIXTURES = [
     "mlp",
     "rnn_bilstm",
     "rnn_embedding_lstm",
+    "rnn_lstm_state",  # dict outputs: returned in Keras's flattening order (sorted keys)
     "rnn_masked_bigru_state",
     "rnn_masked_gru_rnn",
     "rnn_masked_lstm_seq",
