@@ -26,7 +26,7 @@ import torch  # noqa: E402
 import torch.utils._pytree as pytree  # noqa: E402
 from torch.export import Dim  # noqa: E402
 
-from fixtures.models import BUILDERS  # noqa: E402
+from fixtures.models import SAVED_MODELS  # noqa: E402
 from migrate.fx_passes import export_program, optimize  # noqa: E402
 from migrate.to_torch import onnx_to_torch, prepare  # noqa: E402
 
@@ -332,7 +332,7 @@ def test_shape_fixture_exports_and_matches_tf(name: str) -> None:
 
 #: Every other fixture: TF parity, plain-torch loading and compile are tests/test_zoo*.py's job; here
 #: the passes must leave no value-reading module and change no output (checked at batch 1 and 3).
-ZOO = [name for name in BUILDERS if not name.startswith("shape_") and name != "parity_string"]
+ZOO = [name for name in SAVED_MODELS if not name.startswith("shape_") and name != "parity_string"]
 
 
 @pytest.mark.slow

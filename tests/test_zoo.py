@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.models import BUILDERS
+from fixtures.models import SAVED_MODELS
 from tests.conftest import (DEFAULT_TOLERANCE, ZOO_TOLERANCE, assert_close, tf_predict, to_tf_layout, to_torch_layout,
                             zoo_inputs)
 from tests.test_convert import CASES, run_plain_torch
@@ -21,7 +21,7 @@ import migrate
 NOT_CONVERTIBLE = {"parity_string"}
 #: Covered with every source kind and layout in tests/test_convert.py.
 COVERED = {name for name, _, _ in CASES}
-ZOO = [name for name in BUILDERS if name not in NOT_CONVERTIBLE | COVERED]
+ZOO = [name for name in SAVED_MODELS if name not in NOT_CONVERTIBLE | COVERED]
 
 
 @pytest.mark.slow
