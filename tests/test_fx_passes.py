@@ -286,9 +286,10 @@ def _convert(name: str) -> tuple[Path, onnx.ModelProto, dict[str, Any]]:
 
 
 def _dynamic_shapes(specs: list[dict[str, Any]]) -> tuple[dict[int, Any], ...]:
+    """One batch Dim; other None dims ``Dim.AUTO`` (as convert does), since the graph may tie them across inputs."""
     batch = Dim("batch")
-    return tuple({i: batch if i == 0 else Dim(f"in{k}_dim{i}") for i, d in enumerate(spec["shape"]) if d is None}
-                 for k, spec in enumerate(specs))
+    return tuple({i: batch if i == 0 else Dim.AUTO for i, d in enumerate(spec["shape"]) if d is None}
+                 for spec in specs)
 
 
 def _inputs(specs: list[dict[str, Any]], batch: int, seed: int) -> tuple[dict[str, np.ndarray], tuple[torch.Tensor, ...]]:
