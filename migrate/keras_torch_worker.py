@@ -13,11 +13,7 @@ TensorFlow side of ``tf2torch parity --keras-backend torch`` runs the same funct
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import traceback
-from pathlib import Path
 from typing import Any
 
 #: Layers whose training-time noise is switched off (as ``migrate.keras_worker.NOISE_LAYERS``).
@@ -150,25 +146,8 @@ def backend_run(request: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def main(request_path: str) -> int:
-    request = json.loads(Path(request_path).read_text())
-    try:
-        answer = dict(backend_run(request), ok=True)
-    except BackendError as exc:
-        answer = {"ok": False, "exit_code": exc.exit_code, "message": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - anything else is a failure to report, not a crash
-        traceback.print_exc()
-        answer = {"ok": False, "exit_code": 1, "message": f"{type(exc).__name__}: {_first_line(exc)}"}
-    Path(request["result"]).write_text(json.dumps(answer))
-    return 0
-
-
 if __name__ == "__main__":
     os.environ["KERAS_BACKEND"] = "torch"  # before anything imports Keras: this process never loads TensorFlow
-    from migrate.worker_client import die_with_parent
+    from migrate.worker_protocol import serve
 
-    die_with_parent()
-    code = main(sys.argv[1])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    serve({"backend_run": backend_run}, expected=(BackendError,), describe=_first_line)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -360,24 +358,7 @@ def backend_run(request: dict[str, Any]) -> dict[str, Any]:
 COMMANDS = {"backend_run": backend_run, "config": config, "train": train, "train_on_batch": train_on_batch, "losses": loss_values}
 
 
-def main(request_path: str) -> int:
-    request = json.loads(Path(request_path).read_text())
-    try:
-        answer = dict(COMMANDS[request["command"]](request), ok=True)
-    except WorkerError as exc:
-        answer = {"ok": False, "exit_code": exc.exit_code, "message": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - anything else is a failure to report, not a crash
-        traceback.print_exc()
-        answer = {"ok": False, "exit_code": 1, "message": f"{type(exc).__name__}: {_first_line(exc)}"}
-    Path(request["result"]).write_text(json.dumps(answer))
-    return 0
-
-
 if __name__ == "__main__":
-    from migrate.worker_client import die_with_parent
+    from migrate.worker_protocol import serve
 
-    die_with_parent()
-    code = main(sys.argv[1])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    serve(COMMANDS, expected=(WorkerError,), describe=_first_line)

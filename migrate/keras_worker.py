@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -325,25 +323,7 @@ def train_step(request: dict[str, Any]) -> dict[str, Any]:
 COMMANDS = {"describe": describe, "predict": predict, "train_step": train_step}
 
 
-def main(request_path: str) -> int:
-    request = json.loads(Path(request_path).read_text())
-    result_path = Path(request["result"])
-    try:
-        answer = dict(COMMANDS[request["command"]](request), ok=True)
-    except WorkerError as exc:
-        answer = {"ok": False, "exit_code": exc.exit_code, "message": str(exc)}
-    except Exception as exc:  # anything else is a failure to report, not a crash
-        traceback.print_exc()
-        answer = {"ok": False, "exit_code": 1, "message": f"{type(exc).__name__}: {_first_line(exc)}"}
-    result_path.write_text(json.dumps(answer))
-    return 0
-
-
 if __name__ == "__main__":
-    from migrate.worker_client import die_with_parent
+    from migrate.worker_protocol import serve
 
-    die_with_parent()
-    code = main(sys.argv[1])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    serve(COMMANDS, expected=(WorkerError,), describe=_first_line)

@@ -443,32 +443,7 @@ def _predict_keras(request: dict[str, Any]) -> dict[str, Any]:
 COMMANDS = {"export": export, "predict": predict}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    request = json.loads(Path(argv[0]).read_text())
-    result_path = Path(request["result"])
-    try:
-        result = COMMANDS[request["command"]](request)
-        code = 0
-    except WorkerError as exc:
-        result = {"ok": False, "exit_code": exc.exit_code, "message": str(exc)}
-        code = exc.exit_code
-    except Exception as exc:  # last resort: keep the one-line contract, traceback goes to the log
-        import traceback
-
-        traceback.print_exc()
-        result = {"ok": False, "exit_code": 1, "message": f"{type(exc).__name__}: {_first_line(exc)}"}
-        code = 1
-    result_path.write_text(json.dumps(result))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    return code
-
-
 if __name__ == "__main__":
-    from migrate.worker_client import die_with_parent
+    from migrate.worker_protocol import serve
 
-    die_with_parent()
-    # os._exit skips TensorFlow's slow and sometimes crashing interpreter teardown (and its atexit cleanup,
-    # which is why worker_client points TMPDIR at a directory it removes: autograph's files land there).
-    os._exit(main())
+    serve(COMMANDS, expected=(WorkerError,), describe=_first_line)
