@@ -84,4 +84,14 @@ def prelu(layer: Layer, call: Call, ctx: Any) -> Out:
         mod = ctx.submodule(layer, f"nn.PReLU({channels})",
                             {"alpha": ("weight", (("reshape", (channels,)),))})
         return Out(f"{mod}({ctx.cf(x) if x.rank > 2 else x.var})", "cf" if x.rank > 2 else "keras")
-    raise Unsupported(f"PReLU with alpha of shape {alpha.shape} (shared_axes {shared}); only per-channel alpha")
+    # alpha per position (Keras' shape: the input's without batch, shared axes 1): a parameter in x's layout
+    if len(alpha.shape) != x.rank - 1:
+        raise Unsupported(f"PReLU with alpha of shape {alpha.shape} for an input of rank {x.rank}")
+    steps: tuple = ()
+    shape = tuple(alpha.shape)
+    if x.layout == "cf":
+        order = (x.rank - 2, *range(x.rank - 2))  # (*spatial, C) -> (C, *spatial)
+        steps = (("permute", order),)
+        shape = tuple(shape[i] for i in order)
+    weight = ctx.tensor(layer, "alpha", f"torch.zeros{shape}", keras_name="alpha", steps=steps, parameter=True)
+    return Out(f"torch.where({x.var} >= 0, {x.var}, {weight} * {x.var})", x.layout)
