@@ -23,6 +23,7 @@ FIXTURES = [
     "keras_resize_bn",
     "mlp",
     "rnn_bilstm",
+    "rnn_gru_dynamic",
     "rnn_embedding_lstm",
     "rnn_lstm_state",  # dict outputs: returned in Keras's flattening order (sorted keys)
     "rnn_masked_bigru_state",

@@ -1,7 +1,8 @@
 """LSTM, GRU and SimpleRNN (and Bidirectional around them) as nn.LSTM / nn.GRU / nn.RNN, batch_first.
 
 Gate orders: Keras LSTM (i, f, c, o) is torch's (i, f, g, o); Keras GRU (z, r, h) becomes torch's (r, z, n),
-and only ``reset_after=True`` (Keras 3's default) matches torch's GRU. Keras has one bias per gate where
+and only ``reset_after=True`` (Keras 3's default) matches torch's GRU; ``reset_after=False`` (Keras 2's) becomes
+``KerasGRUResetBefore``, a small module defined once in model.py. Keras has one bias per gate where
 torch has two (input and hidden): the hidden one is zero and frozen, so training updates the same sum.
 """
 
@@ -45,6 +46,38 @@ def keras_masked_cell_state(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) 
 '''
 
 
+GRU_RESET_BEFORE = '''
+class KerasGRUResetBefore(nn.Module):
+    """Keras' ``GRU(reset_after=False)`` (Keras 2's default), which ``nn.GRU`` cannot express.
+
+    The reset gate scales h before the recurrent matmul: ``h~ = tanh(W_h x + b_h + U_h (r * h))``, where torch
+    applies it after (``r * (U_n h + b_hn)``). Rows of ``weight_ih`` (3H, in) and ``weight_hh`` (3H, H) and the one
+    ``bias`` (3H) are in Keras' gate order z, r, h. Called like ``nn.GRU(batch_first=True)``:
+    ``(x (N, T, in), h0 (1, N, H) or None) -> (outputs (N, T, H), final h (1, N, H))``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.weight_ih = nn.Parameter(torch.zeros(3 * hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.zeros(3 * hidden_size, hidden_size))
+        self.bias = nn.Parameter(torch.zeros(3 * hidden_size)) if bias else None
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
+        units = self.hidden_size
+        h = x.new_zeros(x.shape[0], units) if h0 is None else h0[0]
+        inputs = F.linear(x, self.weight_ih, self.bias)  # the input projections of all steps at once
+        recurrent_zr, recurrent_h = self.weight_hh.split([2 * units, units])
+        outputs = []
+        for t in range(x.shape[1]):
+            z, r = torch.sigmoid(inputs[:, t, : 2 * units] + F.linear(h, recurrent_zr)).chunk(2, dim=-1)
+            candidate = torch.tanh(inputs[:, t, 2 * units :] + F.linear(r * h, recurrent_h))
+            h = z * h + (1 - z) * candidate
+            outputs.append(h)
+        return torch.stack(outputs, dim=1), h.unsqueeze(0)
+'''
+
+
 def _find(layer: Layer, direction: str, name: str) -> str:
     """The layer's weight called ``name`` (``kernel``, ``recurrent_kernel``, ``bias``) for a direction prefix."""
     found = [k for k in layer.weights if k.split("/")[-1] == name and k.startswith(direction)]
@@ -62,8 +95,6 @@ def _check(cls: str, cfg: dict[str, Any]) -> None:
         raise Unsupported(f"activation {cfg.get('activation')!r} (torch's recurrent layers use tanh)")
     if cls != "SimpleRNN" and cfg.get("recurrent_activation", "sigmoid") != "sigmoid":
         raise Unsupported(f"recurrent_activation {cfg.get('recurrent_activation')!r} (torch uses sigmoid)")
-    if cls == "GRU" and not cfg.get("reset_after", True):
-        raise Unsupported("GRU(reset_after=False) (torch's GRU applies the reset gate after the matmul)")
 
 
 def _weights(layer: Layer, cls: str, units: int, direction: str, suffix: str) -> dict[str, tuple[str, tuple]]:
@@ -86,6 +117,8 @@ def _declare(layer: Layer, cfg: dict[str, Any], inner: str, in_features: int, ct
     cls = TORCH_CLASS[inner]
     units = cfg["units"]
     _check(inner, cfg)
+    if inner == "GRU" and not cfg.get("reset_after", True):
+        return _declare_reset_before(layer, cfg, in_features, ctx, directions[0])
     extra = ", nonlinearity='relu'" if inner == "SimpleRNN" and cfg.get("activation") == "relu" else ""
     extra += ", bidirectional=True" if bidirectional else ""
     if not cfg.get("use_bias", True):
@@ -108,6 +141,17 @@ def _declare(layer: Layer, cfg: dict[str, Any], inner: str, in_features: int, ct
     return mod
 
 
+def _declare_reset_before(layer: Layer, cfg: dict[str, Any], in_features: int, ctx: Any, direction: str) -> str:
+    """``GRU(reset_after=False)`` as ``KerasGRUResetBefore``: Keras' weights transposed, gate order kept."""
+    helper = ctx.helper("KerasGRUResetBefore", GRU_RESET_BEFORE)
+    weights = {_find(layer, direction, "kernel"): ("weight_ih", (("permute", (1, 0)),)),
+               _find(layer, direction, "recurrent_kernel"): ("weight_hh", (("permute", (1, 0)),))}
+    if cfg.get("use_bias", True):
+        weights[_find(layer, direction, "bias")] = ("bias", ())
+    bias = "" if cfg.get("use_bias", True) else ", bias=False"
+    return ctx.submodule(layer, f"{helper}({in_features}, {cfg['units']}{bias})", weights)
+
+
 def _state_args(call: Call, ctx: Any, inner: str) -> str:
     states = call.kwargs.get("initial_state")
     if not states:
@@ -122,6 +166,8 @@ def recurrent(layer: Layer, call: Call, ctx: Any) -> Out:
     x, cfg, mask = call.input, layer.config, call.mask
     mod = _declare(layer, cfg, layer.class_name, x.shape[-1], ctx, False, ("",))
     if mask is not None:
+        if layer.class_name == "GRU" and not cfg.get("reset_after", True):
+            raise Unsupported("a masked GRU(reset_after=False) is not ported yet")
         return _masked_recurrent(layer, call, ctx, mod, mask)
     seq = ctx.keras(x)
     if cfg.get("go_backwards"):
@@ -203,6 +249,8 @@ def bidirectional(layer: Layer, call: Call, ctx: Any) -> Out:
         k: v for k, v in inner_cfg.items() if k not in ("name", "go_backwards")}
     if inner not in TORCH_CLASS or backward["class_name"] != inner or not same:
         raise Unsupported(f"Bidirectional({inner}) with a different backward layer")
+    if inner == "GRU" and not inner_cfg.get("reset_after", True):
+        raise Unsupported("Bidirectional(GRU(reset_after=False)) is not ported yet")
     mask = call.mask
     if call.kwargs.get("initial_state"):
         raise Unsupported("Bidirectional with an initial state")
