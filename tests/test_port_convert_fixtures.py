@@ -18,6 +18,7 @@ from tests.test_port import keras_inputs, keras_predict, run_module, tf2torch
 FIXTURES = [
     "attn_encoder",
     "cnn_conv1d_causal",
+    "cnn_conv3d",
     "cnn_separable",
     "image2image",
     "keras_resize_bn",

@@ -8,6 +8,19 @@ from typing import Any
 from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, emitter
 from migrate.porting.emitters.conv import _check, _tuple, same_pads
 
+AVG_POOL_SAME = '''
+def keras_avg_pool_same(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
+                        pads: tuple[int, ...]) -> torch.Tensor:
+    """Average pooling with TF's 'same' padding: each window's mean over its real (unpadded) elements.
+
+    torch's ``count_include_pad=False`` takes only symmetric padding; TF pads unevenly (more after). ``x`` is
+    channels-first; ``pads`` is in ``F.pad``'s order (last dim first). The divisor is the pooled all-ones plane.
+    """
+    pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[x.dim() - 3]
+    valid = pool(F.pad(torch.ones_like(x[:1, :1]), pads), kernel, stride)
+    return pool(F.pad(x, pads), kernel, stride) / valid
+'''
+
 
 def _torch_len(size: int, k: int, s: int, p: int, ceil: bool) -> int:
     out = (size + 2 * p - k + ((s - 1) if ceil else 0)) // s + 1
@@ -35,6 +48,8 @@ def pool(layer: Layer, call: Call, ctx: Any) -> Out:
         ceil = any(a != b for b, a in pads)
         for size, k, s, (b, a) in zip(x.shape[1:-1], kernel, stride, pads):
             if b > k // 2 or (a != b and (size is None or _torch_len(size, k, s, b, True) != math.ceil(size / s))):
+                if kind == "Avg":
+                    return _avg_pool_same(call, ctx, kernel, stride, pads)
                 raise Unsupported(f"'same' pooling with pads {pads} has no exact torch equivalent")
         if any(before):
             args += f", padding={before[0] if len(set(before)) == 1 else before}"
@@ -44,6 +59,14 @@ def pool(layer: Layer, call: Call, ctx: Any) -> Out:
             args += ", count_include_pad=False"  # TF averages over the real elements only
     mod = ctx.submodule(layer, f"nn.{kind}Pool{rank}d({args})")
     return Out(f"{mod}({ctx.cf(x)})", "cf")
+
+
+def _avg_pool_same(call: Call, ctx: Any, kernel: tuple[int, ...], stride: tuple[int, ...],
+                   pads: list[tuple[int, int]]) -> Out:
+    """'same' average pooling whose uneven pads no torch pooling layer takes: pad, pool, divide by the valid count."""
+    fn = ctx.helper("keras_avg_pool_same", AVG_POOL_SAME)
+    flat = tuple(p for pair in reversed(pads) for p in pair)
+    return Out(f"{fn}({ctx.cf(call.input)}, {kernel}, {stride}, {flat})", "cf")
 
 
 @emitter("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
