@@ -45,7 +45,7 @@ def _as_list(out) -> list[torch.Tensor]:
 def check_fixture(source: Path, tmp_path: Path, name: str, opset: int, modes: tuple[str, ...]) -> dict[str, float]:
     """Convert and compare every mode in ``modes`` (eager/export/compile) with TF; return max abs errors."""
     model, info = _export(source, tmp_path, opset)
-    in_specs = {s["name"]: s for s in info["inputs"]}
+    in_specs = {s["tf_name"]: s for s in info["inputs"]}  # ONNX keeps the TF key; "name" may be made readable
     out_specs = {s["name"]: s for s in info["outputs"]}
     input_order = [i.name for i in model.graph.input]
     output_order = [o.name for o in model.graph.output]
