@@ -78,7 +78,6 @@ def test_progress_and_summary_without_library_chatter(fixture_model, tmp_path):
 
 def test_conversion_failure_exits_1_and_names_the_op(tmp_path):
     """An op no converter handles: exit 1, one line naming the op, node count and first node names."""
-    import onnx
     from onnx import TensorProto, helper
 
     from migrate.errors import ConversionError
