@@ -9,7 +9,6 @@ TensorFlow and matched against it at batches 1 and 3 and lengths 1, 7 and the mo
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
