@@ -155,6 +155,9 @@ def export_program(gm: torch.nn.Module, specs: list[dict[str, Any]],
     attempts = [_dynamic_shapes(specs, Dim.AUTO), _dynamic_shapes(specs, Dim.AUTO, batch_only=True), None]
     errors: list[Exception] = []
     for shapes in attempts:
+        # scan (the recurrent converters) runs its step under torch.compile; Dynamo's cache from an earlier
+        # export would re-check its guards against this one's symbolic dims and pin them (``seq != 7``).
+        torch._dynamo.reset()
         try:
             program = torch.export.export(gm, example, dynamic_shapes=shapes, strict=False)
         except Exception as exc:  # torch.export raises many types; the first one explains the fallback

@@ -184,3 +184,15 @@ def test_masked_steps_anywhere_match_keras_semantics(kind, zero_masked):
             torch.testing.assert_close(h, h_ref, atol=1e-5, rtol=1e-4)
             if kind == "LSTM":
                 torch.testing.assert_close(rest[0], c_ref, atol=1e-5, rtol=1e-4)
+
+
+def test_a_conversion_does_not_pin_the_next_ones_length(converted):
+    """scan runs under torch.compile: Dynamo's cache from a length-7 model's export used to leave the next
+    dynamic-length export a guard ``seq != 7``. Converted in one process, the second runs at 7 and 3."""
+    converted("rnn_bilstm")  # time fixed to 7
+    _, out = converted("rnn_gru_dynamic")
+    program = torch.export.load(str(out / "model.pt2")).module()
+    for length in (7, 3):
+        with torch.no_grad():
+            y = program(torch.ones(2, length, 5))
+        assert torch.isfinite(y if isinstance(y, torch.Tensor) else y[0]).all()

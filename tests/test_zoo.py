@@ -21,12 +21,7 @@ import migrate
 NOT_CONVERTIBLE = {"parity_string"}
 #: Covered with every source kind and layout in tests/test_convert.py.
 COVERED = {name for name, _, _ in CASES}
-#: Dynamic-length recurrent models: tests/test_recurrent_dynamic.py checks each against TF (eager, export, compile).
-#: Here, converted after other recurrent models in the same process, model.pt2 comes out with the length fixed
-#: (``Guard failed: 7 != tokens.size()[1]``): a state leak between conversions, open in issue 10's note.
-RECURRENT_DYNAMIC = {"rnn_gru_dynamic", "rnn_masked_bigru_state", "rnn_masked_gru_rnn", "rnn_masked_lstm_seq",
-                     "rnn_text_bilstm", "rnn_text_bilstm_masked"}
-ZOO = [name for name in SAVED_MODELS if name not in NOT_CONVERTIBLE | COVERED | RECURRENT_DYNAMIC]
+ZOO = [name for name in SAVED_MODELS if name not in NOT_CONVERTIBLE | COVERED]
 
 
 @pytest.mark.slow
