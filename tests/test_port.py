@@ -17,20 +17,15 @@ import pytest
 import torch
 
 from migrate.worker_client import run_worker
+from tests.cli_helpers import ROOT, tf2torch
 from tests.conftest import assert_close
 
-ROOT = Path(__file__).resolve().parents[1]
 #: fixture -> the Keras file ported
 SMALL = {"port_keras2_saved_model": "saved_model", "port_mlp_dropout": "model.keras", "cnn": "model.keras", "cnn_h5": "model.h5", "port_frozen": "model.keras",
          "port_rnn": "model.keras", "port_shared_nested": "model.keras", "port_layers": "model.keras",
          "port_transformer": "model.keras", "port_attention": "model.keras", "port_text_masked": "model.keras",
          "port_einsum_transpose": "model.keras"}
 RECURRENT = ("port_rnn", "port_text_masked")
-
-
-def tf2torch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "migrate.cli", *args], check=False, capture_output=True, text=True,
-                          cwd=ROOT)
 
 
 def keras_predict(source: Path, batches: list[dict[str, np.ndarray]], training: bool = False) -> list[dict]:
