@@ -120,4 +120,5 @@ def export_program(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...],
     shapes = tuple(dynamic_shapes) if dynamic_shapes is not None else batch_dynamic_shapes(example_inputs)
     inputs = trace_inputs(example_inputs, shapes)
     optimize(gm, inputs)
+    torch._dynamo.reset()  # a cached scan step from an earlier export would pin these dims (migrate/export.py)
     return torch.export.export(gm, inputs, dynamic_shapes=shapes, strict=False)

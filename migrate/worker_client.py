@@ -27,6 +27,11 @@ def tf_python() -> str:
     return os.environ.get("TF2TORCH_TF_PYTHON") or sys.executable
 
 
+def worker_python(module: str) -> str:
+    """Keras on the torch backend needs torch, so it runs in this environment; TF workers in ``tf_python()``."""
+    return sys.executable if module == "migrate.keras_torch_worker" else tf_python()
+
+
 def run_worker(command: str, request: dict[str, Any], *, debug: bool = False, quiet: bool = True,
                module: str = "migrate.tf_worker") -> dict[str, Any]:
     """Run one worker command; return its JSON answer or raise InputError/ConversionError with its message.
@@ -48,12 +53,12 @@ def run_worker(command: str, request: dict[str, Any], *, debug: bool = False, qu
             proc = None
             try:
                 with deferred_signals():  # a signal between fork and our first wait would orphan the worker
-                    proc = subprocess.Popen([tf_python(), "-m", module, str(req_path)], env=env,
+                    proc = subprocess.Popen([worker_python(module), "-m", module, str(req_path)], env=env,
                                             stdin=subprocess.DEVNULL, stdout=None if debug else log,
                                             stderr=None if debug else subprocess.STDOUT)
                 proc.wait()
             except OSError as exc:
-                raise InputError(f"cannot start the TensorFlow worker with {tf_python()} ({exc}); "
+                raise InputError(f"cannot start the worker with {worker_python(module)} ({exc}); "
                                  "check TF2TORCH_TF_PYTHON") from exc
             except BaseException:  # Ctrl-C, SIGTERM (Terminated): the worker goes first, then its files
                 if proc is not None:
