@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from migrate.errors import first_line  # noqa: E402
+from migrate.errors import first_line
 
 #: A CNN, a keras.applications model, an LSTM over embeddings, a transformer encoder.
 DEFAULT_MODELS = ("cnn", "app_mobilenetv3small", "rnn_embedding_lstm", "attn_encoder")
@@ -60,7 +60,7 @@ def attempt(call: Callable[[], Any], seconds: float) -> dict[str, Any]:
     """``timed``, or ``{"error": ...}`` when the runtime cannot run the model (the table says so)."""
     try:
         return timed(call, seconds)
-    except Exception as exc:  # noqa: BLE001 - any runtime failure is a result to report, not a crash
+    except Exception as exc:  # any runtime failure is a result to report, not a crash
         return {"error": f"{type(exc).__name__}: {first_line(exc, 160)}"}
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 _CONVERT = ("convert", "load", "ConversionResult")
 _PORT = ("port", "load_port", "PortResult")
-__all__ = [*_CONVERT, *_PORT]
+__all__ = ["ConversionResult", "PortResult", "convert", "load", "load_port", "port"]
 
 
 def __getattr__(name: str) -> Any:

@@ -127,7 +127,7 @@ def _runnable_example(gm: torch.nn.Module, specs: list[dict[str, Any]], batch: i
             with torch.no_grad():
                 gm(*example)
             return example
-        except Exception:  # noqa: BLE001 - any failure at this size: try a smaller one
+        except Exception:  # any failure at this size: try a smaller one
             continue
     return example_inputs(specs, batch=batch, other=sizes[-1] or EXAMPLE_OTHER)
 

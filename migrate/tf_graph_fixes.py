@@ -48,7 +48,7 @@ def register_tf2onnx_handlers() -> None:
     from tf2onnx.handler import tf_op
 
     @tf_op("Erfc")
-    class Erfc:  # noqa: F841 - the decorator registers it
+    class Erfc:
         @classmethod
         def version_9(cls, ctx: Any, node: Any, **kwargs: Any) -> None:
             dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))

@@ -30,7 +30,7 @@ def serve(commands: dict[str, Callable[[dict[str, Any]], dict[str, Any]]], *,
         answer = dict(commands[request["command"]](request), ok=True)
     except expected as exc:
         answer = {"ok": False, "exit_code": getattr(exc, "exit_code", 1), "message": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - anything else is a failure to report, not a crash
+    except Exception as exc:  # anything else is a failure to report, not a crash
         traceback.print_exc()
         answer = {"ok": False, "exit_code": 1, "message": f"{type(exc).__name__}: {describe(exc)}"}
     Path(request["result"]).write_text(json.dumps(answer))

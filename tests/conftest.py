@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fixtures.models import model_dir  # noqa: E402
-from migrate.worker_client import run_worker  # noqa: E402
+from fixtures.models import model_dir
+from migrate.worker_client import run_worker
 
 #: TF layout -> torch layout permutation for the layouts the manifest can name.
 PERMS = {("NHWC", "NCHW"): (0, 3, 1, 2)}

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import assert_close, random_tf_inputs, tf_predict, to_tf_layout, to_torch_layout
-
 import migrate
+from tests.conftest import assert_close, random_tf_inputs, tf_predict, to_tf_layout, to_torch_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = [

@@ -16,14 +16,14 @@ from onnx import TensorProto, helper, numpy_helper
 from migrate.onnx2torch_compat import onnx2torch
 
 onnx2torch()
-import torch  # noqa: E402
-from onnx import defs  # noqa: E402
-from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY  # noqa: E402
+import torch
+from onnx import defs
+from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY
 
-from migrate.converters.registry import is_supported  # noqa: E402
-from migrate.converters.versions import SAME_SEMANTICS  # noqa: E402
-from migrate.errors import ConversionError  # noqa: E402
-from migrate.to_torch import onnx_to_torch, prepare  # noqa: E402
+from migrate.converters.registry import is_supported
+from migrate.converters.versions import SAME_SEMANTICS
+from migrate.errors import ConversionError
+from migrate.to_torch import onnx_to_torch, prepare
 
 TYPES = {np.float32: TensorProto.FLOAT, np.int32: TensorProto.INT32, np.int64: TensorProto.INT64,
          np.bool_: TensorProto.BOOL}

@@ -15,13 +15,13 @@ from onnx import TensorProto, helper, numpy_helper
 from migrate.onnx2torch_compat import onnx2torch
 
 onnx2torch()
-import torch  # noqa: E402
+import torch
 
-import migrate  # noqa: E402
-from migrate.errors import InputError  # noqa: E402
-from migrate.export import export_program, parse_static_dims  # noqa: E402
-from migrate.to_torch import onnx_to_torch, prepare  # noqa: E402
-from tests.conftest import assert_close, tf_predict  # noqa: E402
+import migrate
+from migrate.errors import InputError
+from migrate.export import export_program, parse_static_dims
+from migrate.to_torch import onnx_to_torch, prepare
+from tests.conftest import assert_close, tf_predict
 
 
 def _model(nodes: list, inputs: list, outputs: list[str], inits: tuple = ()) -> torch.fx.GraphModule:

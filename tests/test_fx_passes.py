@@ -22,13 +22,13 @@ from onnx import TensorProto, helper, numpy_helper
 from migrate.onnx2torch_compat import onnx2torch
 
 onnx2torch()
-import torch  # noqa: E402
-import torch.utils._pytree as pytree  # noqa: E402
-from torch.export import Dim  # noqa: E402
+import torch
+import torch.utils._pytree as pytree
+from torch.export import Dim
 
-from fixtures.models import SAVED_MODELS  # noqa: E402
-from migrate.fx_passes import export_program, optimize  # noqa: E402
-from migrate.to_torch import onnx_to_torch, prepare  # noqa: E402
+from fixtures.models import SAVED_MODELS
+from migrate.fx_passes import export_program, optimize
+from migrate.to_torch import onnx_to_torch, prepare
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: onnx2torch modules that read shape tensors' values; none may survive the passes.
@@ -348,7 +348,7 @@ def test_zoo_model_exports_unchanged(name: str) -> None:
 @pytest.mark.slow
 def test_inductor_compiles_optimized_model() -> None:
     """One real inductor build (C++ codegen) on a small model with run-time shapes."""
-    source, model, signature = _convert("shape_dynamic")
+    _source, model, _signature = _convert("shape_dynamic")
     original = onnx_to_torch(prepare(model))
     optimized = optimize(copy.deepcopy(original), (torch.randn(2, 6, 8),))
     torch._dynamo.reset()

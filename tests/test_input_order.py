@@ -18,14 +18,14 @@ from onnx import TensorProto, helper
 from migrate.onnx2torch_compat import onnx2torch
 
 onnx2torch()
-import torch  # noqa: E402
+import torch
 
-import migrate  # noqa: E402
-from migrate.api import _identifier, _signature_order  # noqa: E402
-from migrate.export import TFSignature, export_program  # noqa: E402
-from migrate.to_torch import onnx_to_torch, prepare  # noqa: E402
-from tests.conftest import assert_close, random_tf_inputs, tf_predict  # noqa: E402
-from tests.test_convert import run_plain_torch  # noqa: E402
+import migrate
+from migrate.api import _identifier, _signature_order
+from migrate.export import TFSignature, export_program
+from migrate.to_torch import onnx_to_torch, prepare
+from tests.conftest import assert_close, random_tf_inputs, tf_predict
+from tests.test_convert import run_plain_torch
 
 
 def _spec(name: str) -> dict:

@@ -11,12 +11,12 @@ from onnx import TensorProto, helper, numpy_helper
 from migrate.onnx2torch_compat import onnx2torch
 
 onnx2torch()
-import torch  # noqa: E402
+import torch
 
-from migrate.converters.control_flow import OnnxIf, OnnxIfConstant, OnnxLoop  # noqa: E402
-from migrate.converters.recurrent import OnnxRecurrent  # noqa: E402
-from migrate.errors import ConversionError  # noqa: E402
-from migrate.to_torch import onnx_to_torch, prepare  # noqa: E402
+from migrate.converters.control_flow import OnnxIf, OnnxIfConstant, OnnxLoop
+from migrate.converters.recurrent import OnnxRecurrent
+from migrate.errors import ConversionError
+from migrate.to_torch import onnx_to_torch, prepare
 
 SEQ, BATCH, INPUT, HIDDEN = 5, 3, 4, 6
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -52,7 +52,7 @@ def _recurrent_model(op: str, direction: str, states: bool, lens: bool = False, 
              (("W", (dirs, g * HIDDEN, INPUT)), ("R", (dirs, g * HIDDEN, HIDDEN)), ("B", (dirs, 2 * g * HIDDEN)))]
     x_shape = ["batch", SEQ, INPUT] if layout else [SEQ, "batch", INPUT]
     s_shape = ["batch", dirs, HIDDEN] if layout else [dirs, "batch", HIDDEN]
-    sized = lambda shape: [BATCH if d == "batch" else d for d in shape]  # noqa: E731
+    sized = lambda shape: [BATCH if d == "batch" else d for d in shape]
     feeds = {"X": rng.normal(size=sized(x_shape)).astype(np.float32)}
     names = ["X", "W", "R", "B", "", "", ""]
     inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)]
@@ -148,7 +148,7 @@ def test_batch_first_layout(op):
 
 
 def test_non_constant_weights_are_refused_with_the_node_name():
-    model, feeds = _recurrent_model("LSTM", "forward", False)
+    model, _feeds = _recurrent_model("LSTM", "forward", False)
     w = model.graph.initializer[0]
     model.graph.initializer.remove(w)
     model.graph.input.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, list(w.dims)))

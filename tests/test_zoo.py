@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.models import SAVED_MODELS
-from tests.conftest import (DEFAULT_TOLERANCE, ZOO_TOLERANCE, assert_close, tf_predict, to_tf_layout, to_torch_layout,
-                            zoo_inputs)
-from tests.test_convert import CASES, run_plain_torch
-
 import migrate
+from fixtures.models import SAVED_MODELS
+from tests.conftest import (
+    DEFAULT_TOLERANCE,
+    ZOO_TOLERANCE,
+    assert_close,
+    tf_predict,
+    to_tf_layout,
+    to_torch_layout,
+    zoo_inputs,
+)
+from tests.test_convert import CASES, run_plain_torch
 
 #: Built on purpose to be refused (a tf.string input) - see tests/test_parity.py.
 NOT_CONVERTIBLE = {"parity_string"}

@@ -19,13 +19,20 @@ import pytest
 from migrate.onnx2torch_compat import onnx2torch
 
 onnx2torch()
-import torch  # noqa: E402
+import torch
 
-from migrate.fx_passes import export_program  # noqa: E402
-from migrate.to_torch import onnx_to_torch, prepare  # noqa: E402
-from migrate.worker_client import run_worker  # noqa: E402
-from tests.conftest import (  # noqa: E402
-    DEFAULT_TOLERANCE, ZOO_TOLERANCE, assert_close, tf_predict, to_tf_layout, to_torch_layout, zoo_inputs)
+from migrate.fx_passes import export_program
+from migrate.to_torch import onnx_to_torch, prepare
+from migrate.worker_client import run_worker
+from tests.conftest import (
+    DEFAULT_TOLERANCE,
+    ZOO_TOLERANCE,
+    assert_close,
+    tf_predict,
+    to_tf_layout,
+    to_torch_layout,
+    zoo_inputs,
+)
 
 FAST = ["cnn_separable", "cnn_conv1d_causal", "attn_decoder"]
 SLOW = ["cnn_conv3d", "attn_encoder", "tfmod_image_ops"]
@@ -126,7 +133,7 @@ def test_every_opset_13_to_18_converts(fixture_model, tmp_path, name, opset):
 @pytest.mark.slow
 def test_convnext_exports_without_leftover_function_calls(fixture_model, tmp_path):
     """ConvNeXt's grouped convs sit in XLA-marked nested functions; the ONNX must hold plain Conv nodes."""
-    model, info = _export(fixture_model("app_convnexttiny") / "saved_model", tmp_path, 17)
+    model, _info = _export(fixture_model("app_convnexttiny") / "saved_model", tmp_path, 17)
     ops = {n.op_type for n in model.graph.node}
     assert "StatefulPartitionedCall" not in ops and "PartitionedCall" not in ops
     grouped = [n for n in model.graph.node if n.op_type == "Conv"

@@ -19,10 +19,20 @@ try:
 except PackageNotFoundError:  # running from a source checkout
     __version__ = "0.0.0+local"
 
-from .engine import lint_source  # noqa: E402
-from .finding import Edit, Finding, Fix  # noqa: E402
-from .registry import all_rules  # noqa: E402
-from .runner import LintError, Report, check, lint_paths  # noqa: E402
+from .engine import lint_source
+from .finding import Edit, Finding, Fix
+from .registry import all_rules
+from .runner import LintError, Report, check, lint_paths
 
-__all__ = ["Edit", "Finding", "Fix", "LintError", "Report", "all_rules", "check", "lint_paths", "lint_source",
-           "__version__"]
+__all__ = [
+    "Edit",
+    "Finding",
+    "Fix",
+    "LintError",
+    "Report",
+    "__version__",
+    "all_rules",
+    "check",
+    "lint_paths",
+    "lint_source",
+]

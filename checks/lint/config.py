@@ -63,8 +63,7 @@ def _matches_any(rel: str, patterns: list[str]) -> bool:
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
     for pattern in patterns:
         pattern = pattern.rstrip("/")
-        if pattern.startswith("./"):
-            pattern = pattern[2:]
+        pattern = pattern.removeprefix("./")
         if "/" in pattern:
             if any(fnmatch.fnmatchcase(p, pattern) for p in prefixes):
                 return True
@@ -117,7 +116,7 @@ def load_config(pyproject: Path | None, root: Path | None = None) -> Config:
         raise ConfigError(f"{where} must be a table")
     unknown = set(table) - KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} (expected one of {', '.join(sorted(KEYS))})")
+        raise ConfigError(f"{where}: unknown key {min(unknown)!r} (expected one of {', '.join(sorted(KEYS))})")
     config = Config(root=Path(os.path.abspath(pyproject.parent)), source=pyproject)
     for key in ("select", "ignore", "exclude"):
         if key in table:

@@ -11,13 +11,14 @@ import ast
 import bisect
 import dataclasses
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, TypeVar
 
 import libcst as cst
-from libcst._position import CodePosition
 from libcst._nodes.internal import CodegenState
+from libcst._position import CodePosition
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from libcst.metadata.position_provider import NEWLINE_RE, PositionProvidingCodegenState
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 from .lines import split_lines
 
 N = TypeVar("N", bound=cst.CSTNode)
-ScopeNode = Union[cst.Module, cst.FunctionDef, cst.ClassDef]
+ScopeNode = cst.Module | cst.FunctionDef | cst.ClassDef
 SCOPES = (cst.Module, cst.FunctionDef, cst.ClassDef)
 
 # Names that almost always mean these modules even when a snippet forgets the import.
@@ -142,7 +143,7 @@ class Hit:
     origin: cst.CSTNode
 
 
-Step = Callable[[object], Union[Hit, cst.CSTNode, None]]
+Step = Callable[[object], Hit | cst.CSTNode | None]
 
 
 # Fields that hold only whitespace and punctuation: never walked.
@@ -418,8 +419,8 @@ class FileContext:
             add(node.name, node, self.post(node), scope=self.scope(node))
         for node in self.nodes(cst.FunctionDef) + self.nodes(cst.ClassDef):  # type: ignore[operator]
             add(node.name, None, self.post(node), scope=self.scope(node))
-        for key in table:
-            table[key].sort(key=lambda b: b.time)
+        for bindings in table.values():
+            bindings.sort(key=lambda b: b.time)
         return table
 
     def bindings(self, name: str, at: cst.CSTNode) -> list[Binding]:
@@ -523,7 +524,7 @@ class FileContext:
         return hits[-1]
 
     @property
-    def flow(self) -> "Flow":
+    def flow(self) -> Flow:
         """Call edges, arguments, returns and data loaders of this file (``dataflow``)."""
         from .dataflow import Flow
 

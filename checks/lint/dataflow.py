@@ -32,7 +32,7 @@ _LOADERS = ("torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoad
 class Flow:
     """Facts about one file's functions, built lazily and kept for all rules."""
 
-    def __init__(self, ctx: "FileContext") -> None:
+    def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
         self._functions: dict[str, list[cst.FunctionDef]] | None = None
         self._calls: dict[str, list[cst.Call]] | None = None
@@ -82,9 +82,7 @@ class Flow:
         out = []
         for call in self.calls_named(name):
             callee = dotted(call.func)
-            if cls is None and callee == name:
-                out.append(call)
-            elif cls is not None and callee == f"self.{name}" and self.ctx.enclosing_class(call) is cls:
+            if cls is None and callee == name or cls is not None and callee == f"self.{name}" and self.ctx.enclosing_class(call) is cls:
                 out.append(call)
         return out
 

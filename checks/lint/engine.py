@@ -13,7 +13,8 @@ from __future__ import annotations
 import ast
 import sys
 import threading
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import libcst as cst
 
@@ -165,7 +166,7 @@ def deep_call(func: Callable[..., T], *args: object) -> T:
     def target() -> None:
         try:
             outcome.append((True, func(*args)))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+        except BaseException as exc:  # handed to the caller
             outcome.append((False, exc))
 
     with _limit_lock:

@@ -22,7 +22,7 @@ class Edit:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Edit":
+    def from_json(cls, data: dict) -> Edit:
         return cls(data["content"], data["location"]["row"], data["location"]["column"],
                    data["end_location"]["row"], data["end_location"]["column"])
 
@@ -40,7 +40,7 @@ class Fix:
                 "edits": [e.to_json() for e in self.edits]}
 
     @classmethod
-    def from_json(cls, data: dict | None) -> "Fix | None":
+    def from_json(cls, data: dict | None) -> Fix | None:
         if data is None:
             return None
         return cls(data["message"], tuple(Edit.from_json(e) for e in data["edits"]),
@@ -78,7 +78,7 @@ class Finding:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Finding":
+    def from_json(cls, data: dict) -> Finding:
         return cls(data["code"], data["message"], data["filename"],
                    data["location"]["row"], data["location"]["column"],
                    data["end_location"]["row"], data["end_location"]["column"],

@@ -5,8 +5,8 @@ import difflib
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .discovery import read_source
 from .finding import Fix

@@ -8,7 +8,7 @@ files that cannot be parsed. Codes are never reused. Rules register themselves t
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from . import rules  # noqa: F401  (importing the rule modules registers them)
 from .rule import PARSE_ERROR, RULES, Rule, rule, shared_analysis

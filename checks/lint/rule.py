@@ -7,9 +7,10 @@ and answers questions about the assembled table.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from functools import cache
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .context import FileContext
@@ -24,7 +25,7 @@ class Rule:
     name: str
     summary: str
     triggers: tuple[str, ...]
-    check: Callable[["FileContext"], Iterable["Finding"]] | None
+    check: Callable[[FileContext], Iterable[Finding]] | None
     fixable: bool = False
     severity: str = "error"  # "error", or "info" for advice that is right only in some ports
 
@@ -36,7 +37,7 @@ class Rule:
         return all(pattern.search(source) for pattern in _compiled(self.triggers))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled(triggers: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     return tuple(re.compile(t) for t in triggers)
 
@@ -61,12 +62,12 @@ def rule(code: str, name: str, summary: str, triggers: tuple[str, ...], fixable:
     return register
 
 
-def shared_analysis(key: str, analyse: Callable[["FileContext"], list["Finding"]]
-                    ) -> Callable[[str], Callable[["FileContext"], Iterator["Finding"]]]:
+def shared_analysis(key: str, analyse: Callable[[FileContext], list[Finding]]
+                    ) -> Callable[[str], Callable[[FileContext], Iterator[Finding]]]:
     """Several codes from one analysis: run ``analyse`` once per file, give each code its findings."""
 
-    def for_code(code: str) -> Callable[["FileContext"], Iterator["Finding"]]:
-        def check(ctx: "FileContext") -> Iterator["Finding"]:
+    def for_code(code: str) -> Callable[[FileContext], Iterator[Finding]]:
+        def check(ctx: FileContext) -> Iterator[Finding]:
             return (f for f in ctx.memo(key, lambda: analyse(ctx)) if f.code == code)  # type: ignore[union-attr]
 
         return check

@@ -14,11 +14,11 @@ import multiprocessing
 import os
 import signal
 import traceback
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from .cache import Cache
 from .config import Config, find_pyproject, load_config
@@ -182,7 +182,7 @@ def _run_isolated(tasks: list[_Task]) -> list[_Result]:
     return results
 
 
-def _serve(conn: "multiprocessing.connection.Connection") -> None:
+def _serve(conn: multiprocessing.connection.Connection) -> None:
     """Child process of ``_run_isolated``: lint tasks until told to stop."""
     while (task := conn.recv()) is not None:
         conn.send(_lint_task(task))

@@ -140,7 +140,7 @@ def _partial_shape(node: NodeProto, graph: OnnxGraph, sizes: dict[str, int] | No
     shape = np.array([d.dim_value if d.HasField("dim_value") else sizes.get(d.dim_param, -1)
                       for d in info.type.tensor_type.shape.dim], dtype=np.int64)
     attrs = {a.name: a.i for a in node.attribute}
-    return shape[attrs.get("start", 0): attrs["end"] if "end" in attrs else None]
+    return shape[attrs.get("start", 0): attrs.get("end", None)]
 
 
 def _static_shape(node: NodeProto, graph: OnnxGraph, sizes: dict[str, int] | None = None) -> np.ndarray | None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch.fx.passes.tools_common import legalize_graph
 from torch import fx
+from torch.fx.passes.tools_common import legalize_graph
 
 from migrate.passes.values import Const, Sym, Walker
 
@@ -58,7 +58,7 @@ def materialize_shapes(w: Walker) -> int:
             tensor = w.graph.call_function(torch.tensor, (items,), {"dtype": value.dtype})
         w.real[tensor] = w.real[node]
         w.value[tensor] = None
-        node.replace_all_uses_with(tensor, delete_user_cb=lambda user: user is not tensor)
+        node.replace_all_uses_with(tensor, delete_user_cb=lambda user, new=tensor: user is not new)
         count += 1
     if count:
         # An item's x.size(i) may have been emitted after the node it describes (next to the consumer
@@ -99,10 +99,7 @@ def remove_noops(w: Walker) -> int:
         module = gm.get_submodule(node.target)
         name = type(module).__name__
         source = node.args[0]
-        if name == "OnnxCopyIdentity" or (name in ("Dropout", "OnnxDropoutDynamic") and not module.training):
-            _bypass(node, source)
-            removed += 1
-        elif name == "OnnxCast" and isinstance(w.real.get(source), torch.Tensor) \
+        if name == "OnnxCopyIdentity" or (name in ("Dropout", "OnnxDropoutDynamic") and not module.training) or name == "OnnxCast" and isinstance(w.real.get(source), torch.Tensor) \
                 and w.real[source].dtype == module.torch_dtype:
             _bypass(node, source)
             removed += 1
@@ -135,7 +132,7 @@ def drop_dead(gm: fx.GraphModule) -> None:
     gm.delete_all_unused_submodules()
     used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
     for name, _ in list(gm.named_buffers()):
-        if name in used or not (name.startswith("initializers.") or name.startswith(_FOLDED_PREFIX)):
+        if name in used or not (name.startswith(("initializers.", _FOLDED_PREFIX))):
             continue
         owner_path, _, leaf = name.rpartition(".")
         owner = gm.get_submodule(owner_path) if owner_path else gm

@@ -19,12 +19,12 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import fx
 
-Item = Union[int, float, bool, fx.Node]
+Item = int | float | bool | fx.Node
 
 #: Const tensors up to this many elements may be read as Python numbers by shape rules.
 _MAX_SHAPE_LEN = 64
@@ -53,9 +53,9 @@ class Sym:
         return not any(isinstance(i, fx.Node) for i in self.items)
 
 
-Value = Union[Const, Sym, None]
+Value = Const | Sym | None
 #: A rule returns a Sym (the node's new abstract value), a replacement Node, or None (leave it).
-Rule = Callable[["Walker", fx.Node, Any], Union[Sym, fx.Node, None]]
+Rule = Callable[["Walker", fx.Node, Any], Sym | fx.Node | None]
 
 
 def _numel(value: Any) -> int:

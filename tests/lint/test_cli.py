@@ -48,10 +48,10 @@ def test_text_format_and_exit_1(project: Path, capsys) -> None:
     code, out, err = lint(capsys)
     assert code == 1
     assert out.splitlines() == [
-        "train.py:5:28: TTL201 F.cross_entropy applies log_softmax itself, so this softmax is applied twice; "
-        "pass the logits",
-        "train.py:7:5: TTL101 gradients are never reset in this loop, so every backward() adds to the last; "
-        "call optimizer.zero_grad() once per iteration",
+        ("train.py:5:28: TTL201 F.cross_entropy applies log_softmax itself, so this softmax is applied twice; "
+        "pass the logits"),
+        ("train.py:7:5: TTL101 gradients are never reset in this loop, so every backward() adds to the last; "
+        "call optimizer.zero_grad() once per iteration"),
     ]
     assert "Found 2 findings (2 fixable with --fix) in 2 files." in err
 
@@ -131,7 +131,7 @@ def test_unknown_code_is_a_usage_error(project: Path, capsys) -> None:
 
 
 def test_missing_path_is_exit_2_without_traceback(project: Path, capsys) -> None:
-    code, out, err = lint(capsys, "nope.py")
+    code, _out, err = lint(capsys, "nope.py")
     assert code == 2
     assert err.strip() == "tf2torch lint: error: nope.py: no such file or directory"
     assert "Traceback" not in err
@@ -206,7 +206,7 @@ def test_discovery_skips_virtualenvs_and_build_folders(project: Path, capsys) ->
     (project / "pkg").mkdir()
     (project / "pkg" / "bad.py").write_text(BAD)
     (project / "notes.txt").write_text(BAD)
-    code, out, _ = lint(capsys)
+    _code, out, _ = lint(capsys)
     assert {line.split(":")[0] for line in out.splitlines()} == {"train.py", os.path.join("pkg", "bad.py")}
 
 

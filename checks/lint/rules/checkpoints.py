@@ -6,7 +6,7 @@ code a crafted pickle carries; ``weights_only=True`` loads tensors and plain con
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import libcst as cst
 

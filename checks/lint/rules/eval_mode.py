@@ -8,7 +8,7 @@ batch-norm statistics, and its outputs change from run to run.
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import libcst as cst
 

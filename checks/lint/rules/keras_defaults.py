@@ -8,8 +8,8 @@ Keras ``padding="same"`` pads asymmetrically for strided layers; torch refuses i
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
-from typing import Iterator
 
 import libcst as cst
 

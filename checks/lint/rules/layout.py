@@ -7,7 +7,7 @@ run without an error and give wrong numbers.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import libcst as cst
 
@@ -254,14 +254,14 @@ def _weight_target(expr: cst.CSTNode) -> cst.BaseExpression | None:
 
 
 _KERNEL_RULES = {
-    "torch.nn.Linear": ("TTL402", "Keras Dense kernels are (in, out) but nn.Linear.weight is (out, in); "
-                                  "copy the transpose, e.g. kernel.T"),
-    "torch.nn.Conv1d": ("TTL403", "Keras Conv1D kernels are (k, in, out) but nn.Conv1d.weight is (out, in, k); "
-                                  "permute with np.transpose(kernel, (2, 1, 0))"),
-    "torch.nn.Conv2d": ("TTL403", "Keras Conv2D kernels are HWIO but nn.Conv2d.weight is OIHW; "
-                                  "permute with np.transpose(kernel, (3, 2, 0, 1))"),
-    "torch.nn.Conv3d": ("TTL403", "Keras Conv3D kernels are DHWIO but nn.Conv3d.weight is OIDHW; "
-                                  "permute with np.transpose(kernel, (4, 3, 0, 1, 2))"),
+    "torch.nn.Linear": ("TTL402", ("Keras Dense kernels are (in, out) but nn.Linear.weight is (out, in); "
+                                  "copy the transpose, e.g. kernel.T")),
+    "torch.nn.Conv1d": ("TTL403", ("Keras Conv1D kernels are (k, in, out) but nn.Conv1d.weight is (out, in, k); "
+                                  "permute with np.transpose(kernel, (2, 1, 0))")),
+    "torch.nn.Conv2d": ("TTL403", ("Keras Conv2D kernels are HWIO but nn.Conv2d.weight is OIHW; "
+                                  "permute with np.transpose(kernel, (3, 2, 0, 1))")),
+    "torch.nn.Conv3d": ("TTL403", ("Keras Conv3D kernels are DHWIO but nn.Conv3d.weight is OIDHW; "
+                                  "permute with np.transpose(kernel, (4, 3, 0, 1, 2))")),
 }
 
 

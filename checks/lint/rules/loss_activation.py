@@ -6,13 +6,12 @@ literal port feeds probabilities to ``nn.CrossEntropyLoss``, which applies
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import libcst as cst
 
-from ..context import (FileContext, Hit, Unpacked, arg, has_arg, method_name, number, positional_count, receiver,
-                       string)
+from ..context import FileContext, Hit, Unpacked, arg, has_arg, method_name, number, positional_count, receiver, string
 from ..finding import Edit, Finding, Fix
 from ..rule import rule, shared_analysis
 

@@ -7,7 +7,7 @@ summing gradients from every earlier batch.
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import libcst as cst
 
@@ -65,9 +65,7 @@ def backward_calls(ctx: FileContext, within: cst.CSTNode) -> list[cst.Call]:
     """``loss.backward()`` with no positional argument (custom ``layer.backward(grad)`` APIs take one)."""
     out = []
     for call in ctx.inside(within, cst.Call):
-        if method_name(call) == "backward" and positional_count(call) == 0:
-            out.append(call)
-        elif ctx.callee(call) == "torch.autograd.backward":
+        if method_name(call) == "backward" and positional_count(call) == 0 or ctx.callee(call) == "torch.autograd.backward":
             out.append(call)
     return out
 
