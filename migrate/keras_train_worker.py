@@ -43,10 +43,14 @@ REGULARIZED = ("kernel", "bias", "depthwise_kernel", "pointwise_kernel", "recurr
 
 
 def load_compiled(source: Path, custom_objects: list[dict[str, Any]] | None = None) -> Any:
-    """The model with its compile state when it was saved compiled (``model.optimizer`` is None otherwise)."""
+    """The model with its compile state when it was saved compiled (``model.optimizer`` is None otherwise).
+
+    A Keras-2 SavedModel (``keras_metadata.pb``, what ``tf2torch port`` accepts) loads through tf_keras,
+    uncompiled: pass --optimizer and --loss."""
     if source_kind(source) == "saved_model":
-        raise WorkerError(f"{source}: training parity needs a .keras or .h5 file (the layer graph and compile "
-                          "config); a SavedModel has neither in Keras 3")
+        from migrate.keras_worker import load_keras
+
+        return load_keras(source)
     _import_tf()
     import keras
 
@@ -56,6 +60,22 @@ def load_compiled(source: Path, custom_objects: list[dict[str, Any]] | None = No
         return keras.models.load_model(str(source), compile=True, custom_objects=resolve(custom_objects or []))
     except Exception as exc:  # keras raises many types for a bad file
         raise WorkerError(f"{source}: not a readable Keras model ({type(exc).__name__}: {_first_line(exc)})") from exc
+
+
+def _keras(model: Any) -> Any:
+    """The Keras package MODEL belongs to: Keras 3, or tf_keras for a Keras-2 SavedModel."""
+    if type(model).__module__.startswith("tf_keras"):
+        import tf_keras
+
+        return tf_keras
+    import keras
+
+    return keras
+
+
+def _path(variable: Any) -> str:
+    """A variable's Keras path (``layer/kernel``); tf_keras has only the TF name (``layer/kernel:0``)."""
+    return getattr(variable, "path", None) or variable.name.split(":")[0]
 
 
 def _loss_entry(loss: Any) -> dict[str, Any]:
@@ -109,7 +129,7 @@ def _regularizers(model: Any) -> tuple[list[dict[str, Any]], list[str]]:
                 if type(reg).__name__ not in ("L1", "L2", "L1L2"):
                     raise WorkerError(f"layer {layer.name}: regulariser {type(reg).__name__} has no torch mapping "
                                       "(L1, L2 and L1L2 are mapped)", exit_code=1)
-                found.append({"keras": var.path, "layer": layer.name, "l1": float(cfg.get("l1", 0.0)),
+                found.append({"keras": _path(var), "layer": layer.name, "l1": float(cfg.get("l1", 0.0)),
                               "l2": float(cfg.get("l2", 0.0))})
         if getattr(layer, "activity_regularizer", None) is not None:
             notes.append(f"layer {layer.name}: activity_regularizer is not mapped")
@@ -118,8 +138,7 @@ def _regularizers(model: Any) -> tuple[list[dict[str, Any]], list[str]]:
 
 def _optimizer(model: Any, override: dict[str, Any] | None) -> Any:
     """A fresh optimizer: the override, else the compiled one rebuilt from its config (no saved slots)."""
-    import keras
-
+    keras = _keras(model)
     if override is not None:
         return keras.optimizers.get({"class_name": override["class_name"], "config": override["config"]})
     if getattr(model, "optimizer", None) is None:
@@ -160,11 +179,13 @@ def config(request: dict[str, Any]) -> dict[str, Any]:
 def _probed_layers(model: Any) -> list[tuple[Any, Any, Any]]:
     """``(layer, input, output)`` for each top-level layer with variables that the model's graph calls once with
     one input and one output tensor (a Sequential's layers carry extra nodes from building; the graph's count)."""
+    import tensorflow as tf
+
     functional = getattr(model, "_functional", None) or model
     nodes: dict[int, list[Any]] = {}
     for depth_nodes in getattr(functional, "_nodes_by_depth", {}).values():
         for node in depth_nodes:
-            nodes.setdefault(id(node.operation), []).append(node)
+            nodes.setdefault(id(getattr(node, "operation", None) or node.layer), []).append(node)
     out = []
     for layer in model.layers:
         calls = nodes.get(id(layer), [])
@@ -172,7 +193,7 @@ def _probed_layers(model: Any) -> list[tuple[Any, Any, Any]]:
             continue
         if _fused(layer) and isinstance(getattr(type(layer), "activation", None), property):
             continue  # an RNN's cell activation: its module's output is not comparable step by step
-        ins, outs = calls[0].input_tensors, calls[0].output_tensors
+        ins, outs = tf.nest.flatten(calls[0].input_tensors), tf.nest.flatten(calls[0].output_tensors)
         if len(ins) == 1 and len(outs) == 1:
             out.append((layer, ins[0], outs[0]))
     return out
@@ -186,9 +207,7 @@ def _layer_value(layer: Any, inputs: Any, output: Any) -> Any:
     """The layer's output before a fused activation (the torch module returns that; the activation follows)."""
     if not _fused(layer):
         return output.numpy()
-    import keras
-
-    activation, layer.activation = layer.activation, keras.activations.linear
+    activation, layer.activation = layer.activation, _keras(layer).activations.linear
     try:
         return layer(inputs).numpy()
     finally:
@@ -196,13 +215,13 @@ def _layer_value(layer: Any, inputs: Any, output: Any) -> Any:
 
 
 def train(request: dict[str, Any]) -> dict[str, Any]:
-    import keras
     import numpy as np
     import tensorflow as tf
 
     from migrate.training.losses import LOSSES, make_targets
 
     model = load_compiled(Path(request["source"]))
+    keras = _keras(model)
     setup, opt, losses = training_config(model, request)
     disabled = []
     for layer in _all_layers(model):
@@ -244,7 +263,7 @@ def train(request: dict[str, Any]) -> dict[str, Any]:
     probe = keras.Model(graph.inputs, [*graph.outputs, *[o for _, _, o in probed], *[i for _, i, _ in probed]])
     result: dict[str, Any] = {**{f"in/{k}": v for k, v in feeds.items()},
                               **{f"target/{k}": v for k, v in targets.items()},
-                              **{f"before/{v.path}": v.numpy() for v in model.weights}}
+                              **{f"before/{_path(v)}": v.numpy() for v in model.weights}}
     trainable = model.trainable_variables
     y = [tf.constant(targets[n]) for n in names]
     steps = int(request.get("steps", 1))
@@ -253,7 +272,7 @@ def train(request: dict[str, Any]) -> dict[str, Any]:
             flat = probe(x, training=True) if step == 0 else tf.nest.flatten(model(x, training=True))
             preds = list(flat[:len(names)])
             total = model.compute_loss(x=x, y=y if len(y) > 1 else y[0], y_pred=preds if len(preds) > 1
-                                       else preds[0], training=True) if model.compiled else None
+                                       else preds[0], training=True) if getattr(model, "compiled", False) else None
             if total is None or request.get("loss") is not None:
                 total = tf.add_n([loss["weight"] * keras.losses.get({"class_name": LOSS_CLASSES[loss["name"]],
                                                                      "config": loss["config"]})(t, p)
@@ -266,15 +285,15 @@ def train(request: dict[str, Any]) -> dict[str, Any]:
             values, ins = flat[len(names):len(names) + len(probed)], flat[len(names) + len(probed):]
             result.update({f"layer/{layer.name}": _layer_value(layer, i, t)
                            for (layer, _, _), i, t in zip(probed, ins, values)})
-            result.update({f"grad/{v.path}": tf.convert_to_tensor(g).numpy()  # Embedding: IndexedSlices
+            result.update({f"grad/{_path(v)}": tf.convert_to_tensor(g).numpy()  # Embedding: IndexedSlices
                            for v, g in zip(trainable, grads) if g is not None})
             result["loss_total"] = np.asarray(float(total))
             result["loss_reg"] = np.asarray(float(reg))
         opt.apply_gradients(zip(grads, trainable))
-    result.update({f"after/{v.path}": v.numpy() for v in model.weights})
+    result.update({f"after/{_path(v)}": v.numpy() for v in model.weights})
     np.savez(request["result_npz"], **result)
-    layers = [{"name": layer.name, "weights": [v.path for v in layer.weights]} for layer, _, _ in probed]
-    order = [v.path for v in model.weights]
+    layers = [{"name": layer.name, "weights": [_path(v) for v in layer.weights]} for layer, _, _ in probed]
+    order = [_path(v) for v in model.weights]
     return {"config": setup, "layers": layers, "order": order, "disabled": disabled,
             "inputs": _input_names(model), "outputs": names}
 

@@ -29,17 +29,36 @@ def tf2torch(*args: str) -> subprocess.CompletedProcess:
                           check=False)
 
 
+#: port fixtures ported from another file than model.keras
+SOURCE_FILE = {"port_keras2_saved_model": "saved_model"}
+
+
+def activity_regularization(layer, call, ctx):
+    """The user's emitter for port_extension (as in tests/test_port.py): the identity in forward."""
+    return call.input.var
+
+
 @pytest.fixture(scope="module")
 def port_of(tmp_path_factory, fixture_model):
-    """fixture name -> (source .keras, OUT) ported once per module."""
+    """fixture name -> (source, OUT) ported once per module (port_extension with the user's emitter)."""
     done: dict[str, tuple[Path, Path]] = {}
 
     def get(name: str) -> tuple[Path, Path]:
         if name not in done:
-            source = fixture_model(name) / "model.keras"
+            source = fixture_model(name) / SOURCE_FILE.get(name, "model.keras")
             out = tmp_path_factory.mktemp("port") / name
-            proc = tf2torch("port", str(source), "-o", str(out), "-q")
-            assert proc.returncode == 0, proc.stderr
+            if name == "port_extension":
+                import migrate
+                from migrate.porting.emitters import EMITTERS, emitter
+
+                emitter("ActivityRegularization")(activity_regularization)
+                try:
+                    migrate.port(source, out)
+                finally:
+                    del EMITTERS["ActivityRegularization"]
+            else:
+                proc = tf2torch("port", str(source), "-o", str(out), "-q")
+                assert proc.returncode == 0, proc.stderr
             done[name] = (source, out)
         return done[name]
 
@@ -187,22 +206,54 @@ def test_hand_written_module_through_a_weights_map(fixture_model, tmp_path):
     assert "hidden1/kernel (16, 32) does not fit fc1.weight (32, 16)" in proc.stderr
 
 
-@pytest.mark.parametrize("name", ["cnn", pytest.param("port_mlp_dropout", marks=pytest.mark.slow),
-                                  pytest.param("port_frozen", marks=pytest.mark.slow),
-                                  pytest.param("port_shared_nested", marks=pytest.mark.slow),
-                                  pytest.param("port_rnn", marks=pytest.mark.slow)])
+#: every fixtures/models/port_*.py that `tf2torch port` accepts (port_unsupported is refused by design)
+PORT_FIXTURES = ["port_mlp_dropout", "port_frozen", "port_shared_nested", "port_rnn", "port_layers", "port_transformer",
+                 "port_attention", "port_text_masked", "port_einsum_transpose", "port_keras2_saved_model",
+                 "port_extension", *[f"port_app_{app}" for app in ("resnet50", "mobilenetv2", "mobilenetv3small",
+                                                                   "efficientnetb0", "convnexttiny", "densenet121")]]
+
+
+#: Embedding vocabulary sizes of the fixtures that take token ids
+VOCABULARY = {"port_rnn": 20, "port_text_masked": 30}
+
+
+def distinct_ids(out: Path, vocabulary: int, path: Path, padded: bool) -> Path:
+    """A batch of 2 x 7 steps whose token ids never repeat; ``padded``: 0 (mask_zero's padding id) ends the second
+    row, its steps masked so their embedding gradient is zero, float inputs zero (Masking) there too."""
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(np.arange(1, vocabulary))[:14].reshape(2, 7)
+    if padded:
+        ids[1, 5:] = 0
+    feeds = {}
+    for spec in json.loads((out / "manifest.json").read_text())["inputs"]:
+        if spec["dtype"].startswith("int"):
+            feeds[spec["tf_name"]] = ids.astype(spec["dtype"])
+        else:
+            values = rng.standard_normal((2, 7, *spec["tf_shape"][2:])).astype(spec["dtype"])
+            if padded:
+                values[1, 5:] = 0.0
+            feeds[spec["tf_name"]] = values
+    np.savez(path, **feeds)
+    return path
+
+
+@pytest.mark.parametrize("name", ["cnn", *[pytest.param(n, marks=pytest.mark.slow) for n in PORT_FIXTURES]])
 @pytest.mark.parametrize("optimizer", [SGD, ADAM])
 def test_port_fixtures_pass_for_sgd_and_adam_over_three_steps(port_of, tmp_path, name, optimizer):
     source, out = port_of(name)
     options = {"optimizer": optimizer, "loss": "mse", "steps": 3}
-    if name == "port_rnn":  # distinct token ids: Keras-TF's sparse Adam treats repeated ids unlike torch (docs)
-        manifest = json.loads((out / "manifest.json").read_text())
-        ids = np.random.default_rng(0).permutation(np.arange(1, 20))[:14].reshape(2, 7)
-        np.savez(tmp_path / "inputs.npz", **{manifest["inputs"][0]["tf_name"]: ids.astype("int32")})
-        options["inputs"] = tmp_path / "inputs.npz"
+    if name in VOCABULARY:  # distinct token ids: Keras-TF's sparse Adam treats repeated ids unlike torch (docs)
+        options["inputs"] = distinct_ids(out, VOCABULARY[name], tmp_path / "inputs.npz",
+                                         padded=name == "port_text_masked")
     report = compare_train(source, out, **options)
-    assert report.passed, report.to_text()
     assert {c.kind for c in report.checks} >= {"output", "loss", "gradient", "weight"}
+    if name == "port_extension":  # the user's emitter maps forward only: Keras' activity L1 penalty has no torch term
+        assert all(c.passed for c in report.checks if c.kind in ("layer", "output", "loss")), report.to_text()
+        assert not next(c for c in report.checks if c.kind == "regularization").passed
+        assert "layer sparsity: activity_regularizer is not mapped" in report.notes
+        assert report.first_divergence["layer"] == "dense", report.to_text()  # the layer the penalty acts on
+        return
+    assert report.passed, report.to_text()
 
 
 def test_usage_errors_exit_2_with_one_line(port_of):

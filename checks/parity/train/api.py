@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import tempfile
 import uuid
 from pathlib import Path
@@ -188,8 +189,8 @@ def _run_torch(module: Any, train: Any, manifest: dict[str, Any], answer: dict[s
     hooks = []
     names = dict(module.named_modules())
     for layer in answer["layers"]:
-        keys = [torch_of[p] for p in layer["weights"] if p in torch_of]
-        path = keys[0].rpartition(".")[0] if keys else None
+        keys = [torch_of[p].split(".")[:-1] for p in layer["weights"] if p in torch_of]
+        path = ".".join(os.path.commonprefix(keys)) if keys else None  # the whole layer (SeparableConv: sep.0, sep.1)
         if path in names:
             def hook(_m: Any, _i: Any, output: Any, name: str = layer["name"]) -> None:
                 captured.setdefault(name, (output[0] if isinstance(output, tuple) else output).detach().numpy())
@@ -244,13 +245,16 @@ def _scale(array: Any) -> float:
 def _forward_check(kind: str, name: str, actual: Any, expected: Any, spec: dict[str, Any] | None) -> Check | None:
     import numpy as np
 
+    atol = FORWARD[0] * max(_scale(expected), 1.0)  # float32 rounding is absolute below 1
     if spec is not None:
         expected = _layout(expected, spec)
-    elif actual.shape != expected.shape and actual.ndim >= 3 and np.moveaxis(actual, 1, -1).shape == expected.shape:
-        actual = np.moveaxis(actual, 1, -1)
+    elif actual.ndim >= 3 and np.moveaxis(actual, 1, -1).shape == expected.shape:
+        # channels-first in torch; where both arrangements fit (C == W), the one that matches
+        moved = np.moveaxis(actual, 1, -1)
+        if actual.shape != expected.shape or _err(moved, expected, atol, 0)[0] < _err(actual, expected, atol, 0)[0]:
+            actual = moved
     elif actual.shape != expected.shape:
         return None  # a layer whose torch module returns another arrangement (e.g. an RNN's state tuple)
-    atol = FORWARD[0] * max(_scale(expected), 1.0)  # float32 rounding is absolute below 1
     err, ok, message = _err(actual, expected, atol, FORWARD[1])
     return Check(kind, name, err, atol, ok, message=message, rtol=FORWARD[1],
                  stats=forward_stats(actual, expected, atol, FORWARD[1]))

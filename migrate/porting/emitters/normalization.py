@@ -2,6 +2,8 @@
 
 torch's BatchNorm ``momentum`` weighs the new batch (Keras' weighs the old statistics): 1 - keras_momentum;
 the moving variance follows Keras (biased batch variance) through the small ``KerasBatchNorm`` subclass.
+A Keras-2 SavedModel's (tf_keras) 4-D and 5-D BatchNormalization runs TF's fused kernel, whose moving
+variance takes the unbiased batch variance: torch's own nn.BatchNorm2d/3d does the same.
 """
 
 from __future__ import annotations
@@ -50,8 +52,12 @@ def batch_norm(layer: Layer, call: Call, ctx: Any) -> Out:
         weights["beta"] = ("bias", ())
     affine = "" if scale or center else ", affine=False"
     frozen = not layer.trainable
-    ctx.helper("KerasBatchNorm", KERAS_BATCH_NORM)
-    mod = ctx.submodule(layer, f"KerasBatchNorm({channels}, eps={eps!r}, momentum={momentum!r}{affine})",
+    if ctx.renderer.graph.get("source_kind") == "saved_model" and x.rank in (4, 5):  # tf_keras: fused
+        norm = f"nn.BatchNorm{x.rank - 2}d"
+    else:
+        norm = "KerasBatchNorm"
+        ctx.helper("KerasBatchNorm", KERAS_BATCH_NORM)
+    mod = ctx.submodule(layer, f"{norm}({channels}, eps={eps!r}, momentum={momentum!r}{affine})",
                         weights, eval_only=frozen)
     if layer.name not in ctx.renderer.semantics_done:
         ctx.renderer.semantics_done.add(layer.name)
