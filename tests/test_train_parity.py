@@ -22,6 +22,8 @@ from tests.test_port import keras_predict
 
 ROOT = Path(__file__).resolve().parents[1]
 SGD, ADAM = "sgd:learning_rate=0.05,momentum=0.9", "adam:learning_rate=0.01"
+#: keras.applications nets: SGD at 0.05 on an MSE of ~14 blows the weights up within 3 steps (docs/parity.md)
+APP_SGD, APP_ADAM = "sgd:learning_rate=0.001,momentum=0.9", "adam:learning_rate=0.001"
 
 
 def tf2torch(*args: str) -> subprocess.CompletedProcess:
@@ -241,6 +243,8 @@ def distinct_ids(out: Path, vocabulary: int, path: Path, padded: bool) -> Path:
 @pytest.mark.parametrize("optimizer", [SGD, ADAM])
 def test_port_fixtures_pass_for_sgd_and_adam_over_three_steps(port_of, tmp_path, name, optimizer):
     source, out = port_of(name)
+    if name.startswith("port_app_"):  # a stable step for a deep net on MSE (docs/parity.md, measured)
+        optimizer = {SGD: APP_SGD, ADAM: APP_ADAM}[optimizer]
     options = {"optimizer": optimizer, "loss": "mse", "steps": 3}
     if name in VOCABULARY:  # distinct token ids: Keras-TF's sparse Adam treats repeated ids unlike torch (docs)
         options["inputs"] = distinct_ids(out, VOCABULARY[name], tmp_path / "inputs.npz",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from migrate.porting.emitters.activations import activation
-from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, emitter
+from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, Value, emitter
 
 
 @emitter("Dense")
@@ -138,6 +138,28 @@ def _no_noise_shape(layer: Layer) -> None:
         raise Unsupported("Dropout with noise_shape")
 
 
+#: Emitted once into model.py for a Dropout with noise_shape (or StochasticDepth): an nn.Dropout, so that
+#: ``model.eval()`` and tools that set dropout ``p`` (training parity) reach it like any other dropout.
+MASK_DROPOUT = '''
+class MaskDropout(nn.Dropout):
+    """Dropout with one keep/drop decision per element of a broadcastable mask ``shape`` (Keras' noise_shape,
+    e.g. EfficientNet's per-sample drop connect), scaled by 1/keep like Keras."""
+
+    def forward(self, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        return x * torch.bernoulli(torch.full(shape, keep, dtype=x.dtype, device=x.device)) / keep
+'''
+
+
+def mask_dropout(layer: Layer, x: Value, rate: float, dims: list[str], ctx: Any) -> Out:
+    """``MaskDropout(rate)(x, dims)``: DIMS in x's torch layout."""
+    ctx.helper("MaskDropout", MASK_DROPOUT)
+    mod = ctx.submodule(layer, f"MaskDropout({rate!r})")
+    return Out(f"{mod}({x.var}, ({', '.join(dims)},))", x.layout)
+
+
 @emitter("Dropout")
 def dropout(layer: Layer, call: Call, ctx: Any) -> Out:
     x = call.input
@@ -146,16 +168,13 @@ def dropout(layer: Layer, call: Call, ctx: Any) -> Out:
     if noise_shape is None:
         mod = ctx.submodule(layer, f"nn.Dropout({rate!r})")
         return Out(f"{mod}({x.var})", x.layout, x.flat_from)
-    # one keep/drop decision per noise_shape element, broadcast over its 1-sized axes (EfficientNet's
-    # per-sample drop connect); scaled by 1/keep like Keras
+    # one keep/drop decision per noise_shape element, broadcast over its 1-sized axes
     if len(noise_shape) != x.rank or x.flat_from is not None:
         raise Unsupported(f"Dropout with noise_shape {noise_shape}")
     dims = [f"{x.var}.shape[{x.dim(i)}]" if d is None else str(d) for i, d in enumerate(noise_shape)]
     if x.layout == "cf":
         dims = [dims[0], dims[-1], *dims[1:-1]]
-    keep = 1.0 - rate
-    mask = f"torch.bernoulli(torch.full(({', '.join(dims)}), {keep!r}, device={x.var}.device))"
-    return Out(f"{x.var} * {mask} / {keep!r} if self.training else {x.var}", x.layout)
+    return mask_dropout(layer, x, rate, dims, ctx)
 
 
 @emitter("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D")

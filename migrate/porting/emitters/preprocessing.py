@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, Value, emitter
+from migrate.porting.emitters.core import mask_dropout
 
 EPSILON = 1e-7  # keras.backend.epsilon()
 
@@ -65,9 +66,7 @@ def stochastic_depth(layer: Layer, call: Call, ctx: Any) -> Out:
     rate = float(layer.config.get("rate", layer.config.get("drop_path_rate", 0.0)))
     if not rate:
         return Out(x.var, x.layout)
-    keep = 1.0 - rate
-    mask = f"torch.bernoulli(torch.full(({x.var}.shape[0],{', 1' * (x.rank - 1)}), {keep!r}, device={x.var}.device))"
-    return Out(f"{x.var} * {mask} / {keep!r} if self.training else {x.var}", x.layout)
+    return mask_dropout(layer, x, rate, [f"{x.var}.shape[0]", *["1"] * (x.rank - 1)], ctx)
 
 
 @emitter("Resizing")
