@@ -11,6 +11,9 @@ which sum over the batch), weights and statistics after the steps with the large
 (atol = 1e-3 * max|delta| + 1e-6 * max(1, max|w|)), so a wrong update shows however small the step is.
 BatchNorm statistics get 1e-2 * max|delta|: under Adam a bias in front of a BatchNorm has a gradient that
 is rounding noise, its update follows that noise (up to lr per step) and the moving mean carries it.
+Every atol also gets NOISE x the torch side's own float32 error on that quantity, measured by running the
+same steps on a float64 copy of the module: a deep net (training-mode BatchNorm over a few values per
+channel) amplifies rounding far beyond the fixed factors, and a semantic error is far above that noise.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from migrate.errors import InputError
 #: (atol factor on the reference's scale, rtol) per stage.
 FORWARD, GRADIENT = (1e-5, 1e-4), (1e-4, 1e-3)
 STEP_ATOL, STATS_ATOL, WEIGHT_ATOL = 1e-3, 1e-2, 1e-6
-#: Every atol also gets NOISE x the torch side's own float32 rounding error on that quantity (the same steps
-#: run in float64): Keras' float32 error is of the same size, so their difference is within about twice it.
+#: Every atol also gets NOISE x the torch side's own float32 error on that quantity (the same steps run in
+#: float64). Keras' float32 error differs in size (other kernels, other summation order): measured on the
+#: keras.applications fixtures, Keras - torch reaches 9x torch's own error (EfficientNetB0, docs/parity.md).
 NOISE = 10.0
 #: Explanations for the first divergence, by stage.
 WHY = {"forward": "its training-mode output differs first (check BatchNorm eps/momentum, weight layout, "
