@@ -116,7 +116,8 @@ def _losses(model: Any, override: dict[str, Any] | None) -> list[dict[str, Any]]
 
 
 def _regularizers(model: Any) -> tuple[list[dict[str, Any]], list[str]]:
-    found, notes = [], []
+    """Weight regularisers (variable, l1, l2) and the names of layers with an activity regulariser."""
+    found, activity = [], []
     for layer in _all_layers(model):
         for owner in (layer, getattr(layer, "cell", None)):
             if owner is None:
@@ -132,8 +133,8 @@ def _regularizers(model: Any) -> tuple[list[dict[str, Any]], list[str]]:
                 found.append({"keras": _path(var), "layer": layer.name, "l1": float(cfg.get("l1", 0.0)),
                               "l2": float(cfg.get("l2", 0.0))})
         if getattr(layer, "activity_regularizer", None) is not None:
-            notes.append(f"layer {layer.name}: activity_regularizer is not mapped")
-    return found, notes
+            activity.append(layer.name)  # the port's forward sets model.activity_loss for these
+    return found, activity
 
 
 def _optimizer(model: Any, override: dict[str, Any] | None) -> Any:
@@ -158,14 +159,14 @@ def _serialize_optimizer(opt: Any) -> dict[str, Any]:
 def training_config(model: Any, request: dict[str, Any]) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
     opt = _optimizer(model, request.get("optimizer"))
     losses = _losses(model, request.get("loss"))
-    regs, notes = _regularizers(model)
+    regs, activity = _regularizers(model)
     metrics = []
     compile_config = getattr(model, "_compile_config", None)
     if compile_config is not None:
         for m in compile_config.config.get("metrics") or []:
             metrics.append(m if isinstance(m, str) else str(getattr(m, "name", m)))
-    config = {"optimizer": _serialize_optimizer(opt), "losses": losses, "regularizers": regs, "notes": notes,
-              "metrics": metrics, "compiled": getattr(model, "optimizer", None) is not None}
+    config = {"optimizer": _serialize_optimizer(opt), "losses": losses, "regularizers": regs, "activity": activity,
+              "notes": [], "metrics": metrics, "compiled": getattr(model, "optimizer", None) is not None}
     return config, opt, losses
 
 

@@ -251,13 +251,11 @@ def test_port_fixtures_pass_for_sgd_and_adam_over_three_steps(port_of, tmp_path,
                                          padded=name == "port_text_masked")
     report = compare_train(source, out, **options)
     assert {c.kind for c in report.checks} >= {"output", "loss", "gradient", "weight"}
-    if name == "port_extension":  # the user's emitter maps forward only: Keras' activity L1 penalty has no torch term
-        assert all(c.passed for c in report.checks if c.kind in ("layer", "output", "loss")), report.to_text()
-        assert not next(c for c in report.checks if c.kind == "regularization").passed
-        assert "layer sparsity: activity_regularizer is not mapped" in report.notes
-        assert report.first_divergence["layer"] == "dense", report.to_text()  # the layer the penalty acts on
-        return
     assert report.passed, report.to_text()
+    if name == "port_extension":  # Keras' activity L1 penalty (divided by the batch size) is in the compared loss
+        reg = next(c for c in report.checks if c.kind == "regularization")
+        assert reg.passed and reg.max_abs_err < 1e-6, report.to_text()
+        assert "self.activity_loss = 0.01 * dense.abs().sum() / dense.shape[0]" in (out / "model.py").read_text()
 
 
 def test_usage_errors_exit_2_with_one_line(port_of):
@@ -318,3 +316,19 @@ def test_per_timestep_classifier_class_axis_is_keras_last_axis(port_of, tmp_path
     assert tuple(targets.shape) == (3, 6) and int(targets.max()) < 5
     loss = train.compute_loss(migrate.load_port(out)(*inputs), targets)
     assert loss.ndim == 0 and np.isfinite(loss.item())
+
+
+def test_activity_regularisers_are_part_of_the_loss(port_of, tmp_path):
+    """Keras adds l1 * sum|y| + l2 * sum(y**2) over the batch, / batch size, per regularised layer output."""
+    source, out = port_of("train_activity")
+    model_py = (out / "model.py").read_text()
+    assert "self.activity_loss = (0.01 * hidden.abs().sum() + 0.02 * hidden.square().sum()) / hidden.shape[0]" \
+        in model_py
+    assert "self.activity_loss = self.activity_loss + 0.05 * logits.square().sum() / logits.shape[0]" in model_py
+    assert "model.activity_loss" in (out / "train.py").read_text()
+    report = compare_train(source, out, steps=2)
+    assert report.passed, report.to_text()
+    dropped = planted(out, tmp_path, "train.py", "    return model.activity_loss", "    return torch.zeros(())")
+    bad = compare_train(source, dropped, steps=2)
+    assert bad.first_divergence["layer"] == "hidden", bad.to_text()  # the first regularised layer's gradient
+    assert not next(c for c in bad.checks if c.kind == "regularization").passed

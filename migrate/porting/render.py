@@ -81,6 +81,7 @@ class ClassSource:
     body: list[str] = field(default_factory=list)
     eval_only: list[str] = field(default_factory=list)
     returns: list[str] = field(default_factory=list)
+    activity: bool = False  # forward sets self.activity_loss (Keras activity regularisers)
 
 
 class Context:
@@ -96,6 +97,7 @@ class Context:
         self.fresh_names: set[str] = set()
         self.layer: Layer | None = None
         self.var = ""
+        self.top = False
 
     def submodule(self, layer: Layer, expr: str, weights: dict[str, tuple[str, tuple[Step, ...]]] | None = None,
                   *, eval_only: bool = False) -> str:
@@ -197,6 +199,7 @@ class Renderer:
         self.class_names.add(name)
         cls = ClassSource(name)
         ctx = Context(self, cls, prefix)
+        ctx.top = top
         ctx.shapes = _collect_shapes(graph)
         layers = {entry["name"]: entry for entry in graph["layers"]}
         attrs: set[str] = set()
@@ -324,6 +327,7 @@ class Renderer:
                 else:
                     names.append("_")
         ctx.fresh_names.clear()
+        self._activity_penalty(ctx, layer, [n for n in names if n != "_"][:1])
         starts_mask = layer.class_name == "Masking" or (layer.class_name == "Embedding" and layer.config.get("mask_zero"))
         shapes = out.shapes or [None] * len(names)
         for k, name in enumerate(names):
@@ -331,6 +335,27 @@ class Renderer:
             values[f"{layer.name}:{index}:{k}"] = Value(name, shape, inputs[0].dtype if inputs else "float32",
                                                         out.layout, out.flat_from,
                                                         masked=(masked or starts_mask) and len(shape) > 2)
+
+    def _activity_penalty(self, ctx: Context, layer: Layer, outputs: list[str]) -> None:
+        """Keras' activity regulariser on this layer's output: ``self.activity_loss`` (added to the loss by
+        train.py), summed over the layers that have one and divided by the batch size as Keras 3 does."""
+        try:
+            reg = activity_regularizer(layer.class_name, layer.config)
+        except Unsupported as exc:
+            self.problems.append(f"{layer.name} ({layer.class_name}): {exc}")
+            return
+        if reg is None:
+            return
+        if not ctx.top or not outputs:
+            self.problems.append(f"{layer.name} ({layer.class_name}): activity_regularizer inside a nested model")
+            return
+        y = outputs[0]
+        terms = [f"{reg[k]!r} * {y}.{op}().sum()" for k, op in (("l1", "abs"), ("l2", "square")) if reg[k]]
+        penalty = f"({' + '.join(terms)}) / {y}.shape[0]" if len(terms) > 1 else f"{terms[0]} / {y}.shape[0]"
+        if ctx.cls.activity:
+            penalty = f"self.activity_loss + {penalty}"
+        ctx.line(f"self.activity_loss = {penalty}  # Keras activity_regularizer of {layer.name!r}")
+        ctx.cls.activity = True
 
     @staticmethod
     def _shape_of(ctx: Context, tensor: str, call: Call) -> tuple[int | None, ...]:
@@ -362,6 +387,20 @@ class Renderer:
         for cls in self.classes:
             parts.append(_class_text(cls))
         return "\n".join(parts).rstrip() + "\n"
+
+
+def activity_regularizer(class_name: str, config: dict[str, Any]) -> dict[str, float] | None:
+    """``{"l1", "l2"}`` of a layer's Keras activity regulariser (ActivityRegularization's own l1/l2), or None."""
+    if class_name == "ActivityRegularization":
+        l1, l2 = float(config.get("l1") or 0.0), float(config.get("l2") or 0.0)
+        return {"l1": l1, "l2": l2} if l1 or l2 else None
+    reg = config.get("activity_regularizer")
+    if not isinstance(reg, dict):
+        return None
+    if reg.get("class_name") not in ("L1", "L2", "L1L2"):
+        raise Unsupported(f"activity_regularizer {reg.get('class_name')} (L1, L2 and L1L2 are mapped)")
+    cfg = reg.get("config") or {}
+    return {"l1": float(cfg.get("l1") or 0.0), "l2": float(cfg.get("l2") or 0.0)}
 
 
 def _class_text(cls: ClassSource) -> str:

@@ -64,11 +64,15 @@ def _regularization(config: dict[str, Any], manifest: dict[str, Any]) -> list[st
             terms.append(f"{reg['l1']!r} * {param}.abs().sum()")
         if reg["l2"]:
             terms.append(f"{reg['l2']!r} * {param}.square().sum()")
+    if config.get("activity"):
+        terms.append("model.activity_loss")
     if not terms:
         return []
-    return ["", "", "def regularization(model: torch.nn.Module) -> torch.Tensor:",
-            '    """Keras\' weight regularisers, added to the loss the way Keras adds them (l2 * sum(w**2))."""',
-            *_sum(terms)]
+    doc = "Keras' weight regularisers, added to the loss the way Keras adds them (l2 * sum(w**2))"
+    if config.get("activity"):
+        doc += (", and the activity regularisers of " + ", ".join(config["activity"])
+                + " (model.activity_loss, set by the last forward)")
+    return ["", "", "def regularization(model: torch.nn.Module) -> torch.Tensor:", f'    """{doc}."""', *_sum(terms)]
 
 
 def _synthetic(manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
