@@ -202,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                                      "machine": platform.machine(), "cpus": os.cpu_count(), "loadavg_1min": load},
                                     indent=2))
     print(table(results))
+    busy = max(load) > (os.cpu_count() or 1)
     print(f"\n{args.threads} threads; 1-minute load average {load[0]:.1f} before, {load[1]:.1f} after "
-          f"on {os.cpu_count()} CPUs (above the CPU count, other processes were competing)")
+          f"on {os.cpu_count()} CPUs" + (": above the CPU count, other processes were competing" if busy else ""))
     return 0
 
 
