@@ -74,6 +74,22 @@ def run_module(module: torch.nn.Module, manifest: dict, feeds: dict[str, np.ndar
     return {s["tf_name"]: from_module(t, s) for s, t in zip(manifest["outputs"], got)}
 
 
+def assert_port_matches_keras(source: Path, out: Path, name: str, seed: int) -> None:
+    """``migrate.load_port(OUT)`` vs Keras ``training=False`` at batch 1 and 3, and two lengths where an input's
+    time dim is None."""
+    import migrate
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    module = migrate.load_port(out)
+    dynamic = any(d is None for s in manifest["inputs"] for d in s["tf_shape"][1:])
+    cases = [(batch, length) for batch in (1, 3) for length in ((7, 4) if dynamic else (7,))]
+    batches = [keras_inputs(manifest, batch, seed=seed + batch, length=length) for batch, length in cases]
+    for (batch, length), feeds, want in zip(cases, batches, keras_predict(source, batches)):
+        got = run_module(module, manifest, feeds)
+        for key, expected in want.items():
+            assert_close(got[key], expected, what=f"{name} {key} batch {batch} length {length}")
+
+
 @pytest.fixture(scope="module")
 def ported(tmp_path_factory, fixture_model):
     """fixture name -> (source, OUT) ported once per module (the CLI, as a user runs it)."""
@@ -95,20 +111,10 @@ def ported(tmp_path_factory, fixture_model):
 @pytest.mark.parametrize("name", list(SMALL))
 def test_eval_matches_keras_at_batch_1_and_3(ported, name):
     """Batch 1 and 3; two sequence lengths where an input has a None time dimension."""
-    import migrate
-
     if name == "port_keras2_saved_model" and importlib.util.find_spec("tf_keras") is None:
         pytest.skip("Keras 2 SavedModels need tf_keras (pip install tf-keras)")
     source, out = ported(name)
-    manifest = json.loads((out / "manifest.json").read_text())
-    module = migrate.load_port(out)
-    dynamic = any(d is None for s in manifest["inputs"] for d in s["tf_shape"][1:])
-    cases = [(batch, length) for batch in (1, 3) for length in ((7, 4) if dynamic else (7,))]
-    batches = [keras_inputs(manifest, batch, seed=10 + batch, length=length) for batch, length in cases]
-    for (batch, length), feeds, want in zip(cases, batches, keras_predict(source, batches)):
-        got = run_module(module, manifest, feeds)
-        for key, expected in want.items():
-            assert_close(got[key], expected, what=f"{name} {key} batch {batch} length {length}")
+    assert_port_matches_keras(source, out, name, seed=10)
 
 
 @pytest.mark.parametrize("name", ["port_mlp_dropout", "cnn", "port_rnn", "port_shared_nested", "port_layers",

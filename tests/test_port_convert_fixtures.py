@@ -7,12 +7,9 @@ has a ``None`` non-batch dimension). Fixtures that port refuses or gets wrong ar
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.conftest import assert_close
-from tests.test_port import keras_inputs, keras_predict, run_module, tf2torch
+from tests.test_port import assert_port_matches_keras, tf2torch
 
 #: convert fixtures built from a Keras model whose ``model.keras`` ports and matches Keras
 FIXTURES = [
@@ -41,19 +38,9 @@ FIXTURES = [
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FIXTURES)
 def test_ported_convert_fixture_matches_keras(fixture_model, tmp_path, name):
-    import migrate
-
     source = fixture_model(name) / "model.keras"
     out = tmp_path / "out"
     proc = tf2torch("port", str(source), "-o", str(out), "-q")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and proc.stderr == ""
-    manifest = json.loads((out / "manifest.json").read_text())
-    module = migrate.load_port(out)
-    dynamic = any(d is None for s in manifest["inputs"] for d in s["tf_shape"][1:])
-    cases = [(batch, length) for batch in (1, 3) for length in ((7, 4) if dynamic else (7,))]
-    batches = [keras_inputs(manifest, batch, seed=20 + batch, length=length) for batch, length in cases]
-    for (batch, length), feeds, want in zip(cases, batches, keras_predict(source, batches)):
-        got = run_module(module, manifest, feeds)
-        for key, expected in want.items():
-            assert_close(got[key], expected, what=f"{name} {key} batch {batch} length {length}")
+    assert_port_matches_keras(source, out, name, seed=20)
