@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from migrate.errors import first_line
+from migrate.core.errors import first_line
 
 #: A CNN, a keras.applications model, an LSTM over embeddings, a transformer encoder.
 DEFAULT_MODELS = ("cnn", "app_mobilenetv3small", "rnn_embedding_lstm", "attn_encoder")

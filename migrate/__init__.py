@@ -14,7 +14,7 @@ __all__ = ["ConversionResult", "PortResult", "convert", "load", "load_port", "po
 
 def __getattr__(name: str) -> Any:
     if name in _CONVERT:
-        from migrate import api
+        from migrate.conversion import api
 
         return getattr(api, name)
     if name in _PORT:

@@ -13,7 +13,7 @@ import threading
 import traceback
 from importlib import import_module
 
-from migrate.errors import Terminated, Tf2TorchError, first_line
+from migrate.core.errors import Terminated, Tf2TorchError, first_line
 
 #: subcommand -> module providing ``add_parser(subparsers)``; convert lives here.
 _PLUGINS = {"port": "migrate.porting.cli", "parity": "checks.parity.cli", "lint": "checks.lint.cli"}
@@ -46,7 +46,7 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from migrate.api import convert
+    from migrate.conversion.api import convert
 
     convert(args.source, args.out, signature=args.signature, opset=args.opset, keep_layout=args.keep_layout,
             force=args.force, quiet=args.quiet, compile=args.compile, custom_objects=args.custom_objects,
@@ -69,7 +69,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from migrate.requirements import installed_version
+    from migrate.core.requirements import installed_version
 
     return installed_version("tf2torch") or "unknown"
 

@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from fixtures.models import model_dir
-from migrate.worker_client import run_worker
+from migrate.tf.client import run_worker
 
 #: TF layout -> torch layout permutation for the layouts the manifest can name.
 PERMS = {("NHWC", "NCHW"): (0, 3, 1, 2)}
@@ -59,7 +59,7 @@ def tf_predict(source: Path, batches: list[dict[str, np.ndarray]], signature: st
 
     A .keras/.h5 source runs as the Keras model itself, ``model(x, training=False)``, not through the
     SavedModel export the converter makes from it (an independent reference)."""
-    from migrate.custom_objects import specs
+    from migrate.tf.custom_objects import specs
 
     with tempfile.TemporaryDirectory() as tmp:
         ins, outs = [], []

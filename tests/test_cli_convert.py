@@ -80,8 +80,8 @@ def test_conversion_failure_exits_1_and_names_the_op(tmp_path):
     """An op no converter handles: exit 1, one line naming the op, node count and first node names."""
     from onnx import TensorProto, helper
 
-    from migrate.errors import ConversionError
-    from migrate.to_torch import onnx_to_torch
+    from migrate.conversion.to_torch import onnx_to_torch
+    from migrate.core.errors import ConversionError
 
     nodes = [helper.make_node("Det", ["x"], [f"d{i}"], name=f"det_{i}") for i in range(2)]
     nodes.append(helper.make_node("Add", ["d0", "d1"], ["y"], name="add"))

@@ -13,17 +13,16 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from migrate.onnx2torch_compat import onnx2torch
+from migrate.conversion.onnx2torch_compat import onnx2torch
 
 onnx2torch()
 import torch
 from onnx import defs
-from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY
 
-from migrate.converters.registry import is_supported
-from migrate.converters.versions import SAME_SEMANTICS
-from migrate.errors import ConversionError
-from migrate.to_torch import onnx_to_torch, prepare
+from migrate.conversion.converters.registry import is_supported, known
+from migrate.conversion.converters.versions import SAME_SEMANTICS
+from migrate.conversion.to_torch import onnx_to_torch, prepare
+from migrate.core.errors import ConversionError
 
 TYPES = {np.float32: TensorProto.FLOAT, np.int32: TensorProto.INT32, np.int64: TensorProto.INT64,
          np.bool_: TensorProto.BOOL}
@@ -298,7 +297,7 @@ def test_scatter_nd_reduction_is_refused_not_ignored():
 
 
 def _known_ops() -> list[str]:
-    return sorted({k.operation_type for k in _CONVERTER_REGISTRY if k.domain in ("", defs.ONNX_DOMAIN)})
+    return sorted({k.operation_type for k in known() if k.domain in ("", defs.ONNX_DOMAIN)})
 
 
 @pytest.mark.parametrize("opset", range(13, 19))

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from migrate.onnx2torch_compat import onnx2torch
+from migrate.conversion.onnx2torch_compat import onnx2torch
 
 onnx2torch()
 import torch
 
 import migrate
-from migrate.errors import InputError
-from migrate.export import export_program, parse_static_dims
-from migrate.to_torch import onnx_to_torch, prepare
+from migrate.conversion.export import export_program, parse_static_dims
+from migrate.conversion.to_torch import onnx_to_torch, prepare
+from migrate.core.errors import InputError
 from tests.conftest import assert_close, tf_predict
 
 

@@ -19,7 +19,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from migrate.onnx2torch_compat import onnx2torch
+from migrate.conversion.onnx2torch_compat import onnx2torch
 
 onnx2torch()
 import torch
@@ -27,8 +27,8 @@ import torch.utils._pytree as pytree
 from torch.export import Dim
 
 from fixtures.models import SAVED_MODELS
-from migrate.fx_passes import export_program, optimize
-from migrate.to_torch import onnx_to_torch, prepare
+from migrate.conversion.passes.driver import export_program, optimize
+from migrate.conversion.to_torch import onnx_to_torch, prepare
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: onnx2torch modules that read shape tensors' values; none may survive the passes.
@@ -231,7 +231,7 @@ def test_float_range_over_a_length_keeps_it_one_symbol() -> None:
     With float bounds torch.export gets the length ``ceil(float(s) / 1.0)`` and ties it to the mask's
     length only through a guard it writes as float code; counted in ints, both are the same symbol.
     """
-    from migrate.export import export_program as export_specs
+    from migrate.conversion.export import export_program as export_specs
 
     n = helper.make_node
     nodes = [n("Shape", ["X"], ["s"]), _const("t_idx", 1), n("Gather", ["s", "t_idx"], ["t"]),
@@ -274,7 +274,7 @@ def _convert(name: str) -> tuple[Path, onnx.ModelProto, dict[str, Any]]:
     """Fixture -> (SavedModel dir, ONNX model, signature.json) through the TF worker, once per session."""
     if name not in _CONVERTED:
         from fixtures.models import model_dir
-        from migrate.worker_client import run_worker
+        from migrate.tf.client import run_worker
 
         source = model_dir(name) / "saved_model"
         with tempfile.TemporaryDirectory(prefix=f"fx-passes-{name}-") as tmp:

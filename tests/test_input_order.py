@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from migrate.onnx2torch_compat import onnx2torch
+from migrate.conversion.onnx2torch_compat import onnx2torch
 
 onnx2torch()
 import torch
 
 import migrate
-from migrate.api import _identifier, _signature_order
-from migrate.export import TFSignature, export_program
-from migrate.to_torch import onnx_to_torch, prepare
+from migrate.conversion.api import _identifier, _signature_order
+from migrate.conversion.export import TFSignature, export_program
+from migrate.conversion.to_torch import onnx_to_torch, prepare
 from tests.conftest import assert_close, random_tf_inputs, tf_predict
 from tests.test_convert import run_plain_torch
 

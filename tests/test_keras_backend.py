@@ -1,7 +1,7 @@
 """``tf2torch parity SOURCE.keras --keras-backend torch``: Keras' torch backend against its TensorFlow backend.
 
-Each backend runs in its own child process (TensorFlow in ``migrate.keras_train_worker``, torch in
-``migrate.keras_torch_worker``); a planted backend-specific layer must be named first.
+Each backend runs in its own child process (TensorFlow in ``migrate.tf.train_worker``, torch in
+``migrate.tf.keras_torch_worker``); a planted backend-specific layer must be named first.
 """
 
 from __future__ import annotations

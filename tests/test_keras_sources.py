@@ -16,9 +16,9 @@ import pytest
 
 import migrate
 from checks.parity.api import compare
-from migrate.custom_objects import specs
-from migrate.errors import InputError
-from migrate.worker_client import run_worker
+from migrate.core.errors import InputError
+from migrate.tf.client import run_worker
+from migrate.tf.custom_objects import specs
 from tests.cli_helpers import ROOT, tf2torch
 from tests.conftest import assert_close, tf_predict, to_torch_layout
 

@@ -14,7 +14,7 @@ from checks.parity.inputs import FALLBACK_INT_RANGE, InputOptions, generate, inf
 from checks.parity.numeric import Stats, Tolerances, compare_arrays
 from checks.parity.report import OutputResult, Report
 from checks.parity.specs import TensorSpec
-from migrate.errors import InputError
+from migrate.core.errors import InputError
 
 
 def test_tolerance_rule_is_atol_plus_rtol_times_expected():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from migrate.worker_client import run_worker
+from migrate.tf.client import run_worker
 from tests.cli_helpers import ROOT, tf2torch
 from tests.conftest import assert_close
 
@@ -36,7 +36,7 @@ def keras_predict(source: Path, batches: list[dict[str, np.ndarray]], training: 
         for path, feeds in zip(ins, batches):
             np.savez(path, **feeds)
         run_worker("predict", {"source": str(source), "inputs": ins, "outputs": outs, "training": training},
-                   module="migrate.keras_worker")
+                   module="migrate.tf.keras_worker")
         results = []
         for path in outs:
             with np.load(path) as data:
@@ -290,7 +290,7 @@ def test_custom_objects_load_a_custom_class_which_then_needs_an_emitter(fixture_
     """--custom-objects as in convert: the class loads; without an emitter it is the 'cannot port' line (exit 1),
     with one registered from Python the model ports; without --custom-objects the load names the class."""
     import migrate
-    from migrate.errors import InputError
+    from migrate.core.errors import InputError
     from migrate.porting.emitters import EMITTERS, emitter
 
     source = fixture_model("keras_custom_layer") / "model.keras"

@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from migrate.keras_worker import padded_steps
+from migrate.tf.keras_worker import padded_steps
 from tests import test_port
 from tests.conftest import assert_close
 from tests.test_port import keras_inputs, keras_predict, run_module, tf2torch

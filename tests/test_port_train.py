@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from migrate.porting import transforms
-from migrate.worker_client import run_worker
+from migrate.tf.client import run_worker
 from tests import test_port
 from tests.conftest import assert_close
 from tests.test_port import from_module, keras_inputs, to_module
@@ -30,7 +30,7 @@ def keras_train_step(source: Path, feeds: dict, targets: dict) -> dict[str, np.n
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp, "in.npz"), **feeds, **{f"target/{k}": v for k, v in targets.items()})
         run_worker("train_step", {"source": str(source), "inputs": str(Path(tmp, "in.npz")), "lr": LR,
-                                  "result_npz": str(Path(tmp, "out.npz"))}, module="migrate.keras_worker")
+                                  "result_npz": str(Path(tmp, "out.npz"))}, module="migrate.tf.keras_worker")
         with np.load(Path(tmp, "out.npz")) as data:
             return {k: data[k] for k in data.files}
 

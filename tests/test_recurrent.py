@@ -8,15 +8,15 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from migrate.onnx2torch_compat import onnx2torch
+from migrate.conversion.onnx2torch_compat import onnx2torch
 
 onnx2torch()
 import torch
 
-from migrate.converters.control_flow import OnnxIf, OnnxIfConstant, OnnxLoop
-from migrate.converters.recurrent import OnnxRecurrent
-from migrate.errors import ConversionError
-from migrate.to_torch import onnx_to_torch, prepare
+from migrate.conversion.converters.control_flow import OnnxIf, OnnxIfConstant, OnnxLoop
+from migrate.conversion.converters.recurrent import OnnxRecurrent
+from migrate.conversion.to_torch import onnx_to_torch, prepare
+from migrate.core.errors import ConversionError
 
 SEQ, BATCH, INPUT, HIDDEN = 5, 3, 4, 6
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -299,7 +299,7 @@ def _export_fixture(source, tmp_path, opset: int) -> tuple[onnx.ModelProto, dict
     """SavedModel -> ONNX through the TF worker (a child process), like ``tf2torch convert`` does."""
     import json
 
-    from migrate.worker_client import run_worker
+    from migrate.tf.client import run_worker
 
     onnx_path, sig_path = tmp_path / f"m{opset}.onnx", tmp_path / f"sig{opset}.json"
     run_worker("export", {"source": str(source), "signature": "serving_default", "opset": opset,
@@ -321,7 +321,7 @@ def _fixture_batches(name: str, specs: list[dict]) -> list[dict[str, np.ndarray]
 @pytest.mark.parametrize("name", FIXTURES)
 def test_fixture_matches_tensorflow_and_exports(fixture_model, tmp_path, name, opset):
     """Eager GraphModule, torch.export with a dynamic batch and torch.compile(fullgraph) all match TF."""
-    from migrate.fx_passes import export_program
+    from migrate.conversion.passes.driver import export_program
     from tests.conftest import assert_close, tf_predict
 
     source = fixture_model(name) / "saved_model"
@@ -352,7 +352,7 @@ def test_fixture_matches_tensorflow_and_exports(fixture_model, tmp_path, name, o
 
 def test_control_flow_opsets_come_from_the_conversion_context():
     """Folding and subgraphs use the opsets onnx_to_torch sets for the model, not the caller's frame."""
-    from migrate.converters.control_flow import _opsets, converting
+    from migrate.conversion.converters.control_flow import _opsets, converting
 
     with pytest.raises(ConversionError, match="opsets unknown"):
         _opsets()

@@ -14,15 +14,15 @@ import numpy as np
 import onnx
 import pytest
 
-from migrate.onnx2torch_compat import onnx2torch
+from migrate.conversion.onnx2torch_compat import onnx2torch
 
 onnx2torch()
 import torch
 from torch.export import Dim
 
-from migrate.converters.control_flow import OnnxLoop
-from migrate.converters.recurrent_loop import RecurrentLoop
-from migrate.to_torch import onnx_to_torch, prepare
+from migrate.conversion.converters.control_flow import OnnxLoop
+from migrate.conversion.converters.recurrent_loop import RecurrentLoop
+from migrate.conversion.to_torch import onnx_to_torch, prepare
 
 #: fixture -> (recurrent Loop kinds it must convert to, whether its input is masked by zeros)
 FIXTURES = {
@@ -38,7 +38,7 @@ VOCAB = 40
 
 
 def _export(source, tmp_path) -> tuple[onnx.ModelProto, dict]:
-    from migrate.worker_client import run_worker
+    from migrate.tf.client import run_worker
 
     onnx_path, sig_path = tmp_path / "m.onnx", tmp_path / "sig.json"
     run_worker("export", {"source": str(source), "signature": "serving_default", "opset": 17,
@@ -70,7 +70,7 @@ def _recurrent_kinds(gm) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FIXTURES))
 def test_dynamic_length_matches_tensorflow(fixture_model, tmp_path, name):
-    from migrate.fx_passes import export_program
+    from migrate.conversion.passes.driver import export_program
     from tests.conftest import assert_close, tf_predict
 
     kinds, padded = FIXTURES[name]

@@ -146,8 +146,8 @@ def test_force_never_replaces_a_file_added_to_out_while_the_command_ran(earlier_
 
 def test_force_puts_out_back_when_a_file_lands_between_the_last_check_and_the_swap(earlier_output, tmp_path):
     """The swap itself re-checks OUT after moving it aside: a file that arrived in between is never deleted."""
-    from migrate.artifacts import _replace
-    from migrate.errors import InputError
+    from migrate.core.artifacts import _replace
+    from migrate.core.errors import InputError
 
     out, staging = tmp_path / "out", tmp_path / ".out.partial-new"
     shutil.copytree(earlier_output, out)

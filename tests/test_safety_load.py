@@ -129,7 +129,7 @@ def test_model_pt2_that_would_run_code_is_refused_before_loading(mlp, tmp_path, 
     assert proc.stdout == "" and not marker.exists()
 
     # migrate.load and the pytest plugin, in a fresh process each.
-    load = ("import sys\nfrom migrate import load\nfrom migrate.errors import InputError\n"
+    load = ("import sys\nfrom migrate import load\nfrom migrate.core.errors import InputError\n"
             "try:\n    load(sys.argv[1])\nexcept InputError as exc:\n    print(exc)\n    sys.exit(2)\n")
     proc = subprocess.run([sys.executable, "-c", load, str(bad)], check=False, capture_output=True, text=True, cwd=ROOT,
                           env=env_with_tmpdir(tmp_path / "tmp"))
@@ -176,6 +176,6 @@ def test_damaged_or_foreign_model_pt2_is_one_line_without_torch_warnings(mlp, tm
 
 
 def test_a_real_conversion_passes_the_check(mlp):
-    from migrate.pt2_check import check_pt2
+    from migrate.conversion.pt2_check import check_pt2
 
     check_pt2(mlp[1] / "model.pt2")

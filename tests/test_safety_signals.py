@@ -46,7 +46,7 @@ def _worker_of(pid: int) -> int | None:
         return None
     for child in children:
         try:
-            if b"migrate.tf_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"migrate.tf.export_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
                 return int(child)
         except OSError:
             continue

@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from migrate.tf.client import run_worker
 from migrate.training import losses
-from migrate.worker_client import run_worker
 
 CASES = [  # (name, config, case)
     ("sparse_categorical_crossentropy", {"from_logits": True}, "sparse_logits"),
@@ -69,7 +69,7 @@ def keras_values() -> list[float]:
         np.savez(Path(tmp, "arrays.npz"), **arrays())
         request = {"arrays": str(Path(tmp, "arrays.npz")),
                    "losses": [{"name": n, "config": c, "case": case} for n, c, case in CASES]}
-        return run_worker("losses", request, module="migrate.keras_train_worker")["values"]
+        return run_worker("losses", request, module="migrate.tf.train_worker")["values"]
 
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{n}-{c}" for n, c, _ in CASES])

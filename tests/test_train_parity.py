@@ -1,6 +1,6 @@
 """``tf2torch parity --train``: a Keras training step against the ported module's, per parameter.
 
-Keras runs in ``migrate.keras_train_worker`` (child process). Planted training bugs (BatchNorm momentum
+Keras runs in ``migrate.tf.train_worker`` (child process). Planted training bugs (BatchNorm momentum
 and eps, Adam epsilon, a dropped L2 regulariser, an untransposed Dense kernel in a hand-written module,
 a softmax before the loss) must each be caught and located at the right layer or parameter.
 """

@@ -1,7 +1,7 @@
 """``OUT/train.py``, written by ``tf2torch port`` for a Keras model saved compiled.
 
 It must lint clean (ruff, ``tf2torch lint``), run as a script, lower the loss on a fixed batch, and its
-first step must match Keras' own ``model.train_on_batch`` (Keras in ``migrate.keras_train_worker``).
+first step must match Keras' own ``model.train_on_batch`` (Keras in ``migrate.tf.train_worker``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from migrate.porting import transforms
-from migrate.worker_client import run_worker
+from migrate.tf.client import run_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_loss_decreases_and_first_step_matches_keras_train_on_batch(ported, tmp_
     with tempfile.TemporaryDirectory() as tmp:
         result = str(Path(tmp, "keras.npz"))
         answer = run_worker("train_on_batch", {"source": str(source), "inputs": str(tmp_path / "batch.npz"),
-                                               "result_npz": result}, module="migrate.keras_train_worker")
+                                               "result_npz": result}, module="migrate.tf.train_worker")
         with np.load(result) as data:
             keras_after = {k: data[k] for k in data.files}
     model = migrate.load_port(out)

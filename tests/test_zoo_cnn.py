@@ -16,14 +16,14 @@ import numpy as np
 import onnx
 import pytest
 
-from migrate.onnx2torch_compat import onnx2torch
+from migrate.conversion.onnx2torch_compat import onnx2torch
 
 onnx2torch()
 import torch
 
-from migrate.fx_passes import export_program
-from migrate.to_torch import onnx_to_torch, prepare
-from migrate.worker_client import run_worker
+from migrate.conversion.passes.driver import export_program
+from migrate.conversion.to_torch import onnx_to_torch, prepare
+from migrate.tf.client import run_worker
 from tests.conftest import (
     DEFAULT_TOLERANCE,
     ZOO_TOLERANCE,

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import libcst as cst
 
-from migrate.errors import first_line
+from migrate.core.errors import first_line
 
 from .context import FileContext
 from .finding import Finding

@@ -24,8 +24,8 @@ from checks.parity.numeric import (
 )
 from checks.parity.report import OutputResult, Report
 from checks.parity.specs import Manifest, load_manifest
-from migrate.errors import InputError
-from migrate.requirements import CONVERT, PARITY, require
+from migrate.core.errors import InputError
+from migrate.core.requirements import CONVERT, PARITY, require
 
 __all__ = ["PAIRS", "Report", "compare", "compare_train"]
 
@@ -53,7 +53,7 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
     (``checks.parity.implied``). ``inputs`` is an .npz with one array per input, in the TF layout unless
     ``inputs_layout="torch"``. ``pairs`` decide the verdict (default ``tf~torch``); the others are
     reported. ``custom_objects``: a Keras SOURCE's custom classes, as for ``migrate.convert``.
-    Raises ``migrate.errors.InputError`` (exit 2) for bad inputs; a mismatch is not an
+    Raises ``migrate.core.errors.InputError`` (exit 2) for bad inputs; a mismatch is not an
     exception, it is ``report.passed == False``.
     """
     require("parity", PARITY if onnx else CONVERT)

@@ -8,7 +8,7 @@ import sys
 import traceback
 from typing import Any
 
-from migrate.errors import InputError, Tf2TorchError
+from migrate.core.errors import InputError, Tf2TorchError
 
 
 def _tolerance(text: str) -> tuple[str, str]:

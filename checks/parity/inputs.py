@@ -13,8 +13,8 @@ from typing import Any
 
 from checks.parity import implied
 from checks.parity.specs import TensorSpec
-from migrate.artifacts import not_regular
-from migrate.errors import InputError
+from migrate.core.artifacts import not_regular
+from migrate.core.errors import InputError
 
 #: Range for integer inputs that feed no Gather: small enough for any lookup table, wide enough to vary.
 FALLBACK_INT_RANGE = (0, 10)

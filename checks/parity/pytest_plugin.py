@@ -5,7 +5,7 @@
 
 On a mismatch the test fails with the parity table (and the per-layer localisation if asked for);
 bad inputs fail it with the one-line error, and a ``model.pt2`` that would run code when loaded is
-refused before loading (``migrate.pt2_check``, docs/guarantees.md). ``tf2torch_train_parity`` does the
+refused before loading (``migrate.conversion.pt2_check``, docs/guarantees.md). ``tf2torch_train_parity`` does the
 same for a training step of a ``tf2torch port`` output (``parity --train``). Importing this module loads neither
 torch nor TensorFlow, since pytest imports every installed plugin on every run.
 """
@@ -22,7 +22,7 @@ import pytest
 def assert_parity(source: str | Path, converted: str | Path, **options: Any) -> Any:
     """Run :func:`checks.parity.compare` and fail the current test with the report's table on a mismatch."""
     from checks.parity.api import compare
-    from migrate.errors import Tf2TorchError
+    from migrate.core.errors import Tf2TorchError
 
     try:
         report = compare(source, converted, **options)
@@ -42,7 +42,7 @@ def tf2torch_parity() -> Callable[..., Any]:
 def assert_train_parity(source: str | Path, ported: str | Path, **options: Any) -> Any:
     """Run :func:`checks.parity.api.compare_train` (``--train``) and fail the test with its table on a mismatch."""
     from checks.parity.api import compare_train
-    from migrate.errors import Tf2TorchError
+    from migrate.core.errors import Tf2TorchError
 
     try:
         report = compare_train(source, ported, **options)

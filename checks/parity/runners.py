@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from checks.parity.specs import Manifest
-from migrate.errors import ConversionError, InputError, first_line
+from migrate.core.errors import ConversionError, InputError, first_line
 
 
 def run_tf(source: str | Path, manifest: Manifest, batches: list[dict[str, Any]], *, signature: str | None = None,
@@ -24,8 +24,8 @@ def run_tf(source: str | Path, manifest: Manifest, batches: list[dict[str, Any]]
     """
     import numpy as np
 
-    from migrate.custom_objects import specs
-    from migrate.worker_client import run_worker
+    from migrate.tf.client import run_worker
+    from migrate.tf.custom_objects import specs
 
     with tempfile.TemporaryDirectory(prefix="tf2torch-parity-") as tmp:
         ins, outs = [], []
@@ -63,8 +63,8 @@ def _torch_inputs(manifest: Manifest, batch: dict[str, Any]) -> list[Any]:
 
 
 def load_program(manifest: Manifest) -> Any:
-    """``model.pt2`` as an ExportedProgram, refused before loading if it would run code (``migrate.pt2_check``)."""
-    from migrate.pt2_check import load_pt2
+    """``model.pt2`` as an ExportedProgram, refused before loading if it would run code (``migrate.conversion.pt2_check``)."""
+    from migrate.conversion.pt2_check import load_pt2
 
     if not manifest.pt2.is_file():
         raise InputError(f"{manifest.directory}: no model.pt2; pass a directory written by 'tf2torch convert'")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migrate.errors import InputError
+from migrate.core.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def _spec(entry: dict[str, Any], where: Path) -> TensorSpec:
 
 def load_manifest(converted: str | Path) -> Manifest:
     """Read CONVERTED/manifest.json; a directory that is not a tf2torch output is an input error (exit 2)."""
-    from migrate.artifacts import MANIFEST, read_manifest
+    from migrate.core.artifacts import MANIFEST, read_manifest
 
     directory = Path(converted)
     if not directory.is_dir():

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migrate import custom_objects as custom
-from migrate.artifacts import MANIFEST, read_manifest, staged_output, write_json
-from migrate.errors import ConversionError, InputError
-from migrate.progress import Progress
-from migrate.requirements import installed_version, require
+from migrate.core.artifacts import MANIFEST, read_manifest, staged_output, write_json
+from migrate.core.errors import ConversionError, InputError
+from migrate.core.progress import Progress
+from migrate.core.requirements import installed_version, require
+from migrate.tf import custom_objects as custom
+from migrate.tf.source_kind import port_source_kind
 
 MODEL_PY = "model.py"
 WEIGHTS = "weights.safetensors"
@@ -50,18 +51,13 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
     layer class also needs an emitter (docs/port.md).
     """
     require("port", PORT)
-    from migrate.keras_worker import port_source_kind
-    from migrate.tf_worker import WorkerError
-    from migrate.worker_client import run_worker
+    from migrate.tf.client import run_worker
 
     source, out = Path(source), Path(out)
     custom_specs = custom.specs(custom_objects)
     if class_name is not None and not class_name.isidentifier():
         raise InputError(f"--class-name {class_name!r} is not a Python identifier")
-    try:
-        port_source_kind(source)
-    except WorkerError as exc:
-        raise InputError(str(exc)) from None
+    port_source_kind(source)
     from migrate.porting.scan import unsupported_layers
 
     _raise_unsupported(unsupported_layers(source), [])
@@ -71,7 +67,7 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
         files = {k: str(Path(scratch, f"{k}.{ext}")) for k, ext in
                  (("graph", "json"), ("weights", "npz"), ("reference", "npz"))}
         with progress.stage("keras", "reading the Keras layer graph and weights (child process)"):
-            run_worker("describe", {"source": str(source), "custom_objects": custom_specs, **files}, debug=debug, module="migrate.keras_worker")
+            run_worker("describe", {"source": str(source), "custom_objects": custom_specs, **files}, debug=debug, module="migrate.tf.keras_worker")
         graph = json.loads(Path(files["graph"]).read_text())
         with progress.stage("render", "writing model.py (layer emitters)"):
             from migrate.porting.render import Renderer

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.errors import ConversionError
+from migrate.core.errors import ConversionError
 from migrate.porting.emitters import (
     EMITTERS,
     Call,

@@ -234,13 +234,13 @@ def saved_compiled(source: Path) -> bool:
 
 def write_train_script(stage: Path, source: Path, manifest: dict[str, Any], *, debug: bool = False) -> str | None:
     """Write ``stage/train.py`` when SOURCE was saved compiled; return why not otherwise (None when written)."""
-    from migrate.errors import Tf2TorchError
-    from migrate.worker_client import run_worker
+    from migrate.core.errors import Tf2TorchError
+    from migrate.tf.client import run_worker
 
     if not saved_compiled(source):
         return "the Keras model was saved without compile()"
     try:
-        answer = run_worker("config", {"source": str(source)}, debug=debug, module="migrate.keras_train_worker")
+        answer = run_worker("config", {"source": str(source)}, debug=debug, module="migrate.tf.train_worker")
         if answer["config"] is None:
             return "the Keras model has no compiled optimizer"
         text = render(answer["config"], manifest)

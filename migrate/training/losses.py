@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from migrate.errors import InputError
+from migrate.core.errors import InputError
 
 EPS = "1e-07"
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.errors import InputError
+from migrate.core.errors import InputError
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """``compare_train(source, out, ...) -> TrainReport``: one Keras training step against the ported module's.
 
-Keras runs in ``migrate.keras_train_worker`` (child process). The torch side runs the same lines that
+Keras runs in ``migrate.tf.train_worker`` (child process). The torch side runs the same lines that
 ``OUT/train.py`` holds (that file when the port wrote one, else the same renderer's output), so the check
 proves the generated training code too. Dropout-family layers are the identity on both sides: their
 random masks cannot be drawn alike across frameworks.
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from checks.parity.train.report import Check, TrainReport, forward_stats
-from migrate.errors import InputError
+from migrate.core.errors import InputError
 
 #: (atol factor on the reference's scale, rtol) per stage.
 FORWARD, GRADIENT = (1e-5, 1e-4), (1e-4, 1e-3)
@@ -59,8 +59,8 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
     With ``weights_map`` (JSON: Keras weight path -> torch key, or ``{"torch": KEY, "transform": ...}``)
     OUT is ``FILE.py:CLASS``, a hand-written module whose weights are loaded from Keras through the map.
     """
+    from migrate.tf.client import run_worker
     from migrate.training import losses, optimizers
-    from migrate.worker_client import run_worker
 
     if steps < 1:
         raise InputError(f"--steps must be at least 1, got {steps}")
@@ -78,7 +78,7 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
 
     with tempfile.TemporaryDirectory(prefix="tf2torch-train-") as tmp:
         request["result_npz"] = str(Path(tmp, "keras.npz"))
-        answer = run_worker("train", request, debug=debug, module="migrate.keras_train_worker")
+        answer = run_worker("train", request, debug=debug, module="migrate.tf.train_worker")
         with np.load(request["result_npz"], allow_pickle=False) as data:
             keras = {k: data[k] for k in data.files}
         if weights_map is not None:
@@ -103,7 +103,7 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
 
 
 def _port_manifest(out: Path) -> dict[str, Any]:
-    from migrate.artifacts import read_manifest
+    from migrate.core.artifacts import read_manifest
 
     manifest = read_manifest(out)
     if manifest.get("kind") != "port":

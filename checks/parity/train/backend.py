@@ -1,8 +1,8 @@
 """``parity SOURCE --keras-backend torch``: the same ``.keras`` file under Keras' torch and TensorFlow backends.
 
 The seeds' first migration path keeps the Keras code and sets ``KERAS_BACKEND=torch``. Both backends run
-``migrate.keras_torch_worker.backend_run`` in their own child process (TensorFlow's in
-``migrate.keras_train_worker``, torch's in ``migrate.keras_torch_worker``) on one batch: every output and
+``migrate.tf.keras_torch_worker.backend_run`` in their own child process (TensorFlow's in
+``migrate.tf.train_worker``, torch's in ``migrate.tf.keras_torch_worker``) on one batch: every output and
 every single-call layer's output with ``training=False`` and ``training=True`` (dropout-family layers the
 identity), and with ``train`` one ``train_on_batch`` step (loss, every variable after it). The first layer
 whose output differs is named; a layer that cannot load or run under torch fails the run with Keras' message.
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from checks.parity.train.report import Check, TrainReport, forward_stats
-from migrate.errors import InputError
+from migrate.core.errors import InputError
 
 FORWARD = (1e-5, 1e-4)  # atol factor on max(scale, 1), rtol: as checks.parity.train.api
 WEIGHT_ATOL = 1e-6
@@ -27,9 +27,9 @@ def compare_backends(source: str | Path, *, backend: str = "torch", train: bool 
     """Run SOURCE under Keras' TensorFlow and ``backend`` backends and compare what they compute."""
     import numpy as np
 
-    from migrate.custom_objects import specs
+    from migrate.tf.client import run_worker
+    from migrate.tf.custom_objects import specs
     from migrate.training import losses, optimizers
-    from migrate.worker_client import run_worker
 
     if backend != "torch":
         raise InputError(f"--keras-backend: only 'torch' is compared with TensorFlow, not {backend!r}")
@@ -48,9 +48,9 @@ def compare_backends(source: str | Path, *, backend: str = "torch", train: bool 
     with tempfile.TemporaryDirectory(prefix="tf2torch-backend-") as tmp:
         batch, tf_npz, torch_npz = (str(Path(tmp, f"{n}.npz")) for n in ("batch", "tf", "torch"))
         answer = run_worker("backend_run", dict(request, batch_npz=batch, result_npz=tf_npz), debug=debug,
-                            module="migrate.keras_train_worker")
+                            module="migrate.tf.train_worker")
         run_worker("backend_run", dict(request, inputs=batch, result_npz=torch_npz), debug=debug,
-                   module="migrate.keras_torch_worker")
+                   module="migrate.tf.keras_torch_worker")
         with np.load(tf_npz) as a, np.load(torch_npz) as b:
             want, got = {k: a[k] for k in a.files}, {k: b[k] for k in b.files}
     report = _report(answer, want, got, train, optimizer)

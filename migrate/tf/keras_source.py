@@ -1,0 +1,122 @@
+"""Keras files (.keras / .h5) as a ``convert`` source, on the TF worker's side (imports Keras; never torch).
+
+* :func:`load` reads the file with the user's ``--custom-objects`` and says which class is missing
+  when one is.
+* :func:`export_saved_model` writes the serving SavedModel through ``keras.export.ExportArchive`` with an
+  endpoint that calls ``model(..., training=False)``. ``model.export()`` leaves ``training`` unset,
+  and for some models (``Resizing`` before ``BatchNormalization``) Keras then traces BatchNorm in
+  training mode: the export computes batch statistics and differs from ``model.predict``.
+* :func:`call` is the reference for parity and tests: the Keras model itself with ``training=False``,
+  independent of the export that the converted model came from.
+
+Both name inputs the same way (:func:`input_names`): the Input layers' names (``input_layer``),
+not the ``keras_tensor_156`` that Keras gives unnamed inputs in its own exports.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from migrate.core.errors import InputError, first_line
+from migrate.tf import custom_objects as custom
+
+#: Keras 3 (``Could not locate class 'X'``) and legacy .h5 (``Unknown layer: 'X'``) messages for a missing class.
+_MISSING = re.compile(r"Could not locate (class|function) '([^']+)'|Unknown (layer|object|activation)[^:]*: '?([\w.>]+)")
+
+
+def load(source: Path, custom_objects: list[dict[str, Any]]) -> Any:
+    """``keras.models.load_model(compile=False)`` with the user's custom objects imported."""
+    import keras
+
+    objects = custom.resolve(custom_objects)
+    try:
+        return keras.models.load_model(str(source), compile=False, custom_objects=objects or None)
+    except Exception as exc:  # keras raises many types for a bad file
+        missing = _MISSING.search(str(exc))
+        if missing:
+            kind, name = missing.group(1) or "class", missing.group(2) or missing.group(4)
+            given = ("; none of the --custom-objects modules defines it" if custom_objects else
+                     "; pass the module that defines it: --custom-objects module.py (or package.module:NAME; "
+                     "Python: custom_objects=...)")
+            raise InputError(f"{source}: the model uses the custom {kind} {name!r}, which is not "
+                                   f"available{given}") from exc
+        raise InputError(f"{source}: not a readable Keras model ({type(exc).__name__}: {first_line(exc, 300)}); "
+                               "check the file is a model saved by model.save") from exc
+
+
+def _signature(model: Any) -> list[Any]:
+    """The model's positional call arguments as Keras InputSpecs (nested for multi-input models).
+
+    A subclassed model loaded from a file is built but has never been called, which Keras's own
+    check refuses; its build shapes give the same signature.
+    """
+    from keras.src.export import export_utils
+
+    try:
+        return list(export_utils.get_input_signature(model))
+    except ValueError:
+        inferred = export_utils._infer_input_signature_from_model(model)
+        if not inferred:
+            raise
+        return list(inferred)
+
+
+def input_names(model: Any) -> list[str]:
+    """One readable name per flattened input: dict keys, else the Input layers' names, else ``inputs_N``."""
+    from keras import tree
+
+    flat = tree.flatten(_signature(model))
+    struct = getattr(model, "_inputs_struct", None)
+    if isinstance(struct, dict) and len(struct) == len(flat) and all(isinstance(k, str) for k in struct):
+        return sorted(struct)  # tree.flatten orders a dict by its sorted keys
+    layers = getattr(model, "inputs", None) or []
+    names = [getattr(getattr(t, "_keras_history", None), "operation", None) for t in layers]
+    names = [getattr(op, "name", None) for op in names]
+    if len(names) == len(flat) and all(names) and len(set(names)) == len(names):
+        return names
+    return ["inputs"] if len(flat) == 1 else [f"inputs_{i}" for i in range(len(flat))]  # not the builtin input
+
+
+def _call(model: Any, flat: list[Any]) -> Any:
+    from keras import tree
+
+    return model(*tree.pack_sequence_as(_signature(model), flat), training=False)
+
+
+def export_saved_model(model: Any, path: Path) -> None:
+    """Write a SavedModel whose ``serve``/``serving_default`` call the model with ``training=False``.
+
+    The endpoint takes one positional tensor per input, in the Keras model's input order, named by
+    :func:`input_names`, so the signature's keys are those names.
+    """
+    import keras
+    import tensorflow as tf
+    from keras import tree
+
+    specs = [tf.TensorSpec(s.shape, s.dtype, name=name)
+             for s, name in zip(tree.flatten(_signature(model)), input_names(model))]
+
+    def serve(*tensors: Any) -> Any:
+        return _call(model, list(tensors))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", serve, input_signature=specs)
+    archive.write_out(str(path), verbose=False)
+
+
+def call(model: Any, feeds: dict[str, Any]) -> dict[str, Any]:
+    """``model(inputs, training=False)`` on arrays keyed by :func:`input_names`; outputs keyed as the
+    export's signature names them (dict keys, else ``output_0``, ``output_1``, ...)."""
+    import tensorflow as tf
+
+    names = input_names(model)
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        raise InputError(f"missing input(s) {', '.join(missing)} (the Keras model's inputs: {', '.join(names)})")
+    result = _call(model, [tf.constant(feeds[n]) for n in names])
+    if isinstance(result, dict):
+        return {k: v.numpy() for k, v in result.items()}
+    return {f"output_{i}": t.numpy() for i, t in enumerate(tf.nest.flatten(result))}

@@ -1,0 +1,317 @@
+"""The Keras side of ``tf2torch port``, run as a child process: ``python -m migrate.tf.keras_worker REQUEST.json``.
+
+Like ``migrate.tf.export_worker`` it imports Keras/TensorFlow and never torch; it talks to the parent through files:
+
+* ``describe``   - load SOURCE, write ``graph.json`` (layers, their configs, every call's inbound tensors,
+  nested models, inputs/outputs), ``weights.npz`` (every variable, no pickle) and ``reference.npz``
+  (seeded inputs and ``model(x, training=False)`` at each requested batch size and sequence length).
+* ``predict``    - run the model on the arrays of ``.npz`` files (``training`` true or false).
+* ``train_step`` - with every dropout-family layer made the identity, one forward pass in training mode,
+  mean-squared-error loss against given targets, one SGD step; writes the outputs, the loss and every
+  variable after the step (the reference for the torch module's ``train()`` semantics).
+
+Request and answer follow ``migrate.tf.export_worker`` (``{"ok": false, "exit_code": 1|2, "message": ...}``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from migrate.core.errors import ConversionError, InputError, first_line
+from migrate.tf.source_kind import port_source_kind
+from migrate.tf.tf_import import import_tf
+
+#: Layers whose training-time noise the train-step reference switches off (rate/stddev set to 0).
+NOISE_LAYERS = {"Dropout": "rate", "SpatialDropout1D": "rate", "SpatialDropout2D": "rate",
+                "SpatialDropout3D": "rate", "GaussianDropout": "rate", "GaussianNoise": "stddev",
+                "AlphaDropout": "rate"}
+MODEL_CLASSES = {"Functional", "Sequential", "Model"}
+
+
+def load_keras(source: Path, custom_objects: list[dict[str, Any]] | None = None) -> Any:
+    """The Keras model in SOURCE (.keras, .h5 with the user's custom objects; a Keras-2 SavedModel through
+    tf_keras)."""
+    kind = port_source_kind(source)
+    import_tf()
+    if kind != "saved_model":
+        from migrate.tf import keras_source
+        return keras_source.load(source, custom_objects or [])
+    try:
+        import tf_keras
+    except ImportError as exc:
+        raise InputError(f"{source}: a Keras 2 SavedModel needs the tf_keras package; install it with: "
+                          "pip install tf-keras") from exc
+    try:
+        return tf_keras.models.load_model(str(source), compile=False)
+    except Exception as exc:  # tf_keras raises many types for a bad SavedModel
+        raise InputError(f"{source}: not a readable Keras 2 SavedModel ({type(exc).__name__}: "
+                          f"{first_line(exc, 300)})") from exc
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+def _tensor_ref(arg: Any) -> Any:
+    """Config args -> the same structure with tensors as ``{"tensor": "layer:node:index", ...}``."""
+    if isinstance(arg, dict) and arg.get("class_name") == "__keras_tensor__":
+        name, node, index = arg["config"]["keras_history"]
+        return {"tensor": f"{name}:{node}:{index}", "shape": list(arg["config"]["shape"]),
+                "dtype": arg["config"]["dtype"]}
+    if isinstance(arg, (list, tuple)):
+        if len(arg) in (3, 4) and isinstance(arg[0], str) and isinstance(arg[1], int):  # Keras 2 history
+            return {"tensor": f"{arg[0]}:{arg[1]}:{arg[2]}", "shape": None, "dtype": None}
+        return [_tensor_ref(a) for a in arg]
+    if isinstance(arg, dict):
+        return {k: _tensor_ref(v) for k, v in arg.items()}
+    return arg
+
+
+def _calls(layer_config: dict[str, Any]) -> list[dict[str, Any]]:
+    calls = []
+    for node in layer_config.get("inbound_nodes", []):
+        if isinstance(node, dict):
+            calls.append({"args": _tensor_ref(list(node.get("args", []))), "kwargs": _tensor_ref(node.get("kwargs", {}))})
+        else:  # Keras 2: a list of [layer, node, index, kwargs] for the inputs
+            refs = [_tensor_ref(entry[:3]) for entry in node]
+            kwargs = node[0][3] if node and len(node[0]) > 3 else {}
+            calls.append({"args": [refs[0] if len(refs) == 1 else refs], "kwargs": _tensor_ref(kwargs)})
+    return calls
+
+
+def _endpoints(spec: Any) -> list[str]:
+    if isinstance(spec, dict):  # dict outputs: Keras flattens them (model.outputs, nest.flatten) by sorted key
+        spec = [spec[key] for key in sorted(spec)]
+    spec = spec if spec and isinstance(spec[0], (list, tuple)) else [spec]
+    return [f"{name}:{node}:{index}" for name, node, index in spec]
+
+
+def _weights(layer: Any, arrays: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every variable of ``layer``, stored under a fresh key; names are relative to the layer."""
+    trainable_ids = {id(w) for w in layer.trainable_weights}
+    out = []
+    for var in layer.weights:
+        path = getattr(var, "path", None) or var.name.split(":")[0]
+        name = path[len(layer.name) + 1:] if path.startswith(layer.name + "/") else path
+        key = f"w{len(arrays)}"
+        arrays[key] = var.numpy()
+        out.append({"name": name, "path": path, "key": key, "shape": list(arrays[key].shape),
+                    "dtype": str(arrays[key].dtype), "trainable": id(var) in trainable_ids})
+    return out
+
+
+def describe_model(model: Any, arrays: dict[str, Any]) -> dict[str, Any]:
+    """The layer graph of a Functional or Sequential model (nested models recursively)."""
+    functional = getattr(model, "_functional", None) or model
+    config = functional.get_config()
+    if "layers" not in config or "input_layers" not in config:
+        raise ConversionError(f"model {model.name!r} is a subclassed {type(model).__name__} whose call() is Python "
+                          "code, so it has no layer graph to port; use 'tf2torch convert' for an inference "
+                          "program")
+    layers = []
+    for layer_config in config["layers"]:
+        name = layer_config.get("name") or layer_config["config"]["name"]
+        entry = {"name": name, "class_name": layer_config["class_name"], "module": layer_config.get("module"),
+                 "config": _jsonable(layer_config.get("config", {})), "trainable": True,
+                 "calls": _calls(layer_config), "weights": []}
+        if (entry["module"] or "").startswith(("keras.src.ops", "keras.ops")):
+            layers.append(entry)  # a keras.ops call (x + 3.0): an operation, not a layer; no weights
+            continue
+        layer = functional.get_layer(name)
+        entry["trainable"] = bool(layer.trainable)
+        if entry["class_name"] in MODEL_CLASSES or hasattr(layer, "_functional") or (
+                hasattr(layer, "layers") and hasattr(layer, "get_layer") and "layers" in layer.get_config()):
+            entry["graph"] = describe_model(layer, arrays)
+            entry["weights"] = []
+        else:
+            entry["weights"] = _weights(layer, arrays)
+        layers.append(entry)
+    _fill_shapes(functional, layers)
+    return {"name": model.name, "class_name": type(model).__name__, "layers": layers,
+            "inputs": _endpoints(config["input_layers"]), "outputs": _endpoints(config["output_layers"]),
+            "output_shapes": [[None if d is None else int(d) for d in t.shape] for t in functional.outputs]}
+
+
+def _fill_shapes(functional: Any, layers: list[dict[str, Any]]) -> None:
+    """Keras 2 configs name a call's input tensors without their shapes: ask the producing layer."""
+    def fill(value: Any) -> None:
+        if isinstance(value, dict) and "tensor" in value and value.get("shape") is None:
+            name, node, index = value["tensor"].rsplit(":", 2)
+            shape = functional.get_layer(name).get_output_shape_at(int(node))
+            shape = shape[int(index)] if isinstance(shape, list) else shape
+            value["shape"] = [None if d is None else int(d) for d in shape]
+        elif isinstance(value, (list, dict)):
+            for v in value.values() if isinstance(value, dict) else value:
+                fill(v)
+
+    for entry in layers:
+        fill(entry["calls"])
+
+
+def _int_bound(model: Any) -> int:
+    """Integer test inputs stay below every Embedding's vocabulary."""
+    bounds = [layer.input_dim for layer in all_layers(model) if type(layer).__name__ == "Embedding"]
+    return min(bounds, default=10)
+
+
+def all_layers(model: Any) -> list[Any]:
+    out = []
+    for layer in getattr(model, "layers", []):
+        out.append(layer)
+        out.extend(all_layers(layer))
+        for inner in ("layer", "forward_layer", "backward_layer"):
+            if hasattr(layer, inner) and getattr(layer, inner) is not None:
+                out.append(getattr(layer, inner))
+    return out
+
+
+def io_specs(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Names, dtypes and shapes of the model's inputs and outputs, in call order."""
+    def spec(tensor: Any, name: str) -> dict[str, Any]:
+        return {"name": name, "dtype": str(getattr(tensor.dtype, "name", tensor.dtype)),
+                "shape": [None if d is None else int(d) for d in tensor.shape]}
+
+    inputs = [spec(t, n) for t, n in zip(model.inputs, input_names(model))]
+    outputs = [spec(t, n) for t, n in zip(model.outputs, output_names(model))]
+    return inputs, outputs
+
+
+def input_names(model: Any) -> list[str]:
+    return [getattr(t, "name", f"input_{i}").split(":")[0] for i, t in enumerate(model.inputs)]
+
+
+def output_names(model: Any) -> list[str]:
+    functional = getattr(model, "_functional", None) or model
+    spec = functional.get_config()["output_layers"]
+    if isinstance(spec, dict):
+        return sorted(spec)
+    names = [t.split(":")[0] for t in _endpoints(spec)]
+    return [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
+
+
+def _padding_value(model: Any) -> float | None:
+    """What marks a padded step (0 for ``Embedding(mask_zero=True)``, ``Masking``'s mask_value), if anything."""
+    for layer in all_layers(model):
+        if type(layer).__name__ == "Masking":
+            return float(layer.mask_value)
+        if type(layer).__name__ == "Embedding" and layer.mask_zero:
+            return 0.0
+    return None
+
+
+def padded_steps(batch: int, length: int) -> list[list[int]]:
+    """Per sequence, the steps made padding: inside and at the end, at the start and inside, trailing."""
+    patterns = [[1, length - 1], [0, length // 2], [length - 2, length - 1]]
+    return [patterns[i % 3] for i in range(batch)]
+
+
+def make_inputs(model: Any, batch: int, length: int, seed: int) -> dict[str, Any]:
+    """Seeded inputs: floats standard normal, integers in [1, smallest vocabulary); for a masked model,
+    sequences are padded (steps set to the padding value) inside and at both ends."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    pad = _padding_value(model)
+    feeds = {}
+    for spec in io_specs(model)[0]:
+        shape = [batch if i == 0 else (length if d is None else d) for i, d in enumerate(spec["shape"])]
+        if "int" in spec["dtype"]:
+            array = rng.integers(0 if pad is None else 1, _int_bound(model), shape).astype(spec["dtype"])
+        else:
+            array = rng.standard_normal(shape).astype(spec["dtype"])
+        if pad is not None and len(shape) >= 2 and spec["shape"][1] is None:
+            for row, steps in enumerate(padded_steps(batch, length)):
+                array[row, steps] = pad
+        feeds[spec["name"]] = array
+    return feeds
+
+
+def run_model(model: Any, feeds: dict[str, Any], training: bool) -> dict[str, Any]:
+    """``model(x, training=...)`` with inputs in the model's order; outputs by name as numpy arrays."""
+    import tensorflow as tf
+
+    args = [tf.constant(feeds[n]) for n in input_names(model)]
+    result = model(args if len(args) > 1 else args[0], training=training)
+    flat = tf.nest.flatten(result)
+    return {name: t.numpy() for name, t in zip(output_names(model), flat)}
+
+
+def describe(request: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    source = Path(request["source"])
+    model = load_keras(source, request.get("custom_objects"))
+    arrays: dict[str, Any] = {}
+    graph = describe_model(model, arrays)
+    inputs, outputs = io_specs(model)
+    import keras
+
+    graph.update({"io_inputs": inputs, "io_outputs": outputs, "source_kind": port_source_kind(source),
+                  "versions": {"keras": keras.__version__, "tensorflow": import_tf().__version__}})
+    Path(request["graph"]).write_text(json.dumps(graph, indent=1))
+    np.savez(request["weights"], **arrays)
+    reference = {}
+    dynamic = any(d is None for spec in inputs for d in spec["shape"][1:])
+    cases = [(b, t) for b in request.get("batches", [1, 3]) for t in (request.get("lengths", [7, 5]) if dynamic else [7])]
+    for i, (batch, length) in enumerate(cases):
+        feeds = make_inputs(model, batch, length, seed=i)
+        reference.update({f"case{i}/in/{k}": v for k, v in feeds.items()})
+        reference.update({f"case{i}/out/{k}": v for k, v in run_model(model, feeds, training=False).items()})
+    np.savez(request["reference"], **reference)
+    return {"cases": len(cases)}
+
+
+def predict(request: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    model = load_keras(Path(request["source"]), request.get("custom_objects"))
+    for src, dst in zip(request["inputs"], request["outputs"]):
+        with np.load(src) as data:
+            feeds = {k: data[k] for k in data.files}
+        np.savez(dst, **run_model(model, feeds, training=bool(request.get("training", False))))
+    return {}
+
+
+def train_step(request: dict[str, Any]) -> dict[str, Any]:
+    """One SGD step on ``mean((y - target)**2)`` summed over outputs, dropout-family layers off."""
+    import numpy as np
+    import tensorflow as tf
+
+    model = load_keras(Path(request["source"]), request.get("custom_objects"))
+    for layer in all_layers(model):
+        attr = NOISE_LAYERS.get(type(layer).__name__)
+        if attr:
+            setattr(layer, attr, 0.0)
+    with np.load(request["inputs"]) as data:
+        feeds = {k: data[k] for k in data.files if not k.startswith("target/")}
+        targets = {k[len("target/"):]: data[k] for k in data.files if k.startswith("target/")}
+    args = [tf.constant(feeds[n]) for n in input_names(model)]
+    with tf.GradientTape() as tape:
+        flat = tf.nest.flatten(model(args if len(args) > 1 else args[0], training=True))
+        outs = dict(zip(output_names(model), flat))
+        loss = tf.add_n([tf.reduce_mean(tf.square(outs[k] - targets[k])) for k in outs])
+    grads = tape.gradient(loss, model.trainable_weights)
+    lr = float(request.get("lr", 0.1))
+    for var, grad in zip(model.trainable_weights, grads):
+        if grad is not None:
+            var.assign_sub(lr * tf.convert_to_tensor(grad))
+    result = {f"out/{k}": v.numpy() for k, v in outs.items()}
+    result.update({f"weight/{getattr(w, 'path', w.name)}": w.numpy() for w in model.weights})
+    result["loss"] = np.asarray(float(loss))
+    np.savez(request["result_npz"], **result)
+    return {"loss": float(loss)}
+
+
+COMMANDS = {"describe": describe, "predict": predict, "train_step": train_step}
+
+
+if __name__ == "__main__":
+    from migrate.tf.protocol import serve
+
+    serve(COMMANDS)
