@@ -352,12 +352,13 @@ def test_fixture_matches_tensorflow_and_exports(fixture_model, tmp_path, name, o
 
 def test_control_flow_opsets_come_from_the_conversion_context():
     """Folding and subgraphs use the opsets onnx_to_torch sets for the model, not the caller's frame."""
-    from migrate.conversion.converters.control_flow import _opsets, converting
+    from migrate.conversion.converters.subgraph import _opsets, converting
+    from migrate.conversion.passes.driver import MIN_TRACE_BATCH, optimize
 
-    with pytest.raises(ConversionError, match="opsets unknown"):
+    with pytest.raises(ConversionError, match="run only inside"):
         _opsets()
     model = _if_model(True)
-    with converting(model):
+    with converting(model, optimize, MIN_TRACE_BATCH):
         assert [(o.domain, o.version) for o in _opsets()] == [("", 17)]
-    with pytest.raises(ConversionError, match="opsets unknown"):
+    with pytest.raises(ConversionError, match="run only inside"):
         _opsets()
