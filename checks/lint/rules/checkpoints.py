@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from ..context import FileContext, arg
+from ..context import FileContext
 from ..finding import Finding
 from ..rule import rule
+from ..syntax import arg
 
 _LOADS = {"torch.load", "torch.serialization.load"}
 

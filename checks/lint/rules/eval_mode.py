@@ -12,9 +12,10 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from ..context import OBJECT_CHAIN, FileContext, arg, dotted, method_name, number, receiver
+from ..context import FileContext
 from ..finding import Edit, Finding, Fix
 from ..rule import rule
+from ..syntax import OBJECT_CHAIN, arg, dotted, method_name, number, receiver
 from .training_loop import backward_calls, optimizer_steps
 
 _NO_GRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.inference_mode",

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from ..context import FileContext, Hit, Unpacked, arg, dotted, method_name, number, receiver, string
+from ..context import FileContext
 from ..finding import Finding
 from ..rule import rule, shared_analysis
+from ..syntax import Hit, Unpacked, arg, dotted, method_name, number, receiver, string
 
 # ---------------------------------------------------------------------------------------------
 # TTL401: channels-last data
@@ -174,7 +175,6 @@ def _conv_model(ctx: FileContext, cls: cst.ClassDef) -> bool:
       triggers=(r"[Cc]onv2d|[Pp]ool2d|BatchNorm2d|torchvision|models\.",
                 r"imread|Image\.open|from_numpy|as_tensor|tensor\(|rand|zeros|ones|empty|view\(|reshape"))
 def channels_last_into_conv(ctx: FileContext) -> Iterator[Finding]:
-    step = _channels_last_step(ctx)
     seen: set[tuple[int, int]] = set()
     for call in ctx.nodes(cst.Call):
         data = arg(call, 0, "input")
@@ -183,7 +183,7 @@ def channels_last_into_conv(ctx: FileContext) -> Iterator[Finding]:
         layer = _channels_first_layer(ctx, call)
         if layer is None:
             continue
-        hit = ctx.trace(data, step)
+        hit = ctx.trace(data, _channels_last_step)
         if hit is None or (id(ctx.scope(call)), id(hit.origin)) in seen:
             continue
         seen.add((id(ctx.scope(call)), id(hit.origin)))
@@ -266,8 +266,6 @@ _KERNEL_RULES = {
 
 
 def _kernel_findings(ctx: FileContext) -> list[Finding]:
-    step = _kernel_step(ctx)
-    transposed_step = _transposed_kernel_step(ctx)
     copies: list[tuple[cst.CSTNode, cst.BaseExpression, cst.BaseExpression]] = []  # (report at, layer, value)
     for node in ctx.nodes(cst.Assign):
         for target in node.targets:
@@ -284,11 +282,11 @@ def _kernel_findings(ctx: FileContext) -> list[Finding]:
         kind = ctx.kind(layer)
         if kind not in _KERNEL_RULES:
             continue
-        hit = ctx.trace(value, step)
+        hit = ctx.trace(value, _kernel_step)
         if hit is not None:
             code, message = _KERNEL_RULES[kind]
             out.append(ctx.report(code, at, message))
-        elif kind == "torch.nn.Linear" and ctx.trace(value, transposed_step) is not None \
+        elif kind == "torch.nn.Linear" and ctx.trace(value, _transposed_kernel_step) is not None \
                 and _fed_by_spatial_flatten(ctx, layer):
             out.append(ctx.report(
                 "TTL404", at,
@@ -348,18 +346,17 @@ def _fed_by_spatial_flatten(ctx: FileContext, layer: cst.BaseExpression) -> bool
         return False
     attr = layer.attr.value
     uses = [c for c in ctx.inside(forward, cst.Call) if dotted(c.func) == f"self.{attr}" and c.args]
-    return bool(uses) and all(ctx.trace(c.args[0].value, _flatten_step(ctx)) is not None for c in uses)
+    return bool(uses) and all(ctx.trace(c.args[0].value, _flatten_step) is not None for c in uses)
 
 
 def _flatten_step(ctx: FileContext):
-    spatial = _spatial_step(ctx)
 
     def step(expr: object) -> Hit | cst.CSTNode | None:
         if not isinstance(expr, cst.Call):
             return None
         source = _flattened(ctx, expr)
         if source is not None:
-            return ctx.trace(source, spatial)
+            return ctx.trace(source, _spatial_step)
         return _pass_through(ctx, expr)
     return step
 

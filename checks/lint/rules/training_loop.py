@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from ..context import FileContext, dotted, method_name, positional_count, receiver
+from ..context import FileContext
 from ..finding import Finding, Fix
 from ..rule import rule
+from ..syntax import dotted, method_name, positional_count, receiver
 
 LOOPS = (cst.For, cst.While)
 _OPT_NAME = re.compile(r"(^|_)(opt|optim|optimizer|optimiser)s?\d*(_|$)|optimi[sz]er", re.IGNORECASE)

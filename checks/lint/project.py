@@ -1,0 +1,175 @@
+"""The linted tree as one project: which file an import means, and who imports whom.
+
+``tf2torch lint src/`` lints the files of ``src/`` together. An import is followed when it
+names a file of that tree:
+
+- relative imports (``from .model import Net``, ``from .. import utils``);
+- package imports from the package root (``from mypkg.model import Net``, ``import mypkg.model as m``);
+- sibling modules of a script (``from model import Net`` next to ``train.py``), and modules
+  at the top of a path given on the command line;
+- ``import network as net`` (then ``net.Net()``), re-exports in a package ``__init__.py``.
+
+Everything else (installed packages, ``sys.path`` edits, ``importlib``, star imports) stays
+unknown. The import graph comes from a cheap text scan, so a warm run parses nothing: it
+decides which files a file's findings may depend on (``dependencies``), which the cache key
+and the rules' text prefilter include. The parsed files themselves are loaded lazily, once per
+process, only when a rule asks about a name another file defines.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+C = TypeVar("C")
+
+_IMPORT = re.compile(
+    r"^[ \t]*(?:from[ \t]+(\.*)[ \t]*([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)|import[ \t]+([^\n#;]+))",
+    re.MULTILINE)
+_NAME = re.compile(r"[A-Za-z_][\w.]*")
+
+
+def scan_imports(text: str) -> list[tuple[int, tuple[str, ...], tuple[str, ...]]]:
+    """(level, module parts, imported names) of each import statement, read from the text.
+
+    Also matches imports inside strings or functions: a dependency too many only makes the
+    cache more careful."""
+    out = []
+    for match in _IMPORT.finditer(text):
+        dots, module, names, plain = match.groups()
+        if plain is not None:
+            for item in plain.split(","):
+                words = item.split()
+                if words and _NAME.fullmatch(words[0]):
+                    out.append((0, tuple(words[0].split(".")), ()))
+            continue
+        parts = tuple(p for p in module.split(".") if p)
+        imported = tuple(w.split()[0] for w in names.strip("()").replace("\\", " ").split(",") if w.split())
+        out.append((len(dots), parts, tuple(n for n in imported if n.isidentifier())))
+    return out
+
+
+@dataclass
+class Tree:
+    """The files of one run and the import edges between them (paths are normalised strings).
+
+    Plain data, so it travels to worker processes."""
+
+    files: frozenset[str]
+    roots: tuple[str, ...] = ()
+    edges: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    importers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, texts: dict[str, str | None], roots: Iterable[str] = ()) -> Tree:
+        tree = cls(frozenset(texts), tuple(os.path.normpath(r) for r in roots if os.path.isdir(r)))
+        importers: dict[str, list[str]] = {}
+        for path, text in texts.items():
+            targets: list[str] = []
+            for level, parts, names in scan_imports(text or ""):
+                found = tree.module_file(path, level, parts)
+                if found is not None:
+                    targets.append(found)
+                for name in names:
+                    sub = tree.module_file(path, level, (*parts, name))
+                    if sub is not None:
+                        targets.append(sub)
+            unique = tuple(dict.fromkeys(t for t in targets if t != path))
+            tree.edges[path] = unique
+            for target in unique:
+                importers.setdefault(target, []).append(path)
+        tree.importers = {k: tuple(v) for k, v in importers.items()}
+        return tree
+
+    def module_file(self, importer: str, level: int, parts: tuple[str, ...]) -> str | None:
+        """The file of the tree that ``import``/``from`` names from ``importer``, else None."""
+        if level:
+            base = os.path.dirname(importer)
+            for _ in range(level - 1):
+                base = os.path.dirname(base)
+            return self._in(base, parts)
+        if not parts:
+            return None
+        for root in self._search_roots(importer):
+            found = self._in(root, parts)
+            if found is not None:
+                return found
+        return None
+
+    def _search_roots(self, importer: str) -> list[str]:
+        """The importer's folder (scripts import their siblings), the folder above its
+        package, and the paths given on the command line."""
+        folder = os.path.dirname(importer)
+        top = folder
+        while os.path.join(top, "__init__.py") in self.files:
+            parent = os.path.dirname(top)
+            if parent == top:
+                break
+            top = parent
+        return list(dict.fromkeys([folder, top, *self.roots]))
+
+    def _in(self, base: str, parts: tuple[str, ...]) -> str | None:
+        stem = os.path.join(base, *parts)
+        for candidate in (stem + ".py", os.path.join(stem, "__init__.py")):
+            if candidate in self.files:
+                return candidate
+        return None
+
+    def dependencies(self, path: str) -> list[str]:
+        """Files whose content the findings of ``path`` may depend on: what it imports, directly
+        or not, and the files that import it (they call its functions) with what they import."""
+        seen: set[str] = set()
+        for start in (path, *self.importers.get(path, ())):
+            stack = [start]
+            while stack:
+                current = stack.pop()
+                if current in seen:
+                    continue
+                seen.add(current)
+                stack.extend(self.edges.get(current, ()))
+        seen.discard(path)
+        return sorted(seen)
+
+
+class Project(Generic[C]):
+    """One process's view of the tree: loads other files' contexts on demand, once each."""
+
+    def __init__(self, tree: Tree, load: Callable[[str], C | None]) -> None:
+        self.tree = tree
+        self._load = load
+        self._loaded: dict[str, C | None] = {}
+
+    def context(self, path: str) -> C | None:
+        """The parsed file at ``path`` (None when it is not in the tree or cannot be parsed)."""
+        if path not in self._loaded:
+            self._loaded[path] = None  # guards recursion
+            self._loaded[path] = self._load(path) if path in self.tree.files else None
+        return self._loaded[path]
+
+    def add(self, path: str, ctx: C) -> None:
+        """Register a context parsed by the caller (the file being linted)."""
+        self._loaded[path] = ctx
+
+    def module(self, importer: str, dotted_name: str) -> tuple[C, tuple[str, ...]] | None:
+        """The loaded file a qualified name points into and the attribute path left inside
+        it: ``.model.Net`` from ``pkg/train.py`` is ``(pkg/model.py, ("Net",))``."""
+        level = len(dotted_name) - len(dotted_name.lstrip("."))
+        parts = tuple(p for p in dotted_name[level:].split(".") if p)
+        for k in range(len(parts), -1, -1):
+            if k == 0 and not level:
+                break
+            found = self.tree.module_file(importer, level, parts[:k])
+            if found is not None:
+                ctx = self.context(found)
+                return (ctx, parts[k:]) if ctx is not None else None
+        return None
+
+    def importers(self, path: str) -> list[C]:
+        out = []
+        for other in self.tree.importers.get(path, ()):
+            ctx = self.context(other)
+            if ctx is not None:
+                out.append(ctx)
+        return out
