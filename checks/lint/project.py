@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 C = TypeVar("C")
+KEEP = 256  # parsed files kept per process: bounds memory on large trees
 
 _IMPORT = re.compile(
     r"^[ \t]*(?:from[ \t]+(\.*)[ \t]*([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)|import[ \t]+([^\n#;]+))",
@@ -61,6 +63,7 @@ class Tree:
     roots: tuple[str, ...] = ()
     edges: dict[str, tuple[str, ...]] = field(default_factory=dict)
     importers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _closure_cache: dict[str, frozenset[str]] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(cls, texts: dict[str, str | None], roots: Iterable[str] = ()) -> Tree:
@@ -117,40 +120,94 @@ class Tree:
                 return candidate
         return None
 
-    def dependencies(self, path: str) -> list[str]:
+    def dependencies(self, path: str) -> frozenset[str]:
         """Files whose content the findings of ``path`` may depend on: what it imports, directly
         or not, and the files that import it (they call its functions) with what they import."""
-        seen: set[str] = set()
-        for start in (path, *self.importers.get(path, ())):
-            stack = [start]
-            while stack:
-                current = stack.pop()
-                if current in seen:
+        closures = self._closures()
+        found = set(closures.get(path, ()))
+        for importer in self.importers.get(path, ()):
+            found |= closures[importer]
+        found.discard(path)
+        return frozenset(found)
+
+    def _closures(self) -> dict[str, frozenset[str]]:
+        """Each file's transitive imports (itself included), from one pass over the strongly
+        connected components (Tarjan's algorithm, iterative): linear in files plus edges,
+        apart from the size of the sets themselves."""
+        if self._closure_cache is not None:
+            return self._closure_cache
+        index: dict[str, int] = {}
+        low: dict[str, int] = {}
+        stack: list[str] = []
+        on_stack: set[str] = set()
+        closure: dict[str, frozenset[str]] = {}
+        for start in sorted(self.files):
+            if start in index:
+                continue
+            work = [(start, iter(self.edges.get(start, ())))]
+            index[start] = low[start] = len(index)
+            stack.append(start)
+            on_stack.add(start)
+            while work:
+                node, children = work[-1]
+                child = next(children, None)
+                if child is not None:
+                    if child not in index:
+                        index[child] = low[child] = len(index)
+                        stack.append(child)
+                        on_stack.add(child)
+                        work.append((child, iter(self.edges.get(child, ()))))
+                    elif child in on_stack:
+                        low[node] = min(low[node], index[child])
                     continue
-                seen.add(current)
-                stack.extend(self.edges.get(current, ()))
-        seen.discard(path)
-        return sorted(seen)
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    reach = set(component)
+                    for member in component:
+                        for target in self.edges.get(member, ()):
+                            if target not in reach and target in closure:
+                                reach |= closure[target]
+                    frozen = frozenset(reach)
+                    for member in component:
+                        closure[member] = frozen
+        self._closure_cache = closure
+        return closure
 
 
 class Project(Generic[C]):
     """One process's view of the tree: loads other files' contexts on demand, once each."""
 
-    def __init__(self, tree: Tree, load: Callable[[str], C | None]) -> None:
+    def __init__(self, tree: Tree, load: Callable[[str], C | None], keep: int = KEEP) -> None:
         self.tree = tree
         self._load = load
-        self._loaded: dict[str, C | None] = {}
+        self._keep = keep
+        self._loaded: OrderedDict[str, C | None] = OrderedDict()
 
     def context(self, path: str) -> C | None:
         """The parsed file at ``path`` (None when it is not in the tree or cannot be parsed)."""
-        if path not in self._loaded:
-            self._loaded[path] = None  # guards recursion
-            self._loaded[path] = self._load(path) if path in self.tree.files else None
-        return self._loaded[path]
+        if path in self._loaded:
+            self._loaded.move_to_end(path)
+            return self._loaded[path]
+        self._loaded[path] = None  # guards recursion
+        found = self._load(path) if path in self.tree.files else None
+        self.add(path, found)
+        return found
 
-    def add(self, path: str, ctx: C) -> None:
-        """Register a context parsed by the caller (the file being linted)."""
+    def add(self, path: str, ctx: C | None) -> None:
+        """Keep a parsed file (also the one being linted); the least recently used go first."""
         self._loaded[path] = ctx
+        self._loaded.move_to_end(path)
+        while len(self._loaded) > self._keep:
+            self._loaded.popitem(last=False)
 
     def module(self, importer: str, dotted_name: str) -> tuple[C, tuple[str, ...]] | None:
         """The loaded file a qualified name points into and the attribute path left inside

@@ -36,6 +36,9 @@ class Rule:
         """
         return all(pattern.search(source) for pattern in _compiled(self.triggers))
 
+    def patterns(self) -> tuple[re.Pattern[str], ...]:
+        return _compiled(self.triggers)
+
 
 @cache
 def _compiled(triggers: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
