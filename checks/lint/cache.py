@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .finding import Finding
+from .version import __version__
 
 FORMAT = 2  # 2: findings may be in another file (named), the key includes dependencies
 
@@ -32,9 +33,7 @@ def default_directory() -> Path:
 @lru_cache(maxsize=1)
 def fingerprint() -> str:
     """Tool version plus a hash of the linter's code."""
-    from . import __version__, registry
-
-    digest = hashlib.sha256(f"{FORMAT}:{__version__}:{registry.DOCS_URL}".encode())
+    digest = hashlib.sha256(f"{FORMAT}:{__version__}".encode())
     package = Path(__file__).parent
     for source in sorted(package.rglob("*.py")):
         digest.update(source.relative_to(package).as_posix().encode())

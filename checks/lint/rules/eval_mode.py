@@ -16,7 +16,7 @@ from ..context import FileContext
 from ..finding import Edit, Finding, Fix
 from ..rule import rule
 from ..syntax import OBJECT_CHAIN, arg, dotted, method_name, number, receiver
-from .training_loop import backward_calls, optimizer_steps
+from ..training import backward_calls, optimizer_steps
 
 _NO_GRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.inference_mode",
             "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"}

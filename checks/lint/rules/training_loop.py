@@ -14,61 +14,11 @@ import libcst as cst
 from ..context import FileContext
 from ..finding import Finding, Fix
 from ..rule import rule
-from ..syntax import dotted, method_name, positional_count, receiver
+from ..syntax import dotted, method_name, receiver
+from ..training import backward_calls, last_name, optimizer_steps, scheduler_steps
 
 LOOPS = (cst.For, cst.While)
-_OPT_NAME = re.compile(r"(^|_)(opt|optim|optimizer|optimiser)s?\d*(_|$)|optimi[sz]er", re.IGNORECASE)
-_SCHED_NAME = re.compile(r"sched", re.IGNORECASE)
 _RESET_NAME = re.compile(r"zero_grad|(reset|clear|zero)_?grad", re.IGNORECASE)
-
-
-def _last_name(expr: cst.CSTNode | None) -> str:
-    name = dotted(expr) or ""
-    return name.rsplit(".", 1)[-1]
-
-
-def is_scheduler(ctx: FileContext, expr: cst.CSTNode | None) -> bool:
-    kind = ctx.kind(expr) or ""
-    return "lr_scheduler" in kind or "schedule" in kind.lower() or bool(_SCHED_NAME.search(_last_name(expr)))
-
-
-def is_optimizer(ctx: FileContext, expr: cst.CSTNode | None) -> bool:
-    if expr is None or is_scheduler(ctx, expr):
-        return False
-    kind = ctx.kind(expr) or ""
-    return kind.startswith("torch.optim.") or bool(_OPT_NAME.search(_last_name(expr)))
-
-
-def is_scaler(ctx: FileContext, expr: cst.CSTNode | None) -> bool:
-    kind = ctx.kind(expr) or ""
-    return kind.endswith("GradScaler") or "scaler" in _last_name(expr).lower()
-
-
-def optimizer_steps(ctx: FileContext, within: cst.CSTNode) -> list[tuple[cst.Call, cst.BaseExpression]]:
-    """``opt.step()`` and AMP's ``scaler.step(opt)`` calls, with the optimizer expression."""
-    out = []
-    for call in ctx.inside(within, cst.Call):
-        if method_name(call) != "step":
-            continue
-        recv = receiver(call)
-        if is_optimizer(ctx, recv) and positional_count(call) <= 1:
-            out.append((call, recv))
-        elif is_scaler(ctx, recv) and call.args and is_optimizer(ctx, call.args[0].value):
-            out.append((call, call.args[0].value))
-    return out
-
-
-def scheduler_steps(ctx: FileContext, within: cst.CSTNode) -> list[cst.Call]:
-    return [c for c in ctx.inside(within, cst.Call) if method_name(c) == "step" and is_scheduler(ctx, receiver(c))]
-
-
-def backward_calls(ctx: FileContext, within: cst.CSTNode) -> list[cst.Call]:
-    """``loss.backward()`` with no positional argument (custom ``layer.backward(grad)`` APIs take one)."""
-    out = []
-    for call in ctx.inside(within, cst.Call):
-        if method_name(call) == "backward" and positional_count(call) == 0 or ctx.callee(call) == "torch.autograd.backward":
-            out.append(call)
-    return out
 
 
 def _resetting_functions(ctx: FileContext) -> set[str]:
@@ -82,7 +32,7 @@ def _resetting_functions(ctx: FileContext) -> set[str]:
 
 def _has_direct_reset(ctx: FileContext, within: cst.CSTNode, helpers: set[str]) -> bool:
     for call in ctx.inside(within, cst.Call, same_scope=False):
-        name = _last_name(call.func)
+        name = last_name(call.func)
         if _RESET_NAME.search(name) or name in helpers:
             return True
         recv = receiver(call)
