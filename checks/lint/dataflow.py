@@ -110,6 +110,19 @@ class Flow:
                         out.append((other, call))
         return out
 
+    def target(self, call: cst.Call) -> tuple[Ctx, cst.FunctionDef] | None:
+        """The function a call runs, and its file: a function of the project by name, or a
+        method of the enclosing class through ``self.name(...)``."""
+        name = dotted(call.func)
+        if name is None:
+            return None
+        if name.startswith("self.") and name.count(".") == 1:
+            cls = self.ctx.enclosing_class(call)
+            method = self.method(cls, name[5:]) if cls is not None else None
+            return (self.ctx, method) if method is not None else None
+        found = self.ctx.find(self.ctx.callee(call))
+        return found if found is not None and isinstance(found[1], cst.FunctionDef) else None  # type: ignore[return-value]
+
     def method_class(self, func: cst.FunctionDef) -> cst.ClassDef | None:
         parent = self.ctx.scope(func)
         return parent if isinstance(parent, cst.ClassDef) else None

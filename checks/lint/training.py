@@ -63,3 +63,16 @@ def backward_calls(ctx: FileContext, within: cst.CSTNode) -> list[cst.Call]:
         if method_name(call) == "backward" and positional_count(call) == 0 or ctx.callee(call) == "torch.autograd.backward":
             out.append(call)
     return out
+
+
+def stepping_calls(ctx: FileContext, within: cst.CSTNode) -> list[cst.Call]:
+    """Calls in ``within`` of functions of the project that step an optimizer themselves
+    (``train_one_epoch(model, loader, optimizer)``)."""
+    out = []
+    for call in ctx.inside(within, cst.Call):
+        found = ctx.flow.target(call)
+        if found is not None and found[1] is not ctx.scope(call):
+            there, func = found
+            if optimizer_steps(there, func):
+                out.append(call)
+    return out

@@ -15,7 +15,7 @@ from ..context import FileContext
 from ..finding import Finding, Fix
 from ..rule import rule
 from ..syntax import dotted, method_name, receiver
-from ..training import backward_calls, last_name, optimizer_steps, scheduler_steps
+from ..training import backward_calls, last_name, optimizer_steps, scheduler_steps, stepping_calls
 
 LOOPS = (cst.For, cst.While)
 _RESET_NAME = re.compile(r"zero_grad|(reset|clear|zero)_?grad", re.IGNORECASE)
@@ -106,10 +106,13 @@ def _insert_zero_grad(ctx: FileContext, backwards: list[cst.Call],
 def scheduler_before_optimizer(ctx: FileContext) -> Iterator[Finding]:
     reported: set[int] = set()
     for loop in ctx.nodes(cst.For) + ctx.nodes(cst.While):  # type: ignore[operator]
-        steps = optimizer_steps(ctx, loop)
+        direct = [call for call, _ in optimizer_steps(ctx, loop)]
+        steps = direct + stepping_calls(ctx, loop)
         if not steps:
             continue
-        first_step = min(ctx.pre(call) for call, _ in steps)
+        first = min(steps, key=ctx.pre)
+        first_step = ctx.pre(first)
+        where = "" if first in direct else f" (it steps in {ctx.code(first.func)}())"
         for sched in scheduler_steps(ctx, loop):
             if ctx.pre(sched) > first_step or id(sched) in reported:
                 continue
@@ -118,7 +121,7 @@ def scheduler_before_optimizer(ctx: FileContext) -> Iterator[Finding]:
             reported.add(id(sched))
             yield ctx.report(
                 "TTL102", sched,
-                "scheduler.step() runs before optimizer.step() in this loop, which skips the first "
+                f"scheduler.step() runs before optimizer.step(){where} in this loop, which skips the first "
                 "learning rate; call it after optimizer.step()",
             )
 
