@@ -82,9 +82,11 @@ class Flow:
 
     def _find_call_sites(self, func: cst.FunctionDef) -> list[cst.Call]:
         name = func.name.value
+        cls = self.method_class(func)
+        if cls is not None and name == "__init__":  # Net(...) calls Net.__init__
+            return [c for c in self.calls_named(cls.name.value) if self._builds(self.ctx, c, cls)]
         if len(self.functions(name)) != 1:
             return []
-        cls = self.method_class(func)
         out = []
         for call in self.calls_named(name):
             callee = dotted(call.func)
@@ -97,18 +99,28 @@ class Flow:
         """Calls of a module-level function from the files that import this one
         (``from engine import train`` ... ``train(...)``, ``import engine as e`` ... ``e.train(...)``)."""
         project = self.ctx.project
-        if project is None or self.ctx.scope(func) is not self.ctx.module or len(self.functions(func.name.value)) != 1:
+        cls = self.method_class(func)
+        if cls is not None and func.name.value == "__init__" and self.ctx.scope(cls) is self.ctx.module:
+            wanted, target = cls.name.value, cls  # Net(...) in another file
+        elif self.ctx.scope(func) is self.ctx.module and len(self.functions(func.name.value)) == 1:
+            wanted, target = func.name.value, func
+        else:
+            return []
+        if project is None:
             return []
         out = []
         for other in project.importers(self.ctx.filename):
-            names = {func.name.value} | {alias for alias, full in other.imports.items()
-                                         if full.rsplit(".", 1)[-1] == func.name.value}
+            names = {wanted} | {alias for alias, full in other.imports.items() if full.rsplit(".", 1)[-1] == wanted}
             for name in names:
                 for call in other.flow.calls_named(name):
-                    found = other.find(other.callee(call))
-                    if found is not None and found[1] is func:
+                    if self._builds(other, call, target):
                         out.append((other, call))
         return out
+
+    @staticmethod
+    def _builds(where: Ctx, call: cst.Call, target: cst.CSTNode) -> bool:
+        found = where.find(where.callee(call))
+        return found is not None and found[1] is target
 
     def target(self, call: cst.Call) -> tuple[Ctx, cst.FunctionDef] | None:
         """The function a call runs, and its file: a function of the project by name, or a

@@ -37,6 +37,7 @@ _CONV = {
     **{f"torch.nn.LazyConv{d}d": (2, 3) for d in (1, 2, 3)},
     **{f"torch.nn.functional.conv{d}d": (3, 4) for d in (1, 2, 3)},
 }
+_PARTIAL = ("functools.partial", "partial")
 _KERAS_WEIGHT_WORDS = re.compile(r"kernel|get_weights|model_weights|layer_names|weight_names|moving_mean")
 
 
@@ -71,9 +72,13 @@ def _one_minus(text: str) -> str | None:
 def keras_momentum(ctx: FileContext) -> Iterator[Finding]:
     for call in ctx.nodes(cst.Call):
         qual = ctx.callee(call)
+        if qual in _PARTIAL:  # partial(nn.BatchNorm2d, momentum=0.99): keywords only
+            qual, index = ctx.qualname(arg(call, 0, "func")), None
+        else:
+            index = _MOMENTUM.get(qual)  # type: ignore[arg-type]
         if qual not in _MOMENTUM:
             continue
-        given = arg(call, _MOMENTUM[qual], "momentum")
+        given = arg(call, index, "momentum")
         literal = _literal(ctx, given)
         value = number(literal)
         if value is None or not 0.5 <= value <= 1:
