@@ -15,7 +15,7 @@ from ..context import FileContext
 from ..finding import Finding, Fix
 from ..rule import rule
 from ..syntax import dotted, method_name, receiver
-from ..training import backward_calls, last_name, optimizer_steps, scheduler_steps, stepping_calls
+from ..training import backward_calls, is_optimizer, last_name, optimizer_steps, scheduler_steps, stepping_calls
 
 LOOPS = (cst.For, cst.While)
 _RESET_NAME = re.compile(r"zero_grad|(reset|clear|zero)_?grad", re.IGNORECASE)
@@ -67,6 +67,14 @@ def missing_zero_grad(ctx: FileContext) -> Iterator[Finding]:
         if helpers is None:
             helpers = _resetting_functions(ctx)
         if _has_direct_reset(ctx, loop, helpers):
+            missed = _optimizer_not_reset(ctx, loop, steps, helpers)
+            if missed is not None:
+                step, optimizer = missed
+                name = ctx.code(optimizer)
+                yield ctx.report(
+                    "TTL101", step,
+                    f"{name}'s gradients are never reset in this loop (only other optimizers' zero_grad() run), "
+                    f"so every backward() adds to the last; call {name}.zero_grad() once per iteration")
             continue
         step, optimizer = steps[0]
         opt_code = ctx.code(optimizer)
@@ -76,6 +84,32 @@ def missing_zero_grad(ctx: FileContext) -> Iterator[Finding]:
             f"call {opt_code}.zero_grad() once per iteration",
             _insert_zero_grad(ctx, backwards, steps, opt_code),
         )
+
+
+def _optimizer_not_reset(ctx: FileContext, loop: cst.CSTNode, steps: list[tuple[cst.Call, cst.BaseExpression]],
+                         helpers: set[str]) -> tuple[cst.Call, cst.BaseExpression] | None:
+    """The step of an optimizer whose own ``zero_grad()`` is missing, when every reset in the
+    loop is ``<optimizer>.zero_grad()`` of another optimizer (GAN loops with ``opt_d``/``opt_g``).
+    Any other reset (``model.zero_grad()``, ``p.grad = None``, a helper) may cover it: None."""
+    reset: set[str] = set()
+    for call in ctx.inside(loop, cst.Call, same_scope=False):
+        name = last_name(call.func)
+        if name in helpers:
+            return None
+        if not _RESET_NAME.search(name):
+            continue
+        target = receiver(call)
+        if method_name(call) != "zero_grad" or not is_optimizer(ctx, target) or dotted(target) is None:
+            return None
+        reset.add(dotted(target))  # type: ignore[arg-type]
+    if not reset or any(isinstance(n.target, cst.Attribute) and n.target.attr.value == "grad"
+                        for n in ctx.inside(loop, cst.AssignTarget, same_scope=False)):
+        return None  # the reset is something else (p.grad.zero_(), p.grad = None)
+    for step, optimizer in steps:
+        name = dotted(optimizer)
+        if name is not None and name not in reset:
+            return step, optimizer
+    return None
 
 
 def _insert_zero_grad(ctx: FileContext, backwards: list[cst.Call],
