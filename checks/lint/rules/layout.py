@@ -500,3 +500,87 @@ def rnn_batch_first_mismatch(ctx: FileContext) -> Iterator[Finding]:
                 f"batch_first=True: its output is (batch, seq, features), so this picks the last sample; "
                 f"use [:, -1]",
             )
+
+
+# ---------------------------------------------------------------------------------------------
+# TTL406: reshape/view used to move axes
+_RESHAPES = ("view", "reshape")
+
+
+def _axis(ctx: FileContext, expr: cst.BaseExpression, sizes: dict[str, tuple[str, object, int]]
+          ) -> tuple[str, object, int] | None:
+    """(tensor name, its binding, axis) that a size expression stands for: a name unpacked
+    from ``x.shape``/``x.size()``, or ``x.shape[i]``/``x.size(i)``."""
+    if isinstance(expr, cst.Name):
+        return sizes.get(expr.value)
+    if isinstance(expr, cst.Subscript) and isinstance(expr.value, cst.Attribute) and expr.value.attr.value == "shape" \
+            and len(expr.slice) == 1 and isinstance(expr.slice[0].slice, cst.Index):
+        tensor, index = expr.value.value, number(expr.slice[0].slice.value)
+    elif isinstance(expr, cst.Call) and method_name(expr) == "size" and len(expr.args) == 1:
+        tensor, index = receiver(expr), number(expr.args[0].value)
+    else:
+        return None
+    name = dotted(tensor)
+    if name is None or index is None or index != int(index):
+        return None
+    return name, _binding(ctx, name, expr), int(index)
+
+
+def _binding(ctx: FileContext, name: str, at: cst.CSTNode) -> object:
+    """Which assignment gives ``name`` its value at ``at`` (identity of the bound value)."""
+    found = ctx.bindings(name, at)
+    return id(found[-1].value) if len(found) == 1 else None
+
+
+def _unpacked_sizes(ctx: FileContext, scope: cst.CSTNode) -> dict[str, tuple[str, object, int]]:
+    """``n, h, w, c = x.shape`` (or ``x.size()``) in ``scope``: each name's (tensor, binding, axis)."""
+    sizes: dict[str, tuple[str, object, int]] = {}
+    for assign in ctx.inside(scope, cst.Assign):
+        value = assign.value
+        if isinstance(value, cst.Call) and method_name(value) == "size" and not value.args:
+            tensor = receiver(value)
+        elif isinstance(value, cst.Attribute) and value.attr.value == "shape":
+            tensor = value.value
+        else:
+            continue
+        name = dotted(tensor)
+        for target in assign.targets:
+            if name is None or not isinstance(target.target, (cst.Tuple, cst.List)):
+                continue
+            for i, element in enumerate(target.target.elements):
+                if isinstance(element.value, cst.Name) and not isinstance(element, cst.StarredElement):
+                    sizes[element.value.value] = (name, _binding(ctx, name, assign), i)
+    return sizes
+
+
+@rule("TTL406", "reshape-instead-of-permute",
+      "view/reshape to the same sizes in another order (N,H,W,C -> N,C,H,W): relabels axes, moves no data.",
+      triggers=(r"\.(view|reshape)\(|torch\.reshape", r"\.shape|\.size\("))
+def reshape_instead_of_permute(ctx: FileContext) -> Iterator[Finding]:
+    known: dict[int, dict[str, tuple[str, object, int]]] = {}
+    for call in ctx.nodes(cst.Call):
+        if method_name(call) in _RESHAPES and ctx.callee(call) not in ("torch.reshape", "numpy.reshape"):
+            tensor, dims = receiver(call), _shape_args(call)
+        elif ctx.callee(call) == "torch.reshape":
+            tensor, dims = arg(call, 0, "input"), _shape_args(call, skip=1)
+        else:
+            continue
+        name = dotted(tensor)
+        if name is None or len(dims) < 3:
+            continue
+        scope = ctx.scope(call)
+        if id(scope) not in known:
+            known[id(scope)] = _unpacked_sizes(ctx, scope)
+        axes = [_axis(ctx, d, known[id(scope)]) for d in dims]
+        current = _binding(ctx, name, call)
+        if any(a is None or a[0] != name or a[1] != current or current is None for a in axes):
+            continue
+        order = [a[2] for a in axes]  # type: ignore[index]
+        if sorted(order) != list(range(len(order))) or order == sorted(order):
+            continue
+        yield ctx.report(
+            "TTL406", call,
+            f"`{ctx.code(call)}` gives `{name}` the same sizes in another order, which relabels the axes without "
+            f"moving any data (an N,H,W,C batch read as N,C,H,W is scrambled); use "
+            f"{name}.permute({', '.join(map(str, order))})",
+        )
