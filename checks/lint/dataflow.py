@@ -96,8 +96,9 @@ class Flow:
         return out
 
     def remote_call_sites(self, func: cst.FunctionDef) -> list[tuple[Ctx, cst.Call]]:
-        """Calls of a module-level function from the files that import this one
-        (``from engine import train`` ... ``train(...)``, ``import engine as e`` ... ``e.train(...)``)."""
+        """Calls of a module-level function (or class, for ``__init__``) from the entry points
+        that import this file (``from engine import train`` ... ``train(...)``, ``import engine as e``
+        ... ``e.train(...)``); see ``Project.callers``."""
         project = self.ctx.project
         cls = self.method_class(func)
         if cls is not None and func.name.value == "__init__" and self.ctx.scope(cls) is self.ctx.module:
@@ -109,7 +110,7 @@ class Flow:
         if project is None:
             return []
         out = []
-        for other in project.importers(self.ctx.filename):
+        for other in project.callers(self.ctx.filename, wanted):
             names = {wanted} | {alias for alias, full in other.imports.items() if full.rsplit(".", 1)[-1] == wanted}
             for name in names:
                 for call in other.flow.calls_named(name):

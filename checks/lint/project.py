@@ -63,7 +63,9 @@ class Tree:
     roots: tuple[str, ...] = ()
     edges: dict[str, tuple[str, ...]] = field(default_factory=dict)
     importers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    names: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)  # (importer, file): names, "*" = module
     _closure_cache: dict[str, frozenset[str]] | None = field(default=None, repr=False, compare=False)
+    _roots_cache: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, texts: dict[str, str | None], roots: Iterable[str] = ()) -> Tree:
@@ -71,14 +73,19 @@ class Tree:
         importers: dict[str, list[str]] = {}
         for path, text in texts.items():
             targets: list[str] = []
+            imported: dict[str, set[str]] = {}
             for level, parts, names in scan_imports(text or ""):
                 found = tree.module_file(path, level, parts)
                 if found is not None:
                     targets.append(found)
+                    imported.setdefault(found, set()).update(names or ("*",))
                 for name in names:
                     sub = tree.module_file(path, level, (*parts, name))
                     if sub is not None:
                         targets.append(sub)
+                        imported.setdefault(sub, set()).add("*")
+            for target, names_ in imported.items():
+                tree.names[(path, target)] = frozenset(names_)
             unique = tuple(dict.fromkeys(t for t in targets if t != path))
             tree.edges[path] = unique
             for target in unique:
@@ -105,13 +112,16 @@ class Tree:
         """The importer's folder (scripts import their siblings), the folder above its
         package, and the paths given on the command line."""
         folder = os.path.dirname(importer)
+        if folder in self._roots_cache:
+            return self._roots_cache[folder]
         top = folder
         while os.path.join(top, "__init__.py") in self.files:
             parent = os.path.dirname(top)
             if parent == top:
                 break
             top = parent
-        return list(dict.fromkeys([folder, top, *self.roots]))
+        self._roots_cache[folder] = list(dict.fromkeys([folder, top, *self.roots]))
+        return self._roots_cache[folder]
 
     def _in(self, base: str, parts: tuple[str, ...]) -> str | None:
         stem = os.path.join(base, *parts)
@@ -214,6 +224,8 @@ class Project(Generic[C]):
         it: ``.model.Net`` from ``pkg/train.py`` is ``(pkg/model.py, ("Net",))``."""
         level = len(dotted_name) - len(dotted_name.lstrip("."))
         parts = tuple(p for p in dotted_name[level:].split(".") if p)
+        if not level and (not parts or self.tree.module_file(importer, 0, parts[:1]) is None):
+            return None  # not a module of the tree (torch, numpy, ...)
         for k in range(len(parts), -1, -1):
             if k == 0 and not level:
                 break
@@ -223,9 +235,25 @@ class Project(Generic[C]):
                 return (ctx, parts[k:]) if ctx is not None else None
         return None
 
-    def importers(self, path: str) -> list[C]:
+    def _calls(self, path: str, name: str) -> bool:
+        """Whether the file's text calls something named ``name`` (read before parsing it)."""
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+        except OSError:
+            return False
+        return re.search(rf"\b{re.escape(name)}\s*\(", text) is not None
+
+    def callers(self, path: str, name: str) -> list[C]:
+        """The files that may call ``name`` of ``path``, loaded: entry points (files no other file
+        of the tree imports: scripts, ``main.py``, tests) that import ``name`` from it, or the
+        whole module, and whose text calls it. Library modules importing each other are not
+        searched, so a large package costs no more than its scripts."""
         out = []
         for other in self.tree.importers.get(path, ()):
+            if self.tree.importers.get(other) or not (
+                    self.tree.names.get((other, path), frozenset("*")) & {name, "*"} and self._calls(other, name)):
+                continue
             ctx = self.context(other)
             if ctx is not None:
                 out.append(ctx)

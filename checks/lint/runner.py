@@ -173,7 +173,7 @@ class _Triggers:
         out = []
         for rule_ in iter_checks(codes):
             text = self.texts[path] or ""
-            if rule_.may_match(text) or deps and all(
+            if rule_.may_match(text) or rule_.across_files and deps and re.search(rule_.across_files, text) and all(
                     not deps.isdisjoint(self._files(p)) or p.search(text) for p in rule_.patterns()):
                 out.append(rule_.code)
         return tuple(out)

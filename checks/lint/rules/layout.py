@@ -173,7 +173,8 @@ def _conv_model(ctx: FileContext, cls: cst.ClassDef) -> bool:
 @rule("TTL401", "channels-last-into-conv",
       "Channels-last (N,H,W,C) data reaches a channels-first layer (Conv2d, BatchNorm2d, MaxPool2d, a CNN).",
       triggers=(r"[Cc]onv2d|[Pp]ool2d|BatchNorm2d|torchvision|models\.",
-                r"imread|Image\.open|from_numpy|as_tensor|tensor\(|rand|zeros|ones|empty|view\(|reshape"))
+                r"imread|Image\.open|from_numpy|as_tensor|tensor\(|rand|zeros|ones|empty|view\(|reshape"),
+      across_files=r"imread|Image\.open|from_numpy|as_tensor|tensor\(|rand|zeros|ones|empty|view\(|reshape")
 def channels_last_into_conv(ctx: FileContext) -> Iterator[Finding]:
     seen: set[tuple[int, int]] = set()
     for call in ctx.nodes(cst.Call):

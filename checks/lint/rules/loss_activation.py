@@ -304,20 +304,21 @@ def _fix(ctx: FileContext, loss: Loss, value: cst.BaseExpression, origin: cst.CS
 
 
 _by_code = shared_analysis("loss_activation", _findings)
+_LOSS_HERE = r"(?i)loss|criterion"  # where a loss is computed, the activation may come from another file
 
 
 rule("TTL201", "softmax-before-cross-entropy",
      "Softmax output reaches CrossEntropyLoss, which applies log_softmax itself.",
-     triggers=("oftmax", "ross_?[Ee]ntropy"), fixable=True)(_by_code("TTL201"))
+     triggers=("oftmax", "ross_?[Ee]ntropy"), fixable=True, across_files=_LOSS_HERE)(_by_code("TTL201"))
 rule("TTL202", "sigmoid-before-bce-with-logits",
      "Sigmoid output reaches BCEWithLogitsLoss, which applies sigmoid itself.",
-     triggers=("igmoid|expit", "[Ww]ith_?[Ll]ogits"), fixable=True)(_by_code("TTL202"))
+     triggers=("igmoid|expit", "[Ww]ith_?[Ll]ogits"), fixable=True, across_files=_LOSS_HERE)(_by_code("TTL202"))
 rule("TTL205", "sigmoid-before-bce-loss",
      "Sigmoid output reaches BCELoss: numerically unstable; use BCEWithLogitsLoss on the logits.",
-     triggers=("igmoid|expit", "binary_cross_entropy|BCELoss"), fixable=True)(_by_code("TTL205"))
+     triggers=("igmoid|expit", "binary_cross_entropy|BCELoss"), fixable=True, across_files=_LOSS_HERE)(_by_code("TTL205"))
 rule("TTL203", "softmax-before-nll-loss",
      "Softmax output (not log_softmax) reaches NLLLoss, which expects log-probabilities.",
-     triggers=("oftmax", "nll_loss|NLLLoss"), fixable=True)(_by_code("TTL203"))
+     triggers=("oftmax", "nll_loss|NLLLoss"), fixable=True, across_files=_LOSS_HERE)(_by_code("TTL203"))
 
 
 _IMPLICIT_DIM = {"torch.nn.functional.softmax", "torch.nn.functional.log_softmax", "torch.nn.functional.softmin"}
