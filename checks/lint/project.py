@@ -201,6 +201,7 @@ class Project(Generic[C]):
         self._load = load
         self._keep = keep
         self._loaded: OrderedDict[str, C | None] = OrderedDict()
+        self._modules: dict[tuple[str, str], tuple[str, tuple[str, ...]] | None] = {}
 
     def context(self, path: str) -> C | None:
         """The parsed file at ``path`` (None when it is not in the tree or cannot be parsed)."""
@@ -222,6 +223,16 @@ class Project(Generic[C]):
     def module(self, importer: str, dotted_name: str) -> tuple[C, tuple[str, ...]] | None:
         """The loaded file a qualified name points into and the attribute path left inside
         it: ``.model.Net`` from ``pkg/train.py`` is ``(pkg/model.py, ("Net",))``."""
+        key = (os.path.dirname(importer), dotted_name)  # resolution depends only on the importer's folder
+        if key not in self._modules:
+            self._modules[key] = self._module_file(importer, dotted_name)
+        found = self._modules[key]
+        if found is None:
+            return None
+        ctx = self.context(found[0])
+        return (ctx, found[1]) if ctx is not None else None
+
+    def _module_file(self, importer: str, dotted_name: str) -> tuple[str, tuple[str, ...]] | None:
         level = len(dotted_name) - len(dotted_name.lstrip("."))
         parts = tuple(p for p in dotted_name[level:].split(".") if p)
         if not level and (not parts or self.tree.module_file(importer, 0, parts[:1]) is None):
@@ -231,8 +242,7 @@ class Project(Generic[C]):
                 break
             found = self.tree.module_file(importer, level, parts[:k])
             if found is not None:
-                ctx = self.context(found)
-                return (ctx, parts[k:]) if ctx is not None else None
+                return found, parts[k:]
         return None
 
     def _calls(self, path: str, name: str) -> bool:

@@ -313,6 +313,13 @@ class Source:
             add(node.target, None, self.post(node))
         for node in self.nodes(cst.Param):
             add(node.name, node, self.post(node), scope=self.scope(node))
+        for node in self.nodes(cst.Call):  # self.add_module("head", m) / setattr(self, "head", m)
+            registered = _registration(node)
+            if registered is not None:
+                cls = self.enclosing_class(node)
+                if cls is not None:
+                    table[(id(cls), f"self.{registered[0]}")].append(
+                        Binding(f"self.{registered[0]}", registered[1], self.post(node)))
         for node in self.nodes(cst.FunctionDef) + self.nodes(cst.ClassDef):  # type: ignore[operator]
             add(node.name, None, self.post(node), scope=self.scope(node))
         for bindings in table.values():
@@ -470,3 +477,22 @@ class Source:
         newline = "\r\n" if line.endswith("\r\n") else "\n"
         return Edit(f"{text}{newline}{indent}", r.start.line, r.start.column + 1,
                     r.start.line, r.start.column + 1)
+
+
+def _registration(call: cst.Call) -> tuple[str, cst.BaseExpression] | None:
+    """(attribute, value) for ``self.add_module("name", value)`` and ``setattr(self, "name", value)``
+    with a literal name; None for anything else (a name built at run time is not followed)."""
+    args = [a.value for a in call.args if a.keyword is None and not a.star]
+    if isinstance(call.func, cst.Attribute) and call.func.attr.value in ("add_module", "register_module") \
+            and dotted(call.func.value) == "self" and len(args) == 2:
+        name, value = args
+    elif isinstance(call.func, cst.Name) and call.func.value == "setattr" and len(args) == 3 \
+            and dotted(args[0]) == "self":
+        name, value = args[1:]
+    else:
+        return None
+    if not isinstance(name, cst.SimpleString) or not isinstance(name.evaluated_value, str) \
+            or not name.evaluated_value.isidentifier():
+        return None
+    return name.evaluated_value, value
+

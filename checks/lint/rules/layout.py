@@ -174,7 +174,7 @@ def _conv_model(ctx: FileContext, cls: cst.ClassDef) -> bool:
       "Channels-last (N,H,W,C) data reaches a channels-first layer (Conv2d, BatchNorm2d, MaxPool2d, a CNN).",
       triggers=(r"[Cc]onv2d|[Pp]ool2d|BatchNorm2d|torchvision|models\.",
                 r"imread|Image\.open|from_numpy|as_tensor|tensor\(|rand|zeros|ones|empty|view\(|reshape"),
-      across_files=r"imread|Image\.open|from_numpy|as_tensor|tensor\(|rand|zeros|ones|empty|view\(|reshape")
+      across_files=r"imread|Image\.open|\d+\s*,\s*\d+\s*,\s*[13]\s*[)\]]")  # images read, or (N, H, W, 3)
 def channels_last_into_conv(ctx: FileContext) -> Iterator[Finding]:
     seen: set[tuple[int, int]] = set()
     for call in ctx.nodes(cst.Call):
@@ -556,7 +556,9 @@ def _unpacked_sizes(ctx: FileContext, scope: cst.CSTNode) -> dict[str, tuple[str
 
 @rule("TTL406", "reshape-instead-of-permute",
       "view/reshape to the same sizes in another order (N,H,W,C -> N,C,H,W): relabels axes, moves no data.",
-      triggers=(r"\.(view|reshape)\(|torch\.reshape", r"\.shape|\.size\("))
+      triggers=(r"\.(view|reshape)\(|torch\.reshape",
+                (r"(?m)\w+\s*,\s*\w+\s*(,\s*\w+\s*)+=\s*[\w.]+\.(shape|size\(\))\s*$"
+                r"|(\.shape\[\d\]|\.size\(\d\))[^\n]*(\.shape\[\d\]|\.size\(\d\))")))
 def reshape_instead_of_permute(ctx: FileContext) -> Iterator[Finding]:
     known: dict[int, dict[str, tuple[str, object, int]]] = {}
     for call in ctx.nodes(cst.Call):
