@@ -277,7 +277,7 @@ class Flow:
         for b in candidates:
             if b.value is None:
                 return None
-            value = Unpacked(b.value, b.index) if b.index is not None else b.value
+            value = _unpacked(b.value, b.index) or Unpacked(b.value, b.index) if b.index is not None else b.value
             hit = self.trace(value, factory, depth + 1)
             if hit is None:
                 return None
@@ -307,9 +307,10 @@ class Flow:
             name = dotted(expr)
             found = ctx.bindings(name, expr) if name else []
             if found:
-                if any(b.value is None or b.index is not None for b in found):
+                values = [_unpacked(b.value, b.index) for b in found]
+                if any(v is None for v in values):
                     return None
-                return _same_kind([self.origin(b.value, depth + 1) for b in found])
+                return _same_kind([self.origin(v, depth + 1) for v in values])
             if isinstance(expr, cst.Attribute):
                 owner = self.origin(expr.value, depth + 1)
                 home = owner[0].find_class(owner[0].callee(owner[1])) if owner is not None else None
@@ -369,6 +370,16 @@ def _same_kind(found: list[tuple[Ctx, cst.Call] | None]) -> tuple[Ctx, cst.Call]
     if len({f[0].canonical(f[0].callee(f[1])) for f in found}) != 1:  # type: ignore[index]
         return None
     return found[-1]
+
+
+def _unpacked(value: cst.CSTNode | None, index: int | tuple[int, ...] | None) -> cst.CSTNode | None:
+    """The element ``a, b = x, y`` binds (a literal tuple on the right), the value itself without
+    unpacking, else None."""
+    if index is None:
+        return value
+    if isinstance(index, int) and isinstance(value, (cst.Tuple, cst.List)):
+        return Flow.element(value, index)
+    return None
 
 
 def _argument(call: cst.Call, index: int | None, keyword: str) -> cst.BaseExpression | None | bool:

@@ -149,13 +149,15 @@ def check(
         for finding in results.get(path, ()):
             by_file.setdefault(finding.filename, {}).setdefault(
                 (finding.row, finding.column, finding.code), finding)
+    fixing: Project | None = None  # the project the fixed texts are linted again in
     for path in files:
         if path not in raw or path not in results:
             continue
         data, text = raw[path]
         kept = _filter(list(by_file.get(str(path), {}).values()), text, config.ignored_codes(path))
         if (fix or diff) and text is not None and any(f.fix for f in kept):
-            kept = _fix_file(path, data, text, kept, codes, config, fix and not diff, report)
+            fixing = fixing or project_for(tree)
+            kept = _fix_file(path, data, text, kept, codes, config, fix and not diff, report, fixing)
         report.findings.extend(kept)
     report.findings.sort(key=lambda f: f.sort_key)
     return report
@@ -259,7 +261,7 @@ def _filter(findings: list[Finding], text: str | None, ignored: set[str]) -> lis
 
 
 def _fix_file(path: Path, data: bytes, text: str, findings: list[Finding], codes: list[str], config: Config,
-              write: bool, report: Report) -> list[Finding]:
+              write: bool, report: Report, project: Project | None = None) -> list[Finding]:
     """Apply safe fixes until none are left (later rounds pick up overlapping ones).
 
     Returns the findings left in the file: after the fixes, or all of them when the
@@ -274,7 +276,8 @@ def _fix_file(path: Path, data: bytes, text: str, findings: list[Finding], codes
         if not applied:
             break
         applied_total += applied
-        findings = _filter(lint_source(body, str(path), codes), body, ignored)
+        findings = _filter([f for f in lint_source(body, str(path), codes, project) if f.filename == str(path)],
+                           body, ignored)
         if not any(f.fix for f in findings):
             break
     if body == original:

@@ -86,3 +86,16 @@ def test_a_finding_that_depends_on_another_file_is_recomputed_when_that_file_cha
     assert sorted(calls[2:]) == ["engine.py", "main.py"]  # engine.py's entry depended on main.py
     (tmp_path / "unrelated.py").write_text("x = 1\n")
     assert _found(tmp_path) == set() and len(calls) == 5  # only the new file is linted
+
+
+def test_fix_in_one_file_keeps_the_findings_it_causes_in_another(tmp_path: Path) -> None:
+    (tmp_path / "model.py").write_text(
+        "import torch.nn as nn\nimport torch.nn.functional as F\n\n\nclass Net(nn.Module):\n"
+        "    def forward(self, x):\n        return F.softmax(x, dim=1)\n")
+    (tmp_path / "train.py").write_text(
+        "import torch.nn as nn\n\nfrom model import Net\n\nnet, loss_fn = Net(), nn.CrossEntropyLoss()\n"
+        "for x, y in loader:\n    loss_fn(net(x), y).backward()\n    optimizer.step()\n")
+    report = check([str(tmp_path)], config=Config(tmp_path), fix=True, cache=False)
+    assert report.fixed == 1 and "optimizer.zero_grad()" in (tmp_path / "train.py").read_text()
+    assert [(Path(f.filename).name, f.row, f.code) for f in report.findings] == [("model.py", 7, "TTL201")]
+    assert "(in " in report.findings[0].message and "train.py:7)" in report.findings[0].message
