@@ -444,8 +444,11 @@ def _last_index(element: cst.SubscriptElement) -> bool:
     return isinstance(element.slice, cst.Index) and number(element.slice.value) == -1
 
 
-def _rnn_output_call(ctx: FileContext, value: cst.BaseExpression) -> cst.Call | None:
-    """The RNN call whose output sequence (element 0 of its result) ``value`` is."""
+def _rnn_output_call(ctx: FileContext, value: cst.BaseExpression, depth: int = 0) -> cst.Call | None:
+    """The RNN call whose output sequence (element 0 of its result) ``value`` is; through a
+    helper's parameter when every call site in the file passes the output of one RNN layer."""
+    if depth > 4:
+        return None
     if isinstance(value, cst.Subscript) and isinstance(value.value, cst.Call) and len(value.slice) == 1 \
             and isinstance(value.slice[0].slice, cst.Index) and number(value.slice[0].slice.value) == 0:
         return value.value  # self.lstm(x)[0]
@@ -455,7 +458,13 @@ def _rnn_output_call(ctx: FileContext, value: cst.BaseExpression) -> cst.Call | 
             return found[0].value  # out, (h, c) = self.lstm(x)
         if len(found) == 1 and isinstance(found[0].value, cst.BaseExpression) and found[0].index is None \
                 and not isinstance(found[0].value, cst.Name):
-            return _rnn_output_call(ctx, found[0].value)  # out = self.lstm(x)[0]
+            return _rnn_output_call(ctx, found[0].value, depth + 1)  # out = self.lstm(x)[0]
+        if len(found) == 1 and isinstance(found[0].value, cst.Param):  # def last_step(seq): return seq[:, -1]
+            given = ctx.flow.arguments(found[0].value) or []
+            calls = [_rnn_output_call(ctx, a, depth + 1) if where is ctx else None for where, a in given]
+            layers = {id(ctx.constructor(c.func)) if c is not None else None for c in calls}
+            if calls and None not in layers and len(layers) == 1:
+                return calls[-1]
     return None
 
 
