@@ -174,7 +174,7 @@ def _conv_model(ctx: FileContext, cls: cst.ClassDef) -> bool:
       "Channels-last (N,H,W,C) data reaches a channels-first layer (Conv2d, BatchNorm2d, MaxPool2d, a CNN).",
       triggers=(r"[Cc]onv2d|[Pp]ool2d|BatchNorm2d|torchvision|models\.",
                 r"imread|Image\.open|from_numpy|as_tensor|tensor\(|rand|zeros|ones|empty|view\(|reshape"),
-      across_files=r"imread|Image\.open|\d+\s*,\s*\d+\s*,\s*[13]\s*[)\]]")  # images read, or (N, H, W, 3)
+      across_files=r"imread|Image\.open|\d\d+\s*,\s*\d\d+\s*,\s*[13]\s*[)\]]")  # images read, or (N, H, W, 3)
 def channels_last_into_conv(ctx: FileContext) -> Iterator[Finding]:
     seen: set[tuple[int, int]] = set()
     for call in ctx.nodes(cst.Call):

@@ -304,7 +304,7 @@ def _fix(ctx: FileContext, loss: Loss, value: cst.BaseExpression, origin: cst.CS
 
 
 _by_code = shared_analysis("loss_activation", _findings)
-_LOSS_HERE = r"(?i)loss|criterion"  # where a loss is computed, the activation may come from another file
+_LOSS_HERE = r"(?i)(loss|criterion)\w*\s*\(|cross_entropy\s*\("  # a loss computed here; its input may come from elsewhere
 
 
 rule("TTL201", "softmax-before-cross-entropy",
