@@ -8,10 +8,13 @@ import os
 import shutil
 from pathlib import Path
 
+import libcst as cst
 import pytest
 
 from checks.lint import check, runner
 from checks.lint.config import Config
+from checks.lint.engine import project_for
+from checks.lint.project import Tree
 
 from .helpers import FIXTURES, expected_findings
 
@@ -99,3 +102,52 @@ def test_fix_in_one_file_keeps_the_findings_it_causes_in_another(tmp_path: Path)
     assert report.fixed == 1 and "optimizer.zero_grad()" in (tmp_path / "train.py").read_text()
     assert [(Path(f.filename).name, f.row, f.code) for f in report.findings] == [("model.py", 7, "TTL201")]
     assert "(in " in report.findings[0].message and "train.py:7)" in report.findings[0].message
+
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> tuple[Tree, dict[str, str]]:
+    paths = {}
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        paths[name] = os.path.normpath(str(path))
+    return Tree.build({p: (tmp_path / n).read_text() for n, p in paths.items()}, [str(tmp_path)]), paths
+
+
+def test_imports_resolved_between_files_of_the_tree(tmp_path: Path) -> None:
+    tree, p = _tree(tmp_path, {
+        "pkg/__init__.py": "from .model import Net\n",
+        "pkg/model.py": "import torch\n",
+        "pkg/utils/__init__.py": "",
+        "pkg/utils/metrics.py": "from .. import model\nfrom ..model import Net as N\n",
+        "pkg/train.py": "from pkg.utils.metrics import accuracy\nimport pkg.model as m\nfrom . import (\n    Net,\n)\n",
+        "scripts/run.py": "import network as net\nfrom helpers import go  # a sibling module\nimport numpy as np\n",
+        "scripts/network.py": "",
+        "scripts/helpers.py": "",
+    })
+    assert set(tree.edges[p["pkg/__init__.py"]]) == {p["pkg/model.py"]}  # relative
+    assert set(tree.edges[p["pkg/utils/metrics.py"]]) == {p["pkg/model.py"], p["pkg/__init__.py"]}  # .. and ..model
+    assert set(tree.edges[p["pkg/train.py"]]) == {p["pkg/utils/metrics.py"], p["pkg/model.py"], p["pkg/__init__.py"]}
+    assert set(tree.edges[p["scripts/run.py"]]) == {p["scripts/network.py"], p["scripts/helpers.py"]}  # numpy: not ours
+    assert tree.dependencies(p["pkg/model.py"]) >= {p["pkg/__init__.py"], p["pkg/utils/metrics.py"], p["pkg/train.py"]}
+    assert p["scripts/run.py"] not in tree.dependencies(p["pkg/model.py"])
+
+
+def test_names_resolve_to_their_definitions_across_files(tmp_path: Path) -> None:
+    tree, p = _tree(tmp_path, {
+        "pkg/__init__.py": "from .model import Net\n",
+        "pkg/model.py": "import torch.nn as nn\n\n\nclass Net(nn.Module):\n    pass\n\n\ndef build():\n    return Net()\n",
+        "pkg/train.py": "from . import Net\nimport pkg.model as m\nfrom pkg.model import build as make\n"
+                        "a = Net()\nb = m.Net()\nc = make()\nd = m.missing()\n",
+    })
+    project = project_for(tree)
+    train = project.context(p["pkg/train.py"])
+    calls = {train.code(c): c for c in train.nodes(cst.Call)}
+    for code in ("Net()", "m.Net()"):  # the constructor call is here; the class is in model.py
+        there, built = train.origin(calls[code])
+        assert there is train and built is calls[code]
+        home, cls = train.find_class(train.callee(built))
+        assert home.filename == p["pkg/model.py"] and cls.name.value == "Net"
+    there, built = train.origin(calls["make()"])  # a builder: what it returns, in its own file
+    assert there.filename == p["pkg/model.py"] and there.code(built) == "Net()"
+    assert train.find(train.callee(calls["m.missing()"])) is None
