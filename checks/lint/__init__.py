@@ -12,17 +12,11 @@ with libcst and never imports or runs the code it reads.
 """
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("tf2torch")
-except PackageNotFoundError:  # running from a source checkout
-    __version__ = "0.0.0+local"
-
 from .engine import lint_source
 from .finding import Edit, Finding, Fix
 from .registry import all_rules
 from .runner import LintError, Report, check, lint_paths
+from .version import __version__
 
 __all__ = [
     "Edit",

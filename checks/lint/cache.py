@@ -1,4 +1,5 @@
-"""Cache of per-file results keyed by file content, enabled rules and tool version.
+"""Cache of per-file results keyed by file content, the content of the files it depends on
+(``project.Tree.dependencies``), enabled rules and tool version.
 
 Entries live in ``$TF2TORCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/tf2torch/lint``, else
 ``~/.cache/tf2torch/lint``; one small JSON file per entry, written atomically, so
@@ -17,8 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from .finding import Finding
+from .version import __version__
 
-FORMAT = 1
+FORMAT = 2  # 2: findings may be in another file (named), the key includes dependencies
 
 
 def default_directory() -> Path:
@@ -31,9 +33,7 @@ def default_directory() -> Path:
 @lru_cache(maxsize=1)
 def fingerprint() -> str:
     """Tool version plus a hash of the linter's code."""
-    from . import __version__, registry
-
-    digest = hashlib.sha256(f"{FORMAT}:{__version__}:{registry.DOCS_URL}".encode())
+    digest = hashlib.sha256(f"{FORMAT}:{__version__}".encode())
     package = Path(__file__).parent
     for source in sorted(package.rglob("*.py")):
         digest.update(source.relative_to(package).as_posix().encode())
@@ -46,8 +46,12 @@ class Cache:
         self.directory = directory or default_directory()
         self.salt = f"{fingerprint()}:{','.join(sorted(codes))}:".encode()
 
-    def key(self, data: bytes) -> str:
-        return hashlib.sha256(self.salt + data).hexdigest()
+    def key(self, data: bytes, dependencies: Iterable[str] = ()) -> str:
+        """The entry for a file's content and the content digests of the files it depends on."""
+        digest = hashlib.sha256(self.salt + data)
+        for dependency in dependencies:
+            digest.update(dependency.encode())
+        return digest.hexdigest()
 
     def _path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.json"
@@ -56,18 +60,19 @@ class Cache:
         try:
             with open(self._path(key), encoding="utf-8") as handle:
                 raw = json.load(handle)
-            return [Finding.from_json({**item, "filename": filename}) for item in raw]
+            return [Finding.from_json({**item, "filename": item["filename"] or filename}) for item in raw]
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def put(self, key: str, findings: list[Finding]) -> None:
+    def put(self, key: str, findings: list[Finding], filename: str = "") -> None:
         """Best effort: a cache that cannot be written only costs speed."""
         target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump([{**f.to_json(), "filename": ""} for f in findings], handle)
+                json.dump([{**f.to_json(), "filename": "" if f.filename == filename else f.filename}
+                           for f in findings], handle)
             os.replace(tmp, target)
         except OSError:
             pass

@@ -13,7 +13,8 @@ from __future__ import annotations
 import ast
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import TypeVar
 
 import libcst as cst
@@ -21,7 +22,9 @@ import libcst as cst
 from migrate.core.errors import first_line
 
 from .context import FileContext
+from .discovery import read_source
 from .finding import Finding
+from .project import Project, Tree
 from .registry import PARSE_ERROR, Rule, iter_checks
 
 BOM = "\ufeff"
@@ -49,7 +52,8 @@ def decode(data: bytes, filename: str) -> tuple[str | None, Finding | None]:
     return text, None
 
 
-def lint_source(source: str, filename: str, codes: list[str]) -> list[Finding]:
+def lint_source(source: str, filename: str, codes: list[str], project: Project[FileContext] | None = None,
+                matching: Collection[str] | None = None) -> list[Finding]:
     """Findings for one file's text, before noqa and per-file ignores are applied.
 
     A leading byte-order mark is dropped: positions and fixes refer to the text after it.
@@ -59,12 +63,12 @@ def lint_source(source: str, filename: str, codes: list[str]) -> list[Finding]:
     A text that cannot be analysed gives one TTL000 finding, never an exception.
     """
     text = source[1:] if source.startswith(BOM) else source
-    rules = [r for r in iter_checks(codes) if r.may_match(text)]
+    rules = [r for r in iter_checks(codes) if (r.code in matching if matching is not None else r.may_match(text))]
     report = PARSE_ERROR in codes
     if not rules and not report:
         return []
     try:
-        found = deep_call(_lint, text, filename, rules)
+        found = deep_call(_lint, text, filename, rules, project)
     except RecursionError:
         found = [_unanalysable(filename, "too deeply nested for the linter's parser", 1, 1)]
     except MemoryError:
@@ -72,7 +76,7 @@ def lint_source(source: str, filename: str, codes: list[str]) -> list[Finding]:
     return found if report else [f for f in found if f.code != PARSE_ERROR]
 
 
-def _lint(text: str, filename: str, rules: list[Rule]) -> list[Finding]:
+def _lint(text: str, filename: str, rules: list[Rule], project: Project[FileContext] | None) -> list[Finding]:
     problem = _compile(text, filename, measure=bool(rules))
     if problem is not None or not rules:
         return [problem] if problem is not None else []
@@ -86,11 +90,37 @@ def _lint(text: str, filename: str, rules: list[Rule]) -> list[Finding]:
             why = ("valid Python that libcst, the parser the rules use, cannot read "
                    f"({first_line(exc.message, default='invalid syntax')})")
         return [_unanalysable(filename, why, exc.raw_line, exc.raw_column + 1)]
-    ctx = FileContext(module, text, filename)
+    ctx = FileContext(module, text, filename, project)
+    if project is not None:
+        project.add(filename, ctx)
     findings: list[Finding] = []
     for rule_ in rules:
         findings.extend(rule_.check(ctx))  # type: ignore[misc]
     return sorted(set(findings), key=lambda f: f.sort_key)
+
+
+def load_context(filename: str, project: Project[FileContext]) -> FileContext | None:
+    """Another file of the project, parsed for the rules' questions about it: None when it
+    cannot be read, decoded or analysed (the same guards as for a linted file)."""
+    try:
+        text, problem = decode(read_source(Path(filename)), filename)
+    except OSError:
+        return None
+    if text is None or problem is not None:
+        return None
+    text = text[1:] if text.startswith(BOM) else text
+    if _compile(text, filename, measure=True) is not None:
+        return None
+    try:
+        return FileContext(cst.parse_module(text), text, filename, project)
+    except (cst.ParserSyntaxError, RecursionError, MemoryError):
+        return None
+
+
+def project_for(tree: Tree) -> Project[FileContext]:
+    """A project over ``tree`` whose files are parsed on demand in this process."""
+    project: Project[FileContext] = Project(tree, lambda path: load_context(path, project))
+    return project
 
 
 def _compile(text: str, filename: str, measure: bool) -> Finding | None:

@@ -65,8 +65,7 @@ class Finding:
         return (self.filename, self.row, self.column, self.code)
 
     def to_json(self) -> dict:
-        from .registry import rule_url
-
+        """ruff's keys; the output formats add the rule's docs ``url``."""
         return {
             "code": self.code,
             "message": self.message,
@@ -74,7 +73,6 @@ class Finding:
             "location": {"row": self.row, "column": self.column},
             "end_location": {"row": self.end_row, "column": self.end_column},
             "fix": self.fix.to_json() if self.fix else None,
-            "url": rule_url(self.code),
         }
 
     @classmethod

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .finding import Finding
 from .registry import all_rules, rule_url
+from .version import __version__
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 TOOL_NAME = "tf2torch-lint"
@@ -21,12 +22,10 @@ def text(findings: Sequence[Finding]) -> str:
 
 
 def json_(findings: Sequence[Finding]) -> str:
-    return json.dumps([f.to_json() for f in findings], indent=2) + "\n"
+    return json.dumps([{**f.to_json(), "url": rule_url(f.code)} for f in findings], indent=2) + "\n"
 
 
 def sarif(findings: Sequence[Finding]) -> str:
-    from . import __version__
-
     rules = all_rules()
     used = sorted({f.code for f in findings} | set(rules))
     index = {code: i for i, code in enumerate(used)}

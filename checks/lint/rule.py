@@ -28,6 +28,9 @@ class Rule:
     check: Callable[[FileContext], Iterable[Finding]] | None
     fixable: bool = False
     severity: str = "error"  # "error", or "info" for advice that is right only in some ports
+    # A regular expression: when the file matches it, the trigger words may be in the files it depends on
+    # (the loss call here, the model's softmax in model.py). None: all triggers must be in the file.
+    across_files: str | None = None
 
     def may_match(self, source: str) -> bool:
         """Cheap text prefilter, so files that cannot match are never parsed.
@@ -35,6 +38,9 @@ class Rule:
         Each trigger is a regular expression and all of them must be found in the source.
         """
         return all(pattern.search(source) for pattern in _compiled(self.triggers))
+
+    def patterns(self) -> tuple[re.Pattern[str], ...]:
+        return _compiled(self.triggers)
 
 
 @cache
@@ -50,13 +56,13 @@ RULES: dict[str, Rule] = {
 
 
 def rule(code: str, name: str, summary: str, triggers: tuple[str, ...], fixable: bool = False,
-         severity: str = "error") -> Callable[[Callable], Callable]:
+         severity: str = "error", across_files: str | None = None) -> Callable[[Callable], Callable]:
     """Register a check function under a stable code."""
 
     def register(func: Callable) -> Callable:
         if code in RULES:
             raise ValueError(f"duplicate rule code {code}")
-        RULES[code] = Rule(code, name, summary, triggers, func, fixable, severity)
+        RULES[code] = Rule(code, name, summary, triggers, func, fixable, severity, across_files)
         return func
 
     return register

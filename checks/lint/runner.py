@@ -10,8 +10,10 @@ kills it becomes a TTL000 finding.
 from __future__ import annotations
 
 import ast
+import hashlib
 import multiprocessing
 import os
+import re
 import signal
 import traceback
 from collections.abc import Iterable, Sequence
@@ -23,11 +25,12 @@ from pathlib import Path
 from .cache import Cache
 from .config import Config, find_pyproject, load_config
 from .discovery import discover, read_source
-from .engine import BOM, decode, deep_call, lint_source
+from .engine import BOM, decode, deep_call, lint_source, project_for
 from .finding import Finding
 from .fixes import NotWritten, apply_fixes, unified_diff, write_fix
 from .noqa import is_suppressed, suppressions
-from .registry import PARSE_ERROR, resolve
+from .project import Project, Tree
+from .registry import PARSE_ERROR, iter_checks, resolve
 
 PARALLEL_MIN_FILES = 16  # below this a pool costs more than it saves
 FIX_ROUNDS = 10
@@ -48,6 +51,7 @@ class _Task:
     filename: str
     text: str
     codes: tuple[str, ...]
+    matching: tuple[str, ...] | None = None  # codes whose trigger words the file and its dependencies contain
 
 
 @dataclass(frozen=True)
@@ -57,10 +61,19 @@ class _Result:
     cacheable: bool = True
 
 
+_project: Project | None = None  # this process's view of the tree (set by _use_tree)
+
+
+def _use_tree(tree: Tree | None) -> None:
+    """Worker initialiser (and the serial path's): the tree this process lints."""
+    global _project
+    _project = project_for(tree) if tree is not None else None
+
+
 def _lint_task(task: _Task) -> _Result:
     """Worker entry point: findings, or a one-line error (with traceback) if a rule crashed."""
     try:
-        return _Result(lint_source(task.text, task.filename, list(task.codes)))
+        return _Result(lint_source(task.text, task.filename, list(task.codes), _project, task.matching))
     except Exception as exc:  # a bug in a rule must not stop the run
         detail = traceback.format_exc()
         return _Result(None, f"{task.filename}: internal error: {type(exc).__name__}: {exc}\n{detail}")
@@ -98,54 +111,92 @@ def check(
     store = Cache(codes) if cache else None
 
     raw: dict[Path, tuple[bytes, str | None]] = {}
-    results: dict[Path, list[Finding]] = {}
-    pending: list[tuple[Path, str | None, _Task]] = []
     for path in files:
         try:
-            data = read_source(path)
+            raw[path] = (data := read_source(path), decode(data, str(path))[0])
         except OSError as exc:
             report.errors.append(f"{path}: cannot read: {exc.strerror or exc}")
-            continue
-        key = store.key(data) if store else None
-        text, problem = decode(data, str(path))
-        raw[path] = (data, text)
+    tree = Tree.build({str(p): text for p, (_, text) in raw.items()}, paths)
+    digests = {str(p): hashlib.sha256(data).hexdigest() for p, (data, _) in raw.items()} if store else {}
+    results: dict[Path, list[Finding]] = {}
+    pending: list[tuple[Path, str | None, _Task]] = []
+    triggers = _Triggers({str(p): text for p, (_, text) in raw.items()})
+    for path, (data, text) in raw.items():
+        deps = tree.dependencies(str(path))
+        key = store.key(data, [digests[d] for d in sorted(deps)]) if store else None
         cached = store.get(key, str(path)) if store and key else None
         if cached is not None:
             results[path] = cached
-        elif problem is not None:
-            results[path] = [problem] if problem.code in codes else []
+        elif text is None:
+            problem = decode(data, str(path))[1]
+            results[path] = [problem] if problem is not None and problem.code in codes else []
             if store and key:
-                store.put(key, results[path])
+                store.put(key, results[path], str(path))
         else:
-            pending.append((path, key, _Task(str(path), text, tuple(codes))))  # type: ignore[arg-type]
+            matching = triggers.matching(codes, str(path), deps)
+            pending.append((path, key, _Task(str(path), text, tuple(codes), matching)))
 
-    for (path, key, _), result in zip(pending, _run_tasks([t for _, _, t in pending], jobs)):
+    for (path, key, _), result in zip(pending, _run_tasks([t for _, _, t in pending], jobs, tree)):
         if result.error is not None:
             report.errors.append(result.error)
             continue
         results[path] = result.findings  # type: ignore[assignment]
         if store and key and result.cacheable:
-            store.put(key, result.findings)  # type: ignore[arg-type]
+            store.put(key, result.findings, str(path))  # type: ignore[arg-type]
 
+    by_file: dict[str, dict[tuple, Finding]] = {}
+    for path in files:  # a file's findings can be in another file (a model's softmax that a script trains)
+        for finding in results.get(path, ()):
+            by_file.setdefault(finding.filename, {}).setdefault(
+                (finding.row, finding.column, finding.code), finding)
+    fixing: Project | None = None  # the project the fixed texts are linted again in
     for path in files:
-        if path not in results:
+        if path not in raw or path not in results:
             continue
         data, text = raw[path]
-        kept = _filter(results[path], text, config.ignored_codes(path))
+        kept = _filter(list(by_file.get(str(path), {}).values()), text, config.ignored_codes(path))
         if (fix or diff) and text is not None and any(f.fix for f in kept):
-            kept = _fix_file(path, data, text, kept, codes, config, fix and not diff, report)
+            fixing = fixing or project_for(tree)
+            kept = _fix_file(path, data, text, kept, codes, config, fix and not diff, report, fixing)
         report.findings.extend(kept)
     report.findings.sort(key=lambda f: f.sort_key)
     return report
 
 
-def _run_tasks(tasks: list[_Task], jobs: int | None) -> list[_Result]:
+class _Triggers:
+    """Which files contain each rule trigger, searched once per (pattern, file)."""
+
+    def __init__(self, texts: dict[str, str | None]) -> None:
+        self.texts = texts
+        self.files: dict[str, set[str]] = {}
+
+    def matching(self, codes: list[str], path: str, deps: frozenset[str]) -> tuple[str, ...]:
+        """Codes whose trigger words each occur in the file or in a file it depends on."""
+        out = []
+        for rule_ in iter_checks(codes):
+            text = self.texts[path] or ""
+            if rule_.may_match(text) or rule_.across_files and deps and re.search(rule_.across_files, text) and all(
+                    not deps.isdisjoint(self._files(p)) or p.search(text) for p in rule_.patterns()):
+                out.append(rule_.code)
+        return tuple(out)
+
+    def _files(self, pattern: re.Pattern[str]) -> set[str]:
+        if pattern.pattern not in self.files:
+            self.files[pattern.pattern] = {f for f, t in self.texts.items() if t and pattern.search(t)}
+        return self.files[pattern.pattern]
+
+
+def _run_tasks(tasks: list[_Task], jobs: int | None, tree: Tree | None = None) -> list[_Result]:
     workers = min(jobs or os.cpu_count() or 1, max(1, len(tasks) // 4))
     if workers <= 1 or len(tasks) < PARALLEL_MIN_FILES:
-        return [_lint_task(t) for t in tasks]
+        _use_tree(tree)
+        try:
+            return [_lint_task(t) for t in tasks]
+        finally:
+            _use_tree(None)
     order = sorted(range(len(tasks)), key=lambda i: -len(tasks[i].text))  # big files first
     out: list[_Result | None] = [None] * len(tasks)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_use_tree, initargs=(tree,)) as pool:
         futures = [(i, pool.submit(_lint_task, tasks[i])) for i in order]
         for i, future in futures:
             try:
@@ -153,19 +204,19 @@ def _run_tasks(tasks: list[_Task], jobs: int | None) -> list[_Result]:
             except BrokenProcessPool:  # a worker died: every unfinished file is redone below
                 pass
     unfinished = [i for i in order if out[i] is None]
-    for i, result in zip(unfinished, _run_isolated([tasks[i] for i in unfinished])):
+    for i, result in zip(unfinished, _run_isolated([tasks[i] for i in unfinished], tree)):
         out[i] = result
     return out  # type: ignore[return-value]
 
 
-def _run_isolated(tasks: list[_Task]) -> list[_Result]:
+def _run_isolated(tasks: list[_Task], tree: Tree | None = None) -> list[_Result]:
     """Lint one task at a time in a child process; when the child dies, that task gets a
     TTL000 finding (not cached) and a new child takes the rest."""
     results: list[_Result] = []
     context = multiprocessing.get_context()
     while len(results) < len(tasks):
         ours, theirs = context.Pipe()
-        child = context.Process(target=_serve, args=(theirs,), daemon=True)
+        child = context.Process(target=_serve, args=(theirs, tree), daemon=True)
         child.start()
         theirs.close()
         try:
@@ -182,8 +233,9 @@ def _run_isolated(tasks: list[_Task]) -> list[_Result]:
     return results
 
 
-def _serve(conn: multiprocessing.connection.Connection) -> None:
+def _serve(conn: multiprocessing.connection.Connection, tree: Tree | None) -> None:
     """Child process of ``_run_isolated``: lint tasks until told to stop."""
+    _use_tree(tree)
     while (task := conn.recv()) is not None:
         conn.send(_lint_task(task))
 
@@ -209,7 +261,7 @@ def _filter(findings: list[Finding], text: str | None, ignored: set[str]) -> lis
 
 
 def _fix_file(path: Path, data: bytes, text: str, findings: list[Finding], codes: list[str], config: Config,
-              write: bool, report: Report) -> list[Finding]:
+              write: bool, report: Report, project: Project | None = None) -> list[Finding]:
     """Apply safe fixes until none are left (later rounds pick up overlapping ones).
 
     Returns the findings left in the file: after the fixes, or all of them when the
@@ -224,7 +276,8 @@ def _fix_file(path: Path, data: bytes, text: str, findings: list[Finding], codes
         if not applied:
             break
         applied_total += applied
-        findings = _filter(lint_source(body, str(path), codes), body, ignored)
+        findings = _filter([f for f in lint_source(body, str(path), codes, project) if f.filename == str(path)],
+                           body, ignored)
         if not any(f.fix for f in findings):
             break
     if body == original:

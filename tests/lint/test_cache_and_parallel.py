@@ -18,9 +18,9 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     original = runner.lint_source
 
-    def spy(text, filename, codes):
+    def spy(text, filename, codes, *project):
         calls.append(filename)
-        return original(text, filename, codes)
+        return original(text, filename, codes, *project)
 
     monkeypatch.setattr(runner, "lint_source", spy)
     return calls
@@ -92,10 +92,10 @@ def test_internal_error_in_a_rule_is_reported_and_the_run_goes_on(tmp_path: Path
     (tmp_path / "a.py").write_text(BAD)
     (tmp_path / "b.py").write_text(BAD)
 
-    def boom(text, filename, codes):
+    def boom(text, filename, codes, *project):
         if filename.endswith("a.py"):
             raise RuntimeError("rule bug")
-        return original(text, filename, codes)
+        return original(text, filename, codes, *project)
 
     original = runner.lint_source
     monkeypatch.setattr(runner, "lint_source", boom)

@@ -66,8 +66,8 @@ def _param(func: cst.FunctionDef, name: str) -> cst.Param:
 
 def test_a_parameter_holds_what_every_call_site_passes(ctx: FileContext) -> None:
     fit = _function(ctx, "fit")
-    assert [ctx.code(a) for a in ctx.flow.arguments(_param(fit, "model"))] == ["net", "net"]
-    assert [ctx.code(a) for a in ctx.flow.arguments(_param(fit, "criterion"))] == ["None", "None"]  # defaults
+    assert [ctx.code(a) for _, a in ctx.flow.arguments(_param(fit, "model"))] == ["net", "net"]
+    assert [ctx.code(a) for _, a in ctx.flow.arguments(_param(fit, "criterion"))] == ["None", "None"]  # defaults
     assert ctx.kind(fit.body.body[0].body.body[0].body[0].value.func) == "torch.nn.Linear"  # model(x) in fit
 
 

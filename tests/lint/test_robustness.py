@@ -94,10 +94,10 @@ def test_a_worker_that_dies_costs_only_its_file(tmp_path: Path, monkeypatch) -> 
     (tmp_path / "crash.py").write_text(BAD)
     original = runner.lint_source
 
-    def segfault_on_crash_py(text: str, filename: str, codes: list[str]):
+    def segfault_on_crash_py(text: str, filename: str, codes: list[str], *project):
         if filename.endswith("crash.py"):
             os.kill(os.getpid(), signal.SIGSEGV)  # what a native stack overflow does
-        return original(text, filename, codes)
+        return original(text, filename, codes, *project)
 
     monkeypatch.setattr(runner, "lint_source", segfault_on_crash_py)
     report = check([str(tmp_path)], jobs=2)
@@ -174,9 +174,9 @@ def test_fix_never_overwrites_a_file_changed_since_read(tmp_path: Path, monkeypa
     edited = BAD + "# typed by the user while the linter ran\n"
     original = runner.lint_source
 
-    def user_edits_meanwhile(text: str, filename: str, codes: list[str]):
+    def user_edits_meanwhile(text: str, filename: str, codes: list[str], *project):
         path.write_text(edited)
-        return original(text, filename, codes)
+        return original(text, filename, codes, *project)
 
     monkeypatch.setattr(runner, "lint_source", user_edits_meanwhile)
     report = check([str(path)], fix=True, cache=False)

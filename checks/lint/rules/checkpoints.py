@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from ..context import FileContext, arg
+from ..context import FileContext
 from ..finding import Finding
 from ..rule import rule
+from ..syntax import arg
 
 _LOADS = {"torch.load", "torch.serialization.load"}
 
@@ -20,12 +21,17 @@ _LOADS = {"torch.load", "torch.serialization.load"}
 @rule("TTL601", "torch-load-without-weights-only",
       "torch.load without weights_only=True unpickles the file and can run code from it.",
       # a load( call with no weights_only=True later on its line (multi-line calls still match)
-      triggers=(r"(torch\.|(?<![\w.]))load\((?![^\n]*weights_only\s*=\s*True)", "torch"))
+      triggers=(r"(torch\.|(?<![\w.]))load\((?![^\n]*weights_only\s*=\s*True)|partial\(\s*(torch\.)?load\b", "torch"))
 def torch_load_without_weights_only(ctx: FileContext) -> Iterator[Finding]:
     for call in ctx.nodes(cst.Call):
-        if ctx.callee(call) not in _LOADS:
+        qual = ctx.callee(call)
+        partial = qual in ("functools.partial", "partial")
+        if partial:  # load = partial(torch.load, map_location="cpu"): the flag may come with each call
+            if ctx.qualname(arg(call, 0, "func")) not in _LOADS or _passed_later(ctx, call):
+                continue
+        elif qual not in _LOADS:
             continue
-        flag = arg(call, 3, "weights_only")
+        flag = arg(call, None if partial else 3, "weights_only")
         if flag is None and any(a.star == "**" for a in call.args):
             continue  # given through **kwargs, maybe
         if isinstance(flag, cst.Name) and flag.value == "True":
@@ -38,3 +44,13 @@ def torch_load_without_weights_only(ctx: FileContext) -> Iterator[Finding]:
             f"torch.load with {said} unpickles the file and runs any code a crafted checkpoint carries "
             f"(weights_only=True is the default only since torch 2.6); pass weights_only=True",
         )
+
+
+def _passed_later(ctx: FileContext, made: cst.Call) -> bool:
+    """Some call of the partial object (bound to a name) passes weights_only itself."""
+    holder = ctx.parent(made)
+    if not (isinstance(holder, cst.Assign) and len(holder.targets) == 1 and isinstance(holder.targets[0].target, cst.Name)):
+        return False
+    name = holder.targets[0].target.value
+    return any(arg(c, None, "weights_only") is not None or any(a.star == "**" for a in c.args)
+               for c in ctx.flow.calls_named(name) if isinstance(c.func, cst.Name))

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from ..context import OBJECT_CHAIN, FileContext, arg, dotted, method_name, number, receiver
+from ..context import FileContext
 from ..finding import Edit, Finding, Fix
 from ..rule import rule
-from .training_loop import backward_calls, optimizer_steps
+from ..syntax import OBJECT_CHAIN, arg, dotted, method_name, number, receiver
+from ..training import backward_calls, optimizer_steps
 
 _NO_GRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.inference_mode",
             "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"}
@@ -80,18 +81,21 @@ def _find_eval_targets(ctx: FileContext, within: cst.CSTNode, same_scope: bool) 
 
 
 def _mode_dependent(ctx: FileContext, cls: cst.ClassDef, seen: set[int]) -> bool:
-    """Whether a model class defined here could behave differently in eval mode.
+    """Whether a model class of the project could behave differently in eval mode.
 
-    Unknown submodules and base classes count as mode-dependent: this only serves to
-    stay silent on models made solely of layers that ignore the mode.
+    Followed through base classes, submodules built in the class (``nn.Sequential`` and
+    helper classes of the project included). Unknown submodules and base classes count as
+    mode-dependent: this only serves to stay silent on models made solely of layers that
+    ignore the mode.
     """
     if id(cls) in seen:
         return False
     seen.add(id(cls))
     for base in cls.bases:
         qual = ctx.qualname(base.value) or ""
-        if qual in ctx.classes:
-            if _mode_dependent(ctx, ctx.classes[qual], seen):
+        home = ctx.find_class(qual)
+        if home is not None:
+            if _mode_dependent(*home, seen):
                 return True
         elif qual not in ("torch.nn.Module", "torch.nn.modules.module.Module"):
             return True
@@ -101,6 +105,7 @@ def _mode_dependent(ctx: FileContext, cls: cst.ClassDef, seen: set[int]) -> bool
     for call in ctx.inside(cls, cst.Call, same_scope=False):
         qual = ctx.callee(call) or ""
         short = qual.rsplit(".", 1)[-1]
+        home = ctx.find_class(qual)
         if qual.startswith("torch.nn.functional."):
             if "dropout" in short:
                 return True
@@ -109,40 +114,52 @@ def _mode_dependent(ctx: FileContext, cls: cst.ClassDef, seen: set[int]) -> bool
                 return True
             if _DROPOUT_OPTIONAL.match(short) and (number(arg(call, None, "dropout")) or 0) != 0:
                 return True
-        elif qual in ctx.classes:
-            if _mode_dependent(ctx, ctx.classes[qual], seen):
+        elif home is not None:
+            if _mode_dependent(*home, seen):
                 return True
-        elif isinstance(ctx.parent(call), cst.Assign) and not qual.startswith("torch."):
+        elif _builds_submodule(ctx, call, qual):
             return True  # self.block = SomethingElse(...)
     return False
 
 
+def _builds_submodule(ctx: FileContext, call: cst.Call, qual: str) -> bool:
+    """``self.block = Something(...)`` with ``Something`` not a torch layer: an unknown
+    submodule. Calls of the module's own layers and methods (``h = self.fc(x)``) are not."""
+    parent = ctx.parent(call)
+    if not isinstance(parent, cst.Assign) or qual.startswith(("torch.", "self.")) or dotted(call.func) is None:
+        return False
+    return all(isinstance(t.target, cst.Attribute) and dotted(t.target.value) == "self" for t in parent.targets)
+
+
 def _module_class(ctx: FileContext, cls: cst.ClassDef, depth: int = 0) -> bool:
-    """A class defined here that subclasses ``torch.nn.Module`` (directly or via local classes)."""
+    """A class of the project that subclasses ``torch.nn.Module`` (directly or via project classes)."""
     for base in cls.bases:
         qual = ctx.qualname(base.value) or ""
-        if qual.startswith("torch.nn.") or (
-                qual in ctx.classes and depth < 10 and _module_class(ctx, ctx.classes[qual], depth + 1)):
+        if qual.startswith(("torch.nn.", "pytorch_lightning.", "lightning.")):
+            return True
+        home = ctx.find_class(qual) if depth < 10 else None
+        if home is not None and _module_class(*home, depth + 1):
             return True
     return False
 
 
 def _is_model(ctx: FileContext, expr: cst.BaseExpression, scope: cst.CSTNode, loaded: set[str]) -> bool:
     """Whether ``expr`` is a model whose output depends on train/eval mode, as far as the
-    file shows: built from a local nn.Module class, an nn.Sequential or torchvision/timm;
-    or a parameter or ``self.`` attribute named like a model; or something that gets
-    ``load_state_dict``. Plain functions named ``*_model`` are not models."""
+    project shows: built from an nn.Module class of the project, an nn.Sequential or
+    torchvision/timm; or a parameter or ``self.`` attribute named like a model; or something
+    that gets ``load_state_dict``. Plain functions named ``*_model`` are not models."""
     name = dotted(expr)
     if name is None or name == "self":
         return False
-    built = ctx.constructor(expr)
-    if built is not None:
-        qual = ctx.callee(built) or ""
-        if qual in ctx.classes:
-            cls = ctx.classes[qual]
-            return _module_class(ctx, cls) and _mode_dependent(ctx, cls, set())
+    found = ctx.origin(expr)
+    if found is not None:
+        there, built = found
+        qual = there.callee(built) or ""
+        home = there.find_class(qual)
+        if home is not None:
+            return _module_class(*home) and _mode_dependent(*home, set())
         if qual == "torch.nn.Sequential":
-            return any(_MODE_LAYERS.search(ctx.callee(c) or "") for c in ctx.inside(built, cst.Call, False))
+            return any(_MODE_LAYERS.search(there.callee(c) or "") for c in there.inside(built, cst.Call, False))
         return qual.startswith(("torchvision.models.", "timm.create_model")) or (
             name in loaded and "from_pretrained" not in qual and "load" not in qual)
     if name in loaded:
@@ -193,7 +210,10 @@ def _find_put_in_eval(ctx: FileContext, scope: cst.CSTNode, name: str, depth: in
         return depth < 3 and _callers_put_in_eval(ctx, scope, params.index(head), head, name, depth)
     if ctx.binds(scope, head):
         return False
-    return _put_in_eval(ctx, ctx.module, name, depth + 1)
+    outer = ctx.scope(scope)  # a free variable: the enclosing function's (or the module's)
+    while isinstance(outer, cst.ClassDef):
+        outer = ctx.scope(outer)
+    return _put_in_eval(ctx, outer, name, depth + 1)
 
 
 def _helper_puts_in_eval(ctx: FileContext, scope: cst.CSTNode, name: str, depth: int) -> bool:
@@ -243,7 +263,8 @@ def _callers_put_in_eval(ctx: FileContext, func: cst.FunctionDef, index: int, pa
 
 @rule("TTL501", "inference-without-eval",
       "A model runs under no_grad/inference_mode (or right after load_state_dict) without .eval().",
-      triggers=("no_grad|inference_mode|load_state_dict|set_grad_enabled",))
+      triggers=(("no_grad|inference_mode|load_state_dict|set_grad_enabled|"
+                r"(val|valid|validation|test|testing|eval|dev)_?(loader|dataloader|dl|data|set|ds|batches)"),))
 def inference_without_eval(ctx: FileContext) -> Iterator[Finding]:
     loaded = _loaded_names(ctx)
     for scope in [ctx.module, *ctx.nodes(cst.FunctionDef)]:
@@ -263,7 +284,8 @@ def inference_without_eval(ctx: FileContext) -> Iterator[Finding]:
             region = region_of[id(call)]
             quiet = region is not None
             after_load = not quiet and name in loaded and not training and loads.after_load(ctx, call, name)  # type: ignore[union-attr]
-            if not (quiet or after_load) or not _is_model(ctx, call.func, scope, loaded):
+            evaluation = None if quiet or after_load else _evaluation_loop(ctx, call)
+            if not (quiet or after_load or evaluation) or not _is_model(ctx, call.func, scope, loaded):
                 continue
             if quiet:
                 if id(region) not in trained_in:
@@ -278,12 +300,52 @@ def inference_without_eval(ctx: FileContext) -> Iterator[Finding]:
             if _put_in_eval(ctx, scope, name):
                 continue
             reported.add(name)
-            why = "under torch.no_grad()" if quiet else "right after load_state_dict()"
+            if quiet:
+                why = f"under {_region_label(ctx, region)}"  # type: ignore[arg-type]
+            elif evaluation:
+                why = f"on `{evaluation}` (an evaluation pass)"
+            else:
+                why = "right after load_state_dict()"
             yield ctx.report(
                 "TTL501", call,
                 f"`{name}` runs {why} without {name}.eval(), so dropout and batch norm still act as in "
                 f"training; call {name}.eval() before inference",
             )
+
+
+_EVAL_DATA = re.compile(r"(^|_)(val|valid|validation|test|testing|eval|dev)_?(loader|dataloader|dl|data|set|ds|batches)s?$"
+                        r"|^(val|valid|test)$", re.IGNORECASE)
+
+
+def _evaluation_loop(ctx: FileContext, call: cst.Call) -> str | None:
+    """The validation/test loader the innermost loop around ``call`` iterates (``for x, y in
+    val_loader``, ``enumerate(test_loader)``, ``tqdm(val_loader)``), when that loop itself
+    runs no ``backward()``: an evaluation pass, whatever the outputs then feed."""
+    loop = _innermost_loop(ctx, call)
+    if not isinstance(loop, cst.For):
+        return None
+    source: cst.BaseExpression | None = loop.iter
+    while isinstance(source, cst.Call) and (ctx.callee(source) or "").rsplit(".", 1)[-1] in ("enumerate", "tqdm", "iter"):
+        source = arg(source, 0, "iterable")
+    name = dotted(source)
+    if name is None or not _EVAL_DATA.search(name.rsplit(".", 1)[-1]) or backward_calls(ctx, loop):
+        return None
+    return name
+
+
+def _region_label(ctx: FileContext, region: cst.CSTNode) -> str:
+    """How the no-grad region was written: ``torch.inference_mode()``, ``torch.no_grad()``, ..."""
+    holder = ctx.parent(region)
+    exprs = [d.decorator for d in holder.decorators] if isinstance(holder, cst.FunctionDef) else \
+        [i.item for i in holder.items] if isinstance(holder, cst.With) else []
+    for expr in exprs:
+        if _is_no_grad(ctx, expr):
+            qual = ctx.qualname(expr.func if isinstance(expr, cst.Call) else expr) or ""
+            if "inference_mode" in qual:
+                return "torch.inference_mode()"
+            if qual == "torch.set_grad_enabled":
+                return "torch.set_grad_enabled(False)"
+    return "torch.no_grad()"
 
 
 def _region_of(ctx: FileContext, call: cst.Call, regions: set[int], scope: cst.CSTNode) -> cst.CSTNode | None:

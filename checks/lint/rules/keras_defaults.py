@@ -13,9 +13,10 @@ from decimal import Decimal, InvalidOperation
 
 import libcst as cst
 
-from ..context import FileContext, Hit, arg, has_arg, number, string
+from ..context import FileContext
 from ..finding import Finding, Fix
 from ..rule import rule
+from ..syntax import Hit, arg, has_arg, number, string
 
 # class or function -> positional index of momentum
 _BATCH_NORMS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm",
@@ -36,20 +37,24 @@ _CONV = {
     **{f"torch.nn.LazyConv{d}d": (2, 3) for d in (1, 2, 3)},
     **{f"torch.nn.functional.conv{d}d": (3, 4) for d in (1, 2, 3)},
 }
+_PARTIAL = ("functools.partial", "partial")
 _KERAS_WEIGHT_WORDS = re.compile(r"kernel|get_weights|model_weights|layer_names|weight_names|moving_mean")
 
 
-def _literal(ctx: FileContext, expr: cst.CSTNode | None) -> cst.CSTNode | None:
-    """The literal an argument comes from, directly or through a constant bound once."""
+def _literal_step(ctx: FileContext):
     def step(node: object) -> Hit | None:
         if number(node) is not None or string(node) is not None:  # type: ignore[arg-type]
             return Hit("literal", node)  # type: ignore[arg-type]
         if isinstance(node, (cst.Tuple, cst.List)):
             return Hit("literal", node)
         return None
+    return step
 
-    hit = ctx.trace(expr, step) if expr is not None else None
-    return hit.origin if hit else None
+
+def _literal(ctx: FileContext, expr: cst.CSTNode | None) -> cst.CSTNode | None:
+    """The literal an argument comes from in this file, directly or through a constant bound once."""
+    hit = ctx.trace(expr, _literal_step) if expr is not None else None
+    return hit.origin if hit and hit.home is ctx else None
 
 
 def _one_minus(text: str) -> str | None:
@@ -67,9 +72,13 @@ def _one_minus(text: str) -> str | None:
 def keras_momentum(ctx: FileContext) -> Iterator[Finding]:
     for call in ctx.nodes(cst.Call):
         qual = ctx.callee(call)
+        if qual in _PARTIAL:  # partial(nn.BatchNorm2d, momentum=0.99): keywords only
+            qual, index = ctx.qualname(arg(call, 0, "func")), None
+        else:
+            index = _MOMENTUM.get(qual)  # type: ignore[arg-type]
         if qual not in _MOMENTUM:
             continue
-        given = arg(call, _MOMENTUM[qual], "momentum")
+        given = arg(call, index, "momentum")
         literal = _literal(ctx, given)
         value = number(literal)
         if value is None or not 0.5 <= value <= 1:

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from ..context import FileContext, Hit, Unpacked, arg, dotted, method_name, number, receiver, string
+from ..context import FileContext
 from ..finding import Finding
 from ..rule import rule, shared_analysis
+from ..syntax import Hit, Unpacked, arg, dotted, method_name, number, receiver, string
 
 # ---------------------------------------------------------------------------------------------
 # TTL401: channels-last data
@@ -172,9 +173,9 @@ def _conv_model(ctx: FileContext, cls: cst.ClassDef) -> bool:
 @rule("TTL401", "channels-last-into-conv",
       "Channels-last (N,H,W,C) data reaches a channels-first layer (Conv2d, BatchNorm2d, MaxPool2d, a CNN).",
       triggers=(r"[Cc]onv2d|[Pp]ool2d|BatchNorm2d|torchvision|models\.",
-                r"imread|Image\.open|from_numpy|as_tensor|tensor\(|rand|zeros|ones|empty|view\(|reshape"))
+                r"imread|Image\.open|from_numpy|as_tensor|tensor\(|rand|zeros|ones|empty|view\(|reshape"),
+      across_files=r"imread|Image\.open|\d\d+\s*,\s*\d\d+\s*,\s*[13]\s*[)\]]")  # images read, or (N, H, W, 3)
 def channels_last_into_conv(ctx: FileContext) -> Iterator[Finding]:
-    step = _channels_last_step(ctx)
     seen: set[tuple[int, int]] = set()
     for call in ctx.nodes(cst.Call):
         data = arg(call, 0, "input")
@@ -183,7 +184,7 @@ def channels_last_into_conv(ctx: FileContext) -> Iterator[Finding]:
         layer = _channels_first_layer(ctx, call)
         if layer is None:
             continue
-        hit = ctx.trace(data, step)
+        hit = ctx.trace(data, _channels_last_step)
         if hit is None or (id(ctx.scope(call)), id(hit.origin)) in seen:
             continue
         seen.add((id(ctx.scope(call)), id(hit.origin)))
@@ -266,8 +267,6 @@ _KERNEL_RULES = {
 
 
 def _kernel_findings(ctx: FileContext) -> list[Finding]:
-    step = _kernel_step(ctx)
-    transposed_step = _transposed_kernel_step(ctx)
     copies: list[tuple[cst.CSTNode, cst.BaseExpression, cst.BaseExpression]] = []  # (report at, layer, value)
     for node in ctx.nodes(cst.Assign):
         for target in node.targets:
@@ -284,11 +283,11 @@ def _kernel_findings(ctx: FileContext) -> list[Finding]:
         kind = ctx.kind(layer)
         if kind not in _KERNEL_RULES:
             continue
-        hit = ctx.trace(value, step)
+        hit = ctx.trace(value, _kernel_step)
         if hit is not None:
             code, message = _KERNEL_RULES[kind]
             out.append(ctx.report(code, at, message))
-        elif kind == "torch.nn.Linear" and ctx.trace(value, transposed_step) is not None \
+        elif kind == "torch.nn.Linear" and ctx.trace(value, _transposed_kernel_step) is not None \
                 and _fed_by_spatial_flatten(ctx, layer):
             out.append(ctx.report(
                 "TTL404", at,
@@ -348,18 +347,17 @@ def _fed_by_spatial_flatten(ctx: FileContext, layer: cst.BaseExpression) -> bool
         return False
     attr = layer.attr.value
     uses = [c for c in ctx.inside(forward, cst.Call) if dotted(c.func) == f"self.{attr}" and c.args]
-    return bool(uses) and all(ctx.trace(c.args[0].value, _flatten_step(ctx)) is not None for c in uses)
+    return bool(uses) and all(ctx.trace(c.args[0].value, _flatten_step) is not None for c in uses)
 
 
 def _flatten_step(ctx: FileContext):
-    spatial = _spatial_step(ctx)
 
     def step(expr: object) -> Hit | cst.CSTNode | None:
         if not isinstance(expr, cst.Call):
             return None
         source = _flattened(ctx, expr)
         if source is not None:
-            return ctx.trace(source, spatial)
+            return ctx.trace(source, _spatial_step)
         return _pass_through(ctx, expr)
     return step
 
@@ -446,8 +444,11 @@ def _last_index(element: cst.SubscriptElement) -> bool:
     return isinstance(element.slice, cst.Index) and number(element.slice.value) == -1
 
 
-def _rnn_output_call(ctx: FileContext, value: cst.BaseExpression) -> cst.Call | None:
-    """The RNN call whose output sequence (element 0 of its result) ``value`` is."""
+def _rnn_output_call(ctx: FileContext, value: cst.BaseExpression, depth: int = 0) -> cst.Call | None:
+    """The RNN call whose output sequence (element 0 of its result) ``value`` is; through a
+    helper's parameter when every call site in the file passes the output of one RNN layer."""
+    if depth > 4:
+        return None
     if isinstance(value, cst.Subscript) and isinstance(value.value, cst.Call) and len(value.slice) == 1 \
             and isinstance(value.slice[0].slice, cst.Index) and number(value.slice[0].slice.value) == 0:
         return value.value  # self.lstm(x)[0]
@@ -457,7 +458,13 @@ def _rnn_output_call(ctx: FileContext, value: cst.BaseExpression) -> cst.Call | 
             return found[0].value  # out, (h, c) = self.lstm(x)
         if len(found) == 1 and isinstance(found[0].value, cst.BaseExpression) and found[0].index is None \
                 and not isinstance(found[0].value, cst.Name):
-            return _rnn_output_call(ctx, found[0].value)  # out = self.lstm(x)[0]
+            return _rnn_output_call(ctx, found[0].value, depth + 1)  # out = self.lstm(x)[0]
+        if len(found) == 1 and isinstance(found[0].value, cst.Param):  # def last_step(seq): return seq[:, -1]
+            given = ctx.flow.arguments(found[0].value) or []
+            calls = [_rnn_output_call(ctx, a, depth + 1) if where is ctx else None for where, a in given]
+            layers = {id(ctx.constructor(c.func)) if c is not None else None for c in calls}
+            if calls and None not in layers and len(layers) == 1:
+                return calls[-1]
     return None
 
 
@@ -503,3 +510,89 @@ def rnn_batch_first_mismatch(ctx: FileContext) -> Iterator[Finding]:
                 f"batch_first=True: its output is (batch, seq, features), so this picks the last sample; "
                 f"use [:, -1]",
             )
+
+
+# ---------------------------------------------------------------------------------------------
+# TTL406: reshape/view used to move axes
+_RESHAPES = ("view", "reshape")
+
+
+def _axis(ctx: FileContext, expr: cst.BaseExpression, sizes: dict[str, tuple[str, object, int]]
+          ) -> tuple[str, object, int] | None:
+    """(tensor name, its binding, axis) that a size expression stands for: a name unpacked
+    from ``x.shape``/``x.size()``, or ``x.shape[i]``/``x.size(i)``."""
+    if isinstance(expr, cst.Name):
+        return sizes.get(expr.value)
+    if isinstance(expr, cst.Subscript) and isinstance(expr.value, cst.Attribute) and expr.value.attr.value == "shape" \
+            and len(expr.slice) == 1 and isinstance(expr.slice[0].slice, cst.Index):
+        tensor, index = expr.value.value, number(expr.slice[0].slice.value)
+    elif isinstance(expr, cst.Call) and method_name(expr) == "size" and len(expr.args) == 1:
+        tensor, index = receiver(expr), number(expr.args[0].value)
+    else:
+        return None
+    name = dotted(tensor)
+    if name is None or index is None or index != int(index):
+        return None
+    return name, _binding(ctx, name, expr), int(index)
+
+
+def _binding(ctx: FileContext, name: str, at: cst.CSTNode) -> object:
+    """Which assignment gives ``name`` its value at ``at`` (identity of the bound value)."""
+    found = ctx.bindings(name, at)
+    return id(found[-1].value) if len(found) == 1 else None
+
+
+def _unpacked_sizes(ctx: FileContext, scope: cst.CSTNode) -> dict[str, tuple[str, object, int]]:
+    """``n, h, w, c = x.shape`` (or ``x.size()``) in ``scope``: each name's (tensor, binding, axis)."""
+    sizes: dict[str, tuple[str, object, int]] = {}
+    for assign in ctx.inside(scope, cst.Assign):
+        value = assign.value
+        if isinstance(value, cst.Call) and method_name(value) == "size" and not value.args:
+            tensor = receiver(value)
+        elif isinstance(value, cst.Attribute) and value.attr.value == "shape":
+            tensor = value.value
+        else:
+            continue
+        name = dotted(tensor)
+        for target in assign.targets:
+            if name is None or not isinstance(target.target, (cst.Tuple, cst.List)):
+                continue
+            for i, element in enumerate(target.target.elements):
+                if isinstance(element.value, cst.Name) and not isinstance(element, cst.StarredElement):
+                    sizes[element.value.value] = (name, _binding(ctx, name, assign), i)
+    return sizes
+
+
+@rule("TTL406", "reshape-instead-of-permute",
+      "view/reshape to the same sizes in another order (N,H,W,C -> N,C,H,W): relabels axes, moves no data.",
+      triggers=(r"\.(view|reshape)\(|torch\.reshape",
+                (r"(?m)\w+\s*,\s*\w+\s*(,\s*\w+\s*)+=\s*[\w.]+\.(shape|size\(\))\s*$"
+                r"|(\.shape\[\d\]|\.size\(\d\))[^\n]*(\.shape\[\d\]|\.size\(\d\))")))
+def reshape_instead_of_permute(ctx: FileContext) -> Iterator[Finding]:
+    known: dict[int, dict[str, tuple[str, object, int]]] = {}
+    for call in ctx.nodes(cst.Call):
+        if method_name(call) in _RESHAPES and ctx.callee(call) not in ("torch.reshape", "numpy.reshape"):
+            tensor, dims = receiver(call), _shape_args(call)
+        elif ctx.callee(call) == "torch.reshape":
+            tensor, dims = arg(call, 0, "input"), _shape_args(call, skip=1)
+        else:
+            continue
+        name = dotted(tensor)
+        if name is None or len(dims) < 3:
+            continue
+        scope = ctx.scope(call)
+        if id(scope) not in known:
+            known[id(scope)] = _unpacked_sizes(ctx, scope)
+        axes = [_axis(ctx, d, known[id(scope)]) for d in dims]
+        current = _binding(ctx, name, call)
+        if any(a is None or a[0] != name or a[1] != current or current is None for a in axes):
+            continue
+        order = [a[2] for a in axes]  # type: ignore[index]
+        if sorted(order) != list(range(len(order))) or order == sorted(order):
+            continue
+        yield ctx.report(
+            "TTL406", call,
+            f"`{ctx.code(call)}` gives `{name}` the same sizes in another order, which relabels the axes without "
+            f"moving any data (an N,H,W,C batch read as N,C,H,W is scrambled); use "
+            f"{name}.permute({', '.join(map(str, order))})",
+        )

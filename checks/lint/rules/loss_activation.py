@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from ..context import FileContext, Hit, Unpacked, arg, has_arg, method_name, number, positional_count, receiver, string
+from ..context import FileContext
 from ..finding import Edit, Finding, Fix
 from ..rule import rule, shared_analysis
+from ..syntax import Hit, Unpacked, arg, dotted, has_arg, method_name, number, positional_count, receiver, string
 
 _FUNCTIONS = {
     "torch.nn.functional.softmax": "softmax", "torch.softmax": "softmax", "torch.special.softmax": "softmax",
@@ -25,7 +26,12 @@ _METHODS = {"softmax": "softmax", "log_softmax": "log_softmax", "sigmoid": "sigm
 _MODULES = {"Softmax": "softmax", "LogSoftmax": "log_softmax", "Sigmoid": "sigmoid"}
 # Tensor methods after which a softmax output is still a softmax output.
 _KEEPS = frozenset({"view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous", "float", "double",
-                    "half", "to", "cuda", "cpu", "clone", "permute", "transpose"})
+                    "half", "to", "cuda", "cpu", "clone", "permute", "transpose", "resize", "view_as", "reshape_as",
+                    "squeeze_", "unsqueeze_", "resize_", "t", "movedim", "swapaxes", "detach", "type", "type_as"})
+_KEEP_FUNCTIONS = frozenset({"torch.squeeze", "torch.flatten", "torch.reshape", "torch.transpose", "torch.permute",
+                             "torch.movedim"})
+# Clipped probabilities are still probabilities; a clipped sigmoid before BCELoss is the stable-enough idiom.
+_CLAMPS = frozenset({"clamp", "clip", "clamp_", "clip_"})
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,8 @@ def activation_input(ctx: FileContext, call: cst.Call) -> cst.BaseExpression | N
 
 
 class _Tracer:
-    """Follows loss inputs back to activations, through variables and models defined in the file."""
+    """Follows loss inputs back to activations: through variables, ``exp(log_softmax)``, models
+    and functions of the project (``self(x)`` in a LightningModule, ``model(x)``, ``head(z)``)."""
 
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
@@ -97,30 +104,59 @@ class _Tracer:
         kind = activation(ctx, expr)
         if kind is not None:
             return Hit(kind, expr)
-        if method_name(expr) in _KEEPS and not (ctx.callee(expr) or "").startswith("torch."):
+        qual = ctx.callee(expr) or ""
+        name = method_name(expr)
+        inner = arg(expr, 0, "input") if qual.startswith("torch.") else receiver(expr)
+        if qual in ("torch.exp", "torch.special.exp") or name == "exp" and not qual.startswith("torch."):
+            found = ctx.trace(inner, _tracer_step)  # exp(log_softmax(z)) is softmax(z)
+            return Hit("softmax", expr) if found is not None and found.tag == "log_softmax" else None
+        if qual in ("torch.log", "torch.special.log") or name == "log" and not qual.startswith("torch."):
+            found = ctx.trace(inner, _tracer_step)  # log(softmax(z)): log-probabilities
+            return Hit("log_softmax", expr) if found is not None and found.tag == "softmax" else None
+        if qual in ("torch.clamp", "torch.clip") or name in _CLAMPS and not qual.startswith("torch."):
+            found = ctx.trace(inner, _tracer_step)
+            return found if found is not None and found.tag == "softmax" else None
+        if qual in _KEEP_FUNCTIONS:
+            return arg(expr, 0, "input")
+        if name in _KEEPS and not qual.startswith("torch."):
             return receiver(expr)
         return self.model_output(expr)
 
     def model_output(self, call: cst.Call, index: int | str | None = None) -> Hit | None:
         """A call of a model whose output (or element ``index`` of it) is an activation: a
-        local class whose forward returns one, or an ``nn.Sequential`` that ends with one."""
+        project class whose forward returns one (``self(x)``/``self.forward(x)`` for the
+        enclosing class), an ``nn.Sequential`` that ends with one, or a project function
+        whose returns are one."""
         ctx = self.ctx
-        built = ctx.constructor(call.func)
-        if built is None:
+        if dotted(call.func) in ("self", "self.forward"):
+            cls = ctx.enclosing_class(call)
+            return _tracer(ctx).forward_hit(cls, index) if cls is not None else None
+        found = ctx.origin(call.func)
+        if found is None:
+            target = ctx.find(ctx.callee(call)) if isinstance(call.func, (cst.Name, cst.Attribute)) else None
+            if index is None and target is not None and isinstance(target[1], cst.FunctionDef) \
+                    and target[0].flow.method_class(target[1]) is None:
+                there, func = target
+                returns = there.flow.returns(func)
+                return there.agree([there.trace(r, _tracer_step) for r in returns]) if returns else None
             return None
-        qual = ctx.callee(built) or ""
+        there, built = found
+        qual = there.callee(built) or ""
         if qual == "torch.nn.Sequential":
             if index is not None:
                 return None
             layers = [a.value for a in built.args if a.keyword is None and not a.star]
             if layers and isinstance(layers[-1], cst.Call):
-                cls = _module_class(ctx, layers[-1])
+                cls = _module_class(there, layers[-1])
                 if cls is not None:
-                    return Hit(_MODULES[cls], layers[-1])
+                    return Hit(_MODULES[cls], layers[-1], there)
             return None
-        cls_node = ctx.classes.get(qual)
-        if cls_node is None:
+        home = there.find_class(qual)
+        if home is None:
             return None
+        return _tracer(home[0]).forward_hit(home[1], index)
+
+    def forward_hit(self, cls_node: cst.ClassDef, index: int | str | None) -> Hit | None:
         key = (id(cls_node), index)
         if key not in self.forward_cache:
             self.forward_cache[key] = None  # guards recursion
@@ -135,7 +171,15 @@ class _Tracer:
         elements = [ctx.flow.element(r, index) for r in ctx.flow.returns(forward)]
         if any(e is None for e in elements):
             return None
-        return ctx.agree([ctx.trace(e, self.step) for e in elements])
+        return ctx.agree([ctx.trace(e, _tracer_step) for e in elements])
+
+
+def _tracer(ctx: FileContext) -> _Tracer:
+    return ctx.memo("loss_tracer", lambda: _Tracer(ctx))  # type: ignore[return-value]
+
+
+def _tracer_step(ctx: FileContext):
+    return _tracer(ctx).step
 
 
 def _literal_key(node: cst.Subscript) -> int | str | None:
@@ -165,7 +209,6 @@ def _loss_input(ctx: FileContext, call: cst.Call) -> tuple[Loss, str, cst.BaseEx
 
 
 def _findings(ctx: FileContext) -> list[Finding]:
-    tracer = _Tracer(ctx)
     out: list[Finding] = []
     seen: set[tuple[str, int]] = set()
     for call in ctx.nodes(cst.Call):
@@ -173,25 +216,35 @@ def _findings(ctx: FileContext) -> list[Finding]:
         if found is None:
             continue
         loss, label, value = found
-        hit = ctx.trace(value, tracer.step)
+        hit = ctx.trace(value, _tracer_step)
         if hit is None or hit.tag != loss.bad or (loss.code, id(hit.origin)) in seen:
             continue
         seen.add((loss.code, id(hit.origin)))
+        home: FileContext = hit.home  # type: ignore[assignment]
         message = loss.message.format(loss=label)
-        applied_here = isinstance(hit.origin, cst.Call) and activation(ctx, hit.origin) is not None \
-            and ctx.scope(hit.origin) is ctx.scope(call)
-        if not applied_here:  # a model's forward or an nn.Sequential ends with it
-            if loss.code == "TTL205":
-                if _in_sequential(ctx, hit.origin):
-                    continue  # DCGAN's discriminator: the official examples accept this trade-off
-                message = (f"the model's output ends in sigmoid and is trained with {label}, which is "
-                           f"numerically unstable; return the logits and use nn.BCEWithLogitsLoss")
-            else:
-                message = (f"the model's output ends in {hit.tag} but is trained with {label}, which applies "
-                           f"it again; return logits and apply {hit.tag} only for predictions")
-            out.append(ctx.report(loss.code, hit.origin, message))
+        applied = isinstance(hit.origin, cst.Call) and activation(home, hit.origin) is not None
+        exp = isinstance(hit.origin, cst.Call) and ((home.callee(hit.origin) or "").endswith(".exp")
+                                                    or method_name(hit.origin) == "exp")
+        if home is ctx and applied and ctx.scope(hit.origin) is ctx.scope(call):
+            out.append(ctx.report(loss.code, hit.origin, message, _fix(ctx, loss, value, hit.origin, call)))
             continue
-        out.append(ctx.report(loss.code, hit.origin, message, _fix(ctx, loss, value, hit.origin, call)))
+        where = "" if home is ctx else f" (in {ctx.filename}:{ctx.line(call)})"
+        if exp:  # exp(log_softmax(z))
+            message = (f"exp(log_softmax(...)) is a softmax, and {label}{where} "
+                       + ("applies log_softmax itself, so it is applied twice; pass the logits"
+                          if loss.code == "TTL201" else "expects log-probabilities; pass the log_softmax output"))
+        elif loss.code == "TTL205":
+            if _in_sequential(home, hit.origin):
+                continue  # DCGAN's discriminator: the official examples accept this trade-off
+            message = (f"the model's output ends in sigmoid and is trained with {label}{where}, which is "
+                       f"numerically unstable; return the logits and use nn.BCEWithLogitsLoss")
+        elif loss.code == "TTL203":
+            message = (f"the model's output ends in softmax but is trained with {label}{where}, which expects "
+                       f"log-probabilities; end it in log_softmax (or return logits and use CrossEntropyLoss)")
+        else:
+            message = (f"the model's output ends in {hit.tag} but is trained with {label}{where}, which applies "
+                       f"it again; return logits and apply {hit.tag} only for predictions")
+        out.append(home.report(loss.code, hit.origin, message))
     return out
 
 
@@ -251,20 +304,21 @@ def _fix(ctx: FileContext, loss: Loss, value: cst.BaseExpression, origin: cst.CS
 
 
 _by_code = shared_analysis("loss_activation", _findings)
+_LOSS_HERE = r"(?i)(loss|criterion)\w*\s*\(|cross_entropy\s*\("  # a loss computed here; its input may come from elsewhere
 
 
 rule("TTL201", "softmax-before-cross-entropy",
      "Softmax output reaches CrossEntropyLoss, which applies log_softmax itself.",
-     triggers=("oftmax", "ross_?[Ee]ntropy"), fixable=True)(_by_code("TTL201"))
+     triggers=("oftmax", "ross_?[Ee]ntropy"), fixable=True, across_files=_LOSS_HERE)(_by_code("TTL201"))
 rule("TTL202", "sigmoid-before-bce-with-logits",
      "Sigmoid output reaches BCEWithLogitsLoss, which applies sigmoid itself.",
-     triggers=("igmoid|expit", "[Ww]ith_?[Ll]ogits"), fixable=True)(_by_code("TTL202"))
+     triggers=("igmoid|expit", "[Ww]ith_?[Ll]ogits"), fixable=True, across_files=_LOSS_HERE)(_by_code("TTL202"))
 rule("TTL205", "sigmoid-before-bce-loss",
      "Sigmoid output reaches BCELoss: numerically unstable; use BCEWithLogitsLoss on the logits.",
-     triggers=("igmoid|expit", "binary_cross_entropy|BCELoss"), fixable=True)(_by_code("TTL205"))
+     triggers=("igmoid|expit", "binary_cross_entropy|BCELoss"), fixable=True, across_files=_LOSS_HERE)(_by_code("TTL205"))
 rule("TTL203", "softmax-before-nll-loss",
      "Softmax output (not log_softmax) reaches NLLLoss, which expects log-probabilities.",
-     triggers=("oftmax", "nll_loss|NLLLoss"), fixable=True)(_by_code("TTL203"))
+     triggers=("oftmax", "nll_loss|NLLLoss"), fixable=True, across_files=_LOSS_HERE)(_by_code("TTL203"))
 
 
 _IMPLICIT_DIM = {"torch.nn.functional.softmax", "torch.nn.functional.log_softmax", "torch.nn.functional.softmin"}

@@ -11,63 +11,14 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from ..context import FileContext, dotted, method_name, positional_count, receiver
+from ..context import FileContext
 from ..finding import Finding, Fix
 from ..rule import rule
+from ..syntax import dotted, method_name, receiver
+from ..training import backward_calls, is_optimizer, last_name, optimizer_steps, scheduler_steps, stepping_calls
 
 LOOPS = (cst.For, cst.While)
-_OPT_NAME = re.compile(r"(^|_)(opt|optim|optimizer|optimiser)s?\d*(_|$)|optimi[sz]er", re.IGNORECASE)
-_SCHED_NAME = re.compile(r"sched", re.IGNORECASE)
 _RESET_NAME = re.compile(r"zero_grad|(reset|clear|zero)_?grad", re.IGNORECASE)
-
-
-def _last_name(expr: cst.CSTNode | None) -> str:
-    name = dotted(expr) or ""
-    return name.rsplit(".", 1)[-1]
-
-
-def is_scheduler(ctx: FileContext, expr: cst.CSTNode | None) -> bool:
-    kind = ctx.kind(expr) or ""
-    return "lr_scheduler" in kind or "schedule" in kind.lower() or bool(_SCHED_NAME.search(_last_name(expr)))
-
-
-def is_optimizer(ctx: FileContext, expr: cst.CSTNode | None) -> bool:
-    if expr is None or is_scheduler(ctx, expr):
-        return False
-    kind = ctx.kind(expr) or ""
-    return kind.startswith("torch.optim.") or bool(_OPT_NAME.search(_last_name(expr)))
-
-
-def is_scaler(ctx: FileContext, expr: cst.CSTNode | None) -> bool:
-    kind = ctx.kind(expr) or ""
-    return kind.endswith("GradScaler") or "scaler" in _last_name(expr).lower()
-
-
-def optimizer_steps(ctx: FileContext, within: cst.CSTNode) -> list[tuple[cst.Call, cst.BaseExpression]]:
-    """``opt.step()`` and AMP's ``scaler.step(opt)`` calls, with the optimizer expression."""
-    out = []
-    for call in ctx.inside(within, cst.Call):
-        if method_name(call) != "step":
-            continue
-        recv = receiver(call)
-        if is_optimizer(ctx, recv) and positional_count(call) <= 1:
-            out.append((call, recv))
-        elif is_scaler(ctx, recv) and call.args and is_optimizer(ctx, call.args[0].value):
-            out.append((call, call.args[0].value))
-    return out
-
-
-def scheduler_steps(ctx: FileContext, within: cst.CSTNode) -> list[cst.Call]:
-    return [c for c in ctx.inside(within, cst.Call) if method_name(c) == "step" and is_scheduler(ctx, receiver(c))]
-
-
-def backward_calls(ctx: FileContext, within: cst.CSTNode) -> list[cst.Call]:
-    """``loss.backward()`` with no positional argument (custom ``layer.backward(grad)`` APIs take one)."""
-    out = []
-    for call in ctx.inside(within, cst.Call):
-        if method_name(call) == "backward" and positional_count(call) == 0 or ctx.callee(call) == "torch.autograd.backward":
-            out.append(call)
-    return out
 
 
 def _resetting_functions(ctx: FileContext) -> set[str]:
@@ -81,7 +32,7 @@ def _resetting_functions(ctx: FileContext) -> set[str]:
 
 def _has_direct_reset(ctx: FileContext, within: cst.CSTNode, helpers: set[str]) -> bool:
     for call in ctx.inside(within, cst.Call, same_scope=False):
-        name = _last_name(call.func)
+        name = last_name(call.func)
         if _RESET_NAME.search(name) or name in helpers:
             return True
         recv = receiver(call)
@@ -116,6 +67,14 @@ def missing_zero_grad(ctx: FileContext) -> Iterator[Finding]:
         if helpers is None:
             helpers = _resetting_functions(ctx)
         if _has_direct_reset(ctx, loop, helpers):
+            missed = _optimizer_not_reset(ctx, loop, steps, helpers)
+            if missed is not None:
+                step, optimizer = missed
+                name = ctx.code(optimizer)
+                yield ctx.report(
+                    "TTL101", step,
+                    f"{name}'s gradients are never reset in this loop (only other optimizers' zero_grad() run), "
+                    f"so every backward() adds to the last; call {name}.zero_grad() once per iteration")
             continue
         step, optimizer = steps[0]
         opt_code = ctx.code(optimizer)
@@ -125,6 +84,32 @@ def missing_zero_grad(ctx: FileContext) -> Iterator[Finding]:
             f"call {opt_code}.zero_grad() once per iteration",
             _insert_zero_grad(ctx, backwards, steps, opt_code),
         )
+
+
+def _optimizer_not_reset(ctx: FileContext, loop: cst.CSTNode, steps: list[tuple[cst.Call, cst.BaseExpression]],
+                         helpers: set[str]) -> tuple[cst.Call, cst.BaseExpression] | None:
+    """The step of an optimizer whose own ``zero_grad()`` is missing, when every reset in the
+    loop is ``<optimizer>.zero_grad()`` of another optimizer (GAN loops with ``opt_d``/``opt_g``).
+    Any other reset (``model.zero_grad()``, ``p.grad = None``, a helper) may cover it: None."""
+    reset: set[str] = set()
+    for call in ctx.inside(loop, cst.Call, same_scope=False):
+        name = last_name(call.func)
+        if name in helpers:
+            return None
+        if not _RESET_NAME.search(name):
+            continue
+        target = receiver(call)
+        if method_name(call) != "zero_grad" or not is_optimizer(ctx, target) or dotted(target) is None:
+            return None
+        reset.add(dotted(target))  # type: ignore[arg-type]
+    if not reset or any(isinstance(n.target, cst.Attribute) and n.target.attr.value == "grad"
+                        for n in ctx.inside(loop, cst.AssignTarget, same_scope=False)):
+        return None  # the reset is something else (p.grad.zero_(), p.grad = None)
+    for step, optimizer in steps:
+        name = dotted(optimizer)
+        if name is not None and name not in reset:
+            return step, optimizer
+    return None
 
 
 def _insert_zero_grad(ctx: FileContext, backwards: list[cst.Call],
@@ -155,10 +140,13 @@ def _insert_zero_grad(ctx: FileContext, backwards: list[cst.Call],
 def scheduler_before_optimizer(ctx: FileContext) -> Iterator[Finding]:
     reported: set[int] = set()
     for loop in ctx.nodes(cst.For) + ctx.nodes(cst.While):  # type: ignore[operator]
-        steps = optimizer_steps(ctx, loop)
+        direct = [call for call, _ in optimizer_steps(ctx, loop)]
+        steps = direct + stepping_calls(ctx, loop)
         if not steps:
             continue
-        first_step = min(ctx.pre(call) for call, _ in steps)
+        first = min(steps, key=ctx.pre)
+        first_step = ctx.pre(first)
+        where = "" if first in direct else f" (it steps in {ctx.code(first.func)}())"
         for sched in scheduler_steps(ctx, loop):
             if ctx.pre(sched) > first_step or id(sched) in reported:
                 continue
@@ -167,7 +155,7 @@ def scheduler_before_optimizer(ctx: FileContext) -> Iterator[Finding]:
             reported.add(id(sched))
             yield ctx.report(
                 "TTL102", sched,
-                "scheduler.step() runs before optimizer.step() in this loop, which skips the first "
+                f"scheduler.step() runs before optimizer.step(){where} in this loop, which skips the first "
                 "learning rate; call it after optimizer.step()",
             )
 
