@@ -17,7 +17,10 @@ def same_pads(size: int, kernel: int, stride: int = 1, dilation: int = 1) -> tup
     """(before, after) padding of one dim for TF 'same' (ONNX ``SAME_UPPER``): the output has
     ceil(size / stride) elements and an odd total puts the extra element after. ``size`` may be a
     SymInt (under ``torch.export``/``torch.compile``): the result then stays symbolic, with no guard."""
-    total = torch.sym_max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    effective = (kernel - 1) * dilation + 1
+    total = (-(-size // stride) - 1) * stride + effective - size  # at least effective - stride
+    if effective < stride:  # only then can it be negative; without a max, export's solver simplifies it
+        total = torch.sym_max(total, 0)
     return total // 2, total - total // 2
 
 
