@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.core.errors import ConversionError
+from migrate.porting import runtime
 from migrate.porting.emitters import (
     EMITTERS,
     Call,
@@ -138,10 +139,17 @@ class Context:
             self.renderer.weights.append(WeightMapping(weight.path, self.prefix + torch_key, weight.key, steps,
                                                        weight.trainable and layer.trainable))
 
-    def helper(self, name: str, code: str) -> str:
-        """Put module-level ``code`` (a class or function called ``name``) into model.py once."""
-        self.renderer.helpers.setdefault(name, code.strip("\n"))
-        self.renderer.imports.update({"nn", "F"} & set(re.findall(r"\b(nn|F)\.", code)))
+    def helper(self, helper: Any, code: str | None = None) -> str:
+        """Put a module-level class or function into model.py once; returns its name.
+
+        ``helper`` is one of ``migrate.porting.runtime``'s helpers (copied with the helpers it calls), or,
+        for an emitter of your own, the name of a class or function whose source is ``code``.
+        """
+        name = helper if isinstance(helper, str) else helper.__name__
+        found = {name: code.strip("\n")} if code is not None else runtime.sources(name)
+        for key, text in found.items():
+            self.renderer.helpers.setdefault(key, text)
+            self.renderer.imports.update({"nn", "F"} & set(re.findall(r"\b(nn|F)\.", text)))
         return name
 
     def fresh(self, name: str) -> str:

@@ -185,19 +185,32 @@ def render(config: dict[str, Any], manifest: dict[str, Any]) -> str:
               f"    loss = {total}", "    loss.backward()", *(["    clip_gradients(model)"] if opt.clip else []),
               "    optimizer.step()", "    return loss.item()"]
     lines += _synthetic(manifest, config)
+    images = any(len(spec["shape"]) == 4 and spec["dtype"].startswith("float") for spec in manifest["inputs"])
     lines += ["", "", "def main() -> None:",
               "    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])",
               '    parser.add_argument("--steps", type=int, default=10)',
               '    parser.add_argument("--batch-size", type=int, default=8)',
+              '    parser.add_argument("--compile", action="store_true",',
+              '                        help="torch.compile the model: the first step compiles, later steps run faster")',
+              *(['    parser.add_argument("--channels-last", action="store_true",',
+                 '                        help="channels_last memory format for the model and its images")']
+                if images else []),
               "    args = parser.parse_args()",
               f"    from model import {cls}  # model.py sits next to this file",
               "",
               f"    model = {cls}()",
               '    model.load_state_dict(load_file(str(Path(__file__).with_name("weights.safetensors"))))',
+              *(["    if args.channels_last:", "        model = model.to(memory_format=torch.channels_last)"]
+                if images else []),
+              "    if args.compile:",
+              "        model.compile()  # in place: parameter names, state_dict and regularization() are unchanged",
               "    optimizer = make_optimizer(model)",
               *(["    scheduler = make_scheduler(optimizer)"] if opt.schedule else []),
               "    for step in range(args.steps):",
               "        inputs, targets = synthetic_batch(args.batch_size)",
+              *(["        if args.channels_last:",
+                 ("            inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 "
+                  "else x for x in inputs)")] if images else []),
               "        loss = train_step(model, optimizer, inputs, targets)",
               *(["        scheduler.step()"] if opt.schedule else []),
               '        print(f"step {step + 1}: loss {loss:.4f}")',

@@ -4,7 +4,8 @@ Conv and pooling converters share this: TensorFlow's 'same' padding becomes asym
 ``pads`` when tf2onnx knows the spatial size, and ``auto_pad="SAME_UPPER"`` when it does not.
 Pads are resolved to python ints at conversion time whenever the spatial size is known, so the
 modules stay ``torch.export``/``torch.compile`` friendly; otherwise :class:`SamePad` computes
-them from the input's shape (symbolic under export, never from tensor values).
+them from the input's shape (symbolic under export, never from tensor values). The 'same'
+arithmetic itself is ``migrate/core/padding.py``, shared with the port's emitters and model.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxToTorchModule
 from torch import nn
+
+from migrate.core.padding import pad_same, same_pads, static_same_pads
 
 
 def spatial_shape(node: OnnxNode, graph: OnnxGraph, spatial_rank: int) -> list[int | None]:
@@ -40,14 +43,6 @@ def spatial_rank_of(node: OnnxNode, graph: OnnxGraph) -> int:
     return rank - 2
 
 
-def same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
-    """(begin, end) padding of ONNX SAME_UPPER/SAME_LOWER (TF 'same'): output = ceil(size / stride)."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    small, large = total // 2, total - total // 2
-    return (small, large) if upper else (large, small)
-
-
 def resolve_pads(node: OnnxNode, graph: OnnxGraph, kernel: Sequence[int], strides: Sequence[int],
                  dilations: Sequence[int]) -> list[int] | None:
     """ONNX-ordered pads ``[b1, b2, ..., e1, e2, ...]``; None when they depend on an unknown size."""
@@ -59,17 +54,11 @@ def resolve_pads(node: OnnxNode, graph: OnnxGraph, kernel: Sequence[int], stride
         return [0] * 2 * rank
     if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
         raise ValueError(f"unknown auto_pad value {auto_pad!r}")
-    sizes = spatial_shape(node, graph, rank)
-    begins, ends = [], []
-    for size, k, s, d in zip(sizes, kernel, strides, dilations):
-        if size is None:
-            if s != 1:
-                return None
-            size = 1  # with stride 1 the total padding does not depend on the size
-        b, e = same_pads(size, k, s, d, upper=auto_pad == "SAME_UPPER")
-        begins.append(b)
-        ends.append(e)
-    return begins + ends
+    pads = static_same_pads(tuple(spatial_shape(node, graph, rank)), tuple(kernel), tuple(strides), tuple(dilations))
+    if pads is None:
+        return None
+    pads = [(b, e) if auto_pad == "SAME_UPPER" else (e, b) for b, e in pads]
+    return [b for b, _ in pads] + [e for _, e in pads]
 
 
 def torch_pad_order(onnx_pads: Sequence[int]) -> tuple[int, ...]:
@@ -102,14 +91,13 @@ class SamePad(nn.Module, OnnxToTorchModule):
         self.upper, self.value = upper, value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.upper:
+            return pad_same(x, self.kernel, self.strides, self.dilations, self.value)
         pads: list = []
         rank = len(self.kernel)
         for axis in reversed(range(rank)):
-            size = x.shape[x.dim() - rank + axis]
-            stride, eff_kernel = self.strides[axis], (self.kernel[axis] - 1) * self.dilations[axis] + 1
-            total = torch.sym_max((-(-size // stride) - 1) * stride + eff_kernel - size, 0)
-            small = total // 2
-            pads += [small, total - small] if self.upper else [total - small, small]
+            pads += reversed(same_pads(x.shape[x.dim() - rank + axis], self.kernel[axis], self.strides[axis],
+                                       self.dilations[axis]))
         return F.pad(x, pads, value=self.value)
 
 

@@ -24,9 +24,9 @@ from torch import nn
 from migrate.conversion.converters.registry import converter
 from migrate.conversion.converters.rnn_scan import scan_cell
 from migrate.core.errors import ConversionError
+from migrate.core.recurrent import GATES
 
-#: Gates per cell, and the permutation from ONNX's gate blocks to torch's.
-GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+#: The permutation from ONNX's gate blocks to torch's (gate counts: ``migrate.core.recurrent.GATES``).
 TORCH_GATE_ORDER = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2], "RNN": [0]}  # iofc -> ifco(=ifgo); zrh -> rzn
 DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
 #: ONNX default alpha/beta of the activations that take them (None: the attribute is required).

@@ -48,14 +48,13 @@ from torch import nn
 from migrate.conversion.converters import subgraph as cf
 from migrate.conversion.converters.rnn_scan import scan_cell
 from migrate.core.errors import ConversionError
+from migrate.core.recurrent import gates, pack_valid_steps, unpack_valid_steps
 
 #: Verification data: batch, steps, and the tolerance the candidate must reach against the body.
 CHECK_BATCH, CHECK_STEPS, CHECK_ATOL = 3, 5, 1e-5
 #: How far past the gate pre-activations' bound the LSTM hold feature goes: sigmoid(-200) is 0 and
 #: sigmoid(200) is 1 exactly in float32, so the cell state passes padded steps bit for bit.
 HOLD_MARGIN = 200.0
-#: The cell kinds this module implements, and their gate blocks.
-GATES = {"LSTM": 4, "GRU": 3, "GRU_RESET_BEFORE": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
 @dataclass
@@ -215,31 +214,29 @@ def match(node: OnnxNode, graph: OnnxGraph) -> tuple[Match, onnx.ModelProto, lis
 
 def _torch_weights(kind: str, cell: Cell, perm: tuple[int, ...], hidden: int) -> dict[str, torch.Tensor]:
     """``weight_ih``/``weight_hh``/``bias_*`` in torch layout, gate blocks taken in ``perm`` order."""
-    gates = GATES[kind]
+    n_gates = gates(kind)
 
     def blocks(matrix: np.ndarray) -> torch.Tensor:  # [in, G*H] (x @ m) -> [G*H, in] in torch order
-        parts = np.split(np.asarray(matrix, np.float32), gates, axis=-1)
+        parts = np.split(np.asarray(matrix, np.float32), n_gates, axis=-1)
         return torch.from_numpy(np.concatenate([parts[p] for p in perm], -1).T.copy())
 
     recurrent = cell.recurrent if cell.recurrent_n is None else np.concatenate([cell.recurrent, cell.recurrent_n], 1)
-    zero = np.zeros(gates * hidden, np.float32)
+    zero = np.zeros(n_gates * hidden, np.float32)
     return {"weight_ih": blocks(cell.kernel), "weight_hh": blocks(recurrent),
             "bias_ih": blocks((cell.bias_x if cell.bias_x is not None else zero)[None])[:, 0],
             "bias_hh": blocks((cell.bias_h if cell.bias_h is not None else zero)[None])[:, 0]}
 
 
 def _kinds(cell: Cell, hidden: int) -> list[str]:
-    gates = cell.kernel.shape[1] // hidden if cell.kernel.shape[1] % hidden == 0 else 0
+    """The cell kinds whose weight shapes the match has (gate counts: ``migrate.core.recurrent.GATES``)."""
+    blocks = cell.kernel.shape[1] // hidden if cell.kernel.shape[1] % hidden == 0 else 0
     rec = cell.recurrent.shape
-    if gates == 4 and rec == (hidden, 4 * hidden) and cell.recurrent_n is None:
-        return ["LSTM"]
-    if gates == 3 and rec == (hidden, 3 * hidden) and cell.recurrent_n is None:
-        return ["GRU"]
-    if gates == 3 and rec == (hidden, 2 * hidden) and cell.recurrent_n is not None and cell.bias_h is None:
-        return ["GRU_RESET_BEFORE"]
-    if gates == 1 and rec == (hidden, hidden) and cell.recurrent_n is None:
-        return ["RNN_TANH", "RNN_RELU"]
-    return []
+    if cell.recurrent_n is not None:  # the reset-before GRU's candidate has its own recurrent kernel
+        reset_before = blocks == gates("GRU") and rec == (hidden, 2 * hidden) and cell.bias_h is None
+        return ["GRU_RESET_BEFORE"] if reset_before else []
+    if rec != (hidden, blocks * hidden):
+        return []
+    return {gates("LSTM"): ["LSTM"], gates("GRU"): ["GRU"], gates("RNN"): ["RNN_TANH", "RNN_RELU"]}.get(blocks, [])
 
 
 class RecurrentLoop(nn.Module, OnnxToTorchModule):
@@ -337,25 +334,14 @@ class RecurrentLoop(nn.Module, OnnxToTorchModule):
 
     def _masked(self, seq: torch.Tensor, mask: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
                 out0: torch.Tensor | None) -> tuple:
-        steps = seq.shape[0]
-        order = torch.argsort((~mask).to(torch.int8), dim=0, stable=True)  # valid steps first, in order
-        packed = torch.gather(seq, 0, order[..., None].expand_as(seq))
-        lengths = mask.sum(0)
-        valid = torch.arange(steps, device=seq.device)[:, None] < lengths[None, :]
-        packed = torch.where(valid[..., None], packed, torch.zeros_like(packed))
+        """Keras' masked steps (``migrate.core.recurrent``, the algorithm model.py runs too): the kernel over
+        the valid steps moved to the front; an LSTM's hold feature keeps its cell state through the rest."""
+        packed, valid = pack_valid_steps(seq, mask, time_dim=0)
         if self.kind == "LSTM":
             hold = self.hold_base + self.hold_scale * h0.abs().amax().clamp(min=1.0)
             packed = torch.cat([packed, (~valid)[..., None].to(packed.dtype) * hold], -1)
         y_packed, _, c_n = self._run(packed, h0, c0)
-        position = torch.cumsum(mask.to(torch.int64), 0) - 1  # index in y_packed of the last valid step so far
-        index = position.clamp(min=0)[..., None].expand(steps, position.shape[1], y_packed.shape[-1])
-        latest = torch.gather(y_packed, 0, index)
-        started = (position >= 0)[..., None]
-        h_n = torch.where(started[-1], latest[-1], h0)
-        if self.zero_masked:
-            y = torch.where(mask[..., None], latest, torch.zeros_like(latest))
-        else:
-            y = torch.where(started, latest, (out0 if out0 is not None else torch.zeros_like(h0)).expand_as(latest))
+        y, h_n = unpack_valid_steps(y_packed, mask, self.zero_masked, h0=h0, out0=out0, time_dim=0)
         return y, h_n, c_n, y[-1]
 
 
@@ -382,12 +368,11 @@ def _reference(model: onnx.ModelProto, formal: list[str], captures: list[str], m
 def _candidates(found: Match, hidden: int, masked: bool):
     kinds = _kinds(found.cell, hidden)
     for kind in kinds:
-        gates = GATES[kind]
         state_roles = ["h", "c"] if kind == "LSTM" else ["h"]
         roles_pool = state_roles + (["out"] if masked else [])
         if len(roles_pool) != len(found.floats):
             continue
-        for perm in itertools.permutations(range(gates)):
+        for perm in itertools.permutations(range(gates(kind))):
             weights = _torch_weights(kind, found.cell, perm, hidden)
             for roles in itertools.permutations(roles_pool):
                 for zero_masked in ([False, True] if masked else [False]):

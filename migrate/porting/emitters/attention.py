@@ -1,4 +1,4 @@
-"""Attention layers. MultiHeadAttention as a small ``KerasMultiHeadAttention`` module emitted into model.py: four nn.Linear
+"""Attention layers. MultiHeadAttention as ``KerasMultiHeadAttention`` (migrate/porting/runtime/attention.py), copied into model.py: four nn.Linear
 projections named like Keras' (query, key, value, attention_output) around F.scaled_dot_product_attention.
 
 nn.MultiheadAttention fits only when num_heads * key_dim equals the model width; Keras allows any key_dim.
@@ -10,35 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, Value, emitter
-
-KERAS_MHA = '''
-class KerasMultiHeadAttention(nn.Module):
-    """keras.layers.MultiHeadAttention: per-head projections, scaled dot-product attention, output projection."""
-
-    def __init__(self, query_dim: int, key_dim_in: int, value_dim_in: int, num_heads: int, key_dim: int,
-                 value_dim: int, output_dim: int, dropout: float = 0.0, bias: bool = True) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.dropout = dropout
-        self.query = nn.Linear(query_dim, num_heads * key_dim, bias=bias)
-        self.key = nn.Linear(key_dim_in, num_heads * key_dim, bias=bias)
-        self.value = nn.Linear(value_dim_in, num_heads * value_dim, bias=bias)
-        self.attention_output = nn.Linear(num_heads * value_dim, output_dim, bias=bias)
-
-    def forward(self, query: torch.Tensor, value: torch.Tensor, key: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
-        key = value if key is None else key
-        q, k, v = (proj(x).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
-                   for proj, x in ((self.query, query), (self.key, key), (self.value, value)))
-        if mask is not None:  # Keras: (N, T, S), True = attend; combined with the causal mask like Keras
-            mask = mask.bool().unsqueeze(1)
-            if causal:
-                mask = mask & torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
-                causal = False
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-                                             is_causal=causal)
-        return self.attention_output(out.transpose(1, 2).flatten(2))
-'''
+from migrate.porting.runtime import KerasMultiHeadAttention
 
 
 def _projection(layer: Layer, name: str, torch_name: str) -> dict[str, tuple[str, tuple]]:
@@ -75,13 +47,13 @@ def multi_head_attention(layer: Layer, call: Call, ctx: Any) -> Out:
             raise Unsupported(f"MultiHeadAttention output_shape {out_dim}")
         out_dim = out_dim[0]
     key_in = (key or value).shape[-1]
-    ctx.helper("KerasMultiHeadAttention", KERAS_MHA)
+    helper = ctx.helper(KerasMultiHeadAttention)
     weights = {}
     for name in ("query", "key", "value", "attention_output"):
         weights.update(_projection(layer, name, name))
     dropout = float(cfg.get("dropout", 0.0))
     bias = "" if cfg.get("use_bias", True) else ", bias=False"
-    mod = ctx.submodule(layer, f"KerasMultiHeadAttention(query_dim={query.shape[-1]}, key_dim_in={key_in}, "
+    mod = ctx.submodule(layer, f"{helper}(query_dim={query.shape[-1]}, key_dim_in={key_in}, "
                                f"value_dim_in={value.shape[-1]}, num_heads={heads}, key_dim={key_dim}, "
                                f"value_dim={value_dim}, output_dim={out_dim}"
                                f"{f', dropout={dropout!r}' if dropout else ''}{bias})", weights)

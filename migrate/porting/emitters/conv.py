@@ -1,16 +1,18 @@
 """Convolutions: Conv1D/2D/3D, DepthwiseConv1D/2D, SeparableConv1D/2D, Conv*DTranspose.
 
-TF's 'same' padding puts the odd pixel at the end; at stride 1 torch's ``padding=`` does the same, at
-stride > 1 an explicit ``F.pad`` before the convolution reproduces it (like timm's ``pad_same``).
+TF's 'same' padding puts the odd pixel at the end (``migrate/core/padding.py``): symmetric pads become
+torch's ``padding=``, others an explicit ``F.pad`` with constants when the sizes are known at port time,
+and ``pad_same`` (copied into model.py) when a strided dim's size is known only at run time.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from migrate.core.padding import static_same_pads
 from migrate.porting.emitters.activations import activation
 from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, Value, emitter
+from migrate.porting.runtime import pad_same
 
 #: Keras kernel (*spatial, in, out) -> torch (out, in, *spatial), per spatial rank.
 KERNEL_PERM = {1: (2, 1, 0), 2: (3, 2, 0, 1), 3: (4, 3, 0, 1, 2)}
@@ -18,22 +20,6 @@ KERNEL_PERM = {1: (2, 1, 0), 2: (3, 2, 0, 1), 3: (4, 3, 0, 1, 2)}
 
 def _tuple(value: Any, rank: int) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, (list, tuple)) else (int(value),) * rank
-
-
-def same_pads(sizes: tuple[int | None, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
-              dilation: tuple[int, ...]) -> list[tuple[int, int]]:
-    """(before, after) per spatial dim for TF 'same' padding; needs static sizes when stride > 1."""
-    pads = []
-    for size, k, s, d in zip(sizes, kernel, stride, dilation):
-        effective = (k - 1) * d + 1
-        if s == 1:
-            total = effective - 1
-        elif size is None:
-            raise Unsupported("'same' padding with stride > 1 on a dynamic spatial size")
-        else:
-            total = max((math.ceil(size / s) - 1) * s + effective - size, 0)
-        pads.append((total // 2, total - total // 2))
-    return pads
 
 
 def padding_args(layer: Layer, x: Value, kernel: tuple[int, ...], stride: tuple[int, ...],
@@ -45,7 +31,9 @@ def padding_args(layer: Layer, x: Value, kernel: tuple[int, ...], stride: tuple[
         return "", inp
     if mode == "causal":
         return "", f"{ctx.need('F')}.pad({inp}, ({(kernel[0] - 1) * dilation[0]}, 0))"
-    pads = same_pads(x.shape[1:-1], kernel, stride, dilation)
+    pads = static_same_pads(x.shape[1:-1], kernel, stride, dilation)
+    if pads is None:  # a strided dim of dynamic size: the pads follow x.shape at run time
+        return "", f"{ctx.helper(pad_same)}({inp}, {kernel}, {stride}, {dilation})"
     if all(b == a for b, a in pads):
         if all(b == 0 for b, _ in pads):
             return "", inp

@@ -6,6 +6,7 @@ from typing import Any
 
 from migrate.porting.emitters.activations import activation
 from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, Value, emitter
+from migrate.porting.runtime import MaskDropout
 
 
 @emitter("Dense")
@@ -138,25 +139,9 @@ def _no_noise_shape(layer: Layer) -> None:
         raise Unsupported("Dropout with noise_shape")
 
 
-#: Emitted once into model.py for a Dropout with noise_shape (or StochasticDepth): an nn.Dropout, so that
-#: ``model.eval()`` and tools that set dropout ``p`` (training parity) reach it like any other dropout.
-MASK_DROPOUT = '''
-class MaskDropout(nn.Dropout):
-    """Dropout with one keep/drop decision per element of a broadcastable mask ``shape`` (Keras' noise_shape,
-    e.g. EfficientNet's per-sample drop connect), scaled by 1/keep like Keras."""
-
-    def forward(self, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        return x * torch.bernoulli(torch.full(shape, keep, dtype=x.dtype, device=x.device)) / keep
-'''
-
-
 def mask_dropout(layer: Layer, x: Value, rate: float, dims: list[str], ctx: Any) -> Out:
     """``MaskDropout(rate)(x, dims)``: DIMS in x's torch layout."""
-    ctx.helper("MaskDropout", MASK_DROPOUT)
-    mod = ctx.submodule(layer, f"MaskDropout({rate!r})")
+    mod = ctx.submodule(layer, f"{ctx.helper(MaskDropout)}({rate!r})")
     return Out(f"{mod}({x.var}, ({', '.join(dims)},))", x.layout)
 
 

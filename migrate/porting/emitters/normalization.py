@@ -1,7 +1,8 @@
 """BatchNormalization and LayerNormalization with Keras' train-time semantics.
 
 torch's BatchNorm ``momentum`` weighs the new batch (Keras' weighs the old statistics): 1 - keras_momentum;
-the moving variance follows Keras (biased batch variance) through the small ``KerasBatchNorm`` subclass.
+the moving variance follows Keras (biased batch variance) through ``KerasBatchNorm``
+(``migrate/porting/runtime/normalization.py``).
 A Keras-2 SavedModel's (tf_keras) 4-D and 5-D BatchNormalization runs TF's fused kernel, whose moving
 variance takes the unbiased batch variance: torch's own nn.BatchNorm2d/3d does the same.
 """
@@ -11,25 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, emitter
-
-#: Emitted once into model.py when a BatchNormalization is ported.
-KERAS_BATCH_NORM = '''
-class KerasBatchNorm(nn.BatchNorm2d):
-    """Batch normalization over dim 1 of an (N, C, ...) tensor, trained the way Keras trains it.
-
-    Keras updates the moving variance with the biased batch variance; nn.BatchNorm uses the unbiased
-    one. Everything else (normalizing, gradients, eval mode) is torch's own F.batch_norm.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            with torch.no_grad():
-                var, mean = torch.var_mean(x, dim=[0, *range(2, x.dim())], correction=0)
-                self.running_mean.lerp_(mean, self.momentum)
-                self.running_var.lerp_(var, self.momentum)
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training, 0.0,
-                            self.eps)
-'''
+from migrate.porting.runtime import KerasBatchNorm
 
 
 @emitter("BatchNormalization")
@@ -55,8 +38,7 @@ def batch_norm(layer: Layer, call: Call, ctx: Any) -> Out:
     if ctx.renderer.graph.get("source_kind") == "saved_model" and x.rank in (4, 5):  # tf_keras: fused
         norm = f"nn.BatchNorm{x.rank - 2}d"
     else:
-        norm = "KerasBatchNorm"
-        ctx.helper("KerasBatchNorm", KERAS_BATCH_NORM)
+        norm = ctx.helper(KerasBatchNorm)
     mod = ctx.submodule(layer, f"{norm}({channels}, eps={eps!r}, momentum={momentum!r}{affine})",
                         weights, eval_only=frozen)
     if layer.name not in ctx.renderer.semantics_done:

@@ -1,25 +1,20 @@
-"""Pooling: Max/Average 1D/2D/3D and the Global* layers."""
+"""Pooling: Max/Average 1D/2D/3D and the Global* layers.
+
+'same' pooling is a torch pooling layer with ``padding=``/``ceil_mode`` where one matches TF's pads (which
+put the odd element after: ``migrate/core/padding.py``); otherwise the input is padded explicitly (``-inf``
+for max; ``keras_avg_pool_same`` divides averages by the count of real elements), by ``pad_same`` at run
+time when a strided dim's size is dynamic.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+from migrate.core.padding import static_same_pads
 from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, emitter
-from migrate.porting.emitters.conv import _check, _tuple, same_pads
-
-AVG_POOL_SAME = '''
-def keras_avg_pool_same(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
-                        pads: tuple[int, ...]) -> torch.Tensor:
-    """Average pooling with TF's 'same' padding: each window's mean over its real (unpadded) elements.
-
-    torch's ``count_include_pad=False`` takes only symmetric padding; TF pads unevenly (more after). ``x`` is
-    channels-first; ``pads`` is in ``F.pad``'s order (last dim first). The divisor is the pooled all-ones plane.
-    """
-    pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[x.dim() - 3]
-    valid = pool(F.pad(torch.ones_like(x[:1, :1]), pads), kernel, stride)
-    return pool(F.pad(x, pads), kernel, stride) / valid
-'''
+from migrate.porting.emitters.conv import _check, _tuple
+from migrate.porting.runtime import keras_avg_pool_same, pad_same
 
 
 def _torch_len(size: int, k: int, s: int, p: int, ceil: bool) -> int:
@@ -43,14 +38,13 @@ def pool(layer: Layer, call: Call, ctx: Any) -> Out:
     if stride != kernel:
         args += f", stride={stride[0] if len(set(stride)) == 1 else stride}"
     if cfg.get("padding", "valid") == "same":
-        pads = same_pads(x.shape[1:-1], kernel, stride, (1,) * rank)
+        pads = static_same_pads(x.shape[1:-1], kernel, stride, (1,) * rank)
+        if pads is None or any(b > k // 2 or (a != b and (size is None or _torch_len(size, k, s, b, True) !=
+                                                           math.ceil(size / s)))
+                               for size, k, s, (b, a) in zip(x.shape[1:-1], kernel, stride, pads)):
+            return _explicit_same(layer, call, ctx, kind, args, kernel, stride, pads)
         before = tuple(b for b, _ in pads)
         ceil = any(a != b for b, a in pads)
-        for size, k, s, (b, a) in zip(x.shape[1:-1], kernel, stride, pads):
-            if b > k // 2 or (a != b and (size is None or _torch_len(size, k, s, b, True) != math.ceil(size / s))):
-                if kind == "Avg":
-                    return _avg_pool_same(call, ctx, kernel, stride, pads)
-                raise Unsupported(f"'same' pooling with pads {pads} has no exact torch equivalent")
         if any(before):
             args += f", padding={before[0] if len(set(before)) == 1 else before}"
         if ceil:
@@ -61,12 +55,19 @@ def pool(layer: Layer, call: Call, ctx: Any) -> Out:
     return Out(f"{mod}({ctx.cf(x)})", "cf")
 
 
-def _avg_pool_same(call: Call, ctx: Any, kernel: tuple[int, ...], stride: tuple[int, ...],
-                   pads: list[tuple[int, int]]) -> Out:
-    """'same' average pooling whose uneven pads no torch pooling layer takes: pad, pool, divide by the valid count."""
-    fn = ctx.helper("keras_avg_pool_same", AVG_POOL_SAME)
-    flat = tuple(p for pair in reversed(pads) for p in pair)
-    return Out(f"{fn}({ctx.cf(call.input)}, {kernel}, {stride}, {flat})", "cf")
+def _explicit_same(layer: Layer, call: Call, ctx: Any, kind: str, args: str, kernel: tuple[int, ...],
+                   stride: tuple[int, ...], pads: list[tuple[int, int]] | None) -> Out:
+    """'same' pooling whose pads no torch pooling layer takes: pad explicitly (at run time when ``pads`` is
+    None), then pool; averages divide by the pooled count of real elements."""
+    inp = ctx.cf(call.input)
+    if kind == "Avg":
+        return Out(f"{ctx.helper(keras_avg_pool_same)}({inp}, {kernel}, {stride})", "cf")
+    if pads is None:
+        padded = f"{ctx.helper(pad_same)}({inp}, {kernel}, {stride}, {(1,) * len(kernel)}, value=float('-inf'))"
+    else:
+        padded = f"{ctx.need('F')}.pad({inp}, {tuple(p for pair in reversed(pads) for p in pair)}, value=float('-inf'))"
+    mod = ctx.submodule(layer, f"nn.MaxPool{len(kernel)}d({args})")
+    return Out(f"{mod}({padded})", "cf")
 
 
 @emitter("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",

@@ -2,8 +2,9 @@
 
 Gate orders: Keras LSTM (i, f, c, o) is torch's (i, f, g, o); Keras GRU (z, r, h) becomes torch's (r, z, n),
 and only ``reset_after=True`` (Keras 3's default) matches torch's GRU; ``reset_after=False`` (Keras 2's) becomes
-``KerasGRUResetBefore``, a small module defined once in model.py. Keras has one bias per gate where
-torch has two (input and hidden): the hidden one is zero and frozen, so training updates the same sum.
+``KerasGRUResetBefore`` (migrate/porting/runtime/recurrent.py), copied into model.py. Keras has one bias per
+gate where torch has two (input and hidden): the hidden one is zero and frozen, so training updates the same
+sum. Masked sequences run through ``keras_masked_rnn``, the masked-step algorithm the converter uses too.
 """
 
 from __future__ import annotations
@@ -11,72 +12,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from migrate.core.recurrent import gates as rnn_gates
 from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, Value, emitter
+from migrate.porting.runtime import KerasGRUResetBefore, keras_masked_cell_state, keras_masked_rnn
 
 TORCH_CLASS = {"LSTM": "LSTM", "GRU": "GRU", "SimpleRNN": "RNN"}
-GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
-
-MASKED_RNN = '''
-def keras_masked_rnn(rnn: nn.RNNBase, x: torch.Tensor, mask: torch.Tensor, zero_masked: bool = False):
-    """Run ``rnn`` (batch_first, zero initial state) over a masked sequence the way Keras does.
-
-    Keras skips masked steps, wherever they are: the state is carried through them and the output there
-    repeats the previous one (zeros before the first valid step; zeros at every masked step with
-    ``zero_masked``). Each sequence's valid steps are moved to the front, the native kernel runs once, and
-    the outputs are gathered back to their steps. Returns the outputs (N, T, H) and the final h (N, H).
-    """
-    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # valid steps first, in order
-    outputs, _ = rnn(torch.gather(x, 1, order.unsqueeze(-1).expand_as(x)))
-    latest = torch.cumsum(mask, 1) - 1  # per step: where the latest valid step's output is in ``outputs``
-    held = torch.gather(outputs, 1, latest.clamp(min=0).unsqueeze(-1).expand(-1, -1, outputs.shape[-1]))
-    held = torch.where((latest >= 0).unsqueeze(-1), held, 0.0)
-    return (torch.where(mask.unsqueeze(-1), held, 0.0) if zero_masked else held), held[:, -1]
-'''
-
-MASKED_CELL_STATE = '''
-def keras_masked_cell_state(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The cell state a masked Keras LSTM ends with: the state after each sequence's last valid step."""
-    h = c = x.new_zeros(x.shape[0], lstm.hidden_size)
-    weights = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
-    for t in range(x.shape[1]):
-        h_t, c_t = torch.lstm_cell(x[:, t], (h, c), *weights)
-        valid = mask[:, t, None]
-        h, c = torch.where(valid, h_t, h), torch.where(valid, c_t, c)
-    return c
-'''
-
-
-GRU_RESET_BEFORE = '''
-class KerasGRUResetBefore(nn.Module):
-    """Keras' ``GRU(reset_after=False)`` (Keras 2's default), which ``nn.GRU`` cannot express.
-
-    The reset gate scales h before the recurrent matmul: ``h~ = tanh(W_h x + b_h + U_h (r * h))``, where torch
-    applies it after (``r * (U_n h + b_hn)``). Rows of ``weight_ih`` (3H, in) and ``weight_hh`` (3H, H) and the one
-    ``bias`` (3H) are in Keras' gate order z, r, h. Called like ``nn.GRU(batch_first=True)``:
-    ``(x (N, T, in), h0 (1, N, H) or None) -> (outputs (N, T, H), final h (1, N, H))``.
-    """
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.weight_ih = nn.Parameter(torch.zeros(3 * hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.zeros(3 * hidden_size, hidden_size))
-        self.bias = nn.Parameter(torch.zeros(3 * hidden_size)) if bias else None
-
-    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None):
-        units = self.hidden_size
-        h = x.new_zeros(x.shape[0], units) if h0 is None else h0[0]
-        inputs = F.linear(x, self.weight_ih, self.bias)  # the input projections of all steps at once
-        recurrent_zr, recurrent_h = self.weight_hh.split([2 * units, units])
-        outputs = []
-        for t in range(x.shape[1]):
-            z, r = torch.sigmoid(inputs[:, t, : 2 * units] + F.linear(h, recurrent_zr)).chunk(2, dim=-1)
-            candidate = torch.tanh(inputs[:, t, 2 * units :] + F.linear(r * h, recurrent_h))
-            h = z * h + (1 - z) * candidate
-            outputs.append(h)
-        return torch.stack(outputs, dim=1), h.unsqueeze(0)
-'''
-
 
 def _find(layer: Layer, direction: str, name: str) -> str:
     """The layer's weight called ``name`` (``kernel``, ``recurrent_kernel``, ``bias``) for a direction prefix."""
@@ -99,7 +39,7 @@ def _check(cls: str, cfg: dict[str, Any]) -> None:
 
 def _weights(layer: Layer, cls: str, units: int, direction: str, suffix: str) -> dict[str, tuple[str, tuple]]:
     order = (("gate_reorder", ("zrh->rzh",)),) if cls == "GRU" else ()
-    gates = GATES[cls] * units
+    gates = rnn_gates(cls) * units
     weights = {_find(layer, direction, "kernel"): (f"weight_ih_l0{suffix}", (*order, ("permute", (1, 0)))),
                _find(layer, direction, "recurrent_kernel"): (f"weight_hh_l0{suffix}", (*order, ("permute", (1, 0))))}
     if any(k.split("/")[-1] == "bias" and k.startswith(direction) for k in layer.weights):
@@ -143,7 +83,7 @@ def _declare(layer: Layer, cfg: dict[str, Any], inner: str, in_features: int, ct
 
 def _declare_reset_before(layer: Layer, cfg: dict[str, Any], in_features: int, ctx: Any, direction: str) -> str:
     """``GRU(reset_after=False)`` as ``KerasGRUResetBefore``: Keras' weights transposed, gate order kept."""
-    helper = ctx.helper("KerasGRUResetBefore", GRU_RESET_BEFORE)
+    helper = ctx.helper(KerasGRUResetBefore)
     weights = {_find(layer, direction, "kernel"): ("weight_ih", (("permute", (1, 0)),)),
                _find(layer, direction, "recurrent_kernel"): ("weight_hh", (("permute", (1, 0)),))}
     if cfg.get("use_bias", True):
@@ -193,7 +133,7 @@ def _masked_recurrent(layer: Layer, call: Call, ctx: Any, mod: str, mask: Value)
     seq, steps = ctx.keras(call.input), ctx.keras(mask)
     if cfg.get("go_backwards"):
         seq, steps = f"{seq}.flip(1)", f"{steps}.flip(1)"
-    run = ctx.helper("keras_masked_rnn", MASKED_RNN)
+    run = ctx.helper(keras_masked_rnn)
     zero = cfg.get("zero_output_for_mask", False)
     sequences = cfg.get("return_sequences")
     if sequences or zero or cfg.get("return_state"):  # with zero_masked, the last output is 0 after padding
@@ -211,7 +151,7 @@ def _masked_recurrent(layer: Layer, call: Call, ctx: Any, mod: str, mask: Value)
     cell = "_"
     if call.uses(2):
         cell = ctx.fresh(f"{layer.attr}_cell_state")
-        ctx.line(f"{cell} = {ctx.helper('keras_masked_cell_state', MASKED_CELL_STATE)}({mod}, {seq}, {steps})")
+        ctx.line(f"{cell} = {ctx.helper(keras_masked_cell_state)}({mod}, {seq}, {steps})")
     return Out((result, last, cell))
 
 
@@ -220,7 +160,7 @@ def _masked_bidirectional(layer: Layer, call: Call, ctx: Any, mask: Value, direc
     cfg = layer.config
     inner, inner_cfg = cfg["layer"]["class_name"], cfg["layer"]["config"]
     seq, steps = ctx.keras(call.input), ctx.keras(mask)
-    run = ctx.helper("keras_masked_rnn", MASKED_RNN)
+    run = ctx.helper(keras_masked_rnn)
     sequences = inner_cfg.get("return_sequences")  # Keras zeroes masked outputs when returning sequences
     names = []
     for direction, part in zip(directions, ("forward", "backward")):
