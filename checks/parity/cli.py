@@ -56,6 +56,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("source", help="the TensorFlow model: SavedModel directory, .keras or .h5 file")
     p.add_argument("converted", nargs="?", help="directory written by 'tf2torch convert' or 'tf2torch port' (its "
                                                 "module; tf~torch only); omitted with --keras-backend")
+    p.add_argument("--trust-model-py", action="store_true",
+                   help="CONVERTED is a 'tf2torch port' output you trust: import its model.py (it is code; "
+                        "same as writing port:CONVERTED)")
     p.add_argument("--signature", help="signature to run (default: the one recorded in the manifest)")
     p.add_argument("--custom-objects", action="append", default=[], metavar="MODULE.py|MODULE:NAME",
                    help="Python module defining a Keras SOURCE's custom layers (as for convert); repeatable")
@@ -135,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
                 rtol=dict(args.rtol) or None, seed=args.seed, iterations=args.iterations,
                 batch_size=args.batch_size, dim_size=args.dim_size, float_range=args.float_range,
                 ranges=dict(args.ranges), inputs=args.inputs, inputs_layout=args.inputs_layout, onnx=not args.no_onnx,
-                per_layer=args.per_layer, pairs=args.pairs, custom_objects=args.custom_objects, debug=debug)
+                per_layer=args.per_layer, pairs=args.pairs, custom_objects=args.custom_objects,
+                trust_model_py=args.trust_model_py, debug=debug)
         text = report.render(args.format)
         if args.output:
             write_atomic(args.output, text)
