@@ -5,7 +5,7 @@
 modules named by a treespec's context, and loads AOTInductor libraries. Filtering that is a losing game,
 so this module builds instead: it reads the zip with the standard library, parses the program JSON into
 the subset tf2torch writes (every field checked, unknown ones refused), and writes a NEW archive from
-what it parsed: a program re-serialised field by field (no metadata, stack traces or source_fn_stack),
+what it parsed: a program re-serialised field by field (of node metadata only the module path strings),
 guard and shape expressions re-rendered from their checked syntax trees (``migrate.conversion.pt2_grammar``),
 operators from one exact allow-list (``migrate.conversion.pt2_ops``), treespecs rebuilt from tuple/list/dict/leaf,
 weights copied as raw bytes, and an empty sample-inputs member (no pickle at all). Only that copy
@@ -55,6 +55,8 @@ _TREESPEC_TYPES = {None: "leaf", "builtins.tuple": "seq", "builtins.list": "seq"
 _TREESPEC_NODES = 10_000
 _MAX_LIST = 1_000_000
 _NON_FINITE = ("Infinity", "-Infinity", "NaN")
+#: ``key,path,class;...`` as torch writes a node's module stack: kept as a string, never evaluated or imported.
+_MODULE_STACK = re.compile(r"[^\x00-\x1f\x7f]*")
 
 
 #: Globals the sample-inputs pickle (``torch.save``) may name. The member is checked, then dropped: the fresh
@@ -408,7 +410,8 @@ class Program:
         hop = node.get("is_hop_single_tensor_return")
         return {"target": target, "inputs": inputs,
                 "outputs": [_argument(a, f"{where}'s outputs") for a in _list(node.get("outputs", []), where)],
-                "metadata": {}, "is_hop_single_tensor_return": None if hop is None else _bool(hop, where),
+                "metadata": _node_metadata(node.get("metadata", {}), where),
+                "is_hop_single_tensor_return": None if hop is None else _bool(hop, where),
                 "name": None if node.get("name") is None else _name(node["name"], where)}
 
     def _subgraph(self, value: Any, where: str) -> dict[str, Any]:
@@ -464,6 +467,17 @@ class Program:
             "in_spec": treespec(signature.get("in_spec"), f"{where}'s in_spec"),
             "out_spec": treespec(signature.get("out_spec"), f"{where}'s out_spec"),
             "forward_arg_names": None if names is None else [_name(n, where) for n in _list(names, where)]}}
+
+
+def _node_metadata(value: Any, where: str) -> dict[str, str]:
+    """Only ``nn_module_stack`` survives (parity's ``--per-layer`` maps ONNX nodes through it; torch keeps it as
+    plain strings). Stack traces, ``source_fn_stack`` (resolved as targets), ``torch_fn`` and ``custom`` go."""
+    stack = _dict(value, where).get("nn_module_stack")
+    if stack is None:
+        return {}
+    if not isinstance(stack, str) or len(stack) > 65_536 or not _MODULE_STACK.fullmatch(stack):
+        raise Refusal(where, f"nn_module_stack {str(stack)[:60]!r} is not one line of module paths")
+    return {"nn_module_stack": stack}
 
 
 # ---- schema pieces ----------------------------------------------------------------------------------------------

@@ -1,0 +1,54 @@
+"""Guarantee: hostile port outputs and parity report paths are one line, a documented exit code, nothing
+half-written (docs/guarantees.md). Built from a real ``tf2torch port`` of the mlp fixture."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+
+import pytest
+
+from fixtures.models import model_dir
+from tests.safety_helpers import fingerprint, one_line, tf2torch
+
+
+@pytest.fixture(scope="module")
+def ported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("port")
+    source = model_dir("mlp") / "model.keras"
+    proc = tf2torch("port", source, "-o", root / "out", "-q", tmpdir=root / "tmp")
+    assert proc.returncode == 0, proc.stderr
+    return source, root / "out"
+
+
+@pytest.mark.parametrize("header", ["huge", "malformed"])
+def test_a_safetensors_file_with_a_bad_header_is_one_line(ported, tmp_path, header):
+    source, out = ported
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    data = (bad / "weights.safetensors").read_bytes()
+    (bad / "weights.safetensors").write_bytes(struct.pack("<Q", 2**62) + data[8:] if header == "huge"
+                                              else struct.pack("<Q", 12) + b"{not json!!}" + bytes(16))
+    proc = tf2torch("parity", source, bad, "--trust-model-py", tmpdir=tmp_path / "tmp")
+    one_line(proc, 2, "tf2torch parity: error: ", "weights.safetensors: not a readable safetensors file")
+
+
+def test_a_port_manifest_listing_files_outside_out_touches_nothing_outside(ported, tmp_path):
+    source, out = ported
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    target = tmp_path / "work" / "out"
+    shutil.copytree(out, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["files"] = [*manifest["files"], "../../victim.txt", str(victim), "/etc/hostname"]
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    before = fingerprint(tmp_path / "work")
+    proc = tf2torch("port", source, "-o", target, "--force", "-q", tmpdir=tmp_path / "tmp")
+    assert victim.read_text() == "keep me\n"
+    if proc.returncode == 0:  # replaced: the new manifest lists only what port wrote
+        assert json.loads((target / "manifest.json").read_text())["files"] == sorted(
+            p.name for p in target.iterdir() if p.name != "manifest.json")
+    else:
+        one_line(proc, 2, "tf2torch port: error: ")
+        assert fingerprint(tmp_path / "work") == before
