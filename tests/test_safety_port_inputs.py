@@ -52,3 +52,27 @@ def test_a_port_manifest_listing_files_outside_out_touches_nothing_outside(porte
     else:
         one_line(proc, 2, "tf2torch port: error: ")
         assert fingerprint(tmp_path / "work") == before
+
+
+@pytest.mark.parametrize("target", ["directory", "read-only", "the source", "inside converted"])
+def test_a_parity_report_aimed_at_a_directory_a_read_only_file_or_an_input_is_one_line(ported, tmp_path, target):
+    """Checked before TensorFlow runs (except read-only, known only when writing): nothing is written."""
+    import os
+    import stat
+
+    source, out = ported
+    if target == "directory":
+        report = tmp_path / "reports"
+        report.mkdir()
+    elif target == "read-only":
+        report = tmp_path / "report.txt"
+        report.write_text("old\n")
+        report.chmod(stat.S_IRUSR)
+        if os.access(report, os.W_OK):
+            pytest.skip("running as root: a read-only file is still writable")
+    else:
+        report = source if target == "the source" else out / "report.txt"
+    before = fingerprint(source.parent), fingerprint(out)
+    proc = tf2torch("parity", source, out, "--trust-model-py", "--output", report, tmpdir=tmp_path / "tmp")
+    one_line(proc, 2, "tf2torch parity: error: ", f"--output {report}")
+    assert (fingerprint(source.parent), fingerprint(out)) == before

@@ -6,6 +6,7 @@ import argparse
 import re
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 from migrate.core.errors import InputError, Tf2TorchError
@@ -127,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
                                ("--weights-map", args.weights_map), ("--steps", args.steps != 1)) if v]
         if only and not args.train:
             raise InputError(f"{', '.join(only)} only apply with --train")
+        if args.output:
+            _check_output(Path(args.output), [p for p in (args.source, args.converted) if p])
         if args.keras_backend:
             report = _keras_backend(args, debug)
         elif args.converted is None:
@@ -152,6 +155,18 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return _fail(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", 2, debug)
+
+
+def _check_output(output: Path, inputs: list[str]) -> None:
+    """Before anything runs: the report never lands on a directory or inside SOURCE/CONVERTED."""
+    if output.is_dir():
+        raise InputError(f"--output {output}: is a directory; name a file for the report")
+    target = output.resolve()
+    for given in map(Path, inputs):
+        where = given.resolve()
+        if target == where or where in target.parents:
+            raise InputError(f"--output {output}: is {given} or inside it, which parity reads; write the report "
+                             "elsewhere")
 
 
 def _keras_backend(args: argparse.Namespace, debug: bool) -> Any:
