@@ -76,3 +76,23 @@ def test_a_parity_report_aimed_at_a_directory_a_read_only_file_or_an_input_is_on
     proc = tf2torch("parity", source, out, "--trust-model-py", "--output", report, tmpdir=tmp_path / "tmp")
     one_line(proc, 2, "tf2torch parity: error: ", f"--output {report}")
     assert (fingerprint(source.parent), fingerprint(out)) == before
+
+
+def test_a_second_port_into_the_same_out_fails_while_the_first_runs(ported, tmp_path):
+    import time
+
+    from tests.safety_helpers import leftovers, spawn
+
+    source, _ = ported
+    out = tmp_path / "out"
+    first = spawn("port", source, "-o", out, "-q", tmpdir=tmp_path / "tmp")
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()) and first.poll() is None:
+        assert time.monotonic() < deadline, "the first run never staged its output"
+        time.sleep(0.05)
+    second = tf2torch("port", source, "-o", out, "--force", "-q", tmpdir=tmp_path / "tmp")
+    one_line(second, 2, f"another tf2torch run is writing {out} right now")
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.py", "weights.safetensors"]
+    assert leftovers(tmp_path, tmp_path / "tmp") == []
