@@ -71,3 +71,65 @@ def leftovers(*dirs: Path) -> list[str]:
             if ours or _TEMPFILE.fullmatch(entry.name):
                 found.append(str(entry))
     return found
+
+
+def rewrite_pt2(src: Path, dst: Path, replace: dict[str, bytes] | None = None, add: dict[str, bytes] | None = None,
+                prefix: bytes = b"", compress: set[str] | None = None) -> None:
+    """Copy the zip ``src`` to ``dst``: members (paths below the archive root) replaced or added, some deflated,
+    and ``prefix`` bytes written before the zip (its offsets shifted the way ``cat prefix zip`` would)."""
+    import io
+    import zipfile
+
+    replace, add, compress = replace or {}, add or {}, compress or set()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zout:
+        root = zin.namelist()[0].split("/", 1)[0]
+        for info in zin.infolist():
+            rel = info.filename.split("/", 1)[1]
+            method = zipfile.ZIP_DEFLATED if rel in compress else zipfile.ZIP_STORED
+            zout.writestr(info.filename, replace.get(rel, zin.read(info.filename)), compress_type=method)
+        for rel, data in add.items():
+            method = zipfile.ZIP_DEFLATED if rel in compress else zipfile.ZIP_STORED
+            zout.writestr(f"{root}/{rel}", data, compress_type=method)
+    data = buffer.getvalue()
+    if prefix:  # shift every offset in the central directory and the end record, as zip -A does
+        data = _shift_zip(data, len(prefix))
+    dst.write_bytes(prefix + data)
+
+
+def _shift_zip(data: bytes, shift: int) -> bytes:
+    import struct
+
+    end = data.rindex(b"PK\x05\x06")
+    count, _, start = struct.unpack("<HII", data[end + 10:end + 20])
+    out = bytearray(data)
+    pos = start
+    for _ in range(count):
+        name_len, extra_len, comment_len = struct.unpack("<HHH", data[pos + 28:pos + 34])
+        (offset,) = struct.unpack("<I", data[pos + 42:pos + 46])
+        out[pos + 42:pos + 46] = struct.pack("<I", offset + shift)
+        pos += 46 + name_len + extra_len + comment_len
+    out[end + 16:end + 20] = struct.pack("<I", start + shift)
+    return bytes(out)
+
+
+def program_of(pt2: Path) -> dict:
+    """The program JSON (``models/model.json``) of a ``model.pt2``."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(pt2) as archive:
+        return json.loads(archive.read(next(n for n in archive.namelist() if n.endswith("models/model.json"))))
+
+
+def nodes_with(tree: object, key: str):
+    """Every dict in ``tree`` (JSON) that has ``key``."""
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if key in item:
+                yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)

@@ -230,7 +230,10 @@ def test_port_output_is_checked_against_keras_and_a_perturbed_weight_fails(capsy
     out = tmp_path / "port"
     proc = tf2torch("port", source, "-o", out, "-q")
     assert proc.returncode == 0, proc.stderr
-    code, stdout, stderr = parity(capsys, source, out, "--format", "json", "--output", tmp_path / "ok.json")
+    code, _, stderr = parity(capsys, source, out)  # a port output is code: imported only when asked
+    assert code == 2 and "--trust-model-py" in stderr
+    code, stdout, stderr = parity(capsys, source, out, "--trust-model-py", "--format", "json", "--output",
+                                  tmp_path / "ok.json")
     assert code == 0, stdout + stderr
     report = json.loads((tmp_path / "ok.json").read_text())
     assert report["passed"] and report["pairs"] == ["tf~torch"] and report["verdict_pairs"] == ["tf~torch"]
@@ -243,9 +246,9 @@ def test_port_output_is_checked_against_keras_and_a_perturbed_weight_fails(capsy
     weights = load_file(str(out / "weights.safetensors"))
     weights[key] = weights[key] + 0.5 * np.abs(weights[key]).max()
     save_file(weights, str(out / "weights.safetensors"))
-    code, stdout, stderr = parity(capsys, source, out)
+    code, stdout, stderr = parity(capsys, source, f"port:{out}")
     assert code == 1, stdout + stderr
     assert "parity FAILED" in stdout and "tf~torch" in stdout
 
-    code, _, stderr = parity(capsys, source, out, "--per-layer")
+    code, _, stderr = parity(capsys, source, out, "--per-layer", "--trust-model-py")
     assert code == 2 and "no model.onnx" not in stderr and "port" in stderr

@@ -41,11 +41,13 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
             float_range: tuple[float, float] | None = None, ranges: dict[str, tuple[float, float]] | None = None,
             inputs: str | Path | None = None, inputs_layout: str = "tf", onnx: bool = True,
             per_layer: bool = False, pairs: list[str] | tuple[str, ...] | None = None,
-            custom_objects: Any = None, debug: bool = False) -> Report:
+            custom_objects: Any = None, trust_model_py: bool = False, debug: bool = False) -> Report:
     """Run TF (child process), torch (model.pt2) and, unless ``onnx=False``, ONNX Runtime; compare every output.
 
     ``converted`` may be a ``tf2torch port`` output: its module (``migrate.load_port``, eval mode) is the
-    torch witness, and with no model.onnx only ``tf~torch`` exists (the report's ``notes`` say so).
+    torch witness, and with no model.onnx only ``tf~torch`` exists (the report's ``notes`` say so). A port
+    output is code: it is imported only with ``trust_model_py=True`` or ``converted="port:DIR"``, never
+    because its manifest says "port". ``model.pt2`` is first loaded and run in a confined child process.
 
     ``atol``/``rtol`` take a number (all outputs) or ``{output: value}`` (with key ``"*"`` for the rest);
     unset, atol is relative to each output's scale (``checks.parity.numeric``). ``ranges`` maps input
@@ -66,9 +68,13 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
     for label, value in (("--iterations", iterations), ("--batch-size", batch_size), ("--dim-size", dim_size)):
         if value < 1:
             raise InputError(f"{label} must be at least 1, got {value}")
+    if str(converted).startswith("port:"):
+        converted, trust_model_py = str(converted)[len("port:"):], True
     manifest = load_manifest(converted)
     notes = []
-    if manifest.kind == "port":
+    if not trust_model_py:
+        runners.refuse_untrusted_port(manifest)
+    else:
         if per_layer:
             raise InputError("--per-layer walks model.onnx node by node; a 'tf2torch port' output has none")
         if any("onnx" in p for p in pairs or ()):
@@ -103,7 +109,7 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
         "tf": [{s.name: s.to_torch_layout(out[s.name]) for s in manifest.outputs} for out in tf_raw]}
     if onnx:
         results["onnx"] = runners.run_onnx(manifest, batches)
-    results["torch"] = runners.run_torch(manifest, batches)
+    results["torch"] = runners.run_torch(manifest, batches, trust_model_py)
 
     compared = [p for p, (a, e) in PAIRS.items() if a in results and e in results]
     report = Report(atol=DEFAULT_ATOL if tolerances.atol is None else tolerances.atol,

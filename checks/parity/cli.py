@@ -6,6 +6,7 @@ import argparse
 import re
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 from migrate.core.errors import InputError, Tf2TorchError
@@ -56,6 +57,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("source", help="the TensorFlow model: SavedModel directory, .keras or .h5 file")
     p.add_argument("converted", nargs="?", help="directory written by 'tf2torch convert' or 'tf2torch port' (its "
                                                 "module; tf~torch only); omitted with --keras-backend")
+    p.add_argument("--trust-model-py", action="store_true",
+                   help="CONVERTED is a 'tf2torch port' output you trust: import its model.py (it is code; "
+                        "same as writing port:CONVERTED)")
     p.add_argument("--signature", help="signature to run (default: the one recorded in the manifest)")
     p.add_argument("--custom-objects", action="append", default=[], metavar="MODULE.py|MODULE:NAME",
                    help="Python module defining a Keras SOURCE's custom layers (as for convert); repeatable")
@@ -124,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
                                ("--weights-map", args.weights_map), ("--steps", args.steps != 1)) if v]
         if only and not args.train:
             raise InputError(f"{', '.join(only)} only apply with --train")
+        if args.output:
+            _check_output(Path(args.output), [p for p in (args.source, args.converted) if p])
         if args.keras_backend:
             report = _keras_backend(args, debug)
         elif args.converted is None:
@@ -135,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
                 rtol=dict(args.rtol) or None, seed=args.seed, iterations=args.iterations,
                 batch_size=args.batch_size, dim_size=args.dim_size, float_range=args.float_range,
                 ranges=dict(args.ranges), inputs=args.inputs, inputs_layout=args.inputs_layout, onnx=not args.no_onnx,
-                per_layer=args.per_layer, pairs=args.pairs, custom_objects=args.custom_objects, debug=debug)
+                per_layer=args.per_layer, pairs=args.pairs, custom_objects=args.custom_objects,
+                trust_model_py=args.trust_model_py, debug=debug)
         text = report.render(args.format)
         if args.output:
             write_atomic(args.output, text)
@@ -148,6 +155,18 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return _fail(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", 2, debug)
+
+
+def _check_output(output: Path, inputs: list[str]) -> None:
+    """Before anything runs: the report never lands on a directory or inside SOURCE/CONVERTED."""
+    if output.is_dir():
+        raise InputError(f"--output {output}: is a directory; name a file for the report")
+    target = output.resolve()
+    for given in map(Path, inputs):
+        where = given.resolve()
+        if target == where or where in target.parents:
+            raise InputError(f"--output {output}: is {given} or inside it, which parity reads; write the report "
+                             "elsewhere")
 
 
 def _keras_backend(args: argparse.Namespace, debug: bool) -> Any:

@@ -185,7 +185,13 @@ def format_junit(report: Report) -> str:
 
 def write_atomic(path: str | Path, text: str) -> None:
     """Write through a temporary sibling and rename, so a reader never sees half a report."""
+    from migrate.core.errors import InputError
+
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"--output {path}: is a directory; name a file for the report")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"--output {path}: is read-only; the report was not written")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -82,20 +82,39 @@ def name_outputs(manifest: Manifest, result: Any) -> dict[str, Any]:
     return {s.name: v for s, v in zip(manifest.outputs, values)}
 
 
-def torch_module(manifest: Manifest) -> tuple[Any, Path]:
-    """The module under test and the file it comes from: a port's model.py (eval mode), else model.pt2."""
-    if manifest.kind == "port":
+def torch_module(manifest: Manifest, trust_model_py: bool = False) -> tuple[Any, Path]:
+    """The module under test and the file it comes from: a port's model.py (eval mode) when the caller asked for
+    a port load (``trust_model_py``), else model.pt2. The manifest's "kind" never decides to import code."""
+    if trust_model_py:
         import migrate
 
         return migrate.load_port(manifest.directory), manifest.directory / "model.py"
+    refuse_untrusted_port(manifest)
     return load_program(manifest).module(), manifest.pt2
 
 
-def run_torch(manifest: Manifest, batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Outputs of ``model.pt2`` or of a port's module in eval mode (torch layout)."""
+def refuse_untrusted_port(manifest: Manifest) -> None:
+    """A port output is code: without an explicit port load its model.py is never imported."""
+    if manifest.kind == "port":
+        raise InputError(f"{manifest.directory}: its manifest says it is a 'tf2torch port' output, whose model.py is "
+                         "Python code; parity imports it only when asked: pass --trust-model-py (or port:DIR), "
+                         "and only for a directory you or your CI wrote")
+
+
+def run_torch(manifest: Manifest, batches: list[dict[str, Any]], trust_model_py: bool = False) -> list[dict[str, Any]]:
+    """Outputs of ``model.pt2`` (first loaded and run in a confined child, ``migrate.conversion.pt2_sandbox``) or of a
+    port's module in eval mode (``trust_model_py``), in the torch layout."""
+    if not trust_model_py:
+        from migrate.conversion.pt2_sandbox import run_program
+
+        refuse_untrusted_port(manifest)
+        if not manifest.pt2.is_file():
+            raise InputError(f"{manifest.directory}: no model.pt2; pass a directory written by 'tf2torch convert'")
+        inputs = [[spec.to_torch_layout(batch[spec.name]) for spec in manifest.inputs] for batch in batches]
+        return [name_outputs(manifest, out) for out in run_program(manifest.pt2, inputs)]
     import torch
 
-    module, label = torch_module(manifest)
+    module, label = torch_module(manifest, trust_model_py)
     results = []
     with torch.no_grad():
         for batch in batches:

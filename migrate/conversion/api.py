@@ -119,6 +119,8 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
             "timings_s": timings,
         }
         write_json(stage / MANIFEST, manifest)
+        with _hush(debug):
+            module = _verified(stage, out, program)
     total = time.perf_counter() - started
     progress.say(f"converted {source} -> {out} in {total:.1f}s "
                  f"(TF->ONNX {timings['tf_export']:.1f}s, ONNX->torch {timings['to_torch']:.1f}s, "
@@ -127,7 +129,28 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
     paths = {"out": out, "pt2": out / MODEL_PT2, "onnx": out / MODEL_ONNX, "manifest": out / MANIFEST}
     if compile:
         paths["aoti"] = out / "model.aoti.pt2"
-    return ConversionResult(module=load(out), manifest=read_manifest(out), out=out, paths=paths)
+    return ConversionResult(module=module, manifest=read_manifest(out), out=out, paths=paths)
+
+
+def _verified(stage: Path, out: Path, program: Any) -> Any:
+    """The staged model.pt2 loaded as a user loads it (through the safety check), run on the export's example
+    inputs and compared with the in-memory program: before OUT is published, so a failure leaves OUT as it was."""
+    import torch
+
+    try:
+        module = load(stage)
+    except InputError as exc:
+        detail = str(exc).replace(str(stage / MODEL_PT2) + ": ", "")
+        raise ConversionError(f"{out / MODEL_PT2}: the converted program fails tf2torch's own load check ({detail}); "
+                              f"{out} is left as it was. This is a tf2torch bug, please report it") from exc
+    example = program.example_inputs[0]
+    with torch.no_grad():
+        got, want = module(*example), program.module()(*example)
+    got, want = (list(v) if isinstance(v, (list, tuple)) else [v] for v in (got, want))
+    if len(got) != len(want) or not all(torch.equal(g, w) for g, w in zip(got, want)):
+        raise ConversionError("the saved model.pt2, loaded back, computes something other than the exported program; "
+                              "this is a tf2torch bug, please report it")
+    return module
 
 
 def _warn(lines: list[str], progress: Progress) -> None:

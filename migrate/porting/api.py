@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.core.artifacts import MANIFEST, read_manifest, staged_output, write_json
-from migrate.core.errors import ConversionError, InputError
+from migrate.core.errors import ConversionError, InputError, first_line
 from migrate.core.progress import Progress
 from migrate.core.requirements import installed_version, require
 from migrate.tf import custom_objects as custom
@@ -229,5 +229,10 @@ def load_port(out: str | Path) -> Any:
         raise InputError(f"{out}: not written by 'tf2torch port' (manifest kind {manifest.get('kind')!r}); "
                          "use migrate.load for a convert output")
     module = _import_class(out / MODEL_PY, manifest["class_name"])()
-    module.load_state_dict(load_file(str(out / WEIGHTS)), strict=True)
+    try:
+        weights = load_file(str(out / WEIGHTS))  # the header is checked (size, JSON) before any tensor is read
+    except Exception as exc:  # safetensors raises its own SafetensorError (and OSError) on a damaged file
+        raise InputError(f"{out / WEIGHTS}: not a readable safetensors file ({first_line(exc, 160)}); "
+                         "re-run 'tf2torch port'") from None
+    module.load_state_dict(weights, strict=True)
     return module.eval()
