@@ -12,18 +12,10 @@ from typing import Any
 
 from checks.parity import implied
 from checks.parity.inputs import InputOptions, generate, load_npz, plan
-from checks.parity.numeric import (
-    DEFAULT_ATOL,
-    DEFAULT_RTOL,
-    FLAT_SHARE,
-    Stats,
-    Tolerances,
-    compare_arrays,
-    flat_share,
-    output_scale,
-)
+from checks.parity.numeric import DEFAULT_ATOL, DEFAULT_RTOL, FLAT_SHARE, Tolerances, flat_share, output_scale
 from checks.parity.report import OutputResult, Report
 from checks.parity.specs import Manifest, load_manifest
+from migrate.core import compare as comparison
 from migrate.core.errors import InputError
 from migrate.core.requirements import CONVERT, PARITY, require
 
@@ -114,12 +106,13 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
     for spec in manifest.outputs:
         reference = [batch[spec.name] for batch in results["tf"]]
         scale = output_scale(reference)
-        out_atol, out_rtol = tolerances.for_output(spec.name, spec.dtype, scale)
+        tol = tolerances.for_output(spec.name, spec.dtype, scale)
+        out_atol, out_rtol = tol.atol, tol.rtol
         for pair in compared:
             actual, expected = PAIRS[pair]
-            stats = Stats()
+            stats = comparison.Stats()
             for a_batch, e_batch in zip(results[actual], results[expected]):
-                stats.merge(compare_arrays(a_batch[spec.name], e_batch[spec.name], out_atol, out_rtol))
+                stats.merge(comparison.compare(a_batch[spec.name], e_batch[spec.name], tol))
             report.outputs.append(OutputResult(spec.name, pair, stats, out_atol, out_rtol, scale, pair in verdict))
         share = flat_share(reference, out_atol, out_rtol)
         if share >= FLAT_SHARE:

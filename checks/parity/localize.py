@@ -27,6 +27,7 @@ from typing import Any
 
 from checks.parity.runners import load_program, onnx_feeds, onnx_session
 from checks.parity.specs import Manifest
+from migrate.core.compare import relative_error
 
 
 def torch_module_name(node: Any) -> str:
@@ -109,26 +110,6 @@ def _depths(model: Any) -> dict[str, int]:
         for out in node.output:
             depth[out] = d
     return depth
-
-
-def relative_error(actual: Any, expected: Any) -> float:
-    """``max|actual - expected| / max|expected|`` over finite positions; inf where they differ in kind or NaNs."""
-    import numpy as np
-
-    if actual.shape != expected.shape:
-        return float("inf")
-    if expected.dtype.kind not in "fc":
-        return 0.0 if np.array_equal(actual, expected) else float("inf")
-    a, e = actual.astype(np.float64), expected.astype(np.float64)
-    finite = np.isfinite(e) & np.isfinite(a)
-    if not np.array_equal(np.isnan(a), np.isnan(e)) or not np.array_equal(a[~finite & ~np.isnan(e)],
-                                                                            e[~finite & ~np.isnan(e)]):
-        return float("inf")
-    if not finite.any():
-        return 0.0
-    scale = float(np.abs(e[finite]).max())
-    diff = float(np.abs(a[finite] - e[finite]).max())
-    return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
 
 
 def first_divergence(manifest: Manifest, batches: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from checks.parity.numeric import Stats
+from migrate.core.compare import Stats
 
 FORMATS = ("text", "json", "junit")
 

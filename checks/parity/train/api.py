@@ -27,16 +27,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from checks.parity.train.report import Check, TrainReport, forward_stats
+from checks.parity.train.report import Check, TrainReport, check
+from migrate.core.compare import max_abs_error, scale_of, tolerance
 from migrate.core.errors import InputError
 
 #: (atol factor on the reference's scale, rtol) per stage.
 FORWARD, GRADIENT = (1e-5, 1e-4), (1e-4, 1e-3)
 STEP_ATOL, STATS_ATOL, WEIGHT_ATOL = 1e-3, 1e-2, 1e-6
-#: Every atol also gets NOISE x the torch side's own float32 error on that quantity (the same steps run in
-#: float64). Keras' float32 error differs in size (other kernels, other summation order): measured on the
-#: keras.applications fixtures, Keras - torch reaches 9x torch's own error (EfficientNetB0, docs/parity.md).
-NOISE = 10.0
 #: Explanations for the first divergence, by stage.
 WHY = {"forward": "its training-mode output differs first (check BatchNorm eps/momentum, weight layout, "
                   "activations)",
@@ -243,10 +240,8 @@ def _run_torch(module: Any, train: Any, manifest: dict[str, Any], answer: dict[s
 
 def _noise(got: dict[str, Any], exact: dict[str, Any]) -> dict[str, Any]:
     """Max |float32 - float64| of the torch side per compared quantity (keys as in ``got``)."""
-    import numpy as np
-
     def gap(a: Any, b: Any) -> float:
-        return float(np.abs(a.astype(np.float64) - b).max(initial=0.0)) if a.shape == b.shape else 0.0
+        return max_abs_error(a, b) if a.shape == b.shape else 0.0
 
     return {"outputs": [gap(a, b) for a, b in zip(got["outputs"], exact["outputs"])],
             "layers": {k: gap(v, exact["layers"][k]) for k, v in got["layers"].items() if k in exact["layers"]},
@@ -256,39 +251,25 @@ def _noise(got: dict[str, Any], exact: dict[str, Any]) -> dict[str, Any]:
             "regularization": abs(got["loss_reg"] - exact["loss_reg"])}
 
 
-def _err(actual: Any, expected: Any, atol: float, rtol: float) -> tuple[float, bool, str | None]:
-    import numpy as np
-
-    if actual.shape != expected.shape:
-        return float("inf"), False, f"shape {tuple(actual.shape)} vs Keras {tuple(expected.shape)}"
-    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-    worst = float(diff.max(initial=0.0))
-    return worst, bool(np.all(diff <= atol + rtol * np.abs(expected))), None
-
-
 def _scale(array: Any) -> float:
-    import numpy as np
-
-    return float(np.abs(array).max(initial=0.0)) if array.size else 0.0
+    return scale_of(array)
 
 
 def _forward_check(kind: str, name: str, actual: Any, expected: Any, spec: dict[str, Any] | None,
                    noise: float) -> Check | None:
     import numpy as np
 
-    atol = FORWARD[0] * max(_scale(expected), 1.0) + NOISE * noise  # float32 rounding is absolute below 1
+    tol = tolerance((FORWARD[0], max(_scale(expected), 1.0)), rtol=FORWARD[1], noise=noise)  # rounding is absolute below 1
     if spec is not None:
         expected = _layout(expected, spec)
     elif actual.ndim >= 3 and np.moveaxis(actual, 1, -1).shape == expected.shape:
         # channels-first in torch; where both arrangements fit (C == W), the one that matches
         moved = np.moveaxis(actual, 1, -1)
-        if actual.shape != expected.shape or _err(moved, expected, atol, 0)[0] < _err(actual, expected, atol, 0)[0]:
+        if actual.shape != expected.shape or max_abs_error(moved, expected) < max_abs_error(actual, expected):
             actual = moved
     elif actual.shape != expected.shape:
         return None  # a layer whose torch module returns another arrangement (e.g. an RNN's state tuple)
-    err, ok, message = _err(actual, expected, atol, FORWARD[1])
-    return Check(kind, name, err, atol, ok, message=message, rtol=FORWARD[1],
-                 stats=forward_stats(actual, expected, atol, FORWARD[1]))
+    return check(kind, name, actual, expected, tol, stats=True)
 
 
 def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, Any], got: dict[str, Any],
@@ -313,10 +294,10 @@ def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, A
     total_k, reg_k = float(keras["loss_total"]), float(keras["loss_reg"])
     for kind, want, have in (("loss", total_k - reg_k, got["loss_total"] - got["loss_reg"]),
                              ("regularization", reg_k, got["loss_reg"])):
-        atol = 1e-6 + 1e-4 * abs(want) + NOISE * gaps[kind]
-        check = Check(kind, kind, abs(have - want), atol, abs(have - want) <= atol,
-                      message=None if abs(have - want) <= atol else f"torch {have:.7g}, Keras {want:.7g}")
-        report.checks.append(check)
+        tol = tolerance((1e-6, 1.0), (1e-4, abs(want)), noise=gaps[kind])
+        one = check(kind, kind, have, want, tol)
+        one.message = None if one.passed else f"torch {have:.7g}, Keras {want:.7g}"
+        report.checks.append(one)
     report.loss["passed"] = all(c.passed for c in report.checks if c.kind in ("loss", "regularization"))
     floor = GRADIENT[0] * 0.1 * max([_scale(v) for k, v in keras.items() if k.startswith("grad/")], default=0.0)
     for entry in manifest["weights"]:
@@ -335,21 +316,21 @@ def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, A
             elif grad_k is not None:
                 want = transforms.apply(steps_fn, grad_k)
                 noise = _scale(want) <= floor  # zero but for rounding (a bias before BatchNorm)
-                atol = max(GRADIENT[0] * _scale(want), floor) + NOISE * gaps["grads"].get(key, 0.0)
-                err, ok, message = _err(grad_t, want, atol, GRADIENT[1])
-                report.checks.append(Check("gradient", key, err, atol, ok, keras_name, layer, message))
+                tol = tolerance((GRADIENT[0], _scale(want)), floor=floor, rtol=GRADIENT[1],
+                                noise=gaps["grads"].get(key, 0.0))
+                report.checks.append(check("gradient", key, grad_t, want, tol, keras_name, layer))
         before = transforms.apply(steps_fn, keras[f"before/{keras_name}"])
         after = transforms.apply(steps_fn, keras[f"after/{keras_name}"])
         delta = _scale(after - before)
         if noise:  # the update follows rounding noise: only its size is held to Keras'
             delta = max(delta, _scale(got["state"][key] - before)) * 2.0 / STEP_ATOL
         kind = "weight" if key in got["parameters"] else "buffer"
-        atol = ((STEP_ATOL if kind == "weight" else STATS_ATOL) * delta + WEIGHT_ATOL * max(_scale(after), 1.0)
-                + NOISE * gaps["state"].get(key, 0.0))
-        err, ok, message = _err(got["state"][key], after, atol, 0.0)
+        tol = tolerance((STEP_ATOL if kind == "weight" else STATS_ATOL, delta), (WEIGHT_ATOL, max(_scale(after), 1.0)),
+                        noise=gaps["state"].get(key, 0.0))
+        one = check(kind, key, got["state"][key], after, tol, keras_name, layer)
         if noise:
-            message = "its gradient is float rounding noise, so only the size of its update is compared"
-        report.checks.append(Check(kind, key, err, atol, ok, keras_name, layer, message if not ok or noise else None))
+            one.message = "its gradient is float rounding noise, so only the size of its update is compared"
+        report.checks.append(one)
     report.first_divergence = _first(report)
     report.notes.append("dropout-family layers were the identity on both sides (their random masks cannot match "
                         "across frameworks)" + (f": {', '.join(answer['disabled'])}" if answer["disabled"] else ""))

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from migrate.core.compare import Stats, Tolerance, compare
+
 
 @dataclass
 class Check:
@@ -21,18 +23,20 @@ class Check:
     message: str | None = None
     rtol: float = 0.0
     stats: dict[str, Any] | None = None  # forward checks: DESIGN.md's per-output statistics
+    noise: float = 0.0  # both sides' own measured rounding error, inside atol (migrate.core.compare)
 
 
-def forward_stats(actual: Any, expected: Any, atol: float, rtol: float) -> dict[str, Any]:
-    """DESIGN.md's per-output numbers (``checks.parity.numeric``) for one forward comparison, in float64."""
-    import numpy as np
+def check(kind: str, name: str, actual: Any, expected: Any, tol: Tolerance, keras: str | None = None,
+          layer: str | None = None, message: str | None = None, stats: bool = False) -> Check:
+    """One quantity compared by ``migrate.core.compare`` (float64, dtypes may differ); ``stats``: keep
+    DESIGN.md's per-output numbers too (forward checks)."""
+    result = compare(actual, expected, tol, strict_dtype=False)
+    return Check(kind, name, result.max_abs_err, tol.atol, result.passed, keras, layer,
+                 message or result.message, tol.rtol, forward_stats(result) if stats else None, tol.noise)
 
-    from checks.parity.numeric import compare_arrays
 
-    a, e = np.asarray(actual), np.asarray(expected)
-    if a.dtype.kind == "f" and e.dtype.kind == "f":
-        a, e = a.astype(np.float64), e.astype(np.float64)
-    stats = compare_arrays(a, e, atol, rtol)
+def forward_stats(stats: Stats) -> dict[str, Any]:
+    """DESIGN.md's per-output numbers for one forward comparison."""
     return {"max_rel_err": stats.max_rel_err, "mean_abs_err": stats.mean_abs_err, "mismatched": stats.mismatched,
             "total": stats.total, "worst_index": stats.worst_index}
 
