@@ -33,7 +33,7 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
             float_range: tuple[float, float] | None = None, ranges: dict[str, tuple[float, float]] | None = None,
             inputs: str | Path | None = None, inputs_layout: str = "tf", onnx: bool = True,
             per_layer: bool = False, pairs: list[str] | tuple[str, ...] | None = None,
-            custom_objects: Any = None, debug: bool = False) -> Report:
+            custom_objects: Any = None, debug: bool = False, trace: bool = False) -> Report:
     """Run TF (child process), torch (model.pt2) and, unless ``onnx=False``, ONNX Runtime; compare every output.
 
     ``converted`` may be a ``tf2torch port`` output: its module (``migrate.load_port``, eval mode) is the
@@ -44,7 +44,8 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
     names to half-open ``(low, high)`` ranges; other inputs follow what the graph implies
     (``checks.parity.implied``). ``inputs`` is an .npz with one array per input, in the TF layout unless
     ``inputs_layout="torch"``. ``pairs`` decide the verdict (default ``tf~torch``); the others are
-    reported. ``custom_objects``: a Keras SOURCE's custom classes, as for ``migrate.convert``.
+    reported. ``custom_objects``: a Keras SOURCE's custom classes, as for ``migrate.convert``. ``trace``:
+    also record every layer's error along the graph (``report.trace``, for ``--report``/``--node-data``).
     Raises ``migrate.core.errors.InputError`` (exit 2) for bad inputs; a mismatch is not an
     exception, it is ``report.passed == False``.
     """
@@ -120,11 +121,31 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
                 f"output {spec.name!r} is too flat for this check to mean much: a constant (its mean) would pass "
                 f"on {100 * share:.0f}% of its elements (e.g. a softmax over many classes that is near uniform, "
                 "or an output that hardly depends on these inputs); give realistic inputs with --inputs or --range")
-    if per_layer and not report.passed:
-        from checks.parity.localize import first_divergence
+    report.versions = {**(manifest.versions or {}), **runtime_versions()}
+    if (trace or per_layer and not report.passed) and manifest.kind != "port":
+        from checks.parity import localize
 
-        report.first_divergence = first_divergence(manifest, batches)
+        entries = localize.trace(manifest, batches)
+        report.trace = entries if trace else []
+        if per_layer and not report.passed:
+            report.first_divergence = localize.first_in(entries)
+    elif trace:
+        report.notes.append("the error along the graph needs model.onnx and model.pt2 (a convert output); for a "
+                            "port, 'parity --train --report' shows every layer")
     return report
+
+
+def runtime_versions() -> dict[str, str]:
+    """Versions of what ran the parent side of the check."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("tf2torch", "numpy", "torch", "onnxruntime"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 def compare_train(source: str | Path, converted: str | Path, **options: Any) -> Any:

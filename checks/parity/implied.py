@@ -4,7 +4,8 @@ Standard-normal noise is what a model least expects: an image model that rescale
 near-black images, an embedding indexed past its table makes TensorFlow fail, a padding mask of
 random bits masks the middle of a sequence. So, per input:
 
-- integer input reaching a ``Gather``'s indices (an embedding): ``[0, rows)``;
+- integer input reaching a ``Gather``'s indices (an embedding): ``[0, rows)``; a float input too when it gets
+  there through a ``Cast`` (Keras' Embedding casts float ids), drawn as whole numbers;
 - float input whose first arithmetic is an affine map by constants ``y = s*x + o``:
   a scalar scale below 1 (``Rescaling``) gives uniform ``x`` in ``[0, (1 - o)/s]``, so ``y`` spans
   ``[o, 1]`` (``[0, 255]`` for ``Rescaling(1/255)`` and for ``Rescaling(1/127.5, offset=-1)``);
@@ -115,7 +116,8 @@ def index_ranges(model: Any, specs: tuple[TensorSpec, ...]) -> dict[str, tuple[i
 
     # model.onnx names its inputs by the TF signature's keys (tf_name); the ranges are keyed by name.
     integer_inputs = {s.tf_name: s.name for s in specs if s.dtype.startswith(("int", "uint"))}
-    if not integer_inputs:
+    float_inputs = {s.tf_name: s.name for s in specs if s.dtype.startswith(("float", "bfloat"))}
+    if not integer_inputs and not float_inputs:
         return {}
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
@@ -141,8 +143,9 @@ def index_ranges(model: Any, specs: tuple[TensorSpec, ...]) -> dict[str, tuple[i
         if not table or not -len(table) <= axis < len(table) or not table[axis]:
             continue
         rows = int(table[axis])
-        for onnx_name in _upstream_inputs(node.input[1], producers, set(integer_inputs)):
-            name = integer_inputs[onnx_name]
+        found = {integer_inputs[n] for n in _upstream_inputs(node.input[1], producers, set(integer_inputs))}
+        found |= {float_inputs[n] for n in _cast_ids(node.input[1], producers, set(float_inputs))}
+        for name in found:
             low, high = ranges.get(name, (0, rows))
             ranges[name] = (low, min(high, rows))
     return ranges
@@ -161,6 +164,29 @@ def _upstream_inputs(tensor: str, producers: dict[str, Any], inputs: set[str]) -
         if node is not None and node.op_type not in _SHAPE_ONLY_OPS:
             stack.extend(i for i in node.input if i)
     return found
+
+
+def _cast_ids(tensor: str, producers: dict[str, Any], inputs: set[str]) -> set[str]:
+    """Float inputs that reach a Gather's indices only through a Cast and value-preserving ops (Keras'
+    Embedding casts float ids: ``Input(shape=(maxlen,))`` feeding an Embedding); not through arithmetic."""
+    found, seen, stack = set(), set(), [(tensor, False)]
+    while stack:
+        name, cast = stack.pop()
+        if (name, cast) in seen:
+            continue
+        seen.add((name, cast))
+        if name in inputs and cast:
+            found.add(name)
+        node = producers.get(name)
+        if node is None or node.op_type not in _ID_PATH:
+            continue
+        data = node.input[:1] if node.op_type in ("Gather", "Slice", "Reshape", "Squeeze", "Unsqueeze") else node.input
+        stack.extend((i, cast or node.op_type == "Cast") for i in data if i)
+    return found
+
+
+#: Ops a float id passes through on its way to a Gather (the data operand for those with index operands).
+_ID_PATH = frozenset({"Cast", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Identity", "Transpose", "Flatten", "Gather"})
 
 
 class _Graph:

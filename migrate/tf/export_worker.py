@@ -7,6 +7,7 @@ needs TensorFlow lives here and talks to the torch side through files only:
 * ``export``  - load SOURCE, pick a signature, write ``signature.json`` and ``model.onnx`` (tf2onnx).
 * ``predict`` - run the signature on arrays from an ``.npz`` and write the outputs to an ``.npz``
   (a Keras file runs as the Keras model itself, ``training=False``: the independent reference).
+* ``implied`` - what a Keras file's layers say about each input's values (parity's default inputs).
 
 The request is a JSON object ``{"command": ..., "result": PATH, ...}``; the worker writes
 ``{"ok": true, ...}`` or ``{"ok": false, "exit_code": 1|2, "message": "..."}`` to ``result``.
@@ -348,7 +349,18 @@ def _predict_keras(request: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True}
 
 
-COMMANDS = {"export": export, "predict": predict}
+def implied(request: dict[str, Any]) -> dict[str, Any]:
+    """What a Keras source's layer graph says about realistic values of each input (``keras_source.implied_inputs``);
+    nothing for a SavedModel (its ONNX graph answers that)."""
+    if source_kind(Path(request["source"])) not in ("keras", "h5"):
+        return {"inputs": {}}
+    from migrate.tf import keras_source
+    import_tf()
+    model = keras_source.load(Path(request["source"]), request.get("custom_objects") or [])
+    return {"inputs": keras_source.implied_inputs(model)}
+
+
+COMMANDS = {"export": export, "predict": predict, "implied": implied}
 
 
 if __name__ == "__main__":

@@ -120,3 +120,78 @@ def call(model: Any, feeds: dict[str, Any]) -> dict[str, Any]:
     if isinstance(result, dict):
         return {k: v.numpy() for k, v in result.items()}
     return {f"output_{i}": t.numpy() for i, t in enumerate(tf.nest.flatten(result))}
+
+
+#: Keras operations that pass an input's values on unchanged (or a slice of them): the search walks through.
+_PASS_THROUGH = frozenset({"InputLayer", "Cast", "Reshape", "Flatten", "Permute", "ExpandDims", "Squeeze", "GetItem",
+                           "Identity", "Slice", "Take"})
+
+
+def _source_input(tensor: Any, names: dict[int, str]) -> str | None:
+    """The model input whose values ``tensor`` carries (through :data:`_PASS_THROUGH` operations), else None."""
+    for _ in range(32):
+        if id(tensor) in names:
+            return names[id(tensor)]
+        history = getattr(tensor, "_keras_history", None)
+        op = getattr(history, "operation", None)
+        if op is None or type(op).__name__ not in _PASS_THROUGH:
+            return None
+        nodes = getattr(op, "_inbound_nodes", [])
+        if history.node_index >= len(nodes) or not nodes[history.node_index].input_tensors:
+            return None
+        tensor = nodes[history.node_index].input_tensors[0]
+    return None
+
+
+def _loss_kind(layer: Any) -> str | None:
+    """"ctc" or "sparse" for a layer whose ``call`` computes a CTC or sparse categorical loss (an endpoint layer)."""
+    import inspect
+
+    try:
+        text = inspect.getsource(type(layer).call).lower()
+    except (OSError, TypeError):
+        return None
+    return "ctc" if "ctc" in text else "sparse" if "sparse_categorical" in text else None
+
+
+def implied_inputs(model: Any) -> dict[str, dict[str, Any]]:
+    """Input name -> how the Keras graph says to draw it, for the layers that consume it directly:
+    ``Embedding`` (ids in ``[0, input_dim)``), ``Rescaling`` (pixels), ``Normalization`` (its mean and std),
+    and the labels of a CTC (``[0, classes - 1)``: the last class is the blank) or sparse loss (``[0, classes)``).
+    """
+    import numpy as np
+
+    inputs = list(getattr(model, "inputs", None) or [])
+    names = dict(zip((id(t) for t in inputs), input_names(model))) if len(inputs) == len(input_names(model)) else {}
+    found: dict[str, dict[str, Any]] = {}
+    for layer in getattr(model, "layers", []):
+        cls = type(layer).__name__
+        for node in getattr(layer, "_inbound_nodes", []):
+            tensors = list(node.input_tensors)
+            sources = [_source_input(t, names) for t in tensors]
+            first = sources[0] if sources else None
+            if cls == "Embedding" and first:
+                rows = int(layer.input_dim)
+                low, high = found.get(first, {}).get("low", 0), min(found.get(first, {}).get("high", rows), rows)
+                found[first] = {"kind": "integers", "low": low, "high": high,
+                                "reason": f"indexes Embedding {layer.name!r} ({rows} rows)"}
+            elif cls == "Rescaling" and first and np.ndim(layer.scale) == 0 and 0 < float(layer.scale) < 1:
+                s, o = float(layer.scale), float(np.ravel(layer.offset)[0]) if np.size(layer.offset) == 1 else 0.0
+                found.setdefault(first, {"kind": "uniform", "low": 0.0, "high": float(f"{(1.0 - o) / s:.6g}"),
+                                         "reason": f"rescaled by {s:.4g} (offset {o:g}) in {layer.name!r}"})
+            elif cls == "Normalization" and first and getattr(layer, "mean", None) is not None:
+                mean = np.asarray(layer.mean, np.float64).ravel()
+                std = np.sqrt(np.maximum(np.asarray(layer.variance, np.float64).ravel(), 1e-12))
+                found.setdefault(first, {"kind": "normal", "low": mean.tolist(), "high": std.tolist(),
+                                         "reason": f"normalized by {layer.name!r}"})
+            elif len(tensors) >= 2 and any(sources) and _loss_kind(layer):
+                kind = _loss_kind(layer)
+                for source, other in ((s, t) for s, t in zip(sources, reversed(tensors)) if s):
+                    classes = other.shape[-1] if getattr(other, "shape", None) else None
+                    if classes:
+                        high = int(classes) - 1 if kind == "ctc" else int(classes)
+                        found[source] = {"kind": "integers", "low": 0, "high": high,
+                                         "reason": f"labels of the {kind.upper() if kind == 'ctc' else kind} loss in "
+                                                   f"{layer.name!r} ({classes} classes"
+                                                   + (", the last one the blank)" if kind == "ctc" else ")")}
+    return found

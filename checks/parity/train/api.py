@@ -35,8 +35,7 @@ from migrate.core.errors import InputError
 FORWARD, GRADIENT = (1e-5, 1e-4), (1e-4, 1e-3)
 STEP_ATOL, STATS_ATOL, WEIGHT_ATOL = 1e-3, 1e-2, 1e-6
 #: Explanations for the first divergence, by stage.
-WHY = {"forward": "its training-mode output differs first (check BatchNorm eps/momentum, weight layout, "
-                  "activations)",
+WHY = {"forward": "its training-mode output differs first (check its parameters, weight layout, activation)",
        "output": "a model output differs although every compared layer matches",
        "loss": "the loss differs on equal outputs (loss function, from_logits, a softmax before the loss)",
        "gradient": "its gradient differs first on equal outputs and loss (a regulariser, a frozen weight)",
@@ -96,7 +95,48 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
         gaps = _noise(torch_side, _run_torch(exact, train, manifest, answer, keras, steps, double=True))
     report = _report(answer, manifest, keras, torch_side, steps, script.parent == Path(out), gaps)
     report.seed, report.atol, report.rtol = (None if inputs is not None else seed), *FORWARD
+    report.inputs = [{"name": n, "values": f"{keras[f'in/{n}'].dtype} {tuple(keras[f'in/{n}'].shape)}",
+                      "reason": f"--inputs {inputs}" if inputs is not None else
+                      f"drawn by the Keras worker for its layers (seed {seed})"} for n in answer["inputs"]]
+    from checks.parity.api import runtime_versions
+
+    report.versions = runtime_versions()
     return report
+
+
+#: What to check first when a layer's training-mode output differs, by torch module class (prefix).
+HINTS = {"LayerNorm": "LayerNorm eps and the normalized axes", "BatchNorm": "BatchNorm eps, momentum and batch statistics",
+         "KerasBatchNorm": "BatchNorm eps, momentum and batch statistics", "Conv": "kernel layout, padding and strides",
+         "Linear": "the kernel's transpose and the bias", "Embedding": "the table and the ids' range",
+         "GroupNorm": "GroupNorm eps and groups", "MultiheadAttention": "head split, scaling and masks"}
+
+
+def layer_hint(detail: str) -> str:
+    """The first-divergence explanation for a layer, naming its own class and parameters (``detail``)."""
+    cls = detail.split("(", 1)[0].strip()
+    what = next((h for prefix, h in HINTS.items() if cls.startswith(prefix)), "its parameters and weight layout")
+    return f"its training-mode output differs first: {detail}; check {what}"
+
+
+def _source_lines(module: Any) -> tuple[list[str], int, str]:
+    """The top module's class source, the line its ``class`` statement is on, and its file's name."""
+    import inspect
+
+    try:
+        lines, start = inspect.getsourcelines(type(module))
+        return lines, start, Path(inspect.getsourcefile(type(module)) or "model.py").name
+    except (OSError, TypeError):
+        return [], 0, "model.py"
+
+
+def describe_module(sub: Any, path: str, source: tuple[list[str], int, str]) -> str:
+    """``LayerNorm((1,), eps=1e-06, elementwise_affine=True) self.norm, model.py line 12``: the torch class with
+    its parameters and the line where the top module assigns it."""
+    text = f"{type(sub).__name__}({sub.extra_repr()}) self.{path}"
+    lines, start, file = source
+    attr = path.split(".")[0]
+    index = next((i for i, line in enumerate(lines) if line.strip().startswith(f"self.{attr} =")), None)
+    return text if index is None else f"{text}, {file} line {start + index}"
 
 
 def _port_manifest(out: Path) -> dict[str, Any]:
@@ -200,10 +240,13 @@ def _run_torch(module: Any, train: Any, manifest: dict[str, Any], answer: dict[s
     captured: dict[str, Any] = {}
     hooks = []
     names = dict(module.named_modules())
+    modules: dict[str, str] = {}
+    source_lines = _source_lines(module)
     for layer in answer["layers"]:
         keys = [torch_of[p].split(".")[:-1] for p in layer["weights"] if p in torch_of]
         path = ".".join(os.path.commonprefix(keys)) if keys else None  # the whole layer (SeparableConv: sep.0, sep.1)
         if path in names:
+            modules[layer["name"]] = describe_module(names[path], path, source_lines)
             def hook(_m: Any, _i: Any, output: Any, name: str = layer["name"]) -> None:
                 captured.setdefault(name, (output[0] if isinstance(output, tuple) else output).detach().numpy())
             hooks.append(names[path].register_forward_hook(hook))
@@ -226,6 +269,7 @@ def _run_torch(module: Any, train: Any, manifest: dict[str, Any], answer: dict[s
             outs = outputs if isinstance(outputs, tuple) else (outputs,)
             result["outputs"] = [o.detach().numpy() for o in outs]
             result["layers"] = dict(captured)
+            result["modules"] = modules
             result["loss_total"], result["loss_reg"] = (data + reg).item(), reg.item()
             result["grads"] = {k: p.grad.detach().numpy().copy() for k, p in params.items() if p.grad is not None}
         if hasattr(train, "clip_gradients"):
@@ -283,14 +327,17 @@ def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, A
                          loss={"keras": float(keras["loss_total"]), "torch": got["loss_total"], "passed": True})
     for layer in answer["layers"]:
         if layer["name"] in got["layers"]:
-            check = _forward_check("layer", layer["name"], got["layers"][layer["name"]], keras[f"layer/{layer['name']}"],
-                                   None, gaps["layers"].get(layer["name"], 0.0))
-            if check is not None:
-                check.layer = layer["name"]
-                report.checks.append(check)
+            own = float(keras.get(f"own/layer/{layer['name']}", 0.0))
+            probed = _forward_check("layer", layer["name"], got["layers"][layer["name"]], keras[f"layer/{layer['name']}"],
+                                   None, gaps["layers"].get(layer["name"], 0.0) + own)
+            if probed is not None:
+                probed.layer = layer["name"]
+                probed.detail = got["modules"].get(layer["name"])
+                report.checks.append(probed)
     for spec, tensor, gap in zip(manifest["outputs"], got["outputs"], gaps["outputs"]):
+        own = float(keras.get(f"own/out/{spec['tf_name']}", 0.0))
         report.checks.append(_forward_check("output", spec["name"], tensor, keras[f"out/{spec['tf_name']}"], spec,
-                                            gap))
+                                            gap + own))
     total_k, reg_k = float(keras["loss_total"]), float(keras["loss_reg"])
     for kind, want, have in (("loss", total_k - reg_k, got["loss_total"] - got["loss_reg"]),
                              ("regularization", reg_k, got["loss_reg"])):
@@ -350,7 +397,7 @@ def _first(report: TrainReport) -> dict[str, Any] | None:
             if c.kind == kind and not c.passed:
                 return {"stage": stage, "name": c.name, "torch": c.name if kind in ("gradient", "weight", "buffer")
                         else None, "keras": c.keras, "layer": c.layer, "max_abs_err": c.max_abs_err,
-                        "explanation": WHY[stage]}
+                        "explanation": layer_hint(c.detail) if kind == "layer" and c.detail else WHY[stage]}
     return None
 
 
