@@ -83,7 +83,9 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
     else:
         options = InputOptions(seed=seed, iterations=iterations, batch_size=batch_size, dim_size=dim_size,
                                float_range=float_range, ranges=dict(ranges or {}))
-        hints = implied.infer(manifest.onnx, manifest.inputs)
+        # the exported graph knows table sizes; the Keras graph also sees what the export pruned (a loss's labels)
+        hints = {**implied.from_keras(source, manifest.inputs, custom_objects, debug),
+                 **implied.infer(manifest.onnx, manifest.inputs)}
         batches = generate(manifest.inputs, options, hints)
         drawn = plan(manifest.inputs, options, hints)
 
@@ -91,7 +93,7 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
         tf_raw = runners.run_tf(source, manifest, batches, signature=signature, custom_objects=custom_objects,
                                 debug=debug)
     except InputError as exc:
-        raise _tf_rejected(exc, source, manifest, generated=inputs is None) from exc
+        raise _tf_rejected(exc, source, manifest, drawn) from exc
     results: dict[str, list[dict[str, Any]]] = {
         "tf": [{s.name: s.to_torch_layout(out[s.name]) for s in manifest.outputs} for out in tf_raw]}
     if onnx:
@@ -117,10 +119,7 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
             report.outputs.append(OutputResult(spec.name, pair, stats, out_atol, out_rtol, scale, pair in verdict))
         share = flat_share(reference, out_atol, out_rtol)
         if share >= FLAT_SHARE:
-            report.warnings.append(
-                f"output {spec.name!r} is too flat for this check to mean much: a constant (its mean) would pass "
-                f"on {100 * share:.0f}% of its elements (e.g. a softmax over many classes that is near uniform, "
-                "or an output that hardly depends on these inputs); give realistic inputs with --inputs or --range")
+            report.warnings.append(_flat_warning(spec.name, share, drawn))
     report.versions = {**(manifest.versions or {}), **runtime_versions()}
     if (trace or per_layer and not report.passed) and manifest.kind != "port":
         from checks.parity import localize
@@ -148,6 +147,16 @@ def runtime_versions() -> dict[str, str]:
     return found
 
 
+def _flat_warning(output: str, share: float, drawn: list[dict[str, str]]) -> str:
+    """Too flat: name the inputs to vary (the ones drawn by default first) and the option that does it."""
+    defaults = [d for d in drawn if d["reason"] == "default"] or drawn
+    vary = (f"vary {', '.join(d['name'] + ' (' + d['values'] + ')' for d in defaults[:3])} with --range "
+            f"{defaults[0]['name']}=LOW:HIGH" if defaults else "give realistic inputs with --range NAME=LOW:HIGH")
+    return (f"output {output!r} is too flat for this check to mean much: a constant (its mean) would pass on "
+            f"{100 * share:.0f}% of its elements (e.g. a softmax over many classes that is near uniform, or an "
+            f"output that hardly depends on these inputs); {vary}, or pass real arrays with --inputs FILE.npz")
+
+
 def compare_train(source: str | Path, converted: str | Path, **options: Any) -> Any:
     """``--train``: a Keras training step against the ported module's (``checks.parity.train.api``)."""
     require("parity", ("numpy", "torch", "safetensors"))
@@ -170,8 +179,9 @@ def _verdict_pairs(pairs: list[str] | tuple[str, ...] | None, onnx: bool) -> tup
 _SCRATCH = re.compile(r"\S*tf2torch-parity-[^/\s]*/\S+?:\s*")
 
 
-def _tf_rejected(exc: InputError, source: str | Path, manifest: Manifest, generated: bool) -> InputError:
-    """TensorFlow refused the inputs: say whether SOURCE and CONVERTED belong together, with the right hint."""
+def _tf_rejected(exc: InputError, source: str | Path, manifest: Manifest, drawn: list[dict[str, str]]) -> InputError:
+    """TensorFlow refused the inputs: say whether SOURCE and CONVERTED belong together, with the right hint;
+    for generated inputs (``drawn``), which input (named in the error, else all) and how to give valid ones."""
     detail = _SCRATCH.sub("", str(exc))
     recorded = manifest.source_path
     if recorded and Path(recorded).resolve() != Path(source).resolve():
@@ -181,8 +191,11 @@ def _tf_rejected(exc: InputError, source: str | Path, manifest: Manifest, genera
     if "missing input" in detail or "no output" in detail:
         return InputError(f"SOURCE {source} does not take the inputs CONVERTED {manifest.directory} was converted "
                           f"with ({detail}); the model changed since: re-run 'tf2torch convert'")
-    if generated and any(s.dtype.startswith(("int", "uint")) for s in manifest.inputs):
-        return InputError(f"{detail}; if an integer input indexes a table, pass --range NAME=LOW:HIGH")
+    if drawn:
+        named = [d for d in drawn if re.search(rf"\b{re.escape(d['name'])}s?\b", detail, re.IGNORECASE)] or drawn
+        inputs = "; ".join(f"{d['name']} was drawn as {d['values']} ({d['reason']})" for d in named)
+        return InputError(f"{detail}; the inputs were generated: {inputs}; give the values the model accepts with "
+                          f"--range {named[0]['name']}=LOW:HIGH, or real arrays with --inputs FILE.npz")
     return InputError(detail)
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 #: Errors below this are drawn at the bottom of the log axis (an exact match has no logarithm).
 FLOOR = 1e-12
-_W, _H, _LEFT, _TOP, _BOTTOM = 960, 300, 64, 16, 40
+_W, _H, _LEFT, _TOP, _BOTTOM = 960, 380, 64, 16, 120
+#: Up to this many points, each is labelled under the axis; beyond, the tooltips name them.
+LABELLED = 48
 
 
 def render(view: dict[str, Any]) -> str:
@@ -58,7 +60,7 @@ def render(view: dict[str, Any]) -> str:
             if points:
                 parts.append(f"<h3>{label} error</h3>"
                              + chart(points, next((i for i, p in enumerate(points) if p["diverges"]), None),
-                                     f"{key}-chart"))
+                                     f"{key}-chart", "parameters in the model's order"))
         parts.append(_table(["parameter", "Keras", "grad err", "grad atol", "weight err", "weight atol", "result"],
                             [[p["name"], p.get("keras") or "", _n(p.get("grad_err")), _n(p.get("grad_atol")),
                               _n(p.get("weight_err")), _n(p.get("weight_atol")), "ok" if p["passed"] else "FAIL"]
@@ -71,7 +73,8 @@ def render(view: dict[str, Any]) -> str:
             + "</body></html>\n")
 
 
-def chart(points: list[dict[str, Any]], first: int | None, element_id: str) -> str:
+def chart(points: list[dict[str, Any]], first: int | None, element_id: str,
+          caption: str = "compared layers in topological order") -> str:
     """A log-scale scatter of ``error`` per point with its ``tolerance`` as a shaded band."""
     values = [max(v, FLOOR) for p in points for v in (p["error"], p["tolerance"])
               if v is not None and math.isfinite(v)]
@@ -110,8 +113,13 @@ def chart(points: list[dict[str, Any]], first: int | None, element_id: str) -> s
                + (f" ({p['detail']})" if p.get("detail") else ""))
         svg.append(f'<circle class="point {over}" cx="{x(i):.1f}" cy="{y(p["error"]):.1f}" r="4">'
                    f"<title>{escape(tip)}</title></circle>")
-    svg.append(f'<text class="tick" x="{_LEFT + plot_w / 2:.0f}" y="{_H - 8}" text-anchor="middle">'
-               f"{len(points)} compared layers in topological order</text></svg>")
+    if len(points) <= LABELLED:
+        for i, p in enumerate(points):
+            label = p["name"] if len(p["name"]) <= 28 else "…" + p["name"][-27:]
+            svg.append(f'<text class="name" transform="translate({x(i) + 3:.1f},{bottom + 8:.1f}) rotate(45)">'
+                       f"{escape(label)}</text>")
+    svg.append(f'<text class="tick" x="{_LEFT + plot_w / 2:.0f}" y="{_H - 4}" text-anchor="middle">'
+               f"{len(points)} {escape(caption)}</text></svg>")
     return "".join(svg)
 
 
@@ -136,4 +144,4 @@ table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:
 font-variant-numeric:tabular-nums}th{background:#f4f4f4}
 svg .grid{stroke:#eee}svg .tick{font-size:11px;fill:#666}svg .band{fill:#d9f0dc}
 svg .point.within{fill:#2e7d32}svg .point.over{fill:#c62828}
-svg .first{stroke:#e65100;stroke-dasharray:4 3;stroke-width:1.5}svg .first-label{font-size:12px;fill:#e65100}"""
+svg .name{font-size:10px;fill:#444}svg .first{stroke:#e65100;stroke-dasharray:4 3;stroke-width:1.5}svg .first-label{font-size:12px;fill:#e65100}"""

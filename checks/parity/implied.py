@@ -62,25 +62,42 @@ def infer(onnx_path: Path, specs: tuple[TensorSpec, ...]) -> dict[str, Implied]:
     """Input name -> how the graph says to draw it (inputs it says nothing about are left out)."""
     import onnx
 
-    if not Path(onnx_path).is_file():
-        return {}
-    model = onnx.load(str(onnx_path), load_external_data=False)
     implied: dict[str, Implied] = {}
-    for name, (low, high) in index_ranges(model, specs).items():
-        implied[name] = Implied("integers", low, high, f"indexes a table of {high} rows")
-    graph = _Graph(model)
+    graph = None
+    if Path(onnx_path).is_file():  # a port output has no model.onnx: the shape rules below still apply
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        for name, (low, high) in index_ranges(model, specs).items():
+            implied[name] = Implied("integers", low, high, f"indexes a table of {high} rows")
+        graph = _Graph(model)
     for spec in specs:
         if spec.name in implied:
             continue
         if _is_mask(spec):
             implied[spec.name] = Implied("prefix_mask", 0, 2, "a padding mask")
         elif spec.dtype.startswith(("float", "bfloat")):
-            found = graph.affine_after(spec.tf_name)  # model.onnx's input names are the TF keys
+            found = graph.affine_after(spec.tf_name) if graph else None  # model.onnx's input names are the TF keys
             if found is not None:
                 implied[spec.name] = _from_affine(*found, spec)
             elif _is_image(spec):
                 implied[spec.name] = Implied("uniform", *PIXEL_RANGE, "an image input: pixel values")
     return implied
+
+
+def from_keras(source: str | Path, specs: tuple[TensorSpec, ...], custom_objects: Any = None,
+               debug: bool = False) -> dict[str, Implied]:
+    """What a Keras file's layer graph implies (the TF worker's ``implied``: Embedding table sizes, Rescaling,
+    Normalization, the labels of a CTC or sparse loss), by manifest input name; {} for other sources."""
+    from migrate.tf.client import run_worker
+    from migrate.tf.custom_objects import specs as custom_specs
+    from migrate.tf.source_kind import source_kind
+
+    if source_kind(Path(source)) not in ("keras", "h5"):
+        return {}
+    answer = run_worker("implied", {"source": str(source), "custom_objects": custom_specs(custom_objects)},
+                        debug=debug)
+    by_key = {key: spec.name for spec in specs for key in (spec.tf_name, spec.name)}
+    return {by_key[key]: Implied(h["kind"], h["low"], h["high"], h["reason"])
+            for key, h in answer["inputs"].items() if key in by_key}
 
 
 def _is_mask(spec: TensorSpec) -> bool:
@@ -167,8 +184,9 @@ def _upstream_inputs(tensor: str, producers: dict[str, Any], inputs: set[str]) -
 
 
 def _cast_ids(tensor: str, producers: dict[str, Any], inputs: set[str]) -> set[str]:
-    """Float inputs that reach a Gather's indices only through a Cast and value-preserving ops (Keras'
-    Embedding casts float ids: ``Input(shape=(maxlen,))`` feeding an Embedding); not through arithmetic."""
+    """Float inputs whose values reach a Gather's indices through a Cast (Keras' Embedding casts float ids:
+    ``Input(shape=(maxlen,))`` feeding an Embedding). Between the Gather and the Cast any op may sit (Keras
+    wraps negative ids); between the Cast and the input only value-preserving ops, not arithmetic."""
     found, seen, stack = set(), set(), [(tensor, False)]
     while stack:
         name, cast = stack.pop()
@@ -178,15 +196,16 @@ def _cast_ids(tensor: str, producers: dict[str, Any], inputs: set[str]) -> set[s
         if name in inputs and cast:
             found.add(name)
         node = producers.get(name)
-        if node is None or node.op_type not in _ID_PATH:
+        if node is None or node.op_type in _SHAPE_ONLY_OPS or (cast and node.op_type not in _ID_PATH):
             continue
-        data = node.input[:1] if node.op_type in ("Gather", "Slice", "Reshape", "Squeeze", "Unsqueeze") else node.input
+        data = node.input[:1] if cast and node.op_type in _INDEXED else node.input
         stack.extend((i, cast or node.op_type == "Cast") for i in data if i)
     return found
 
 
-#: Ops a float id passes through on its way to a Gather (the data operand for those with index operands).
+#: Ops a float id passes through between the input and its Cast (only the data operand of those in _INDEXED).
 _ID_PATH = frozenset({"Cast", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Identity", "Transpose", "Flatten", "Gather"})
+_INDEXED = frozenset({"Gather", "Slice", "Reshape", "Squeeze", "Unsqueeze"})
 
 
 class _Graph:

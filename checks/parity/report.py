@@ -83,7 +83,7 @@ class Report:
                 "seed": self.seed, "pairs": list(self.pairs), "outputs": [o.to_dict() for o in self.outputs],
                 "first_divergence": self.first_divergence, "verdict_pairs": list(self.verdict_pairs),
                 "atol_scale": self.atol_scale, "warnings": list(self.warnings), "inputs": list(self.inputs),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), **({"layers": self.trace} if self.trace else {})}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"

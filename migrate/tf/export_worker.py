@@ -21,6 +21,7 @@ import os
 import re
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +236,8 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
     placeholder_by_key = _placeholders(input_specs, input_names)
     readable = _readable_names([key for key, _ in input_specs])  # manifest names; ONNX keeps the keys
     rename = {placeholder_by_key[key]: key for key, _ in input_specs}
-    warnings = tf_graph_fixes.training_mode_warnings(func.graph.as_graph_def())
+    keras_file = loaded.kind in ("keras", "h5")
+    warnings = tf_graph_fixes.training_mode_warnings(func.graph.as_graph_def(), output_names, keras_file)
     rename.update({name: key for (key, _), name in zip(output_specs, output_names)})
 
     try:
@@ -266,6 +268,11 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         raise ConversionError(f"tf2onnx failed to convert the graph ({type(exc).__name__}: {first_line(exc, 300)})") from exc
     bad = _unsupported_nodes(model_proto)
+    random = tf_graph_fixes.random_layers(func.graph.as_graph_def(), output_names)
+    if bad and random and set(bad) <= tf_graph_fixes.RANDOM_OPS | tf_graph_fixes.AUGMENTATION_OPS:
+        raise ConversionError(tf_graph_fixes.random_warning(random, tf_graph_fixes.KERAS_FILE_HINT if keras_file
+                                                            else "") + f" (these have no ONNX export: "
+                              f"{', '.join(sorted(bad))})")
     if bad:
         parts = [f"{op} ({len(names)} node{'s' if len(names) > 1 else ''}, first: {', '.join(names[:3])})"
                  for op, names in sorted(bad.items(), key=lambda kv: -len(kv[1]))]
@@ -322,8 +329,10 @@ def predict(request: dict[str, Any]) -> dict[str, Any]:
         try:
             result = loaded.func(**feeds)
         except Exception as exc:
-            raise InputError(f"TensorFlow failed to run signature {loaded.signature!r} "
-                              f"({type(exc).__name__}: {first_line(exc, 300)})") from exc
+            from migrate.tf.keras_source import innermost
+
+            traceback.print_exc()
+            raise InputError(f"TensorFlow failed to run signature {loaded.signature!r} ({innermost(exc)})") from exc
         flat = {k: v.numpy() for k, v in result.items()} if isinstance(result, dict) else {
             f"output_{i}": t.numpy() for i, t in enumerate(tf.nest.flatten(result))}
         np.savez(out_path, **flat)
@@ -344,7 +353,8 @@ def _predict_keras(request: dict[str, Any]) -> dict[str, Any]:
         except Tf2TorchError as exc:
             raise type(exc)(f"{in_path}: {exc}") from exc
         except Exception as exc:
-            raise InputError(f"Keras failed to run the model ({type(exc).__name__}: {first_line(exc, 300)})") from exc
+            traceback.print_exc()  # the whole chain, in the worker's log (shown with --debug)
+            raise InputError(f"Keras failed to run the model ({keras_source.innermost(exc)})") from exc
         np.savez(out_path, **outputs)
     return {"ok": True}
 

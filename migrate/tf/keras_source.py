@@ -16,11 +16,19 @@ not the ``keras_tensor_156`` that Keras gives unnamed inputs in its own exports.
 from __future__ import annotations
 
 import re
+import traceback
 from pathlib import Path
 from typing import Any
 
 from migrate.core.errors import InputError, first_line
 from migrate.tf import custom_objects as custom
+
+#: A class whose ``__init__`` refuses the config Keras passes back (no ``**kwargs``).
+_UNEXPECTED = re.compile(r"([\w.]+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+#: Keras' wrappers around the real error: the deserialization and the layer-call context.
+_ENCOUNTERED = re.compile(r"Exception encountered:\s*(.+)", re.DOTALL)
+_CALL_CONTEXT = re.compile(r"^Exception encountered when calling [^\n]*\n(.*?)(?:\n\s*Arguments received by|\Z)", re.DOTALL)
+_TF_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*")
 
 #: Keras 3 (``Could not locate class 'X'``) and legacy .h5 (``Unknown layer: 'X'``) messages for a missing class.
 _MISSING = re.compile(r"Could not locate (class|function) '([^']+)'|Unknown (layer|object|activation)[^:]*: '?([\w.>]+)")
@@ -42,8 +50,39 @@ def load(source: Path, custom_objects: list[dict[str, Any]]) -> Any:
                      "Python: custom_objects=...)")
             raise InputError(f"{source}: the model uses the custom {kind} {name!r}, which is not "
                                    f"available{given}") from exc
-        raise InputError(f"{source}: not a readable Keras model ({type(exc).__name__}: {first_line(exc, 300)}); "
+        traceback.print_exc()  # the whole chain, in the worker's log (shown with --debug)
+        cause = innermost(exc)
+        unexpected = _UNEXPECTED.search(cause)
+        if unexpected:
+            cls = unexpected.group(1).split(".")[-1]
+            raise InputError(f"{source}: Keras cannot rebuild the custom layer {cls} ({cause}): Keras passes the "
+                             f"saved config (name, trainable, dtype, ...) back to {cls}.__init__; accept **kwargs in "
+                             f"__init__ and pass them to super().__init__(**kwargs), or define get_config (and "
+                             "from_config), then save the model again") from exc
+        raise InputError(f"{source}: not a readable Keras model ({cause}); "
                                "check the file is a model saved by model.save") from exc
+
+
+def innermost(error: BaseException, limit: int = 300) -> str:
+    """``Type: text`` of the innermost error behind ``error``: the end of its ``__cause__``/``__context__`` chain,
+    with Keras' wrappers ("could not be deserialized properly ... Exception encountered: X", "Exception
+    encountered when calling L.call(). X Arguments received by ...") and TensorFlow's node prefix removed."""
+    seen = set()
+    while (error.__cause__ or error.__context__) is not None and id(error) not in seen:
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    text, name = str(error).strip(), type(error).__name__
+    for _ in range(4):  # Keras nests its wrappers
+        nested = _ENCOUNTERED.search(text)
+        call = _CALL_CONTEXT.search(text)
+        if nested and not text.startswith("Exception encountered when calling"):
+            text = nested.group(1).strip()
+        elif call and call.group(1).strip():
+            text = call.group(1).strip()
+        else:
+            break
+    text = _TF_NODE.sub("", text)
+    return f"{name}: {first_line(text, limit)}"
 
 
 def _signature(model: Any) -> list[Any]:
@@ -144,13 +183,14 @@ def _source_input(tensor: Any, names: dict[int, str]) -> str | None:
 
 
 def _loss_kind(layer: Any) -> str | None:
-    """"ctc" or "sparse" for a layer whose ``call`` computes a CTC or sparse categorical loss (an endpoint layer)."""
+    """"ctc" or "sparse" for a layer whose class computes a CTC or sparse categorical loss (an endpoint layer such
+    as the Keras examples' ``CTCLayer``; its name or source says which)."""
     import inspect
 
     try:
-        text = inspect.getsource(type(layer).call).lower()
+        text = (type(layer).__name__ + inspect.getsource(type(layer))).lower()
     except (OSError, TypeError):
-        return None
+        text = type(layer).__name__.lower()
     return "ctc" if "ctc" in text else "sparse" if "sparse_categorical" in text else None
 
 
