@@ -83,9 +83,10 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
     else:
         options = InputOptions(seed=seed, iterations=iterations, batch_size=batch_size, dim_size=dim_size,
                                float_range=float_range, ranges=dict(ranges or {}))
-        # the exported graph knows table sizes; the Keras graph also sees what the export pruned (a loss's labels)
-        hints = {**implied.from_keras(source, manifest.inputs, custom_objects, debug),
-                 **implied.infer(manifest.onnx, manifest.inputs)}
+        # a Keras source's own layers say it best (and see what the export pruned: a loss's labels); else the
+        # exported graph (table sizes, the first affine map), else the input's shape (an image, a mask)
+        hints = {**implied.infer(manifest.onnx, manifest.inputs),
+                 **implied.from_keras(source, manifest.inputs, custom_objects, debug)}
         batches = generate(manifest.inputs, options, hints)
         drawn = plan(manifest.inputs, options, hints)
 

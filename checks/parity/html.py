@@ -104,8 +104,10 @@ def chart(points: list[dict[str, Any]], first: int | None, element_id: str,
                f'{_LEFT + step * len(points):.1f},{bottom:.1f}"/>')
     if first is not None:
         xf = x(first)
+        anchor, dx = ("end", -4) if xf > _W / 2 else ("start", 4)
         svg.append(f'<line class="first" x1="{xf:.1f}" x2="{xf:.1f}" y1="{_TOP}" y2="{bottom:.1f}"/>'
-                   f'<text class="first-label" x="{xf + 4:.1f}" y="{_TOP + 12}">first divergence: '
+                   f'<text class="first-label" x="{xf + dx:.1f}" y="{_TOP + 12}" text-anchor="{anchor}">'
+                   f"first divergence: "
                    f"{escape(points[first]['name'])}</text>")
     for i, p in enumerate(points):
         over = "over" if p["diverges"] else "within"
@@ -114,13 +116,21 @@ def chart(points: list[dict[str, Any]], first: int | None, element_id: str,
         svg.append(f'<circle class="point {over}" cx="{x(i):.1f}" cy="{y(p["error"]):.1f}" r="4">'
                    f"<title>{escape(tip)}</title></circle>")
     if len(points) <= LABELLED:
-        for i, p in enumerate(points):
-            label = p["name"] if len(p["name"]) <= 28 else "…" + p["name"][-27:]
+        for i, label in enumerate(short_names([p["name"] for p in points])):
+            label = label if len(label) <= 24 else "…" + label[-23:]
             svg.append(f'<text class="name" transform="translate({x(i) + 3:.1f},{bottom + 8:.1f}) rotate(45)">'
                        f"{escape(label)}</text>")
-    svg.append(f'<text class="tick" x="{_LEFT + plot_w / 2:.0f}" y="{_H - 4}" text-anchor="middle">'
-               f"{len(points)} {escape(caption)}</text></svg>")
-    return "".join(svg)
+    svg.append("</svg>")
+    return "".join(svg) + f'<p class="caption">{len(points)} {escape(caption)}</p>'
+
+
+def short_names(names: list[str]) -> list[str]:
+    """Axis labels: the names without the scope they all share (``StatefulPartitionedCall/model/``)."""
+    parts = [n.split("/") for n in names]
+    common = 0
+    while parts and all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    return ["/".join(p[common:]) for p in parts]
 
 
 def _n(value: Any) -> str:
@@ -139,7 +149,7 @@ _CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-wid
 h1{font-size:20px}h2{font-size:16px;margin-top:24px}h3{font-size:14px}
 .verdict{font-weight:600;padding:6px 10px;border-radius:4px;display:inline-block}
 .pass{background:#e3f4e5;color:#1b5e20}.fail{background:#fde4e4;color:#b71c1c}
-.first{background:#fff4e0;padding:6px 10px;border-left:4px solid #e65100}
+.caption{font-size:12px;color:#666;margin:0 0 0 64px}.first{background:#fff4e0;padding:6px 10px;border-left:4px solid #e65100}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;
 font-variant-numeric:tabular-nums}th{background:#f4f4f4}
 svg .grid{stroke:#eee}svg .tick{font-size:11px;fill:#666}svg .band{fill:#d9f0dc}

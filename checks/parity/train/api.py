@@ -91,7 +91,8 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
             script.write_text(render(answer["config"], manifest))
         train = _import(script)
         exact = copy.deepcopy(module).double()
-        torch_side = _run_torch(module, train, manifest, answer, keras, steps)
+        file = Path(out) / "model.py" if weights_map is None else Path(str(out).rpartition(":")[0])
+        torch_side = _run_torch(module, train, manifest, answer, keras, steps, source=file)
         gaps = _noise(torch_side, _run_torch(exact, train, manifest, answer, keras, steps, double=True))
     report = _report(answer, manifest, keras, torch_side, steps, script.parent == Path(out), gaps)
     report.seed, report.atol, report.rtol = (None if inputs is not None else seed), *FORWARD
@@ -118,15 +119,17 @@ def layer_hint(detail: str) -> str:
     return f"its training-mode output differs first: {detail}; check {what}"
 
 
-def _source_lines(module: Any) -> tuple[list[str], int, str]:
-    """The top module's class source, the line its ``class`` statement is on, and its file's name."""
-    import inspect
-
+def _source_lines(module: Any, file: Path | None) -> tuple[list[str], int, str]:
+    """The top module's class source in ``file`` (model.py, or the hand-written FILE.py), the line number its
+    ``class`` statement is on, and the file's name (the file is read: port modules are imported off sys.path)."""
     try:
-        lines, start = inspect.getsourcelines(type(module))
-        return lines, start, Path(inspect.getsourcefile(type(module)) or "model.py").name
-    except (OSError, TypeError):
+        lines = file.read_text().splitlines() if file is not None else []
+    except OSError:
+        lines = []
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"class {type(module).__name__}(")), None)
+    if start is None:
         return [], 0, "model.py"
+    return lines[start:], start + 1, file.name
 
 
 def describe_module(sub: Any, path: str, source: tuple[list[str], int, str]) -> str:
@@ -223,7 +226,7 @@ def _layout(array: Any, spec: dict[str, Any]) -> Any:
 
 
 def _run_torch(module: Any, train: Any, manifest: dict[str, Any], answer: dict[str, Any], keras: dict[str, Any],
-               steps: int, double: bool = False) -> dict[str, Any]:
+               steps: int, double: bool = False, source: Path | None = None) -> dict[str, Any]:
     """The torch step: forward (hooks on the probed layers), loss, backward, clip, optimizer steps
     (``double``: a float64 module, float inputs and targets cast to float64)."""
     import torch
@@ -241,7 +244,7 @@ def _run_torch(module: Any, train: Any, manifest: dict[str, Any], answer: dict[s
     hooks = []
     names = dict(module.named_modules())
     modules: dict[str, str] = {}
-    source_lines = _source_lines(module)
+    source_lines = _source_lines(module, source)
     for layer in answer["layers"]:
         keys = [torch_of[p].split(".")[:-1] for p in layer["weights"] if p in torch_of]
         path = ".".join(os.path.commonprefix(keys)) if keys else None  # the whole layer (SeparableConv: sep.0, sep.1)
