@@ -60,7 +60,7 @@ def render(view: dict[str, Any]) -> str:
             if points:
                 parts.append(f"<h3>{label} error</h3>"
                              + chart(points, next((i for i, p in enumerate(points) if p["diverges"]), None),
-                                     f"{key}-chart", "parameters in the model's order"))
+                                     f"{key}-chart", "parameters in the model's order", "first over tolerance"))
         parts.append(_table(["parameter", "Keras", "grad err", "grad atol", "weight err", "weight atol", "result"],
                             [[p["name"], p.get("keras") or "", _n(p.get("grad_err")), _n(p.get("grad_atol")),
                               _n(p.get("weight_err")), _n(p.get("weight_atol")), "ok" if p["passed"] else "FAIL"]
@@ -74,7 +74,7 @@ def render(view: dict[str, Any]) -> str:
 
 
 def chart(points: list[dict[str, Any]], first: int | None, element_id: str,
-          caption: str = "compared layers in topological order") -> str:
+          caption: str = "compared layers in topological order", mark: str = "first divergence") -> str:
     """A log-scale scatter of ``error`` per point with its ``tolerance`` as a shaded band."""
     values = [max(v, FLOOR) for p in points for v in (p["error"], p["tolerance"])
               if v is not None and math.isfinite(v)]
@@ -107,8 +107,7 @@ def chart(points: list[dict[str, Any]], first: int | None, element_id: str,
         anchor, dx = ("end", -4) if xf > _W / 2 else ("start", 4)
         svg.append(f'<line class="first" x1="{xf:.1f}" x2="{xf:.1f}" y1="{_TOP}" y2="{bottom:.1f}"/>'
                    f'<text class="first-label" x="{xf + dx:.1f}" y="{_TOP + 12}" text-anchor="{anchor}">'
-                   f"first divergence: "
-                   f"{escape(points[first]['name'])}</text>")
+                   f"{escape(mark)}: {escape(points[first]['name'])}</text>")
     for i, p in enumerate(points):
         over = "over" if p["diverges"] else "within"
         tip = (f"{i + 1}. {p['name']}: error {_n(p['error'])}, tolerance {_n(p['tolerance'])}"

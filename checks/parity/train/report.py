@@ -150,7 +150,7 @@ class TrainReport:
                    "passed": p["passed"], "detail": f"Keras {p['keras']}" + (
                        f"; {grads[p['torch']].message}" if p["torch"] in grads and grads[p["torch"]].message else "")}
                   for p in data["train"]["parameters"]]
-        trace = [{"name": c.layer or c.name, "error": c.max_abs_err, "tolerance": c.atol,
+        trace = [{"name": c.layer or (f"{c.name} (output)" if c.kind == "output" else c.name), "error": c.max_abs_err, "tolerance": c.atol,
                   "diverges": not c.passed, "detail": c.detail or ""}
                  for c in self.checks if c.kind in ("layer", "output")]
         d = self.first_divergence
