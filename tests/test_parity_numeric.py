@@ -182,3 +182,14 @@ def test_importing_checks_parity_and_its_plugin_loads_no_heavy_library():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_flat_warning_names_the_input_to_vary_and_the_option():
+    from checks.parity.api import _flat_warning
+
+    drawn = [{"name": "tokens", "values": "integers[0, 12)", "reason": "indexes a table of 12 rows"},
+             {"name": "features", "values": "normal(mean 0, std 1)", "reason": "default"}]
+    warning = _flat_warning("probs", 1.0, drawn)
+    assert "output 'probs' is too flat" in warning and "100%" in warning
+    assert "vary features (normal(mean 0, std 1)) with --range features=LOW:HIGH" in warning
+    assert "--inputs FILE.npz" in warning

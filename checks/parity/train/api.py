@@ -298,15 +298,11 @@ def _noise(got: dict[str, Any], exact: dict[str, Any]) -> dict[str, Any]:
             "regularization": abs(got["loss_reg"] - exact["loss_reg"])}
 
 
-def _scale(array: Any) -> float:
-    return scale_of(array)
-
-
 def _forward_check(kind: str, name: str, actual: Any, expected: Any, spec: dict[str, Any] | None,
                    noise: float) -> Check | None:
     import numpy as np
 
-    tol = tolerance((FORWARD[0], max(_scale(expected), 1.0)), rtol=FORWARD[1], noise=noise)  # rounding is absolute below 1
+    tol = tolerance((FORWARD[0], max(scale_of(expected), 1.0)), rtol=FORWARD[1], noise=noise)  # rounding is absolute below 1
     if spec is not None:
         expected = _layout(expected, spec)
     elif actual.ndim >= 3 and np.moveaxis(actual, 1, -1).shape == expected.shape:
@@ -349,7 +345,7 @@ def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, A
         one.message = None if one.passed else f"torch {have:.7g}, Keras {want:.7g}"
         report.checks.append(one)
     report.loss["passed"] = all(c.passed for c in report.checks if c.kind in ("loss", "regularization"))
-    floor = GRADIENT[0] * 0.1 * max([_scale(v) for k, v in keras.items() if k.startswith("grad/")], default=0.0)
+    floor = GRADIENT[0] * 0.1 * max([scale_of(v) for k, v in keras.items() if k.startswith("grad/")], default=0.0)
     for entry in manifest["weights"]:
         keras_name, key = entry["keras"], entry["torch"]
         steps_fn = transforms.parse(entry.get("transform"))
@@ -358,24 +354,24 @@ def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, A
         if key in got["parameters"]:
             grad_k, grad_t = keras.get(f"grad/{keras_name}"), got["grads"].get(key)
             if grad_k is None and grad_t is not None:
-                report.checks.append(Check("gradient", key, _scale(grad_t), 0.0, not grad_t.any(), keras_name,
+                report.checks.append(Check("gradient", key, scale_of(grad_t), 0.0, not grad_t.any(), keras_name,
                                            layer, message="Keras does not train this weight (frozen); torch does"))
             elif grad_k is not None and grad_t is None:
                 report.checks.append(Check("gradient", key, float("inf"), 0.0, False, keras_name, layer,
                                            message="Keras trains this weight; torch has no gradient for it"))
             elif grad_k is not None:
                 want = transforms.apply(steps_fn, grad_k)
-                noise = _scale(want) <= floor  # zero but for rounding (a bias before BatchNorm)
-                tol = tolerance((GRADIENT[0], _scale(want)), floor=floor, rtol=GRADIENT[1],
+                noise = scale_of(want) <= floor  # zero but for rounding (a bias before BatchNorm)
+                tol = tolerance((GRADIENT[0], scale_of(want)), floor=floor, rtol=GRADIENT[1],
                                 noise=gaps["grads"].get(key, 0.0))
                 report.checks.append(check("gradient", key, grad_t, want, tol, keras_name, layer))
         before = transforms.apply(steps_fn, keras[f"before/{keras_name}"])
         after = transforms.apply(steps_fn, keras[f"after/{keras_name}"])
-        delta = _scale(after - before)
+        delta = scale_of(after - before)
         if noise:  # the update follows rounding noise: only its size is held to Keras'
-            delta = max(delta, _scale(got["state"][key] - before)) * 2.0 / STEP_ATOL
+            delta = max(delta, scale_of(got["state"][key] - before)) * 2.0 / STEP_ATOL
         kind = "weight" if key in got["parameters"] else "buffer"
-        tol = tolerance((STEP_ATOL if kind == "weight" else STATS_ATOL, delta), (WEIGHT_ATOL, max(_scale(after), 1.0)),
+        tol = tolerance((STEP_ATOL if kind == "weight" else STATS_ATOL, delta), (WEIGHT_ATOL, max(scale_of(after), 1.0)),
                         noise=gaps["state"].get(key, 0.0))
         one = check(kind, key, got["state"][key], after, tol, keras_name, layer)
         if noise:
