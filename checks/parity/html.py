@@ -109,7 +109,7 @@ def chart(points: list[dict[str, Any]], first: int | None, element_id: str,
                    f'<text class="first-label" x="{xf + dx:.1f}" y="{_TOP + 12}" text-anchor="{anchor}">'
                    f"{escape(mark)}: {escape(points[first]['name'])}</text>")
     for i, p in enumerate(points):
-        over = "over" if p["diverges"] else "within"
+        over = "over" if p["error"] is None or p["error"] > p["tolerance"] else "within"  # inherited errors too
         tip = (f"{i + 1}. {p['name']}: error {_n(p['error'])}, tolerance {_n(p['tolerance'])}"
                + (f" ({p['detail']})" if p.get("detail") else ""))
         svg.append(f'<circle class="point {over}" cx="{x(i):.1f}" cy="{y(p["error"]):.1f}" r="4">'
