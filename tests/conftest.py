@@ -77,12 +77,13 @@ def tf_predict(source: Path, batches: list[dict[str, np.ndarray]], signature: st
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray, atol: float = 1e-5, rtol: float = 1e-4, what: str = "") -> float:
-    """Element-wise ``|a - e| <= atol + rtol * |e|``; returns the max abs error for reporting."""
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    err = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-    bound = atol + rtol * np.abs(expected.astype(np.float64))
-    assert np.all(err <= bound), f"{what}: max abs err {err.max():.3g} (worst at {np.unravel_index(err.argmax(), err.shape)})"
-    return float(err.max()) if err.size else 0.0
+    """``migrate.core.compare`` with a fixed atol/rtol (dtypes may differ); returns the max abs error for reporting."""
+    from migrate.core.compare import Tolerance, compare
+
+    stats = compare(actual, expected, Tolerance(atol, rtol), strict_dtype=False)
+    assert stats.passed, (f"{what}: {stats.message or ''} max abs err {stats.max_abs_err:.3g} "
+                          f"(worst at {stats.worst_index}, {stats.mismatched}/{stats.total} over)")
+    return stats.max_abs_err
 
 
 #: Per-model (atol, rtol) where float32 rounding, amplified by calibrated BatchNorm in deep nets, exceeds the

@@ -19,6 +19,7 @@ from checks.parity.numeric import Tolerances, flat_share, output_scale
 from checks.parity.specs import TensorSpec, load_manifest
 from fixtures.models import model_dir
 from migrate.cli import build_parser, main
+from migrate.core.compare import Tolerance
 
 
 def _affine_model(path: Path, ops: list[tuple[str, list[float]]], channels: int = 3) -> None:
@@ -90,11 +91,12 @@ def test_mask_inputs_are_prefixes(tmp_path):
 
 def test_default_atol_is_relative_to_the_output_scale():
     tol = Tolerances()
-    assert tol.for_output("logits", "float32", 15.0) == (pytest.approx(1.5e-2), 1e-4)
-    assert tol.for_output("probs", "float32", 0.0) == (1e-6, 1e-4)  # floor
+    assert (tol.for_output("logits", "float32", 15.0).atol, tol.for_output("logits", "float32", 15.0).rtol) == (
+        pytest.approx(1.5e-2), 1e-4)
+    assert tol.for_output("probs", "float32", 0.0) == Tolerance(1e-6, 1e-4)  # floor
     assert tol.atol_scale("logits", "float32") == 1e-3
     explicit = Tolerances(atol=1e-5, per_output_rtol={"logits": 1e-3})
-    assert explicit.for_output("logits", "float32", 15.0) == (1e-5, 1e-3)  # as given, not scaled
+    assert explicit.for_output("logits", "float32", 15.0) == Tolerance(1e-5, 1e-3)  # as given, not scaled
     assert explicit.atol_scale("logits", "float32") == 0.0
     assert output_scale([np.array([1.0, -20.0, np.inf]), np.array([3.0])]) == 20.0
 

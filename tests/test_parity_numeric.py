@@ -11,18 +11,19 @@ import numpy as np
 import pytest
 
 from checks.parity.inputs import FALLBACK_INT_RANGE, InputOptions, generate, infer_index_ranges
-from checks.parity.numeric import Stats, Tolerances, compare_arrays
+from checks.parity.numeric import Tolerances
 from checks.parity.report import OutputResult, Report
 from checks.parity.specs import TensorSpec
+from migrate.core.compare import NOISE, Stats, Tolerance, compare, tolerance
 from migrate.core.errors import InputError
 
 
 def test_tolerance_rule_is_atol_plus_rtol_times_expected():
     expected = np.array([0.0, 100.0, -100.0], dtype=np.float32)
     # bounds: 1e-3 + 1e-2*|e| -> 0.001, 1.001, 1.001
-    inside = compare_arrays(expected + np.array([0.0009, 1.0, -1.0], dtype=np.float32), expected, 1e-3, 1e-2)
+    inside = compare(expected + np.array([0.0009, 1.0, -1.0], dtype=np.float32), expected, Tolerance(1e-3, 1e-2))
     assert inside.passed and inside.mismatched == 0
-    outside = compare_arrays(expected + np.array([0.002, 0.5, -1.5], dtype=np.float32), expected, 1e-3, 1e-2)
+    outside = compare(expected + np.array([0.002, 0.5, -1.5], dtype=np.float32), expected, Tolerance(1e-3, 1e-2))
     assert not outside.passed
     assert (outside.mismatched, outside.total) == (2, 3)
     assert outside.worst_index == [0]  # 0.002 is twice its bound; 1.5 is 1.5 times its bound
@@ -33,42 +34,55 @@ def test_tolerance_rule_is_atol_plus_rtol_times_expected():
 
 def test_nan_and_inf_positions_must_agree():
     e = np.array([np.nan, np.inf, -np.inf, 1.0])
-    assert compare_arrays(e.copy(), e, 1e-5, 1e-4).passed
+    assert compare(e.copy(), e, Tolerance(1e-5, 1e-4)).passed
     swapped = np.array([np.nan, -np.inf, -np.inf, 1.0])
-    stats = compare_arrays(swapped, e, 1e-5, 1e-4)
+    stats = compare(swapped, e, Tolerance(1e-5, 1e-4))
     assert (stats.passed, stats.mismatched, stats.worst_index) == (False, 1, [1])
-    finite_for_nan = compare_arrays(np.array([0.0, np.inf, -np.inf, 1.0]), e, 1e9, 1e9)
+    finite_for_nan = compare(np.array([0.0, np.inf, -np.inf, 1.0]), e, Tolerance(1e9, 1e9))
     assert not finite_for_nan.passed and finite_for_nan.worst_index == [0]
 
 
 def test_integers_and_bools_are_exact_whatever_the_tolerance():
-    assert not compare_arrays(np.array([1, 2, 4]), np.array([1, 2, 3]), 10.0, 10.0).passed
-    assert compare_arrays(np.array([1, 2, 3]), np.array([1, 2, 3]), 0.0, 0.0).passed
-    stats = compare_arrays(np.array([[True, False]]), np.array([[True, True]]), 1.0, 1.0)
+    assert not compare(np.array([1, 2, 4]), np.array([1, 2, 3]), Tolerance(10.0, 10.0)).passed
+    assert compare(np.array([1, 2, 3]), np.array([1, 2, 3]), Tolerance(0.0, 0.0)).passed
+    stats = compare(np.array([[True, False]]), np.array([[True, True]]), Tolerance(1.0, 1.0))
     assert (stats.mismatched, stats.worst_index) == (1, [0, 1])
 
 
 def test_shape_and_dtype_mismatch_fail_with_a_message():
-    stats = compare_arrays(np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32), 1.0, 1.0)
+    stats = compare(np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32), Tolerance(1.0, 1.0))
     assert not stats.passed and stats.message == "shape (2, 3) differs from the reference's (2, 4)"
-    stats = compare_arrays(np.zeros(3, np.float64), np.zeros(3, np.float32), 1.0, 1.0)
+    stats = compare(np.zeros(3, np.float64), np.zeros(3, np.float32), Tolerance(1.0, 1.0))
     assert not stats.passed and "dtype float64" in stats.message
 
 
 def test_merge_accumulates_batches():
     e = np.zeros(4, np.float32)
     total = Stats()
-    total.merge(compare_arrays(e + 1e-6, e, 1e-5, 0))
-    total.merge(compare_arrays(np.array([0, 0, 1, 0], np.float32), e, 1e-5, 0))
+    total.merge(compare(e + 1e-6, e, Tolerance(1e-5, 0)))
+    total.merge(compare(np.array([0, 0, 1, 0], np.float32), e, Tolerance(1e-5, 0)))
     assert (total.passed, total.mismatched, total.total, total.worst_index) == (False, 1, 8, [2])
     assert total.mean_abs_err == pytest.approx((4e-6 + 1.0) / 8)
 
 
 def test_per_output_tolerances_override_global_and_dtype_defaults():
     tol = Tolerances(atol=1e-3, per_output_atol={"logits": 0.5}, per_output_rtol={"probs": 0.0})
-    assert tol.for_output("logits", "float32") == (0.5, 1e-4)
-    assert tol.for_output("probs", "float32") == (1e-3, 0.0)
-    assert Tolerances().for_output("x", "float16") == (1e-3, 1e-2)
+    assert tol.for_output("logits", "float32") == Tolerance(0.5, 1e-4)
+    assert tol.for_output("probs", "float32") == Tolerance(1e-3, 0.0)
+    assert Tolerances().for_output("x", "float16") == Tolerance(1e-3, 1e-2)
+
+
+def test_one_tolerance_formula_adds_both_sides_own_error():
+    # atol = max(floor, sum factor*scale) + NOISE * (own error of torch + own error of the reference)
+    tol = tolerance((1e-3, 15.0), (1e-6, 1.0), floor=1e-6, rtol=1e-4, noise=6.75e-5)
+    assert tol.atol == pytest.approx(1.5001e-2 + NOISE * 6.75e-5) and tol.rtol == 1e-4
+    assert tolerance((1e-3, 0.0), floor=1e-6).atol == 1e-6
+    assert tolerance((1e-3, float("inf")), floor=1e-6).atol == 1e-6  # an overflowing scale adds nothing
+    # a LayerNorm over one channel: torch gives beta exactly, Keras eager beta + 6.75e-5; without the
+    # reference's own error that is a divergence, with it it is not
+    beta, keras = np.full(4, 0.25, np.float32), np.full(4, 0.25 + 6.75e-5, np.float32)
+    assert not compare(beta, keras, tolerance((1e-5, 1.0), rtol=1e-4)).passed
+    assert compare(beta, keras, tolerance((1e-5, 1.0), rtol=1e-4, noise=6.75e-5)).passed
 
 
 def test_layout_permutation_roundtrip():
@@ -132,8 +146,8 @@ def test_string_inputs_cannot_be_generated():
 
 
 def _report():
-    ok = compare_arrays(np.ones(3, np.float32), np.ones(3, np.float32), 1e-5, 1e-4)
-    bad = compare_arrays(np.array([1, 2], np.float32), np.array([1, 3], np.float32), 1e-5, 1e-4)
+    ok = compare(np.ones(3, np.float32), np.ones(3, np.float32), Tolerance(1e-5, 1e-4))
+    bad = compare(np.array([1, 2], np.float32), np.array([1, 3], np.float32), Tolerance(1e-5, 1e-4))
     report = Report(atol=1e-5, rtol=1e-4, iterations=1, seed=0, pairs=["tf~torch", "tf~onnx"])
     report.outputs = [OutputResult("a", "tf~torch", ok, 1e-5, 1e-4), OutputResult("a", "tf~onnx", ok, 1e-5, 1e-4),
                       OutputResult("b", "tf~torch", bad, 1e-5, 1e-4), OutputResult("b", "tf~onnx", ok, 1e-5, 1e-4)]
@@ -168,3 +182,14 @@ def test_importing_checks_parity_and_its_plugin_loads_no_heavy_library():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_flat_warning_names_the_input_to_vary_and_the_option():
+    from checks.parity.api import _flat_warning
+
+    drawn = [{"name": "tokens", "values": "integers[0, 12)", "reason": "indexes a table of 12 rows"},
+             {"name": "features", "values": "normal(mean 0, std 1)", "reason": "default"}]
+    warning = _flat_warning("probs", 1.0, drawn)
+    assert "output 'probs' is too flat" in warning and "100%" in warning
+    assert "vary features (normal(mean 0, std 1)) with --range features=LOW:HIGH" in warning
+    assert "--inputs FILE.npz" in warning

@@ -12,18 +12,10 @@ from typing import Any
 
 from checks.parity import implied
 from checks.parity.inputs import InputOptions, generate, load_npz, plan
-from checks.parity.numeric import (
-    DEFAULT_ATOL,
-    DEFAULT_RTOL,
-    FLAT_SHARE,
-    Stats,
-    Tolerances,
-    compare_arrays,
-    flat_share,
-    output_scale,
-)
+from checks.parity.numeric import DEFAULT_ATOL, DEFAULT_RTOL, FLAT_SHARE, Tolerances, flat_share, output_scale
 from checks.parity.report import OutputResult, Report
 from checks.parity.specs import Manifest, load_manifest
+from migrate.core import compare as comparison
 from migrate.core.errors import InputError
 from migrate.core.requirements import CONVERT, PARITY, require
 
@@ -41,7 +33,8 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
             float_range: tuple[float, float] | None = None, ranges: dict[str, tuple[float, float]] | None = None,
             inputs: str | Path | None = None, inputs_layout: str = "tf", onnx: bool = True,
             per_layer: bool = False, pairs: list[str] | tuple[str, ...] | None = None,
-            custom_objects: Any = None, trust_model_py: bool = False, debug: bool = False) -> Report:
+            custom_objects: Any = None, trust_model_py: bool = False, debug: bool = False,
+            trace: bool = False) -> Report:
     """Run TF (child process), torch (model.pt2) and, unless ``onnx=False``, ONNX Runtime; compare every output.
 
     ``converted`` may be a ``tf2torch port`` output: its module (``migrate.load_port``, eval mode) is the
@@ -54,7 +47,8 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
     names to half-open ``(low, high)`` ranges; other inputs follow what the graph implies
     (``checks.parity.implied``). ``inputs`` is an .npz with one array per input, in the TF layout unless
     ``inputs_layout="torch"``. ``pairs`` decide the verdict (default ``tf~torch``); the others are
-    reported. ``custom_objects``: a Keras SOURCE's custom classes, as for ``migrate.convert``.
+    reported. ``custom_objects``: a Keras SOURCE's custom classes, as for ``migrate.convert``. ``trace``:
+    also record every layer's error along the graph (``report.trace``, for ``--report``/``--node-data``).
     Raises ``migrate.core.errors.InputError`` (exit 2) for bad inputs; a mismatch is not an
     exception, it is ``report.passed == False``.
     """
@@ -96,7 +90,10 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
     else:
         options = InputOptions(seed=seed, iterations=iterations, batch_size=batch_size, dim_size=dim_size,
                                float_range=float_range, ranges=dict(ranges or {}))
-        hints = implied.infer(manifest.onnx, manifest.inputs)
+        # a Keras source's own layers say it best (and see what the export pruned: a loss's labels); else the
+        # exported graph (table sizes, the first affine map), else the input's shape (an image, a mask)
+        hints = {**implied.infer(manifest.onnx, manifest.inputs),
+                 **implied.from_keras(source, manifest.inputs, custom_objects, debug)}
         batches = generate(manifest.inputs, options, hints)
         drawn = plan(manifest.inputs, options, hints)
 
@@ -104,7 +101,7 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
         tf_raw = runners.run_tf(source, manifest, batches, signature=signature, custom_objects=custom_objects,
                                 debug=debug)
     except InputError as exc:
-        raise _tf_rejected(exc, source, manifest, generated=inputs is None) from exc
+        raise _tf_rejected(exc, source, manifest, drawn) from exc
     results: dict[str, list[dict[str, Any]]] = {
         "tf": [{s.name: s.to_torch_layout(out[s.name]) for s in manifest.outputs} for out in tf_raw]}
     if onnx:
@@ -120,24 +117,52 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
     for spec in manifest.outputs:
         reference = [batch[spec.name] for batch in results["tf"]]
         scale = output_scale(reference)
-        out_atol, out_rtol = tolerances.for_output(spec.name, spec.dtype, scale)
+        tol = tolerances.for_output(spec.name, spec.dtype, scale)
+        out_atol, out_rtol = tol.atol, tol.rtol
         for pair in compared:
             actual, expected = PAIRS[pair]
-            stats = Stats()
+            stats = comparison.Stats()
             for a_batch, e_batch in zip(results[actual], results[expected]):
-                stats.merge(compare_arrays(a_batch[spec.name], e_batch[spec.name], out_atol, out_rtol))
+                stats.merge(comparison.compare(a_batch[spec.name], e_batch[spec.name], tol))
             report.outputs.append(OutputResult(spec.name, pair, stats, out_atol, out_rtol, scale, pair in verdict))
         share = flat_share(reference, out_atol, out_rtol)
         if share >= FLAT_SHARE:
-            report.warnings.append(
-                f"output {spec.name!r} is too flat for this check to mean much: a constant (its mean) would pass "
-                f"on {100 * share:.0f}% of its elements (e.g. a softmax over many classes that is near uniform, "
-                "or an output that hardly depends on these inputs); give realistic inputs with --inputs or --range")
-    if per_layer and not report.passed:
-        from checks.parity.localize import first_divergence
+            report.warnings.append(_flat_warning(spec.name, share, drawn))
+    report.versions = {**(manifest.versions or {}), **runtime_versions()}
+    if (trace or per_layer and not report.passed) and manifest.kind != "port":
+        from checks.parity import localize
 
-        report.first_divergence = first_divergence(manifest, batches)
+        entries = localize.trace(manifest, batches)
+        report.trace = entries if trace else []
+        if per_layer and not report.passed:
+            report.first_divergence = localize.first_in(entries)
+    elif trace:
+        report.notes.append("the error along the graph needs model.onnx and model.pt2 (a convert output); for a "
+                            "port, 'parity --train --report' shows every layer")
     return report
+
+
+def runtime_versions() -> dict[str, str]:
+    """Versions of what ran the parent side of the check."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("tf2torch", "numpy", "torch", "onnxruntime"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _flat_warning(output: str, share: float, drawn: list[dict[str, str]]) -> str:
+    """Too flat: name the inputs to vary (the ones drawn by default first) and the option that does it."""
+    defaults = [d for d in drawn if d["reason"] == "default"] or drawn
+    vary = (f"vary {', '.join(d['name'] + ' (' + d['values'] + ')' for d in defaults[:3])} with --range "
+            f"{defaults[0]['name']}=LOW:HIGH" if defaults else "give realistic inputs with --range NAME=LOW:HIGH")
+    return (f"output {output!r} is too flat for this check to mean much: a constant (its mean) would pass on "
+            f"{100 * share:.0f}% of its elements (e.g. a softmax over many classes that is near uniform, or an "
+            f"output that hardly depends on these inputs); {vary}, or pass real arrays with --inputs FILE.npz")
 
 
 def compare_train(source: str | Path, converted: str | Path, **options: Any) -> Any:
@@ -162,8 +187,9 @@ def _verdict_pairs(pairs: list[str] | tuple[str, ...] | None, onnx: bool) -> tup
 _SCRATCH = re.compile(r"\S*tf2torch-parity-[^/\s]*/\S+?:\s*")
 
 
-def _tf_rejected(exc: InputError, source: str | Path, manifest: Manifest, generated: bool) -> InputError:
-    """TensorFlow refused the inputs: say whether SOURCE and CONVERTED belong together, with the right hint."""
+def _tf_rejected(exc: InputError, source: str | Path, manifest: Manifest, drawn: list[dict[str, str]]) -> InputError:
+    """TensorFlow refused the inputs: say whether SOURCE and CONVERTED belong together, with the right hint;
+    for generated inputs (``drawn``), which input (named in the error, else all) and how to give valid ones."""
     detail = _SCRATCH.sub("", str(exc))
     recorded = manifest.source_path
     if recorded and Path(recorded).resolve() != Path(source).resolve():
@@ -173,8 +199,11 @@ def _tf_rejected(exc: InputError, source: str | Path, manifest: Manifest, genera
     if "missing input" in detail or "no output" in detail:
         return InputError(f"SOURCE {source} does not take the inputs CONVERTED {manifest.directory} was converted "
                           f"with ({detail}); the model changed since: re-run 'tf2torch convert'")
-    if generated and any(s.dtype.startswith(("int", "uint")) for s in manifest.inputs):
-        return InputError(f"{detail}; if an integer input indexes a table, pass --range NAME=LOW:HIGH")
+    if drawn:
+        named = [d for d in drawn if re.search(rf"\b{re.escape(d['name'])}s?\b", detail, re.IGNORECASE)] or drawn
+        inputs = "; ".join(f"{d['name']} was drawn as {d['values']} ({d['reason']})" for d in named)
+        return InputError(f"{detail}; the inputs were generated: {inputs}; give the values the model accepts with "
+                          f"--range {named[0]['name']}=LOW:HIGH, or real arrays with --inputs FILE.npz")
     return InputError(detail)
 
 

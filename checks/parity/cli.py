@@ -111,6 +111,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help="compare a hand-written module (CONVERTED=FILE.py:CLASS): Keras weight path -> torch "
                             "key, or {\"torch\": KEY, \"transform\": \"permute(1,0)\"}")
     p.add_argument("--format", choices=("text", "json", "junit"), default="text", help="report format")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="also write a self-contained HTML page (verdict, inputs, versions, per-output errors, every "
+                        "layer's error along the graph with its tolerance and the first divergence; with --train "
+                        "every parameter's gradient and weight error)")
+    p.add_argument("--node-data", metavar="FILE.json",
+                   help="also write per-node error for Model Explorer, keyed on model.pt2's node names "
+                        "(model-explorer model.pt2 --node_data_paths=FILE.json)")
     p.add_argument("--output", metavar="FILE", help="write the report to FILE (atomically) instead of stdout")
     p.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's log")
     p.set_defaults(func=run)
@@ -130,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{', '.join(only)} only apply with --train")
         if args.output:
             _check_output(Path(args.output), [p for p in (args.source, args.converted) if p])
+        if args.node_data and (args.train or args.keras_backend):
+            raise InputError("--node-data colours model.pt2's graph: it applies to the forward check of a "
+                             "'tf2torch convert' output, not to --train or --keras-backend")
         if args.keras_backend:
             report = _keras_backend(args, debug)
         elif args.converted is None:
@@ -142,10 +152,14 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size, dim_size=args.dim_size, float_range=args.float_range,
                 ranges=dict(args.ranges), inputs=args.inputs, inputs_layout=args.inputs_layout, onnx=not args.no_onnx,
                 per_layer=args.per_layer, pairs=args.pairs, custom_objects=args.custom_objects,
-                trust_model_py=args.trust_model_py, debug=debug)
+                trust_model_py=args.trust_model_py, debug=debug, trace=bool(args.report or args.node_data))
         text = report.render(args.format)
         if args.output:
             write_atomic(args.output, text)
+        if args.report:
+            write_atomic(args.report, report.to_html())
+        if args.node_data:
+            _node_data(args, report)
         sys.stdout.write(report.to_text() if args.output else text)
         return 0 if report.passed else 1
     except Tf2TorchError as exc:
@@ -167,6 +181,23 @@ def _check_output(output: Path, inputs: list[str]) -> None:
         if target == where or where in target.parents:
             raise InputError(f"--output {output}: is {given} or inside it, which parity reads; write the report "
                              "elsewhere")
+
+
+def _node_data(args: argparse.Namespace, report: Any) -> None:
+    """Write ``--node-data`` for the nodes of the program parity loaded (``checks.parity.node_data``)."""
+    import json
+
+    from checks.parity.node_data import node_data
+    from checks.parity.report import write_atomic
+    from checks.parity.runners import load_program
+    from checks.parity.specs import load_manifest
+
+    manifest = load_manifest(args.converted)
+    if manifest.kind == "port":
+        raise InputError(f"--node-data colours model.pt2's graph; {args.converted} is a port output (model.py) "
+                         "without one: use --report, or 'tf2torch convert' for a model.pt2")
+    names = {n.name for n in load_program(manifest).graph.nodes}
+    write_atomic(args.node_data, json.dumps(node_data(report.trace, names), indent=1) + "\n")
 
 
 def _keras_backend(args: argparse.Namespace, debug: bool) -> Any:

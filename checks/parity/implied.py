@@ -4,7 +4,8 @@ Standard-normal noise is what a model least expects: an image model that rescale
 near-black images, an embedding indexed past its table makes TensorFlow fail, a padding mask of
 random bits masks the middle of a sequence. So, per input:
 
-- integer input reaching a ``Gather``'s indices (an embedding): ``[0, rows)``;
+- integer input reaching a ``Gather``'s indices (an embedding): ``[0, rows)``; a float input too when it gets
+  there through a ``Cast`` (Keras' Embedding casts float ids), drawn as whole numbers;
 - float input whose first arithmetic is an affine map by constants ``y = s*x + o``:
   a scalar scale below 1 (``Rescaling``) gives uniform ``x`` in ``[0, (1 - o)/s]``, so ``y`` spans
   ``[o, 1]`` (``[0, 255]`` for ``Rescaling(1/255)`` and for ``Rescaling(1/127.5, offset=-1)``);
@@ -61,25 +62,42 @@ def infer(onnx_path: Path, specs: tuple[TensorSpec, ...]) -> dict[str, Implied]:
     """Input name -> how the graph says to draw it (inputs it says nothing about are left out)."""
     import onnx
 
-    if not Path(onnx_path).is_file():
-        return {}
-    model = onnx.load(str(onnx_path), load_external_data=False)
     implied: dict[str, Implied] = {}
-    for name, (low, high) in index_ranges(model, specs).items():
-        implied[name] = Implied("integers", low, high, f"indexes a table of {high} rows")
-    graph = _Graph(model)
+    graph = None
+    if Path(onnx_path).is_file():  # a port output has no model.onnx: the shape rules below still apply
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        for name, (low, high) in index_ranges(model, specs).items():
+            implied[name] = Implied("integers", low, high, f"indexes a table of {high} rows")
+        graph = _Graph(model)
     for spec in specs:
         if spec.name in implied:
             continue
         if _is_mask(spec):
             implied[spec.name] = Implied("prefix_mask", 0, 2, "a padding mask")
         elif spec.dtype.startswith(("float", "bfloat")):
-            found = graph.affine_after(spec.tf_name)  # model.onnx's input names are the TF keys
+            found = graph.affine_after(spec.tf_name) if graph else None  # model.onnx's input names are the TF keys
             if found is not None:
                 implied[spec.name] = _from_affine(*found, spec)
             elif _is_image(spec):
                 implied[spec.name] = Implied("uniform", *PIXEL_RANGE, "an image input: pixel values")
     return implied
+
+
+def from_keras(source: str | Path, specs: tuple[TensorSpec, ...], custom_objects: Any = None,
+               debug: bool = False) -> dict[str, Implied]:
+    """What a Keras file's layer graph implies (the TF worker's ``implied``: Embedding table sizes, Rescaling,
+    Normalization, the labels of a CTC or sparse loss), by manifest input name; {} for other sources."""
+    from migrate.tf.client import run_worker
+    from migrate.tf.custom_objects import specs as custom_specs
+    from migrate.tf.source_kind import source_kind
+
+    if source_kind(Path(source)) not in ("keras", "h5"):
+        return {}
+    answer = run_worker("implied", {"source": str(source), "custom_objects": custom_specs(custom_objects)},
+                        debug=debug)
+    by_key = {key: spec.name for spec in specs for key in (spec.tf_name, spec.name)}
+    return {by_key[key]: Implied(h["kind"], h["low"], h["high"], h["reason"])
+            for key, h in answer["inputs"].items() if key in by_key}
 
 
 def _is_mask(spec: TensorSpec) -> bool:
@@ -115,7 +133,8 @@ def index_ranges(model: Any, specs: tuple[TensorSpec, ...]) -> dict[str, tuple[i
 
     # model.onnx names its inputs by the TF signature's keys (tf_name); the ranges are keyed by name.
     integer_inputs = {s.tf_name: s.name for s in specs if s.dtype.startswith(("int", "uint"))}
-    if not integer_inputs:
+    float_inputs = {s.tf_name: s.name for s in specs if s.dtype.startswith(("float", "bfloat"))}
+    if not integer_inputs and not float_inputs:
         return {}
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
@@ -141,8 +160,9 @@ def index_ranges(model: Any, specs: tuple[TensorSpec, ...]) -> dict[str, tuple[i
         if not table or not -len(table) <= axis < len(table) or not table[axis]:
             continue
         rows = int(table[axis])
-        for onnx_name in _upstream_inputs(node.input[1], producers, set(integer_inputs)):
-            name = integer_inputs[onnx_name]
+        found = {integer_inputs[n] for n in _upstream_inputs(node.input[1], producers, set(integer_inputs))}
+        found |= {float_inputs[n] for n in _cast_ids(node.input[1], producers, set(float_inputs))}
+        for name in found:
             low, high = ranges.get(name, (0, rows))
             ranges[name] = (low, min(high, rows))
     return ranges
@@ -161,6 +181,31 @@ def _upstream_inputs(tensor: str, producers: dict[str, Any], inputs: set[str]) -
         if node is not None and node.op_type not in _SHAPE_ONLY_OPS:
             stack.extend(i for i in node.input if i)
     return found
+
+
+def _cast_ids(tensor: str, producers: dict[str, Any], inputs: set[str]) -> set[str]:
+    """Float inputs whose values reach a Gather's indices through a Cast (Keras' Embedding casts float ids:
+    ``Input(shape=(maxlen,))`` feeding an Embedding). Between the Gather and the Cast any op may sit (Keras
+    wraps negative ids); between the Cast and the input only value-preserving ops, not arithmetic."""
+    found, seen, stack = set(), set(), [(tensor, False)]
+    while stack:
+        name, cast = stack.pop()
+        if (name, cast) in seen:
+            continue
+        seen.add((name, cast))
+        if name in inputs and cast:
+            found.add(name)
+        node = producers.get(name)
+        if node is None or node.op_type in _SHAPE_ONLY_OPS or (cast and node.op_type not in _ID_PATH):
+            continue
+        data = node.input[:1] if cast and node.op_type in _INDEXED else node.input
+        stack.extend((i, cast or node.op_type == "Cast") for i in data if i)
+    return found
+
+
+#: Ops a float id passes through between the input and its Cast (only the data operand of those in _INDEXED).
+_ID_PATH = frozenset({"Cast", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Identity", "Transpose", "Flatten", "Gather"})
+_INDEXED = frozenset({"Gather", "Slice", "Reshape", "Squeeze", "Unsqueeze"})
 
 
 class _Graph:

@@ -132,6 +132,8 @@ def _draw(rng: Any, spec: TensorSpec, shape: tuple[int, ...], options: InputOpti
             return rng.uniform(*low_high, shape).astype(dtype)
         if hint is not None and hint.kind == "uniform":
             return rng.uniform(hint.low, hint.high, shape).astype(dtype)
+        if hint is not None and hint.kind == "integers":  # float token ids or labels: whole numbers in range
+            return rng.integers(int(hint.low), int(hint.high), shape).astype(dtype)
         if hint is not None and hint.kind == "normal":
             return (rng.standard_normal(shape) * hint.high + hint.low).astype(dtype)
         return rng.standard_normal(shape).astype(dtype)

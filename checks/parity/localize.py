@@ -27,6 +27,7 @@ from typing import Any
 
 from checks.parity.runners import load_program, onnx_feeds, onnx_session
 from checks.parity.specs import Manifest
+from migrate.core.compare import relative_error
 
 
 def torch_module_name(node: Any) -> str:
@@ -111,30 +112,12 @@ def _depths(model: Any) -> dict[str, int]:
     return depth
 
 
-def relative_error(actual: Any, expected: Any) -> float:
-    """``max|actual - expected| / max|expected|`` over finite positions; inf where they differ in kind or NaNs."""
-    import numpy as np
+def trace(manifest: Manifest, batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every ONNX node output with a torch counterpart, in topological order, worst over the batches.
 
-    if actual.shape != expected.shape:
-        return float("inf")
-    if expected.dtype.kind not in "fc":
-        return 0.0 if np.array_equal(actual, expected) else float("inf")
-    a, e = actual.astype(np.float64), expected.astype(np.float64)
-    finite = np.isfinite(e) & np.isfinite(a)
-    if not np.array_equal(np.isnan(a), np.isnan(e)) or not np.array_equal(a[~finite & ~np.isnan(e)],
-                                                                            e[~finite & ~np.isnan(e)]):
-        return float("inf")
-    if not finite.any():
-        return 0.0
-    scale = float(np.abs(e[finite]).max())
-    diff = float(np.abs(a[finite] - e[finite]).max())
-    return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
-
-
-def first_divergence(manifest: Manifest, batches: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The first ONNX node (topological order) whose torch value differs beyond rounding while its inputs agree.
-
-    Batches are tried in order; the first one with such a node decides. None when no node qualifies.
+    Each entry: ``onnx_node``, ``onnx_op``, ``tf_op``, ``torch_node`` (``name (target)``), ``torch_nodes``
+    (every model.pt2 node of its group), ``max_abs_err``, ``relative_err`` (of the value's scale),
+    ``rounding_bound``, ``inherited_err``, ``depth`` and ``diverges`` (the module docstring's rule).
     """
     import numpy as np
 
@@ -147,10 +130,12 @@ def first_divergence(manifest: Manifest, batches: list[dict[str, Any]]) -> dict[
         member_set = set(members)
         exported[name] = [n for n in members if not n.users or any(u not in member_set for u in n.users)]
     depths = _depths(model)
+    entries: dict[str, dict[str, Any]] = {}
     for ort_values, recorded in zip(ort_batches, torch_batches):
         errors: dict[str, float] = {}
         for onnx_node in model.graph.node:
-            candidates = [n for n in exported.get(torch_module_name(onnx_node), []) if n.name in recorded]
+            group = torch_module_name(onnx_node)
+            candidates = [n for n in exported.get(group, []) if n.name in recorded]
             inherited = max((errors.get(i, 0.0) for i in onnx_node.input if i), default=0.0)
             for out in onnx_node.output:
                 expected = ort_values.get(out)
@@ -163,17 +148,34 @@ def first_divergence(manifest: Manifest, batches: list[dict[str, Any]]) -> dict[
                 rel, node = best
                 errors[out] = rel
                 bound = ROUNDING_ULPS * _EPS32 * (depths.get(out, 0) + 1)
-                if rel > bound and rel > GROWTH * inherited:
-                    actual = recorded[node.name].cpu().numpy().astype(np.float64)
-                    diff = np.abs(actual - expected.astype(np.float64))
-                    return {"onnx_node": onnx_node.name or torch_module_name(onnx_node),
-                            "onnx_op": onnx_node.op_type, "tf_op": tf_op_name(onnx_node.name),
-                            "torch_node": f"{node.name} ({node.target})",
-                            "max_abs_err": float(np.nanmax(diff)) if diff.size else 0.0,
-                            "relative_err": rel if math.isfinite(rel) else None, "rounding_bound": bound,
-                            "inherited_err": inherited if math.isfinite(inherited) else None,
-                            "depth": depths.get(out, 0)}
-    return None
+                diff = np.abs(recorded[node.name].cpu().numpy().astype(np.float64) - expected.astype(np.float64))
+                entry = {"onnx_node": onnx_node.name or group, "onnx_op": onnx_node.op_type,
+                         "tf_op": tf_op_name(onnx_node.name), "torch_node": f"{node.name} ({node.target})",
+                         "torch_nodes": [n.name for n in groups.get(group, [])],
+                         "max_abs_err": float(np.nanmax(diff)) if diff.size else 0.0,
+                         "relative_err": rel if math.isfinite(rel) else None, "rounding_bound": bound,
+                         "inherited_err": inherited if math.isfinite(inherited) else None,
+                         "depth": depths.get(out, 0), "diverges": rel > bound and rel > GROWTH * inherited}
+                old = entries.get(out)
+                if old is None or (entry["diverges"], _num(rel)) > (old["diverges"], _num(old["relative_err"])):
+                    entries[out] = entry
+    return list(entries.values())
+
+
+def _num(value: float | None) -> float:
+    return float("inf") if value is None else value
+
+
+def first_divergence(manifest: Manifest, batches: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first ONNX node (topological order) whose torch value differs beyond rounding while its inputs agree
+    (None when no node qualifies)."""
+    return first_in(trace(manifest, batches))
+
+
+def first_in(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first diverging entry of a :func:`trace`, without the per-group node list."""
+    entry = next((e for e in entries if e["diverges"]), None)
+    return None if entry is None else {k: v for k, v in entry.items() if k not in ("torch_nodes", "diverges")}
 
 
 def _best_match(candidates: list[Any], recorded: dict[str, Any], expected: Any) -> tuple[float, Any] | None:

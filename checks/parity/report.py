@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from checks.parity.numeric import Stats
+from migrate.core.compare import Stats
 
 FORMATS = ("text", "json", "junit")
 
@@ -67,6 +67,8 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     inputs: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    trace: list[dict[str, Any]] = field(default_factory=list)  # localize.trace, for --report/--node-data
+    versions: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -81,7 +83,7 @@ class Report:
                 "seed": self.seed, "pairs": list(self.pairs), "outputs": [o.to_dict() for o in self.outputs],
                 "first_divergence": self.first_divergence, "verdict_pairs": list(self.verdict_pairs),
                 "atol_scale": self.atol_scale, "warnings": list(self.warnings), "inputs": list(self.inputs),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), **({"layers": self.trace} if self.trace else {})}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -94,6 +96,27 @@ class Report:
 
     def render(self, fmt: str) -> str:
         return {"text": self.to_text, "json": self.to_json, "junit": self.to_junit}[fmt]()
+
+    def to_html(self) -> str:
+        """The self-contained page of ``--report`` (``checks.parity.html``)."""
+        from checks.parity import html
+        from checks.parity.node_data import ratio
+
+        gating = [o for o in self.outputs if o.gating]
+        trace = [{"name": e["tf_op"] or e["onnx_node"], "error": e["relative_err"],
+                  "tolerance": e["rounding_bound"], "diverges": e["diverges"],
+                  "detail": f"ONNX {e['onnx_op']} {e['onnx_node']}, torch {e['torch_node']}, "
+                            f"{ratio(e):.3g}x its tolerance"} for e in self.trace]
+        return html.render({
+            "title": "tf2torch parity", "passed": self.passed,
+            "summary": f"{len(gating) - len(self.failures())} of {len(gating)} comparisons on "
+                       f"{', '.join(self.verdict_pairs)} within |actual - expected| <= atol + rtol*|expected|; "
+                       f"{self.iterations} batch(es), seed {self.seed}",
+            "inputs": self.inputs, "versions": self.versions, "warnings": self.warnings, "notes": self.notes,
+            "outputs": [o.to_dict() for o in self.outputs], "trace": trace,
+            "trace_label": "relative error max|torch - ONNX Runtime| / max|ONNX Runtime| of every ONNX node's "
+                           "output, named by the TensorFlow op it came from; tolerance: float32 rounding at its "
+                           "depth (checks.parity.localize)"})
 
     def __str__(self) -> str:
         return self.to_text()

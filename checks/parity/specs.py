@@ -73,6 +73,7 @@ class Manifest:
     outputs: tuple[TensorSpec, ...]
     source_path: str | None = None  # the SOURCE it was converted from, as the manifest records it
     kind: str = "convert"  # "port": model.py + weights.safetensors, no model.pt2 or model.onnx
+    versions: dict[str, str] | None = None  # what wrote it (TensorFlow, tf2onnx, torch, ...)
 
     @property
     def pt2(self) -> Path:
@@ -110,4 +111,5 @@ def load_manifest(converted: str | Path) -> Manifest:
         raise InputError(f"{where}: lists no outputs; re-run 'tf2torch convert'")
     signature = (data.get("source") or {}).get("signature") or "serving_default"
     return Manifest(directory=directory, signature=signature, inputs=inputs, outputs=outputs,
-                    source_path=(data.get("source") or {}).get("path"), kind=data.get("kind") or "convert")
+                    source_path=(data.get("source") or {}).get("path"), kind=data.get("kind") or "convert",
+                    versions={str(k): str(v) for k, v in (data.get("versions") or {}).items()})

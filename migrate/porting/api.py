@@ -193,6 +193,8 @@ def _verify(module: Any, reference: Path, inputs: list[dict], outputs: list[dict
     import numpy as np
     import torch
 
+    from migrate.core.compare import compare, scale_of, tolerance
+
     module.eval()
     worst: dict[str, float] = {}
     with np.load(reference) as ref, torch.no_grad(), warnings.catch_warnings():
@@ -208,13 +210,13 @@ def _verify(module: Any, reference: Path, inputs: list[dict], outputs: list[dict
                 if have.shape != want.shape:
                     raise ConversionError(f"the ported module's output {spec['name']} has shape {have.shape}, Keras "
                                           f"{want.shape}; this is a tf2torch bug, please report it")
-                err = np.abs(have.astype(np.float64) - want)
-                scale = max(1.0, float(np.abs(want).max(initial=0.0)))
-                if not np.all(err <= 1e-4 * scale + 1e-3 * np.abs(want)):
+                scale = max(1.0, scale_of(want))
+                stats = compare(have, want, tolerance((1e-4, scale), rtol=1e-3), strict_dtype=False)
+                if not stats.passed:
                     raise ConversionError(f"the ported module's output {spec['name']} differs from Keras by up to "
-                                          f"{err.max():.3g} (Keras values up to {scale:.3g}); this is a tf2torch "
-                                          "bug, please report it")
-                worst[spec["name"]] = max(worst.get(spec["name"], 0.0), float(err.max(initial=0.0)))
+                                          f"{stats.max_abs_err:.3g} (Keras values up to {scale:.3g}); this is a "
+                                          "tf2torch bug, please report it")
+                worst[spec["name"]] = max(worst.get(spec["name"], 0.0), stats.max_abs_err)
     return worst
 
 

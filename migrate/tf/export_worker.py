@@ -7,6 +7,7 @@ needs TensorFlow lives here and talks to the torch side through files only:
 * ``export``  - load SOURCE, pick a signature, write ``signature.json`` and ``model.onnx`` (tf2onnx).
 * ``predict`` - run the signature on arrays from an ``.npz`` and write the outputs to an ``.npz``
   (a Keras file runs as the Keras model itself, ``training=False``: the independent reference).
+* ``implied`` - what a Keras file's layers say about each input's values (parity's default inputs).
 
 The request is a JSON object ``{"command": ..., "result": PATH, ...}``; the worker writes
 ``{"ok": true, ...}`` or ``{"ok": false, "exit_code": 1|2, "message": "..."}`` to ``result``.
@@ -20,6 +21,7 @@ import os
 import re
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +236,8 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
     placeholder_by_key = _placeholders(input_specs, input_names)
     readable = _readable_names([key for key, _ in input_specs])  # manifest names; ONNX keeps the keys
     rename = {placeholder_by_key[key]: key for key, _ in input_specs}
-    warnings = tf_graph_fixes.training_mode_warnings(func.graph.as_graph_def())
+    keras_file = loaded.kind in ("keras", "h5")
+    warnings = tf_graph_fixes.training_mode_warnings(func.graph.as_graph_def(), output_names, keras_file)
     rename.update({name: key for (key, _), name in zip(output_specs, output_names)})
 
     try:
@@ -265,6 +268,11 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         raise ConversionError(f"tf2onnx failed to convert the graph ({type(exc).__name__}: {first_line(exc, 300)})") from exc
     bad = _unsupported_nodes(model_proto)
+    random = tf_graph_fixes.random_layers(func.graph.as_graph_def(), output_names)
+    if bad and random and set(bad) <= tf_graph_fixes.RANDOM_OPS | tf_graph_fixes.AUGMENTATION_OPS:
+        raise ConversionError(tf_graph_fixes.random_warning(random, tf_graph_fixes.KERAS_FILE_HINT if keras_file
+                                                            else "") + f" (these have no ONNX export: "
+                              f"{', '.join(sorted(bad))})")
     if bad:
         parts = [f"{op} ({len(names)} node{'s' if len(names) > 1 else ''}, first: {', '.join(names[:3])})"
                  for op, names in sorted(bad.items(), key=lambda kv: -len(kv[1]))]
@@ -321,8 +329,10 @@ def predict(request: dict[str, Any]) -> dict[str, Any]:
         try:
             result = loaded.func(**feeds)
         except Exception as exc:
-            raise InputError(f"TensorFlow failed to run signature {loaded.signature!r} "
-                              f"({type(exc).__name__}: {first_line(exc, 300)})") from exc
+            from migrate.tf.keras_source import innermost
+
+            traceback.print_exc()
+            raise InputError(f"TensorFlow failed to run signature {loaded.signature!r} ({innermost(exc)})") from exc
         flat = {k: v.numpy() for k, v in result.items()} if isinstance(result, dict) else {
             f"output_{i}": t.numpy() for i, t in enumerate(tf.nest.flatten(result))}
         np.savez(out_path, **flat)
@@ -343,12 +353,24 @@ def _predict_keras(request: dict[str, Any]) -> dict[str, Any]:
         except Tf2TorchError as exc:
             raise type(exc)(f"{in_path}: {exc}") from exc
         except Exception as exc:
-            raise InputError(f"Keras failed to run the model ({type(exc).__name__}: {first_line(exc, 300)})") from exc
+            traceback.print_exc()  # the whole chain, in the worker's log (shown with --debug)
+            raise InputError(f"Keras failed to run the model ({keras_source.innermost(exc)})") from exc
         np.savez(out_path, **outputs)
     return {"ok": True}
 
 
-COMMANDS = {"export": export, "predict": predict}
+def implied(request: dict[str, Any]) -> dict[str, Any]:
+    """What a Keras source's layer graph says about realistic values of each input (``keras_source.implied_inputs``);
+    nothing for a SavedModel (its ONNX graph answers that)."""
+    if source_kind(Path(request["source"])) not in ("keras", "h5"):
+        return {"inputs": {}}
+    from migrate.tf import keras_source
+    import_tf()
+    model = keras_source.load(Path(request["source"]), request.get("custom_objects") or [])
+    return {"inputs": keras_source.implied_inputs(model)}
+
+
+COMMANDS = {"export": export, "predict": predict, "implied": implied}
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@
   TF ``Erfc``. ONNX has no Erfc either, so it is exported as ``1 - Erf(x)``.
 
 And one check, :func:`training_mode_warnings`: a serving function that computes BatchNorm with batch
-statistics or draws random numbers (dropout) was exported in training mode. Converting it faithfully
-gives a model that is wrong for inference, so the user is told how to re-export.
+statistics or draws random numbers (dropout, augmentation) that reach an output was exported in training
+mode. Converting it faithfully gives a model that is wrong for inference, so the user is told how to
+re-export. Random ops that reach no output (an LSTM's dropout masks in inference mode) are not reported.
 
 Imported only by the TF worker; never imports torch.
 """
@@ -34,6 +35,10 @@ RANDOM_OPS = frozenset({
 FUSED_BATCH_NORM_OPS = frozenset({"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"})
 REEXPORT_HINT = ("re-export with inference semantics (keras.export.ExportArchive with an endpoint calling "
                  "model(x, training=False)), or convert the .keras/.h5 file, which tf2torch exports that way")
+KERAS_FILE_HINT = ("tf2torch calls this .keras/.h5 model with training=False, so a layer forces training mode "
+                   "itself (training=True in its call): call it with the training flag it is given")
+#: TF ops of Keras' image augmentation layers besides the random draws (RandomRotation, RandomZoom, ...).
+AUGMENTATION_OPS = frozenset({"ImageProjectiveTransformV2", "ImageProjectiveTransformV3"})
 
 _registered = False
 
@@ -91,13 +96,42 @@ def prepare_for_tf2onnx(graph_def: Any, input_names: list[str], output_names: li
     return inline_nested_functions(graph_def, input_names, output_names)
 
 
-def _nodes(graph_def: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """Every node of the graph and of its function library, with the node map of the body it lives in."""
-    bodies = [list(graph_def.node)] + [list(f.node_def) for f in graph_def.library.function]
+def _nodes(graph_def: Any, outputs: list[str] | None = None) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """Every node of the graph and of its function library, with the node map of the body it lives in; with
+    ``outputs`` (tensor names), only the nodes an output depends on (and the functions those call)."""
+    functions = {f.signature.name: f for f in graph_def.library.function}
+    if outputs is None:
+        bodies = [list(graph_def.node)] + [list(f.node_def) for f in functions.values()]
+    else:
+        bodies = [_reaching(list(graph_def.node), [o.split(":")[0] for o in outputs])]
+        called, queue = set(), list(bodies[0])
+        while queue:
+            node = queue.pop()
+            for name in [node.op, *(a.func.name for a in node.attr.values() if a.HasField("func"))]:
+                if name in functions and name not in called:
+                    called.add(name)
+                    body = functions[name]
+                    returns = [r.split(":")[0] for r in body.ret.values()]
+                    kept = _reaching(list(body.node_def), returns)
+                    bodies.append(kept)
+                    queue.extend(kept)
     for body in bodies:
         by_name = {n.name: n for n in body}
         for node in body:
             yield node, by_name
+
+
+def _reaching(body: list[Any], targets: list[str]) -> list[Any]:
+    """The nodes of ``body`` that ``targets`` depend on through data inputs (control edges do not count)."""
+    by_name = {n.name: n for n in body}
+    seen, stack = set(), [t for t in targets if t in by_name]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        stack.extend(i.split(":")[0] for i in by_name[name].input if not i.startswith("^") and i.split(":")[0] in by_name)
+    return [n for n in body if n.name in seen]
 
 
 def _layer(node_name: str) -> str:
@@ -118,11 +152,11 @@ def _reduces_batch_axis(node: Any, by_name: dict[str, Any]) -> bool:
     return 0 in tensor_util.MakeNdarray(axes.attr["value"].tensor).reshape(-1).tolist()
 
 
-def _batch_statistics(graph_def: Any) -> list[str]:
+def _batch_statistics(graph_def: Any, outputs: list[str] | None) -> list[str]:
     """Layers computing BatchNorm from the batch: training-mode FusedBatchNorm, or Keras 3's moments
     (``SquaredDifference(x, StopGradient(Mean(x, axes incl. 0)))``, what its BatchNormalization runs)."""
     layers = []
-    for node, by_name in _nodes(graph_def):
+    for node, by_name in _nodes(graph_def, outputs):
         if node.op in FUSED_BATCH_NORM_OPS and node.attr["is_training"].b:
             layers.append(_layer(node.name))
         elif node.op == "SquaredDifference":
@@ -136,17 +170,32 @@ def _batch_statistics(graph_def: Any) -> list[str]:
     return sorted(set(layers))
 
 
-def training_mode_warnings(graph_def: Any) -> list[str]:
-    """One line per training-mode behaviour found in a serving function's graph (empty when it is clean)."""
+def random_layers(graph_def: Any, outputs: list[str] | None = None) -> list[str]:
+    """Layers (name scopes) whose random-number ops reach an output (all of them when ``outputs`` is None)."""
+    return sorted({_layer(n.name) for n, _ in _nodes(graph_def, outputs) if n.op in RANDOM_OPS})
+
+
+def training_mode_warnings(graph_def: Any, outputs: list[str] | None = None, keras_file: bool = False) -> list[str]:
+    """One line per training-mode behaviour that reaches an output of a serving function (empty when clean).
+
+    ``keras_file``: the source is the .keras/.h5 file, which tf2torch already exports with ``training=False``,
+    so the hint is to fix the layer's call, not to convert the file.
+    """
+    hint = KERAS_FILE_HINT if keras_file else REEXPORT_HINT
     warnings = []
-    batch_norms = _batch_statistics(graph_def)
+    batch_norms = _batch_statistics(graph_def, outputs)
     if batch_norms:
         warnings.append(f"the serving function computes BatchNorm with batch statistics (training mode) in "
                         f"{len(batch_norms)} layer(s), first: {', '.join(batch_norms[:3])}; the converted model "
-                        f"does the same, so its outputs depend on the rest of the batch; {REEXPORT_HINT}")
-    random = sorted({_layer(n.name) for n, _ in _nodes(graph_def) if n.op in RANDOM_OPS})
+                        f"does the same, so its outputs depend on the rest of the batch; {hint}")
+    random = random_layers(graph_def, outputs)
     if random:
-        warnings.append(f"the serving function draws random numbers (dropout or noise in training mode) in "
-                        f"{len(random)} place(s), first: {', '.join(random[:3])}; outputs change from call to "
-                        f"call; {REEXPORT_HINT}")
+        warnings.append(random_warning(random, hint))
     return warnings
+
+
+def random_warning(layers: list[str], hint: str = "") -> str:
+    """The line for random ops that reach an output: dropout, noise or augmentation left in training mode."""
+    return (f"the serving function draws random numbers (dropout, noise or augmentation layers in training mode) in "
+            f"{len(layers)} place(s), first: {', '.join(layers[:3])}; outputs change from call to call; "
+            f"{hint or REEXPORT_HINT}")

@@ -16,11 +16,19 @@ not the ``keras_tensor_156`` that Keras gives unnamed inputs in its own exports.
 from __future__ import annotations
 
 import re
+import traceback
 from pathlib import Path
 from typing import Any
 
 from migrate.core.errors import InputError, first_line
 from migrate.tf import custom_objects as custom
+
+#: A class whose ``__init__`` refuses the config Keras passes back (no ``**kwargs``).
+_UNEXPECTED = re.compile(r"([\w.]+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+#: Keras' wrappers around the real error: the deserialization and the layer-call context.
+_ENCOUNTERED = re.compile(r"Exception encountered:\s*(.+)", re.DOTALL)
+_CALL_CONTEXT = re.compile(r"^Exception encountered when calling [^\n]*\n(.*?)(?:\n\s*Arguments received by|\Z)", re.DOTALL)
+_TF_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*")
 
 #: Keras 3 (``Could not locate class 'X'``) and legacy .h5 (``Unknown layer: 'X'``) messages for a missing class.
 _MISSING = re.compile(r"Could not locate (class|function) '([^']+)'|Unknown (layer|object|activation)[^:]*: '?([\w.>]+)")
@@ -42,8 +50,39 @@ def load(source: Path, custom_objects: list[dict[str, Any]]) -> Any:
                      "Python: custom_objects=...)")
             raise InputError(f"{source}: the model uses the custom {kind} {name!r}, which is not "
                                    f"available{given}") from exc
-        raise InputError(f"{source}: not a readable Keras model ({type(exc).__name__}: {first_line(exc, 300)}); "
+        traceback.print_exc()  # the whole chain, in the worker's log (shown with --debug)
+        cause = innermost(exc)
+        unexpected = _UNEXPECTED.search(cause)
+        if unexpected:
+            cls = unexpected.group(1).split(".")[-1]
+            raise InputError(f"{source}: Keras cannot rebuild the custom layer {cls} ({cause}): Keras passes the "
+                             f"saved config (name, trainable, dtype, ...) back to {cls}.__init__; accept **kwargs in "
+                             f"__init__ and pass them to super().__init__(**kwargs), or define get_config (and "
+                             "from_config), then save the model again") from exc
+        raise InputError(f"{source}: not a readable Keras model ({cause}); "
                                "check the file is a model saved by model.save") from exc
+
+
+def innermost(error: BaseException, limit: int = 300) -> str:
+    """``Type: text`` of the innermost error behind ``error``: the end of its ``__cause__``/``__context__`` chain,
+    with Keras' wrappers ("could not be deserialized properly ... Exception encountered: X", "Exception
+    encountered when calling L.call(). X Arguments received by ...") and TensorFlow's node prefix removed."""
+    seen = set()
+    while (error.__cause__ or error.__context__) is not None and id(error) not in seen:
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    text, name = str(error).strip(), type(error).__name__
+    for _ in range(4):  # Keras nests its wrappers
+        nested = _ENCOUNTERED.search(text)
+        call = _CALL_CONTEXT.search(text)
+        if nested and not text.startswith("Exception encountered when calling"):
+            text = nested.group(1).strip()
+        elif call and call.group(1).strip():
+            text = call.group(1).strip()
+        else:
+            break
+    text = _TF_NODE.sub("", text)
+    return f"{name}: {first_line(text, limit)}"
 
 
 def _signature(model: Any) -> list[Any]:
@@ -120,3 +159,79 @@ def call(model: Any, feeds: dict[str, Any]) -> dict[str, Any]:
     if isinstance(result, dict):
         return {k: v.numpy() for k, v in result.items()}
     return {f"output_{i}": t.numpy() for i, t in enumerate(tf.nest.flatten(result))}
+
+
+#: Keras operations that pass an input's values on unchanged (or a slice of them): the search walks through.
+_PASS_THROUGH = frozenset({"InputLayer", "Cast", "Reshape", "Flatten", "Permute", "ExpandDims", "Squeeze", "GetItem",
+                           "Identity", "Slice", "Take"})
+
+
+def _source_input(tensor: Any, names: dict[int, str]) -> str | None:
+    """The model input whose values ``tensor`` carries (through :data:`_PASS_THROUGH` operations), else None."""
+    for _ in range(32):
+        if id(tensor) in names:
+            return names[id(tensor)]
+        history = getattr(tensor, "_keras_history", None)
+        op = getattr(history, "operation", None)
+        if op is None or type(op).__name__ not in _PASS_THROUGH:
+            return None
+        nodes = getattr(op, "_inbound_nodes", [])
+        if history.node_index >= len(nodes) or not nodes[history.node_index].input_tensors:
+            return None
+        tensor = nodes[history.node_index].input_tensors[0]
+    return None
+
+
+def _loss_kind(layer: Any) -> str | None:
+    """"ctc" or "sparse" for a layer whose class computes a CTC or sparse categorical loss (an endpoint layer such
+    as the Keras examples' ``CTCLayer``; its name or source says which)."""
+    import inspect
+
+    try:
+        text = (type(layer).__name__ + inspect.getsource(type(layer))).lower()
+    except (OSError, TypeError):
+        text = type(layer).__name__.lower()
+    return "ctc" if "ctc" in text else "sparse" if "sparse_categorical" in text else None
+
+
+def implied_inputs(model: Any) -> dict[str, dict[str, Any]]:
+    """Input name -> how the Keras graph says to draw it, for the layers that consume it directly:
+    ``Embedding`` (ids in ``[0, input_dim)``), ``Rescaling`` (pixels), ``Normalization`` (its mean and std),
+    and the labels of a CTC (``[0, classes - 1)``: the last class is the blank) or sparse loss (``[0, classes)``).
+    """
+    import numpy as np
+
+    inputs = list(getattr(model, "inputs", None) or [])
+    names = dict(zip((id(t) for t in inputs), input_names(model))) if len(inputs) == len(input_names(model)) else {}
+    found: dict[str, dict[str, Any]] = {}
+    for layer in getattr(model, "layers", []):
+        cls = type(layer).__name__
+        for node in getattr(layer, "_inbound_nodes", []):
+            tensors = list(node.input_tensors)
+            sources = [_source_input(t, names) for t in tensors]
+            first = sources[0] if sources else None
+            if cls == "Embedding" and first:
+                rows = int(layer.input_dim)
+                low, high = found.get(first, {}).get("low", 0), min(found.get(first, {}).get("high", rows), rows)
+                found[first] = {"kind": "integers", "low": low, "high": high,
+                                "reason": f"indexes Embedding {layer.name!r} ({rows} rows)"}
+            elif cls == "Rescaling" and first and np.ndim(layer.scale) == 0 and 0 < float(layer.scale) < 1:
+                s, o = float(layer.scale), float(np.ravel(layer.offset)[0]) if np.size(layer.offset) == 1 else 0.0
+                found.setdefault(first, {"kind": "uniform", "low": 0.0, "high": float(f"{(1.0 - o) / s:.6g}"),
+                                         "reason": f"rescaled by {s:.4g} (offset {o:g}) in {layer.name!r}"})
+            elif cls == "Normalization" and first and getattr(layer, "mean", None) is not None:
+                mean = np.asarray(layer.mean, np.float64).ravel()
+                std = np.sqrt(np.maximum(np.asarray(layer.variance, np.float64).ravel(), 1e-12))
+                found.setdefault(first, {"kind": "normal", "low": mean.tolist(), "high": std.tolist(),
+                                         "reason": f"normalized by {layer.name!r}"})
+            elif len(tensors) >= 2 and any(sources) and _loss_kind(layer):
+                kind = _loss_kind(layer)
+                for source, other in ((s, t) for s, t in zip(sources, reversed(tensors)) if s):
+                    classes = other.shape[-1] if getattr(other, "shape", None) else None
+                    if classes:
+                        high = int(classes) - 1 if kind == "ctc" else int(classes)
+                        found[source] = {"kind": "integers", "low": 0, "high": high,
+                                         "reason": f"labels of the {kind.upper() if kind == 'ctc' else kind} loss in "
+                                                   f"{layer.name!r} ({classes} classes"
+                                                   + (", the last one the blank)" if kind == "ctc" else ")")}
+    return found

@@ -217,6 +217,24 @@ def _layer_value(layer: Any, inputs: Any, output: Any) -> Any:
         layer.activation = activation
 
 
+def _own_error(probe: Any, x: Any, model: Any, names: list[str], layers: list[Any], eager: list[Any]) -> dict[str, Any]:
+    """Keras' own rounding error on the training-mode forward: eager (what is compared) against the same call
+    traced by ``tf.function`` (``own/out/NAME``, ``own/layer/NAME``; ``migrate.core.compare``'s reference term).
+    A LayerNorm over one channel gives beta + 6.75e-5 eagerly and beta traced. Statistics the call updates
+    (BatchNorm) are restored, so the training step itself is unchanged."""
+    import numpy as np
+    import tensorflow as tf
+
+    saved = [v.numpy() for v in model.non_trainable_variables]
+    traced = tf.function(lambda inputs: probe(inputs, training=True))(x)
+    for variable, value in zip(model.non_trainable_variables, saved):
+        variable.assign(value)
+    gaps = [np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max(initial=0.0)
+            for a, b in zip(eager, tf.nest.flatten(traced))]
+    keys = [f"own/out/{n}" for n in names] + [f"own/layer/{layer.name}" for layer in layers]
+    return {k: np.asarray(g) for k, g in zip(keys, gaps)}
+
+
 def train(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
@@ -292,6 +310,7 @@ def train(request: dict[str, Any]) -> dict[str, Any]:
                            for v, g in zip(trainable, grads) if g is not None})
             result["loss_total"] = np.asarray(float(total))
             result["loss_reg"] = np.asarray(float(reg))
+            result.update(_own_error(probe, x, model, names, [layer for layer, _, _ in probed], flat))
         opt.apply_gradients(zip(grads, trainable))
     result.update({f"after/{_path(v)}": v.numpy() for v in model.weights})
     np.savez(request["result_npz"], **result)

@@ -27,19 +27,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from checks.parity.train.report import Check, TrainReport, forward_stats
+from checks.parity.train.report import Check, TrainReport, check
+from migrate.core.compare import max_abs_error, scale_of, tolerance
 from migrate.core.errors import InputError
 
 #: (atol factor on the reference's scale, rtol) per stage.
 FORWARD, GRADIENT = (1e-5, 1e-4), (1e-4, 1e-3)
 STEP_ATOL, STATS_ATOL, WEIGHT_ATOL = 1e-3, 1e-2, 1e-6
-#: Every atol also gets NOISE x the torch side's own float32 error on that quantity (the same steps run in
-#: float64). Keras' float32 error differs in size (other kernels, other summation order): measured on the
-#: keras.applications fixtures, Keras - torch reaches 9x torch's own error (EfficientNetB0, docs/parity.md).
-NOISE = 10.0
 #: Explanations for the first divergence, by stage.
-WHY = {"forward": "its training-mode output differs first (check BatchNorm eps/momentum, weight layout, "
-                  "activations)",
+WHY = {"forward": "its training-mode output differs first (check its parameters, weight layout, activation)",
        "output": "a model output differs although every compared layer matches",
        "loss": "the loss differs on equal outputs (loss function, from_logits, a softmax before the loss)",
        "gradient": "its gradient differs first on equal outputs and loss (a regulariser, a frozen weight)",
@@ -95,11 +91,55 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
             script.write_text(render(answer["config"], manifest))
         train = _import(script)
         exact = copy.deepcopy(module).double()
-        torch_side = _run_torch(module, train, manifest, answer, keras, steps)
+        file = Path(out) / "model.py" if weights_map is None else Path(str(out).rpartition(":")[0])
+        torch_side = _run_torch(module, train, manifest, answer, keras, steps, source=file)
         gaps = _noise(torch_side, _run_torch(exact, train, manifest, answer, keras, steps, double=True))
     report = _report(answer, manifest, keras, torch_side, steps, script.parent == Path(out), gaps)
     report.seed, report.atol, report.rtol = (None if inputs is not None else seed), *FORWARD
+    report.inputs = [{"name": n, "values": f"{keras[f'in/{n}'].dtype} {tuple(keras[f'in/{n}'].shape)}",
+                      "reason": f"--inputs {inputs}" if inputs is not None else
+                      f"drawn by the Keras worker for its layers (seed {seed})"} for n in answer["inputs"]]
+    from checks.parity.api import runtime_versions
+
+    report.versions = runtime_versions()
     return report
+
+
+#: What to check first when a layer's training-mode output differs, by torch module class (prefix).
+HINTS = {"LayerNorm": "LayerNorm eps and the normalized axes", "BatchNorm": "BatchNorm eps, momentum and batch statistics",
+         "KerasBatchNorm": "BatchNorm eps, momentum and batch statistics", "Conv": "kernel layout, padding and strides",
+         "Linear": "the kernel's transpose and the bias", "Embedding": "the table and the ids' range",
+         "GroupNorm": "GroupNorm eps and groups", "MultiheadAttention": "head split, scaling and masks"}
+
+
+def layer_hint(detail: str) -> str:
+    """The first-divergence explanation for a layer, naming its own class and parameters (``detail``)."""
+    cls = detail.split("(", 1)[0].strip()
+    what = next((h for prefix, h in HINTS.items() if cls.startswith(prefix)), "its parameters and weight layout")
+    return f"its training-mode output differs first: {detail}; check {what}"
+
+
+def _source_lines(module: Any, file: Path | None) -> tuple[list[str], int, str]:
+    """The top module's class source in ``file`` (model.py, or the hand-written FILE.py), the line number its
+    ``class`` statement is on, and the file's name (the file is read: port modules are imported off sys.path)."""
+    try:
+        lines = file.read_text().splitlines() if file is not None else []
+    except OSError:
+        lines = []
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"class {type(module).__name__}(")), None)
+    if start is None:
+        return [], 0, "model.py"
+    return lines[start:], start + 1, file.name
+
+
+def describe_module(sub: Any, path: str, source: tuple[list[str], int, str]) -> str:
+    """``LayerNorm((1,), eps=1e-06, elementwise_affine=True) self.norm, model.py line 12``: the torch class with
+    its parameters and the line where the top module assigns it."""
+    text = f"{type(sub).__name__}({sub.extra_repr()}) self.{path}"
+    lines, start, file = source
+    attr = path.split(".")[0]
+    index = next((i for i, line in enumerate(lines) if line.strip().startswith(f"self.{attr} =")), None)
+    return text if index is None else f"{text}, {file} line {start + index}"
 
 
 def _port_manifest(out: Path) -> dict[str, Any]:
@@ -186,7 +226,7 @@ def _layout(array: Any, spec: dict[str, Any]) -> Any:
 
 
 def _run_torch(module: Any, train: Any, manifest: dict[str, Any], answer: dict[str, Any], keras: dict[str, Any],
-               steps: int, double: bool = False) -> dict[str, Any]:
+               steps: int, double: bool = False, source: Path | None = None) -> dict[str, Any]:
     """The torch step: forward (hooks on the probed layers), loss, backward, clip, optimizer steps
     (``double``: a float64 module, float inputs and targets cast to float64)."""
     import torch
@@ -203,10 +243,13 @@ def _run_torch(module: Any, train: Any, manifest: dict[str, Any], answer: dict[s
     captured: dict[str, Any] = {}
     hooks = []
     names = dict(module.named_modules())
+    modules: dict[str, str] = {}
+    source_lines = _source_lines(module, source)
     for layer in answer["layers"]:
         keys = [torch_of[p].split(".")[:-1] for p in layer["weights"] if p in torch_of]
         path = ".".join(os.path.commonprefix(keys)) if keys else None  # the whole layer (SeparableConv: sep.0, sep.1)
         if path in names:
+            modules[layer["name"]] = describe_module(names[path], path, source_lines)
             def hook(_m: Any, _i: Any, output: Any, name: str = layer["name"]) -> None:
                 captured.setdefault(name, (output[0] if isinstance(output, tuple) else output).detach().numpy())
             hooks.append(names[path].register_forward_hook(hook))
@@ -229,6 +272,7 @@ def _run_torch(module: Any, train: Any, manifest: dict[str, Any], answer: dict[s
             outs = outputs if isinstance(outputs, tuple) else (outputs,)
             result["outputs"] = [o.detach().numpy() for o in outs]
             result["layers"] = dict(captured)
+            result["modules"] = modules
             result["loss_total"], result["loss_reg"] = (data + reg).item(), reg.item()
             result["grads"] = {k: p.grad.detach().numpy().copy() for k, p in params.items() if p.grad is not None}
         if hasattr(train, "clip_gradients"):
@@ -243,10 +287,8 @@ def _run_torch(module: Any, train: Any, manifest: dict[str, Any], answer: dict[s
 
 def _noise(got: dict[str, Any], exact: dict[str, Any]) -> dict[str, Any]:
     """Max |float32 - float64| of the torch side per compared quantity (keys as in ``got``)."""
-    import numpy as np
-
     def gap(a: Any, b: Any) -> float:
-        return float(np.abs(a.astype(np.float64) - b).max(initial=0.0)) if a.shape == b.shape else 0.0
+        return max_abs_error(a, b) if a.shape == b.shape else 0.0
 
     return {"outputs": [gap(a, b) for a, b in zip(got["outputs"], exact["outputs"])],
             "layers": {k: gap(v, exact["layers"][k]) for k, v in got["layers"].items() if k in exact["layers"]},
@@ -256,39 +298,21 @@ def _noise(got: dict[str, Any], exact: dict[str, Any]) -> dict[str, Any]:
             "regularization": abs(got["loss_reg"] - exact["loss_reg"])}
 
 
-def _err(actual: Any, expected: Any, atol: float, rtol: float) -> tuple[float, bool, str | None]:
-    import numpy as np
-
-    if actual.shape != expected.shape:
-        return float("inf"), False, f"shape {tuple(actual.shape)} vs Keras {tuple(expected.shape)}"
-    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-    worst = float(diff.max(initial=0.0))
-    return worst, bool(np.all(diff <= atol + rtol * np.abs(expected))), None
-
-
-def _scale(array: Any) -> float:
-    import numpy as np
-
-    return float(np.abs(array).max(initial=0.0)) if array.size else 0.0
-
-
 def _forward_check(kind: str, name: str, actual: Any, expected: Any, spec: dict[str, Any] | None,
                    noise: float) -> Check | None:
     import numpy as np
 
-    atol = FORWARD[0] * max(_scale(expected), 1.0) + NOISE * noise  # float32 rounding is absolute below 1
+    tol = tolerance((FORWARD[0], max(scale_of(expected), 1.0)), rtol=FORWARD[1], noise=noise)  # rounding is absolute below 1
     if spec is not None:
         expected = _layout(expected, spec)
     elif actual.ndim >= 3 and np.moveaxis(actual, 1, -1).shape == expected.shape:
         # channels-first in torch; where both arrangements fit (C == W), the one that matches
         moved = np.moveaxis(actual, 1, -1)
-        if actual.shape != expected.shape or _err(moved, expected, atol, 0)[0] < _err(actual, expected, atol, 0)[0]:
+        if actual.shape != expected.shape or max_abs_error(moved, expected) < max_abs_error(actual, expected):
             actual = moved
     elif actual.shape != expected.shape:
         return None  # a layer whose torch module returns another arrangement (e.g. an RNN's state tuple)
-    err, ok, message = _err(actual, expected, atol, FORWARD[1])
-    return Check(kind, name, err, atol, ok, message=message, rtol=FORWARD[1],
-                 stats=forward_stats(actual, expected, atol, FORWARD[1]))
+    return check(kind, name, actual, expected, tol, stats=True)
 
 
 def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, Any], got: dict[str, Any],
@@ -302,23 +326,26 @@ def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, A
                          loss={"keras": float(keras["loss_total"]), "torch": got["loss_total"], "passed": True})
     for layer in answer["layers"]:
         if layer["name"] in got["layers"]:
-            check = _forward_check("layer", layer["name"], got["layers"][layer["name"]], keras[f"layer/{layer['name']}"],
-                                   None, gaps["layers"].get(layer["name"], 0.0))
-            if check is not None:
-                check.layer = layer["name"]
-                report.checks.append(check)
+            own = float(keras.get(f"own/layer/{layer['name']}", 0.0))
+            probed = _forward_check("layer", layer["name"], got["layers"][layer["name"]], keras[f"layer/{layer['name']}"],
+                                   None, gaps["layers"].get(layer["name"], 0.0) + own)
+            if probed is not None:
+                probed.layer = layer["name"]
+                probed.detail = got["modules"].get(layer["name"])
+                report.checks.append(probed)
     for spec, tensor, gap in zip(manifest["outputs"], got["outputs"], gaps["outputs"]):
+        own = float(keras.get(f"own/out/{spec['tf_name']}", 0.0))
         report.checks.append(_forward_check("output", spec["name"], tensor, keras[f"out/{spec['tf_name']}"], spec,
-                                            gap))
+                                            gap + own))
     total_k, reg_k = float(keras["loss_total"]), float(keras["loss_reg"])
     for kind, want, have in (("loss", total_k - reg_k, got["loss_total"] - got["loss_reg"]),
                              ("regularization", reg_k, got["loss_reg"])):
-        atol = 1e-6 + 1e-4 * abs(want) + NOISE * gaps[kind]
-        check = Check(kind, kind, abs(have - want), atol, abs(have - want) <= atol,
-                      message=None if abs(have - want) <= atol else f"torch {have:.7g}, Keras {want:.7g}")
-        report.checks.append(check)
+        tol = tolerance((1e-6, 1.0), (1e-4, abs(want)), noise=gaps[kind])
+        one = check(kind, kind, have, want, tol)
+        one.message = None if one.passed else f"torch {have:.7g}, Keras {want:.7g}"
+        report.checks.append(one)
     report.loss["passed"] = all(c.passed for c in report.checks if c.kind in ("loss", "regularization"))
-    floor = GRADIENT[0] * 0.1 * max([_scale(v) for k, v in keras.items() if k.startswith("grad/")], default=0.0)
+    floor = GRADIENT[0] * 0.1 * max([scale_of(v) for k, v in keras.items() if k.startswith("grad/")], default=0.0)
     for entry in manifest["weights"]:
         keras_name, key = entry["keras"], entry["torch"]
         steps_fn = transforms.parse(entry.get("transform"))
@@ -327,29 +354,29 @@ def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, A
         if key in got["parameters"]:
             grad_k, grad_t = keras.get(f"grad/{keras_name}"), got["grads"].get(key)
             if grad_k is None and grad_t is not None:
-                report.checks.append(Check("gradient", key, _scale(grad_t), 0.0, not grad_t.any(), keras_name,
+                report.checks.append(Check("gradient", key, scale_of(grad_t), 0.0, not grad_t.any(), keras_name,
                                            layer, message="Keras does not train this weight (frozen); torch does"))
             elif grad_k is not None and grad_t is None:
                 report.checks.append(Check("gradient", key, float("inf"), 0.0, False, keras_name, layer,
                                            message="Keras trains this weight; torch has no gradient for it"))
             elif grad_k is not None:
                 want = transforms.apply(steps_fn, grad_k)
-                noise = _scale(want) <= floor  # zero but for rounding (a bias before BatchNorm)
-                atol = max(GRADIENT[0] * _scale(want), floor) + NOISE * gaps["grads"].get(key, 0.0)
-                err, ok, message = _err(grad_t, want, atol, GRADIENT[1])
-                report.checks.append(Check("gradient", key, err, atol, ok, keras_name, layer, message))
+                noise = scale_of(want) <= floor  # zero but for rounding (a bias before BatchNorm)
+                tol = tolerance((GRADIENT[0], scale_of(want)), floor=floor, rtol=GRADIENT[1],
+                                noise=gaps["grads"].get(key, 0.0))
+                report.checks.append(check("gradient", key, grad_t, want, tol, keras_name, layer))
         before = transforms.apply(steps_fn, keras[f"before/{keras_name}"])
         after = transforms.apply(steps_fn, keras[f"after/{keras_name}"])
-        delta = _scale(after - before)
+        delta = scale_of(after - before)
         if noise:  # the update follows rounding noise: only its size is held to Keras'
-            delta = max(delta, _scale(got["state"][key] - before)) * 2.0 / STEP_ATOL
+            delta = max(delta, scale_of(got["state"][key] - before)) * 2.0 / STEP_ATOL
         kind = "weight" if key in got["parameters"] else "buffer"
-        atol = ((STEP_ATOL if kind == "weight" else STATS_ATOL) * delta + WEIGHT_ATOL * max(_scale(after), 1.0)
-                + NOISE * gaps["state"].get(key, 0.0))
-        err, ok, message = _err(got["state"][key], after, atol, 0.0)
+        tol = tolerance((STEP_ATOL if kind == "weight" else STATS_ATOL, delta), (WEIGHT_ATOL, max(scale_of(after), 1.0)),
+                        noise=gaps["state"].get(key, 0.0))
+        one = check(kind, key, got["state"][key], after, tol, keras_name, layer)
         if noise:
-            message = "its gradient is float rounding noise, so only the size of its update is compared"
-        report.checks.append(Check(kind, key, err, atol, ok, keras_name, layer, message if not ok or noise else None))
+            one.message = "its gradient is float rounding noise, so only the size of its update is compared"
+        report.checks.append(one)
     report.first_divergence = _first(report)
     report.notes.append("dropout-family layers were the identity on both sides (their random masks cannot match "
                         "across frameworks)" + (f": {', '.join(answer['disabled'])}" if answer["disabled"] else ""))
@@ -369,7 +396,7 @@ def _first(report: TrainReport) -> dict[str, Any] | None:
             if c.kind == kind and not c.passed:
                 return {"stage": stage, "name": c.name, "torch": c.name if kind in ("gradient", "weight", "buffer")
                         else None, "keras": c.keras, "layer": c.layer, "max_abs_err": c.max_abs_err,
-                        "explanation": WHY[stage]}
+                        "explanation": layer_hint(c.detail) if kind == "layer" and c.detail else WHY[stage]}
     return None
 
 

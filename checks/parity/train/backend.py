@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from checks.parity.train.report import Check, TrainReport, forward_stats
+from checks.parity.train.report import Check, TrainReport, check
+from migrate.core.compare import Tolerance, scale_of, tolerance
 from migrate.core.errors import InputError
 
 FORWARD = (1e-5, 1e-4)  # atol factor on max(scale, 1), rtol: as checks.parity.train.api
@@ -58,24 +59,13 @@ def compare_backends(source: str | Path, *, backend: str = "torch", train: bool 
     return report
 
 
-def _check(kind: str, name: str, have: Any, want: Any, atol: float, rtol: float, layer: str | None = None) -> Check:
-    import numpy as np
-
+def _check(kind: str, name: str, have: Any, want: Any, tol: Tolerance, layer: str | None = None) -> Check:
     if have is None:
-        return Check(kind, name, float("inf"), atol, False, layer=layer, message="missing under the torch backend")
+        return Check(kind, name, float("inf"), tol.atol, False, layer=layer, message="missing under the torch backend")
     if have.shape != want.shape:
-        return Check(kind, name, float("inf"), atol, False, layer=layer,
+        return Check(kind, name, float("inf"), tol.atol, False, layer=layer,
                      message=f"shape {have.shape} under torch, {want.shape} under TensorFlow")
-    diff = np.abs(have.astype(np.float64) - want.astype(np.float64))
-    ok = bool(np.all(diff <= atol + rtol * np.abs(want)))
-    return Check(kind, name, float(diff.max(initial=0.0)), atol, ok, layer=layer, rtol=rtol,
-                 stats=forward_stats(have, want, atol, rtol))
-
-
-def _scale(array: Any) -> float:
-    import numpy as np
-
-    return float(np.abs(array).max(initial=0.0)) if array.size else 0.0
+    return check(kind, name, have, want, tol, layer=layer, stats=True)
 
 
 def _report(answer: dict[str, Any], want: dict[str, Any], got: dict[str, Any], train: bool,
@@ -90,22 +80,20 @@ def _report(answer: dict[str, Any], want: dict[str, Any], got: dict[str, Any], t
         tag = "training=True" if mode == "train" else "training=False"
         for layer in answer["layers"]:
             key = f"{mode}/layer/{layer}"
-            atol = FORWARD[0] * max(_scale(want[key]), 1.0)
-            report.checks.append(_check("layer", f"{layer} ({tag})", got.get(key), want[key], atol, FORWARD[1], layer))
+            tol = tolerance((FORWARD[0], max(scale_of(want[key]), 1.0)), rtol=FORWARD[1])
+            report.checks.append(_check("layer", f"{layer} ({tag})", got.get(key), want[key], tol, layer))
         for i, name in enumerate(names):
             key = f"{mode}/out/{i}"
-            atol = FORWARD[0] * max(_scale(want[key]), 1.0)
-            report.checks.append(_check("output", f"{name} ({tag})", got.get(key), want[key], atol, FORWARD[1]))
+            tol = tolerance((FORWARD[0], max(scale_of(want[key]), 1.0)), rtol=FORWARD[1])
+            report.checks.append(_check("output", f"{name} ({tag})", got.get(key), want[key], tol))
     if train:
         lw, lt = float(want["loss"]), float(got["loss"])
-        atol = 1e-6 + 1e-4 * abs(lw)
-        report.checks.append(Check("loss", "loss", abs(lt - lw), atol, abs(lt - lw) <= atol))
+        report.checks.append(check("loss", "loss", lt, lw, tolerance((1e-6, 1.0), (1e-4, abs(lw)))))
         report.loss["passed"] = report.checks[-1].passed
         for path in answer["order"]:
             key = f"after/{path}"
-            atol = WEIGHT_ATOL * 10 * max(_scale(want[key]), 1.0)
-            report.checks.append(_check("weight", path, got.get(key), want[key], atol, 1e-5,
-                                        path.rpartition("/")[0]))
+            tol = tolerance((WEIGHT_ATOL * 10, max(scale_of(want[key]), 1.0)), rtol=1e-5)
+            report.checks.append(_check("weight", path, got.get(key), want[key], tol, path.rpartition("/")[0]))
     failed = next((c for c in report.checks if not c.passed), None)
     if failed is not None:
         report.first_divergence = {"stage": failed.kind, "name": failed.name, "torch": None, "keras": failed.name,

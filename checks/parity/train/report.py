@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from migrate.core.compare import Stats, Tolerance, compare
+
 
 @dataclass
 class Check:
@@ -21,18 +23,21 @@ class Check:
     message: str | None = None
     rtol: float = 0.0
     stats: dict[str, Any] | None = None  # forward checks: DESIGN.md's per-output statistics
+    noise: float = 0.0  # both sides' own measured rounding error, inside atol (migrate.core.compare)
+    detail: str | None = None  # the torch module and its model.py line (layers), for the HTML report
 
 
-def forward_stats(actual: Any, expected: Any, atol: float, rtol: float) -> dict[str, Any]:
-    """DESIGN.md's per-output numbers (``checks.parity.numeric``) for one forward comparison, in float64."""
-    import numpy as np
+def check(kind: str, name: str, actual: Any, expected: Any, tol: Tolerance, keras: str | None = None,
+          layer: str | None = None, message: str | None = None, stats: bool = False) -> Check:
+    """One quantity compared by ``migrate.core.compare`` (float64, dtypes may differ); ``stats``: keep
+    DESIGN.md's per-output numbers too (forward checks)."""
+    result = compare(actual, expected, tol, strict_dtype=False)
+    return Check(kind, name, result.max_abs_err, tol.atol, result.passed, keras, layer,
+                 message or result.message, tol.rtol, forward_stats(result) if stats else None, tol.noise)
 
-    from checks.parity.numeric import compare_arrays
 
-    a, e = np.asarray(actual), np.asarray(expected)
-    if a.dtype.kind == "f" and e.dtype.kind == "f":
-        a, e = a.astype(np.float64), e.astype(np.float64)
-    stats = compare_arrays(a, e, atol, rtol)
+def forward_stats(stats: Stats) -> dict[str, Any]:
+    """DESIGN.md's per-output numbers for one forward comparison."""
     return {"max_rel_err": stats.max_rel_err, "mean_abs_err": stats.mean_abs_err, "mismatched": stats.mismatched,
             "total": stats.total, "worst_index": stats.worst_index}
 
@@ -50,6 +55,8 @@ class TrainReport:
     atol: float = 1e-5  # the forward floor: each output's atol is this times max(1, its scale)
     rtol: float = 1e-4
     pair: str = "tf~torch"  # Keras on TensorFlow is the reference, torch the side under test
+    inputs: list[dict[str, str]] = field(default_factory=list)  # name, values, reason (for the HTML report)
+    versions: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -131,6 +138,33 @@ class TrainReport:
 
     def render(self, fmt: str) -> str:
         return {"text": self.to_text, "json": self.to_json, "junit": self.to_junit}[fmt]()
+
+    def to_html(self) -> str:
+        """The self-contained page of ``--report`` (``checks.parity.html``)."""
+        from checks.parity import html
+
+        data = self.to_dict()
+        grads = {c.name: c for c in self._of("gradient")}
+        params = [{"name": p["torch"], "keras": p["keras"], "grad_err": p["grad_max_abs_err"],
+                   "grad_atol": p["grad_atol"], "weight_err": p["weight_max_abs_err"], "weight_atol": p["weight_atol"],
+                   "passed": p["passed"], "detail": f"Keras {p['keras']}" + (
+                       f"; {grads[p['torch']].message}" if p["torch"] in grads and grads[p["torch"]].message else "")}
+                  for p in data["train"]["parameters"]]
+        trace = [{"name": c.layer or (f"{c.name} (output)" if c.kind == "output" else c.name), "error": c.max_abs_err, "tolerance": c.atol,
+                  "diverges": not c.passed, "detail": c.detail or ""}
+                 for c in self.checks if c.kind in ("layer", "output")]
+        d = self.first_divergence
+        return html.render({
+            "title": f"tf2torch {self.title}", "passed": self.passed,
+            "summary": f"{sum(c.passed for c in self.checks)} of {len(self.checks)} comparisons within tolerance"
+                       + (f" after {self.steps} step(s)" if self.steps else "")
+                       + (f"; first divergence: {d['stage']} {d.get('torch') or d['name']}: {d['explanation']}"
+                          if d else ""),
+            "inputs": self.inputs, "versions": self.versions, "notes": self.notes, "warnings": [],
+            "outputs": [o for o in data["outputs"] if o["kind"] == "output"], "trace": trace,
+            "trace_label": "max |torch - Keras| of every compared layer's training-mode output, then the model "
+                           "outputs; tolerance: atol = max(floor, factor*scale) + 10*(both sides' own rounding "
+                           "error) (migrate.core.compare)", "parameters": params})
 
     def __str__(self) -> str:
         return self.to_text()

@@ -47,6 +47,7 @@ from torch import nn
 
 from migrate.conversion.converters import subgraph as cf
 from migrate.conversion.converters.rnn_scan import scan_cell
+from migrate.core.compare import Tolerance, compare
 from migrate.core.errors import ConversionError
 from migrate.core.recurrent import gates, pack_valid_steps, unpack_valid_steps
 
@@ -414,8 +415,7 @@ def _verified(found: Match, model: onnx.ModelProto, formal: list[str], captures:
         with torch.no_grad():
             got = module(*args, *carried_values)
         got = [got[j] for j in sorted(wanted, key=(found.counters + found.floats).index)] + list(got[n_carried:])
-        if all(g.shape == e.shape and np.allclose(g.numpy(), e, atol=CHECK_ATOL, rtol=0)
-               for g, e in zip(got, expected)):
+        if all(compare(g.numpy(), e, Tolerance(CHECK_ATOL), strict_dtype=False).passed for g, e in zip(got, expected)):
             return module
     return None
 

@@ -21,6 +21,7 @@ from torch.export import Dim
 from migrate.conversion.passes.cleanup import drop_dead, materialize_constants, materialize_shapes, remove_noops
 from migrate.conversion.passes.shape_ops import RULES
 from migrate.conversion.passes.values import Walker
+from migrate.core.compare import Tolerance, compare
 from migrate.core.errors import ConversionError
 
 #: Export traces with at least this batch so torch.export does not specialise it to 0 or 1.
@@ -84,7 +85,8 @@ def _check_same(expected: Any, actual: Any) -> None:
         # Dtypes may differ where the rules follow ONNX and onnx2torch does not (Range keeps int32).
         e = e.to(a.dtype) if isinstance(e, torch.Tensor) and isinstance(a, torch.Tensor) else e
         same = e.shape == a.shape and (
-            torch.allclose(e, a, atol=1e-6, rtol=1e-5, equal_nan=True) if e.is_floating_point() else torch.equal(e, a))
+            compare(a.detach().double().cpu().numpy(), e.detach().double().cpu().numpy(), Tolerance(1e-6, 1e-5)).passed
+            if e.is_floating_point() else torch.equal(e, a))
         if not same:
             raise ConversionError(f"graph passes changed output {i} ({tuple(e.shape)} -> {tuple(a.shape)}); "
                                   "this is a tf2torch bug, please report it")
