@@ -55,14 +55,18 @@ def build_module(target: str, init: str | None = None) -> Any:
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
     if init:
+        bad = InputError(f"--init {init!r}: expected CLASS(key=value, ...) with literal values")
         try:
             call = ast.parse(init, mode="eval").body
-            if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
-                raise ValueError
+        except SyntaxError:
+            raise bad from None
+        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
+            raise bad
+        try:
             args = [ast.literal_eval(a) for a in call.args]
             kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-        except (SyntaxError, ValueError):
-            raise InputError(f"--init {init!r}: expected CLASS(key=value, ...) with literal values") from None
+        except ValueError:
+            raise bad from None
         if call.func.id != name:
             raise InputError(f"--init names {call.func.id}, but the module is {target!r}")
     spec = importlib.util.spec_from_file_location(f"tf2torch_user_{uuid.uuid4().hex}", file)
@@ -255,7 +259,7 @@ class _Matcher:
         state = self.state(assignment)
         self.user.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()},
                                   strict=False)
-        order, outs, _, results = run_hooked(self.user, [torch.from_numpy(a) for a in self.args])
+        _, outs, _, results = run_hooked(self.user, [torch.from_numpy(a) for a in self.args])
         errors = {}
         first = None
         for i, (item, choice) in enumerate(zip(self.items, assignment)):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import os
 import tempfile
 import uuid

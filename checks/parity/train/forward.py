@@ -20,6 +20,8 @@ from checks.parity.train.api import NOISE, _forward_check, _layout, _mapped_modu
 from checks.parity.train.report import Check, TrainReport
 from migrate.core.errors import InputError
 
+#: Keras layers whose torch counterpart may return every step where Keras returns the last one.
+RECURRENT = ("LSTM", "GRU", "SimpleRNN")
 #: The verdict's tolerance: parity's default for float32 outputs.
 COARSE = (1e-3, 1e-4)
 
@@ -54,6 +56,8 @@ def compare_module(source: str | Path, target: str, *, weights_map: str | Path |
         if name not in got["layers"]:
             continue
         actual, expected = got["layers"][name], keras[f"layer/{name}"]
+        if layer["class_name"] in RECURRENT and actual.ndim == expected.ndim + 1:
+            actual = actual[:, -1]  # the module returns the sequence, Keras (return_sequences=False) its last step
         noise = _gap(actual, exact["layers"].get(name))
         fine = _forward_check("layer", name, actual, expected, None, noise)
         if fine is None:
