@@ -18,7 +18,8 @@ CORRECT = [("transfer_mlp", "mlp.py:Classifier"), ("transfer_cnn", "cnn.py:Small
            ("transfer_bilstm", "bilstm.py:TextClassifier"), ("transfer_gru", "gru.py:Tagger"),
            ("transfer_transformer", "transformer.py:EncoderBlock"),
            ("transfer_transformer", "transformer.py:EncoderBlockSplit"), ("transfer_rescnn", "rescnn.py:ResNetTiny"),
-           ("transfer_branches", "branches.py:TwoBranches")]
+           ("transfer_branches", "branches.py:TwoBranches"), ("transfer_lstm", "lstm_cell.py:Reader"),
+           ("transfer_mobilenetv2", "mobilenetv2.py:MobileNetV2")]
 
 
 def _transfer(fixture_model, name: str, target: str, out: Path):
@@ -113,6 +114,64 @@ def test_planted_mistakes_blamed_forward(fixture_model, tmp_path):
     warned = [c for c in bad.checks if c.kind == "layer" and c.message and c.message.startswith("warning")]
     assert [c.name for c in warned][:1] == ["ffn_out"], bad.to_text()
     assert any("ffn_out" in n for n in bad.notes)
+
+
+def test_planted_lstm_gate_order_blamed(fixture_model, tmp_path):
+    """A hand-written LSTM cell that splits its gates in TF's LSTMBlockCell order (i, c, f, o): the pairing holds
+    by shape, transfer reports the layer's output mismatch, parity blames the LSTM layer."""
+    source = fixture_model("transfer_lstm") / "model.keras"
+    planted = _planted(tmp_path, "lstm_cell.py", "i, f, g, o = gates.chunk(4, dim=-1)", "i, g, f, o = gates.chunk(4, dim=-1)")
+    import migrate
+
+    result = migrate.transfer(source, f"{planted}:Reader")
+    assert result.report.complete and [m["layer"] for m in result.report.mismatches][:1] == ["lstm"]
+    bad = compare_module(source, f"{planted}:Reader")
+    assert _blamed(bad) == "lstm", bad.to_text()
+
+
+MATMUL = '''
+import torch
+from torch import nn
+
+from fixtures.transfer.common import BiasedBatchNorm
+
+
+class Matmul(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.w, self.b = nn.Parameter(torch.empty(n, n)), nn.Parameter(torch.zeros(n))  # declared (out, in)
+
+    def forward(self, x):
+        return x @ self.w + self.b  # used as (in, out): Keras' layout
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn, self.mid, self.out = nn.Linear(10, 16), BiasedBatchNorm(16, eps=1e-3, momentum=0.01), \\
+            Matmul(16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.out(nn.functional.gelu(self.mid(torch.relu(self.bn(self.a(x))))))
+'''
+
+
+def test_square_kernel_layout_decided_by_the_numbers(fixture_model, tmp_path):
+    """x @ W with a square W: copy and transpose both fit; the numbers pick Keras' layout (no transform). A
+    person's map with the torch layout (permute) is blamed on that layer."""
+    import migrate
+
+    source = fixture_model("transfer_mlp") / "model.keras"
+    (tmp_path / "net.py").write_text(MATMUL)
+    result = migrate.transfer(source, f"{tmp_path / 'net.py'}:Net", tmp_path / "out")
+    assert result.report.passed, result.report.to_text()
+    assert result.weights_map["weights"]["dense_mid/kernel"] == {"torch": "mid.w"}
+    assert any(d.startswith("dense_mid: transform of mid") for d in result.report.decided), result.report.decided
+    wrong = json.loads((tmp_path / "out" / "weights_map.json").read_text())
+    wrong["weights"]["dense_mid/kernel"]["transform"] = "permute(1,0)"
+    (tmp_path / "wrong.json").write_text(json.dumps(wrong))
+    bad = compare_module(source, f"{tmp_path / 'net.py'}:Net", weights_map=tmp_path / "wrong.json")
+    assert _blamed(bad) == "dense_mid", bad.to_text()
 
 
 def test_planted_batchnorm_blamed_in_training(fixture_model, tmp_path):
