@@ -1,6 +1,7 @@
 """The Keras side of forward parity for a hand-written module: ``python -m migrate.tf.transfer_worker REQ``.
 
-Imports Keras/TensorFlow, never torch. ``forward``: seeded inputs (or the user's), ``model(x, training=False)``,
+Imports Keras/TensorFlow, never torch. ``forward``: seeded inputs (or the user's), ``model(x, training=...)``
+(``training``: dropout-family layers off, for training parity),
 the output of every layer with weights that the graph calls once (any number of inputs: recurrent, attention;
 before a fused activation, as the torch submodule returns it) and every weight, in one .npz.
 """
@@ -16,7 +17,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ["KERAS_BACKEND"] = "tensorflow"
 
 from migrate.core.errors import InputError
-from migrate.tf.keras_worker import input_names, load_keras, make_inputs, output_names
+from migrate.tf.keras_worker import NOISE_LAYERS, all_layers, input_names, load_keras, make_inputs, output_names
 
 
 def _once_called(model: Any) -> list[tuple[Any, Any, Any]]:
@@ -45,6 +46,11 @@ def forward(request: dict[str, Any]) -> dict[str, Any]:
     from migrate.tf.train_worker import _fused, _path
 
     model = load_keras(Path(request["source"]))
+    training = bool(request.get("training"))
+    if training:  # the training-parity reference: dropout-family layers are the identity, as in train_worker
+        for layer in all_layers(model):
+            if NOISE_LAYERS.get(type(layer).__name__):
+                setattr(layer, NOISE_LAYERS[type(layer).__name__], 0.0)
     if request.get("inputs"):
         with np.load(request["inputs"], allow_pickle=False) as data:
             feeds = {n: data[n] for n in input_names(model) if n in data.files}
@@ -59,7 +65,7 @@ def forward(request: dict[str, Any]) -> dict[str, Any]:
     graph = getattr(model, "_functional", None) or model
     probe = keras.Model(graph.inputs, [*graph.outputs, *[o for _, _, o in probed], *[i[0] for _, i in fused]])
     args = [tf.constant(feeds[n]) for n in input_names(model)]
-    flat = probe(args if len(args) > 1 else args[0], training=False)
+    flat = probe(args if len(args) > 1 else args[0], training=training)
     names = output_names(model)
     result = {**{f"in/{k}": v for k, v in feeds.items()},
               **{f"out/{n}": t.numpy() for n, t in zip(names, flat)},
@@ -69,7 +75,7 @@ def forward(request: dict[str, Any]) -> dict[str, Any]:
     for (layer, _), x in zip(fused, flat[len(names) + len(probed):]):
         activation, layer.activation = layer.activation, keras.activations.linear
         try:
-            result[f"layer/{layer.name}"] = layer(x, training=False).numpy()
+            result[f"layer/{layer.name}"] = layer(x, training=training).numpy()
         finally:
             layer.activation = activation
     np.savez(request["result_npz"], **result)

@@ -36,6 +36,8 @@ STEP_ATOL, STATS_ATOL, WEIGHT_ATOL = 1e-3, 1e-2, 1e-6
 #: float64). Keras' float32 error differs in size (other kernels, other summation order): measured on the
 #: keras.applications fixtures, Keras - torch reaches 9x torch's own error (EfficientNetB0, docs/parity.md).
 NOISE = 10.0
+#: Keras layers whose torch counterpart may return every step where Keras returns the last one.
+RECURRENT = ("LSTM", "GRU", "SimpleRNN")
 #: Explanations for the first divergence, by stage.
 WHY = {"forward": "its training-mode output differs first (check BatchNorm eps/momentum, weight layout, "
                   "activations)",
@@ -84,6 +86,7 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
         if hand_written:
             module, manifest = _mapped_module(source, str(out), None if weights_map is None else Path(weights_map),
                                               answer, keras, init)
+            _all_layers(source, answer, keras, Path(tmp), debug)
         else:
             import migrate
 
@@ -162,6 +165,27 @@ def _mapped_module(source: str | Path, target: str, map_path: Path | None, answe
                 "trainable": True} for name, items in table.items() for item in items]
     ins, outs = _specs(answer, keras, keep=keep)
     return module, {"class_name": target.rpartition(":")[2], "inputs": ins, "outputs": outs, "weights": weights, "zeros": zeros}
+
+
+def _all_layers(source: str | Path, answer: dict[str, Any], keras: dict[str, Any], tmp: Path, debug: bool) -> None:
+    """Add the training-mode output of every Keras layer with weights (recurrent, attention: several inputs or a
+    state) that the train worker does not probe, so that blame reaches them (``migrate.tf.transfer_worker``)."""
+    import numpy as np
+
+    from migrate.tf.client import run_worker
+
+    np.savez(tmp / "inputs.npz", **{k[len("in/"):]: v for k, v in keras.items() if k.startswith("in/")})
+    request = {"source": str(source), "inputs": str(tmp / "inputs.npz"), "training": True,
+               "result_npz": str(tmp / "layers.npz")}
+    extra = run_worker("forward", request, debug=debug, module="migrate.tf.transfer_worker")
+    known = {layer["name"] for layer in answer["layers"]}
+    with np.load(request["result_npz"], allow_pickle=False) as data:
+        for layer in extra["layers"]:
+            if layer["name"] not in known:
+                answer["layers"].append(layer)
+                keras[f"layer/{layer['name']}"] = data[f"layer/{layer['name']}"]
+    order = {name: i for i, name in enumerate(layer["name"] for layer in extra["layers"])}
+    answer["layers"].sort(key=lambda layer: order.get(layer["name"], len(order)))  # graph order for the blame
 
 
 def _block(array: Any, pack: list[int] | None) -> Any:
@@ -299,8 +323,11 @@ def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, A
                          loss={"keras": float(keras["loss_total"]), "torch": got["loss_total"], "passed": True})
     for layer in answer["layers"]:
         if layer["name"] in got["layers"]:
-            check = _forward_check("layer", layer["name"], got["layers"][layer["name"]], keras[f"layer/{layer['name']}"],
-                                   None, gaps["layers"].get(layer["name"], 0.0))
+            actual, expected = got["layers"][layer["name"]], keras[f"layer/{layer['name']}"]
+            if layer.get("class_name") in RECURRENT and actual.ndim == expected.ndim + 1:
+                actual = actual[:, -1]  # the module returns every step, Keras (return_sequences=False) the last
+            check = _forward_check("layer", layer["name"], actual, expected, None,
+                                   gaps["layers"].get(layer["name"], 0.0))
             if check is not None:
                 check.layer = layer["name"]
                 report.checks.append(check)
@@ -339,7 +366,7 @@ def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, A
         after = transforms.apply(steps_fn, keras[f"after/{keras_name}"])
         delta = _scale(after - before)
         if noise:  # the update follows rounding noise: only its size is held to Keras'
-            delta = max(delta, _scale(got["state"][key] - before)) * 2.0 / STEP_ATOL
+            delta = max(delta, _scale(_block(got["state"][key], entry.get("pack")) - before)) * 2.0 / STEP_ATOL
         kind = "weight" if key in got["parameters"] else "buffer"
         atol = ((STEP_ATOL if kind == "weight" else STATS_ATOL) * delta + WEIGHT_ATOL * max(_scale(after), 1.0)
                 + NOISE * gaps["state"].get(key, 0.0))

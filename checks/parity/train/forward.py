@@ -16,12 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from checks.parity.train.api import NOISE, _forward_check, _layout, _mapped_module, _scale
+from checks.parity.train.api import NOISE, RECURRENT, _forward_check, _layout, _mapped_module, _scale
 from checks.parity.train.report import Check, TrainReport
 from migrate.core.errors import InputError
 
-#: Keras layers whose torch counterpart may return every step where Keras returns the last one.
-RECURRENT = ("LSTM", "GRU", "SimpleRNN")
 #: The verdict's tolerance: parity's default for float32 outputs.
 COARSE = (1e-3, 1e-4)
 
