@@ -52,7 +52,10 @@ def test_correct_module_transfers_and_passes_parity(fixture_model, tmp_path, nam
         inputs = tmp_path / "ids.npz"
         ids = np.random.default_rng(0).permutation(np.arange(1, TOKENS[name]))[:14].reshape(2, 7)
         np.savez(inputs, tokens=ids.astype("int32"))
-    for optimizer in ("sgd:learning_rate=0.05", "adam:learning_rate=0.01"):
+    deep = name == "transfer_mobilenetv2"  # a stable step for a deep net, as for port's app fixtures (docs/parity.md)
+    optimizers = ("sgd:learning_rate=0.001,momentum=0.9", "adam:learning_rate=0.001") if deep else \
+        ("sgd:learning_rate=0.05", "adam:learning_rate=0.01")
+    for optimizer in optimizers:
         train = compare_train(source, str(HERE / target), optimizer=optimizer, steps=3, weights_map=weights_map,
                               inputs=inputs)
         assert train.passed, train.to_text()
@@ -125,6 +128,15 @@ def test_planted_mistakes_blamed_forward(fixture_model, tmp_path):
     warned = [c for c in bad.checks if c.kind == "layer" and c.message and c.message.startswith("warning")]
     assert [c.name for c in warned][:1] == ["ffn_out"], bad.to_text()
     assert any("ffn_out" in n for n in bad.notes)
+
+
+def test_planted_batchnorm_eps_flagged_forward(fixture_model, tmp_path):
+    """BatchNorm eps 1e-5 against Keras' 1e-3: the bn layer is the first flagged (failure or rounding warning)."""
+    source = fixture_model("transfer_mlp") / "model.keras"
+    eps = _planted(tmp_path, "mlp.py", "eps=1e-3", "eps=1e-5")
+    bad = compare_module(source, f"{eps}:Classifier")
+    flagged = [c.name for c in bad.checks if c.kind == "layer" and (not c.passed or c.message)]
+    assert flagged[:1] == ["bn"], bad.to_text()
 
 
 def test_planted_lstm_gate_order_blamed(fixture_model, tmp_path):
