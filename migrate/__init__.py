@@ -9,7 +9,8 @@ from typing import Any
 
 _CONVERT = ("convert", "load", "ConversionResult")
 _PORT = ("port", "load_port", "PortResult")
-__all__ = ["ConversionResult", "PortResult", "convert", "load", "load_port", "port"]
+_TRANSFER = ("transfer", "TransferResult")
+__all__ = ["ConversionResult", "PortResult", "TransferResult", "convert", "load", "load_port", "port", "transfer"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from migrate.porting import api as port_api
 
         return getattr(port_api, name)
+    if name in _TRANSFER:
+        from migrate.transferring import api as transfer_api
+
+        return getattr(transfer_api, name)
     raise AttributeError(f"module 'migrate' has no attribute {name!r}")

@@ -16,7 +16,8 @@ from importlib import import_module
 from migrate.core.errors import Terminated, Tf2TorchError, first_line
 
 #: subcommand -> module providing ``add_parser(subparsers)``; convert lives here.
-_PLUGINS = {"port": "migrate.porting.cli", "parity": "checks.parity.cli", "lint": "checks.lint.cli"}
+_PLUGINS = {"port": "migrate.porting.cli", "transfer": "migrate.transferring.cli", "parity": "checks.parity.cli",
+            "lint": "checks.lint.cli"}
 
 
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
@@ -59,7 +60,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tf2torch", description="Move TensorFlow/Keras models and training "
                                                                    "code to PyTorch: convert, check parity, lint.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    subparsers = parser.add_subparsers(dest="command", metavar="{convert,port,parity,lint}", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="{convert,port,transfer,parity,lint}", required=True)
     _add_convert(subparsers)
     wanted = [a for a in argv if not a.startswith("-")][:1]
     for name, module in _PLUGINS.items():

@@ -108,8 +108,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help="instead of CONVERTED: load SOURCE (.keras) under KERAS_BACKEND=torch and compare it with "
                             "the TensorFlow backend, forward (and one train_on_batch step with --train)")
     train.add_argument("--weights-map", metavar="MAP.json",
-                       help="compare a hand-written module (CONVERTED=FILE.py:CLASS): Keras weight path -> torch "
-                            "key, or {\"torch\": KEY, \"transform\": \"permute(1,0)\"}")
+                       help="with CONVERTED=FILE.py:CLASS (your own module, forward or --train): Keras weight path -> "
+                            "torch key, or {\"torch\": KEY, \"transform\": \"permute(1,0)\"} (docs/transfer.md); "
+                            "without it, the map 'tf2torch transfer' finds")
+    train.add_argument("--init", metavar="'CLASS(k=v, ...)'", help="arguments that build FILE.py:CLASS")
     p.add_argument("--format", choices=("text", "json", "junit"), default="text", help="report format")
     p.add_argument("--report", metavar="FILE.html",
                    help="also write a self-contained HTML page (verdict, inputs, versions, per-output errors, every "
@@ -131,8 +133,9 @@ def run(args: argparse.Namespace) -> int:
         from checks.parity.api import compare
         from checks.parity.report import write_atomic
 
+        module = args.converted is not None and args.converted.rpartition(":")[0].endswith(".py")
         only = [f for f, v in (("--loss", args.loss), ("--optimizer", args.optimizer), ("--targets", args.targets),
-                               ("--weights-map", args.weights_map), ("--steps", args.steps != 1)) if v]
+                               ("--weights-map", args.weights_map and not module), ("--steps", args.steps != 1)) if v]
         if only and not args.train:
             raise InputError(f"{', '.join(only)} only apply with --train")
         if args.output:
@@ -145,6 +148,11 @@ def run(args: argparse.Namespace) -> int:
         elif args.converted is None:
             raise InputError("CONVERTED is required (the directory 'tf2torch convert' or 'tf2torch port' wrote), "
                              "unless --keras-backend torch")
+        elif module and not args.train:
+            from checks.parity.train.forward import compare_module
+
+            report = compare_module(args.source, args.converted, weights_map=args.weights_map, init=args.init,
+                                    inputs=args.inputs, seed=args.seed, batch_size=args.batch_size, debug=debug)
         else:
             report = _train(args, debug) if args.train else compare(
                 args.source, args.converted, signature=args.signature, atol=dict(args.atol) or None,
@@ -217,7 +225,7 @@ def _train(args: argparse.Namespace, debug: bool) -> Any:
 
     return compare_train(args.source, args.converted, optimizer=args.optimizer, loss=args.loss, steps=args.steps,
                          inputs=args.inputs, targets=args.targets, weights_map=args.weights_map, seed=args.seed,
-                         batch_size=args.batch_size, debug=debug)
+                         batch_size=args.batch_size, debug=debug, init=args.init)
 
 
 def _fail(message: str, code: int, debug: bool) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import os
 import tempfile
 import uuid
@@ -34,6 +33,8 @@ from migrate.core.errors import InputError
 #: (atol factor on the reference's scale, rtol) per stage.
 FORWARD, GRADIENT = (1e-5, 1e-4), (1e-4, 1e-3)
 STEP_ATOL, STATS_ATOL, WEIGHT_ATOL = 1e-3, 1e-2, 1e-6
+#: Keras layers whose torch counterpart may return every step where Keras returns the last one.
+RECURRENT = ("LSTM", "GRU", "SimpleRNN")
 #: Explanations for the first divergence, by stage.
 WHY = {"forward": "its training-mode output differs first (check its parameters, weight layout, activation)",
        "output": "a model output differs although every compared layer matches",
@@ -41,19 +42,19 @@ WHY = {"forward": "its training-mode output differs first (check its parameters,
        "gradient": "its gradient differs first on equal outputs and loss (a regulariser, a frozen weight)",
        "weight": "its value after the optimizer steps differs first (optimizer mapping: epsilon, weight decay, "
                  "momentum, clipping)",
-       "buffer": "this running statistic differs after the steps (BatchNorm momentum)"}
+       "buffer": "this running statistic differs after the steps"}
 
 
 def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None = None, loss: str | None = None,
                   steps: int = 1, inputs: str | Path | None = None, targets: str | Path | None = None,
                   weights_map: str | Path | None = None, seed: int = 0, batch_size: int = 4,
-                  debug: bool = False) -> TrainReport:
+                  debug: bool = False, init: str | None = None) -> TrainReport:
     """Compare a Keras training step on SOURCE with the torch module in OUT (a port output).
 
     ``optimizer``/``loss`` (``adam``, ``sgd:learning_rate=0.1,momentum=0.9``,
     ``sparse_categorical_crossentropy:from_logits=true``) replace or supply the compiled ones.
-    With ``weights_map`` (JSON: Keras weight path -> torch key, or ``{"torch": KEY, "transform": ...}``)
-    OUT is ``FILE.py:CLASS``, a hand-written module whose weights are loaded from Keras through the map.
+    OUT may be ``FILE.py:CLASS``, a hand-written module (``init``: ``CLASS(k=v)``) whose weights are loaded
+    from Keras through ``weights_map`` (``migrate.transferring.mapfile``), or the map ``tf2torch transfer`` finds.
     """
     from migrate.tf.client import run_worker
     from migrate.training import losses, optimizers
@@ -68,7 +69,8 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
             if not Path(path).is_file():
                 raise InputError(f"--{key} {path}: no such file")
             request[key] = str(path)
-    if weights_map is None:
+    hand_written = weights_map is not None or str(out).rpartition(":")[0].endswith(".py")
+    if not hand_written:
         manifest = _port_manifest(Path(out))
     import numpy as np
 
@@ -77,13 +79,15 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
         answer = run_worker("train", request, debug=debug, module="migrate.tf.train_worker")
         with np.load(request["result_npz"], allow_pickle=False) as data:
             keras = {k: data[k] for k in data.files}
-        if weights_map is not None:
-            module, manifest = _mapped_module(str(out), Path(weights_map), answer, keras)
+        if hand_written:
+            module, manifest = _mapped_module(source, str(out), None if weights_map is None else Path(weights_map),
+                                              answer, keras, init)
+            _all_layers(source, answer, keras, Path(tmp), debug)
         else:
             import migrate
 
             module = migrate.load_port(out)
-        script = Path(out) / "train.py" if weights_map is None else None
+        script = None if hand_written else Path(out) / "train.py"
         if script is None or not script.is_file() or optimizer or loss:
             from migrate.porting.train_script import render
 
@@ -173,48 +177,63 @@ def _specs(answer: dict[str, Any], keras: dict[str, Any], keep: bool) -> tuple[l
             [spec(n, keras[f"out/{n}"]) for n in answer["outputs"]])
 
 
-def _mapped_module(target: str, map_path: Path, answer: dict[str, Any], keras: dict[str, Any]) -> tuple[Any, dict]:
-    """A hand-written module (``FILE.py:CLASS``) with Keras' initial weights loaded through the name map."""
+def _mapped_module(source: str | Path, target: str, map_path: Path | None, answer: dict[str, Any],
+                   keras: dict[str, Any], init: str | None = None) -> tuple[Any, dict]:
+    """A hand-written module (``FILE.py:CLASS``) with Keras' initial weights loaded through the map (without a map,
+    the one ``tf2torch transfer`` finds)."""
     import torch
 
-    from migrate.porting import transforms
+    from migrate.transferring import mapfile
+    from migrate.transferring.api import build_module
 
-    file, sep, cls = target.rpartition(":")
-    if not sep or not Path(file).is_file():
-        raise InputError(f"with --weights-map, CONVERTED is FILE.py:CLASS (a module to compare), got {target!r}")
-    try:
-        raw = json.loads(map_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"--weights-map {map_path}: not a readable JSON file ({exc})") from None
-    entries = raw.get("weights", raw) if isinstance(raw, dict) else None
-    if not isinstance(entries, dict):
-        raise InputError(f"--weights-map {map_path}: expected {{\"keras/path\": \"torch.key\", ...}}")
-    module = getattr(_import(Path(file)), cls, None)
-    if module is None:
-        raise InputError(f"{file} defines no class {cls!r}")
-    module = module()
-    state = module.state_dict()
-    weights = []
-    for keras_name, entry in entries.items():
-        entry = {"torch": entry} if isinstance(entry, str) else entry
-        if f"before/{keras_name}" not in keras:
-            raise InputError(f"--weights-map: the Keras model has no weight {keras_name!r}; it has "
-                             f"{', '.join(answer['order'][:8])}...")
-        if entry["torch"] not in state:
-            raise InputError(f"--weights-map: the module has no parameter or buffer {entry['torch']!r}")
-        value = transforms.apply(transforms.parse(entry.get("transform")), keras[f"before/{keras_name}"])
-        if tuple(state[entry["torch"]].shape) != value.shape:
-            raise InputError(f"--weights-map: Keras {keras_name} {value.shape} does not fit {entry['torch']} "
-                             f"{tuple(state[entry['torch']].shape)}; give its transform, e.g. permute(1,0)")
-        state[entry["torch"]] = torch.from_numpy(value)
-        weights.append({"keras": keras_name, "torch": entry["torch"], "transform": entry.get("transform"),
-                        "trainable": True})
-    missing = [k for k in state if k not in {w["torch"] for w in weights} and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise InputError(f"--weights-map: no Keras weight maps to {', '.join(missing[:5])}")
-    module.load_state_dict(state)
-    ins, outs = _specs(answer, keras, keep=bool(raw.get("keep_layout")) if "weights" in raw else False)
-    return module, {"class_name": cls, "inputs": ins, "outputs": outs, "weights": weights}
+    if map_path is None:
+        from migrate.transferring.api import transfer
+
+        found = transfer(source, target, init=init)
+        if not found.report.complete:
+            raise InputError(f"transfer found no complete mapping for {target}; run 'tf2torch transfer' for the "
+                             "report, fix the module or pass --weights-map")
+        table, zeros, keep = mapfile.entries(found.weights_map, "the found map")
+    else:
+        table, zeros, keep = mapfile.read(map_path)
+    module = build_module(target, init)
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    arrays = {k[len("before/"):]: v for k, v in keras.items() if k.startswith("before/")}
+    state = mapfile.state_from(table, zeros, arrays, shapes)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
+    weights = [{"keras": name, "torch": item["torch"], "transform": item["transform"], "pack": item["pack"],
+                "trainable": True} for name, items in table.items() for item in items]
+    ins, outs = _specs(answer, keras, keep=keep)
+    return module, {"class_name": target.rpartition(":")[2], "inputs": ins, "outputs": outs, "weights": weights, "zeros": zeros}
+
+
+def _all_layers(source: str | Path, answer: dict[str, Any], keras: dict[str, Any], tmp: Path, debug: bool) -> None:
+    """Add the training-mode output of every Keras layer with weights (recurrent, attention: several inputs or a
+    state) that the train worker does not probe, so that blame reaches them (``migrate.tf.transfer_worker``)."""
+    import numpy as np
+
+    from migrate.tf.client import run_worker
+
+    np.savez(tmp / "inputs.npz", **{k[len("in/"):]: v for k, v in keras.items() if k.startswith("in/")})
+    request = {"source": str(source), "inputs": str(tmp / "inputs.npz"), "training": True,
+               "result_npz": str(tmp / "layers.npz")}
+    extra = run_worker("forward", request, debug=debug, module="migrate.tf.transfer_worker")
+    known = {layer["name"] for layer in answer["layers"]}
+    with np.load(request["result_npz"], allow_pickle=False) as data:
+        for layer in extra["layers"]:
+            if layer["name"] not in known:
+                answer["layers"].append(layer)
+                keras[f"layer/{layer['name']}"] = data[f"layer/{layer['name']}"]
+    order = {name: i for i, name in enumerate(layer["name"] for layer in extra["layers"])}
+    answer["layers"].sort(key=lambda layer: order.get(layer["name"], len(order)))  # graph order for the blame
+
+
+def _block(array: Any, pack: list[int] | None) -> Any:
+    """The block of a packed tensor that one Keras weight fills (the whole tensor without ``pack``)."""
+    if pack is None or array is None:
+        return array
+    size = array.shape[0] // pack[1]
+    return array[pack[0] * size:(pack[0] + 1) * size]
 
 
 def _layout(array: Any, spec: dict[str, Any]) -> Any:
@@ -239,7 +258,9 @@ def _run_torch(module: Any, train: Any, manifest: dict[str, Any], answer: dict[s
         if isinstance(m, torch.nn.modules.dropout._DropoutNd):
             m.p = 0.0
     module.train()
-    torch_of = {w["keras"]: w["torch"] for w in manifest["weights"]}
+    torch_of: dict[str, str] = {}
+    for w in manifest["weights"]:
+        torch_of.setdefault(w["keras"], w["torch"])
     captured: dict[str, Any] = {}
     hooks = []
     names = dict(module.named_modules())
@@ -327,8 +348,11 @@ def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, A
     for layer in answer["layers"]:
         if layer["name"] in got["layers"]:
             own = float(keras.get(f"own/layer/{layer['name']}", 0.0))
-            probed = _forward_check("layer", layer["name"], got["layers"][layer["name"]], keras[f"layer/{layer['name']}"],
-                                   None, gaps["layers"].get(layer["name"], 0.0) + own)
+            actual, expected = got["layers"][layer["name"]], keras[f"layer/{layer['name']}"]
+            if layer.get("class_name") in RECURRENT and actual.ndim == expected.ndim + 1:
+                actual = actual[:, -1]  # the module returns every step, Keras (return_sequences=False) the last
+            probed = _forward_check("layer", layer["name"], actual, expected, None,
+                                    gaps["layers"].get(layer["name"], 0.0) + own)
             if probed is not None:
                 probed.layer = layer["name"]
                 probed.detail = got["modules"].get(layer["name"])
@@ -352,7 +376,7 @@ def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, A
         layer = keras_name.rpartition("/")[0]
         noise = False
         if key in got["parameters"]:
-            grad_k, grad_t = keras.get(f"grad/{keras_name}"), got["grads"].get(key)
+            grad_k, grad_t = keras.get(f"grad/{keras_name}"), _block(got["grads"].get(key), entry.get("pack"))
             if grad_k is None and grad_t is not None:
                 report.checks.append(Check("gradient", key, scale_of(grad_t), 0.0, not grad_t.any(), keras_name,
                                            layer, message="Keras does not train this weight (frozen); torch does"))
@@ -369,14 +393,21 @@ def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, A
         after = transforms.apply(steps_fn, keras[f"after/{keras_name}"])
         delta = scale_of(after - before)
         if noise:  # the update follows rounding noise: only its size is held to Keras'
-            delta = max(delta, scale_of(got["state"][key] - before)) * 2.0 / STEP_ATOL
+            delta = max(delta, scale_of(_block(got["state"][key], entry.get("pack")) - before)) * 2.0 / STEP_ATOL
         kind = "weight" if key in got["parameters"] else "buffer"
         tol = tolerance((STEP_ATOL if kind == "weight" else STATS_ATOL, delta), (WEIGHT_ATOL, max(scale_of(after), 1.0)),
                         noise=gaps["state"].get(key, 0.0))
-        one = check(kind, key, got["state"][key], after, tol, keras_name, layer)
+        one = check(kind, key, _block(got["state"][key], entry.get("pack")), after, tol, keras_name, layer)
         if noise:
             one.message = "its gradient is float rounding noise, so only the size of its update is compared"
         report.checks.append(one)
+    for key in manifest.get("zeros", []):  # no Keras counterpart: Keras' function has a constant zero there
+        value = got["state"][key]
+        report.checks.append(Check("weight" if key in got["parameters"] else "buffer", key, scale_of(value), 0.0,
+                                   not value.any(), None, None, None if not value.any() else
+                                   "Keras has no such weight (it is zero there); torch trains it: freeze it "
+                                   "(requires_grad_(False)) or remove it"))
+    _batchnorm_hints(report)
     report.first_divergence = _first(report)
     report.notes.append("dropout-family layers were the identity on both sides (their random masks cannot match "
                         "across frameworks)" + (f": {', '.join(answer['disabled'])}" if answer["disabled"] else ""))
@@ -385,6 +416,23 @@ def _report(answer: dict[str, Any], manifest: dict[str, Any], keras: dict[str, A
     report.notes.extend(opt.notes)
     report.notes.extend(config.get("notes", []))
     return report
+
+
+def _batchnorm_hints(report: TrainReport) -> None:
+    """Name the BatchNorm cause: a moving variance that alone differs is the variance update (torch's nn.BatchNorm
+    uses the unbiased batch variance, Keras 3 the biased one); a moving mean that differs is the momentum."""
+    buffers = {c.name: c for c in report.checks if c.kind == "buffer"}
+    for name, check in buffers.items():
+        if check.passed or not name.endswith(("running_var", "moving_variance")):
+            continue
+        mean = buffers.get(name.rsplit(".", 1)[0] + ".running_mean")
+        if mean is not None and mean.passed:
+            check.message = ("the running variance update differs while the running mean matches: torch's "
+                             "nn.BatchNorm updates it with the unbiased batch variance, Keras 3 with the biased one "
+                             "(update it with torch.var_mean(..., correction=0); docs/transfer.md)")
+        elif mean is not None:
+            check.message = mean.message = ("the running statistics move at another rate: BatchNorm momentum "
+                                            "(torch momentum = 1 - Keras momentum)")
 
 
 def _first(report: TrainReport) -> dict[str, Any] | None:
@@ -396,7 +444,8 @@ def _first(report: TrainReport) -> dict[str, Any] | None:
             if c.kind == kind and not c.passed:
                 return {"stage": stage, "name": c.name, "torch": c.name if kind in ("gradient", "weight", "buffer")
                         else None, "keras": c.keras, "layer": c.layer, "max_abs_err": c.max_abs_err,
-                        "explanation": layer_hint(c.detail) if kind == "layer" and c.detail else WHY[stage]}
+                        "explanation": (c.message if stage == "buffer" and c.message else
+                                        layer_hint(c.detail) if kind == "layer" and c.detail else WHY[stage])}
     return None
 
 
