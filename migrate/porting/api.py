@@ -88,7 +88,8 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
         manifest = {
             "format": 1,
             "kind": "port",
-            "source": {"path": str(source), "kind": graph["source_kind"], "signature": None},
+            "source": {"path": str(source), "kind": graph["source_kind"], "signature": None,
+                       "custom_objects": custom_specs},
             "class_name": renderer.top.name,
             "inputs": inputs,
             "outputs": outputs,
@@ -101,7 +102,7 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
         write_json(stage / MANIFEST, manifest)
         from migrate.porting.train_script import saved_compiled, write_train_script
 
-        no_train = write_train_script(stage, source, manifest, debug=debug)  # OUT/train.py when saved compiled
+        no_train = write_train_script(stage, source, manifest, debug=debug, custom_objects=custom_specs)  # OUT/train.py when saved compiled
     progress.say(f"ported {source} -> {out} in {time.perf_counter() - started:.1f}s: class {renderer.top.name}, "
                  f"{len(weights)} Keras weights; max abs error vs Keras {max(errors.values(), default=0.0):.2g}")
     if no_train and saved_compiled(source):  # the user compiled the model and may expect train.py

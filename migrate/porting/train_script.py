@@ -232,7 +232,8 @@ def saved_compiled(source: Path) -> bool:
     return False
 
 
-def write_train_script(stage: Path, source: Path, manifest: dict[str, Any], *, debug: bool = False) -> str | None:
+def write_train_script(stage: Path, source: Path, manifest: dict[str, Any], *, debug: bool = False,
+                       custom_objects: list[dict[str, Any]] | None = None) -> str | None:
     """Write ``stage/train.py`` when SOURCE was saved compiled; return why not otherwise (None when written)."""
     from migrate.core.errors import Tf2TorchError
     from migrate.tf.client import run_worker
@@ -240,7 +241,8 @@ def write_train_script(stage: Path, source: Path, manifest: dict[str, Any], *, d
     if not saved_compiled(source):
         return "the Keras model was saved without compile()"
     try:
-        answer = run_worker("config", {"source": str(source)}, debug=debug, module="migrate.tf.train_worker")
+        answer = run_worker("config", {"source": str(source), "custom_objects": custom_objects or []}, debug=debug,
+                            module="migrate.tf.train_worker")
         if answer["config"] is None:
             return "the Keras model has no compiled optimizer"
         text = render(answer["config"], manifest)

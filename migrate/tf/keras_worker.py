@@ -15,6 +15,7 @@ Request and answer follow ``migrate.tf.export_worker`` (``{"ok": false, "exit_co
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -52,6 +53,29 @@ def load_keras(source: Path, custom_objects: list[dict[str, Any]] | None = None)
     except Exception as exc:  # tf_keras raises many types for a bad SavedModel
         raise InputError(f"{source}: not a readable Keras 2 SavedModel ({type(exc).__name__}: "
                           f"{first_line(exc, 300)})") from exc
+
+
+def graph_model(model: Any) -> Any:
+    """``model`` itself, or for a subclassed Model a Functional one whose only layer is it (so it has inputs,
+    outputs and a layer graph; the port opens the subclass up like any custom layer)."""
+    if type(model).__name__ in MODEL_CLASSES - {"Model"} or not custom_layer(model):
+        return model
+    import keras
+
+    build = model.get_build_config() or {}
+    shapes = build.get("input_shape") or build.get("shapes_dict")
+    if shapes is None:
+        raise ConversionError(f"model {model.name!r} is a subclassed {type(model).__name__} that was saved "
+                              "without being built, so its input shape is unknown; call it once before saving")
+    params = [p for p in inspect.signature(model.call).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if isinstance(shapes, dict):
+        names = [k.removesuffix("_shape") for k in shapes]
+        inputs = [keras.Input(batch_shape=tuple(s), name=n) for n, s in zip(names, shapes.values())]
+    else:
+        inputs = [keras.Input(batch_shape=tuple(shapes), name=params[0].name if params else "inputs")]
+    outputs = model(*inputs)
+    return keras.Model(inputs, outputs, name=model.name)
 
 
 def _jsonable(value: Any) -> Any:
@@ -93,12 +117,14 @@ def _endpoints(spec: Any) -> list[str]:
 
 
 def _weights(layer: Any, arrays: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every variable of ``layer``, stored under a fresh key; names are relative to the layer."""
+    """Every variable of ``layer``, stored under a fresh key; names are relative to the layer (its name, or
+    its path inside a custom layer: ``transformer_block/dense_3/kernel`` -> ``kernel``)."""
     trainable_ids = {id(w) for w in layer.trainable_weights}
     out = []
+    prefixes = [p + "/" for p in (getattr(layer, "path", None), layer.name) if p]
     for var in layer.weights:
         path = getattr(var, "path", None) or var.name.split(":")[0]
-        name = path[len(layer.name) + 1:] if path.startswith(layer.name + "/") else path
+        name = next((path[len(p):] for p in prefixes if path.startswith(p)), path)
         key = f"w{len(arrays)}"
         arrays[key] = var.numpy()
         out.append({"name": name, "path": path, "key": key, "shape": list(arrays[key].shape),
@@ -106,8 +132,16 @@ def _weights(layer: Any, arrays: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def describe_model(model: Any, arrays: dict[str, Any]) -> dict[str, Any]:
-    """The layer graph of a Functional or Sequential model (nested models recursively)."""
+def custom_layer(layer: Any) -> bool:
+    """A layer whose ``call`` is the user's Python (a custom class, a subclassed Model, a Lambda): the port
+    opens it up (``migrate.tf.keras_open``); Keras' own layer classes have emitters."""
+    module = type(layer).__module__
+    return type(layer).__name__ == "Lambda" or not module.startswith(("keras.", "tf_keras."))
+
+
+def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | None = None) -> dict[str, Any]:
+    """The layer graph of a Functional or Sequential model (nested models recursively); ``attrs`` names the
+    layers of an opened custom layer by the attribute that holds them (``self.att``)."""
     functional = getattr(model, "_functional", None) or model
     config = functional.get_config()
     if "layers" not in config or "input_layers" not in config:
@@ -120,15 +154,22 @@ def describe_model(model: Any, arrays: dict[str, Any]) -> dict[str, Any]:
         entry = {"name": name, "class_name": layer_config["class_name"], "module": layer_config.get("module"),
                  "config": _jsonable(layer_config.get("config", {})), "trainable": True,
                  "calls": _calls(layer_config), "weights": []}
+        if entry["module"] == "migrate.tf.keras_worker":  # a creation op recorded by opening a custom layer: ops.arange, ...
+            entry.update(class_name=entry["config"]["fn"], module="keras.src.ops.creation")
         if (entry["module"] or "").startswith(("keras.src.ops", "keras.ops")):
             layers.append(entry)  # a keras.ops call (x + 3.0): an operation, not a layer; no weights
             continue
         layer = functional.get_layer(name)
         entry["trainable"] = bool(layer.trainable)
+        entry["attr"] = attrs.get(id(layer)) if attrs else None
         if entry["class_name"] in MODEL_CLASSES or hasattr(layer, "_functional") or (
                 hasattr(layer, "layers") and hasattr(layer, "get_layer") and "layers" in layer.get_config()):
             entry["graph"] = describe_model(layer, arrays)
             entry["weights"] = []
+        elif custom_layer(layer):
+            from migrate.tf.keras_open import open_layer
+
+            entry["open"] = open_layer(layer, entry["calls"][0], arrays, describe_model)  # one class, every call
         else:
             entry["weights"] = _weights(layer, arrays)
         layers.append(entry)
@@ -161,6 +202,10 @@ def _int_bound(model: Any) -> int:
 
 
 def all_layers(model: Any) -> list[Any]:
+    """Every layer inside ``model``, recursively (those a custom layer holds as attributes too)."""
+    flatten = getattr(model, "_flatten_layers", None)
+    if flatten is not None and (custom_layer(model) or any(custom_layer(l) for l in getattr(model, "layers", []))):
+        return list(flatten(include_self=False, recursive=True))
     out = []
     for layer in getattr(model, "layers", []):
         out.append(layer)
@@ -205,6 +250,12 @@ def _padding_value(model: Any) -> float | None:
     return None
 
 
+def token_ids(model: Any, spec: dict[str, Any]) -> bool:
+    """A float (batch, length) input of a model with an Embedding: token ids held as floats, as Keras examples
+    write them (``layers.Input(shape=(maxlen,))``); test inputs are then whole numbers below the vocabulary."""
+    return len(spec["shape"]) == 2 and any(type(layer).__name__ == "Embedding" for layer in all_layers(model))
+
+
 def padded_steps(batch: int, length: int) -> list[list[int]]:
     """Per sequence, the steps made padding: inside and at the end, at the start and inside, trailing."""
     patterns = [[1, length - 1], [0, length // 2], [length - 2, length - 1]]
@@ -221,7 +272,7 @@ def make_inputs(model: Any, batch: int, length: int, seed: int) -> dict[str, Any
     feeds = {}
     for spec in io_specs(model)[0]:
         shape = [batch if i == 0 else (length if d is None else d) for i, d in enumerate(spec["shape"])]
-        if "int" in spec["dtype"]:
+        if "int" in spec["dtype"] or token_ids(model, spec):
             array = rng.integers(0 if pad is None else 1, _int_bound(model), shape).astype(spec["dtype"])
         else:
             array = rng.standard_normal(shape).astype(spec["dtype"])
@@ -246,7 +297,7 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     source = Path(request["source"])
-    model = load_keras(source, request.get("custom_objects"))
+    model = graph_model(load_keras(source, request.get("custom_objects")))
     arrays: dict[str, Any] = {}
     graph = describe_model(model, arrays)
     inputs, outputs = io_specs(model)
@@ -270,7 +321,7 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
 def predict(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
-    model = load_keras(Path(request["source"]), request.get("custom_objects"))
+    model = graph_model(load_keras(Path(request["source"]), request.get("custom_objects")))
     for src, dst in zip(request["inputs"], request["outputs"]):
         with np.load(src) as data:
             feeds = {k: data[k] for k in data.files}

@@ -173,7 +173,7 @@ def training_config(model: Any, request: dict[str, Any]) -> tuple[dict[str, Any]
 
 
 def config(request: dict[str, Any]) -> dict[str, Any]:
-    model = load_compiled(Path(request["source"]))
+    model = load_compiled(Path(request["source"]), request.get("custom_objects"))
     if getattr(model, "optimizer", None) is None and request.get("optimizer") is None:
         return {"config": None}
     return {"config": training_config(model, request)[0]}
@@ -223,7 +223,7 @@ def train(request: dict[str, Any]) -> dict[str, Any]:
 
     from migrate.training.losses import LOSSES, make_targets
 
-    model = load_compiled(Path(request["source"]))
+    model = load_compiled(Path(request["source"]), request.get("custom_objects"))
     keras = _keras(model)
     setup, opt, losses = training_config(model, request)
     disabled = []
@@ -305,7 +305,7 @@ def train_on_batch(request: dict[str, Any]) -> dict[str, Any]:
     """``model.train_on_batch`` on the compiled model (dropout-family layers off): its loss and the weights after."""
     import numpy as np
 
-    model = load_compiled(Path(request["source"]))
+    model = load_compiled(Path(request["source"]), request.get("custom_objects"))
     for layer in all_layers(model):
         if NOISE_LAYERS.get(type(layer).__name__):
             setattr(layer, NOISE_LAYERS[type(layer).__name__], 0.0)

@@ -74,6 +74,7 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
             request[key] = str(path)
     if weights_map is None:
         manifest = _port_manifest(Path(out))
+        request["custom_objects"] = manifest["source"].get("custom_objects") or []  # custom layers' modules
     import numpy as np
 
     with tempfile.TemporaryDirectory(prefix="tf2torch-train-") as tmp:

@@ -14,6 +14,7 @@ from migrate.porting.emitters import (  # noqa: F401  (each module registers its
     attention,
     conv,
     core,
+    kops,
     merge,
     normalization,
     ops,
