@@ -177,6 +177,9 @@ def _io_manifest(graph: dict[str, Any], renderer: Any, keep_layout: bool) -> tup
 
     ins = [spec(io, name, image(io)) for io, name in zip(graph["io_inputs"], renderer.top.forward_args)]
     outs = [spec(io, io["name"], image(io)) for io in graph["io_outputs"]]
+    for out, activation in zip(outs, renderer.output_activations()):
+        if activation:
+            out["activation"] = activation  # train.py takes a probability cross-entropy from the logits
     return ins, outs
 
 
@@ -195,6 +198,9 @@ def _verify(module: Any, reference: Path, inputs: list[dict], outputs: list[dict
     import torch
 
     module.eval()
+    for m in module.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0  # RandomDraw (keras.random in a custom layer) draws its mean, as the Keras reference does
     worst: dict[str, float] = {}
     with np.load(reference) as ref, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -254,7 +254,7 @@ class Renderer:
             if layer_name in custom.get("params", {}):
                 values[tensor] = self._parameter(ctx, custom["params"][layer_name], prefix)
                 continue
-            var = pyname(self._local(layer_name), variables)
+            var = pyname(layer_name if custom else self._local(layer_name), variables)
             cls.forward_args.append(var)
             value = Value(var, shape, cfg.get("dtype", "float32"))
             if self._channels_first(value) and not custom:
@@ -305,6 +305,16 @@ class Renderer:
     def _channels_first(value: Value) -> bool:
         """Images and volumes (rank 4 and 5, float) are channels-first in torch; sequences keep (N, T, C)."""
         return value.rank in (4, 5) and value.dtype.startswith("float")
+
+    def output_activations(self) -> list[str | None]:
+        """Per top-level output, ``softmax``/``sigmoid`` when its last operation is one (the line that binds it),
+        so train.py computes a probability cross-entropy from the logits, as Keras' TensorFlow backend does."""
+        found = []
+        for expr in self.top.returns:
+            line = next((ln for ln in self.top.body if ln.startswith(f"{expr} = ")), "")
+            match = re.match(r"\w+ = torch\.(softmax|sigmoid)\(", line)
+            found.append(match.group(1) if match else None)
+        return found
 
     def _check_supported(self, layers: Any, graph: dict[str, Any]) -> None:
         opened = {entry["name"] for entry in graph["layers"] if "open" in entry}

@@ -40,9 +40,11 @@ def _loss_body(config: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
     by_output = {loss["output"]: loss for loss in config["losses"]}
     if len(outs) == 1:
         loss = by_output[outs[0]["tf_name"]]
-        return [f"    return {_weighted(loss['weight'], render(loss, 'outputs', 'targets', _class_last(outs[0])))}"]
+        expr = render(loss, "outputs", "targets", _class_last(outs[0]), outs[0].get("activation"))
+        return [f"    return {_weighted(loss['weight'], expr)}"]
     preds, targets = _names(outs, "output"), [f"{n}_target" for n in _names(outs, "output")]
-    terms = [_weighted(by_output[s["tf_name"]]["weight"], render(by_output[s["tf_name"]], p, t, _class_last(s)))
+    terms = [_weighted(by_output[s["tf_name"]]["weight"], render(by_output[s["tf_name"]], p, t, _class_last(s),
+                                                                 s.get("activation")))
              for s, p, t in zip(outs, preds, targets)]
     return [f"    {', '.join(preds)} = outputs", f"    {', '.join(targets)} = targets",
             *_sum(terms)]

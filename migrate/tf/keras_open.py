@@ -297,3 +297,28 @@ def _error(layer: Any, construct: str, exc: BaseException | None) -> ConversionE
     return ConversionError(f"cannot port custom layer {layer.name!r} ({type(layer).__name__}): {construct}, in "
                            f"call() at {file}:{line}; register an emitter for the class (docs/port.md) or use "
                            "'tf2torch convert' for an inference program")
+
+
+@contextlib.contextmanager
+def random_off() -> Iterator[None]:
+    """``keras.random`` draws give their mean (a uniform draw its midpoint) while references are computed:
+    the port's ``RandomDraw`` does the same with ``p = 0``, as dropout is switched off for a comparison."""
+    import keras
+
+    def mean(kind: str, real: Any) -> Any:
+        signature = inspect.signature(real)
+
+        def draw(*args: Any, **kwargs: Any) -> Any:
+            a = signature.bind(*args, **kwargs).arguments
+            value = (a.get("minval", 0.0) + a.get("maxval", 1.0)) / 2 if kind == "uniform" else a.get("mean", 0.0)
+            return keras.ops.full(a["shape"], value, dtype=a.get("dtype") or "float32")
+        return draw
+
+    saved = {fn: getattr(keras.random, fn) for fn in CREATORS["random"]}
+    try:
+        for fn, real in saved.items():
+            setattr(keras.random, fn, mean(fn, real))
+        yield
+    finally:
+        for fn, real in saved.items():
+            setattr(keras.random, fn, real)

@@ -78,6 +78,16 @@ def graph_model(model: Any) -> Any:
     return keras.Model(inputs, outputs, name=model.name)
 
 
+_GRAPHS: dict[int, Any] = {}
+
+
+def _graph(model: Any) -> Any:
+    """:func:`graph_model` once per model (input and output names of a subclassed Model come from it)."""
+    if id(model) not in _GRAPHS:
+        _GRAPHS[id(model)] = graph_model(model)
+    return _GRAPHS[id(model)]
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
@@ -222,17 +232,18 @@ def io_specs(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return {"name": name, "dtype": str(getattr(tensor.dtype, "name", tensor.dtype)),
                 "shape": [None if d is None else int(d) for d in tensor.shape]}
 
-    inputs = [spec(t, n) for t, n in zip(model.inputs, input_names(model))]
-    outputs = [spec(t, n) for t, n in zip(model.outputs, output_names(model))]
+    graph = _graph(model)
+    inputs = [spec(t, n) for t, n in zip(graph.inputs, input_names(model))]
+    outputs = [spec(t, n) for t, n in zip(graph.outputs, output_names(model))]
     return inputs, outputs
 
 
 def input_names(model: Any) -> list[str]:
-    return [getattr(t, "name", f"input_{i}").split(":")[0] for i, t in enumerate(model.inputs)]
+    return [getattr(t, "name", f"input_{i}").split(":")[0] for i, t in enumerate(_graph(model).inputs)]
 
 
 def output_names(model: Any) -> list[str]:
-    functional = getattr(model, "_functional", None) or model
+    functional = getattr(model, "_functional", None) or _graph(model)
     spec = functional.get_config()["output_layers"]
     if isinstance(spec, dict):
         return sorted(spec)
@@ -310,10 +321,13 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
     reference = {}
     dynamic = any(d is None for spec in inputs for d in spec["shape"][1:])
     cases = [(b, t) for b in request.get("batches", [1, 3]) for t in (request.get("lengths", [7, 5]) if dynamic else [7])]
+    from migrate.tf.keras_open import random_off
+
     for i, (batch, length) in enumerate(cases):
         feeds = make_inputs(model, batch, length, seed=i)
         reference.update({f"case{i}/in/{k}": v for k, v in feeds.items()})
-        reference.update({f"case{i}/out/{k}": v for k, v in run_model(model, feeds, training=False).items()})
+        with random_off():
+            reference.update({f"case{i}/out/{k}": v for k, v in run_model(model, feeds, training=False).items()})
     np.savez(request["reference"], **reference)
     return {"cases": len(cases)}
 
@@ -322,10 +336,13 @@ def predict(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     model = graph_model(load_keras(Path(request["source"]), request.get("custom_objects")))
+    from migrate.tf.keras_open import random_off
+
     for src, dst in zip(request["inputs"], request["outputs"]):
         with np.load(src) as data:
             feeds = {k: data[k] for k in data.files}
-        np.savez(dst, **run_model(model, feeds, training=bool(request.get("training", False))))
+        with random_off():  # keras.random draws give their mean, as the port's RandomDraw with p = 0
+            np.savez(dst, **run_model(model, feeds, training=bool(request.get("training", False))))
     return {}
 
 

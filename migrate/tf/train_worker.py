@@ -27,6 +27,7 @@ from migrate.core.errors import ConversionError, InputError, first_line
 from migrate.tf.keras_worker import (
     NOISE_LAYERS,
     all_layers,
+    graph_model,
     input_names,
     make_inputs,
     output_names,
@@ -218,6 +219,13 @@ def _layer_value(layer: Any, inputs: Any, output: Any) -> Any:
 
 
 def train(request: dict[str, Any]) -> dict[str, Any]:
+    from migrate.tf.keras_open import random_off
+
+    with random_off():  # keras.random draws give their mean on both sides, like dropout switched off
+        return _train(request)
+
+
+def _train(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
@@ -262,7 +270,7 @@ def train(request: dict[str, Any]) -> dict[str, Any]:
             "occurrence: a token repeated in the batch gets sum(g_i**2) in its second moment, not (sum g_i)**2 as "
             "in torch (dense or SparseAdam); expect those rows to differ, or pass --inputs without repeated ids")
     probed = _probed_layers(model)
-    graph = getattr(model, "_functional", None) or model  # a Sequential's own graph
+    graph = getattr(model, "_functional", None) or graph_model(model)  # a Sequential's own graph
     probe = keras.Model(graph.inputs, [*graph.outputs, *[o for _, _, o in probed], *[i for _, i, _ in probed]])
     result: dict[str, Any] = {**{f"in/{k}": v for k, v in feeds.items()},
                               **{f"target/{k}": v for k, v in targets.items()},
