@@ -105,6 +105,8 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
         no_train = write_train_script(stage, source, manifest, debug=debug, custom_objects=custom_specs)  # OUT/train.py when saved compiled
     progress.say(f"ported {source} -> {out} in {time.perf_counter() - started:.1f}s: class {renderer.top.name}, "
                  f"{len(weights)} Keras weights; max abs error vs Keras {max(errors.values(), default=0.0):.2g}")
+    for note in dict.fromkeys(renderer.notes):
+        _warn(note, progress)
     if no_train and saved_compiled(source):  # the user compiled the model and may expect train.py
         _warn(f"no train.py written: {no_train}", progress)
     paths = {"out": out, "model": out / MODEL_PY, "weights": out / WEIGHTS, "manifest": out / MANIFEST}

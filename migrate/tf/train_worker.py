@@ -45,6 +45,18 @@ REGULARIZED = ("kernel", "bias", "depthwise_kernel", "pointwise_kernel", "recurr
                "gamma", "beta")
 
 
+#: Keras' augmentation layers, run in inference mode for training parity (the port switches them off too)
+AUGMENTATION = {"RandomFlip", "RandomRotation", "RandomZoom", "RandomCrop", "RandomTranslation", "RandomContrast"}
+
+
+def _inference_call(layer: Any) -> Any:
+    call = type(layer).call
+
+    def inference(data: Any, training: Any = None) -> Any:
+        return call(layer, data, training=False)
+    return inference
+
+
 def load_compiled(source: Path, custom_objects: list[dict[str, Any]] | None = None) -> Any:
     """The model with its compile state when it was saved compiled (``model.optimizer`` is None otherwise).
 
@@ -239,6 +251,9 @@ def _train(request: dict[str, Any]) -> dict[str, Any]:
         attr = NOISE_LAYERS.get(type(layer).__name__)
         if attr:
             setattr(layer, attr, 0.0)
+            disabled.append(layer.name)
+        elif type(layer).__name__ in AUGMENTATION:  # off like dropout: their inference behaviour
+            object.__setattr__(layer, "call", _inference_call(layer))
             disabled.append(layer.name)
     rng = np.random.default_rng(int(request.get("seed", 0)))
     if request.get("inputs"):

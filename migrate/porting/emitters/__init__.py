@@ -12,6 +12,7 @@ Register your own layer class without editing anything here (docs/port.md)::
 from migrate.porting.emitters import (  # noqa: F401  (each module registers its emitters on import)
     activations,
     attention,
+    augmentation,
     conv,
     core,
     kops,
