@@ -171,8 +171,9 @@ def _io_manifest(graph: dict[str, Any], renderer: Any, keep_layout: bool) -> tup
         shape = io["shape"]
         tf_layout, layout = LAYOUTS.get(len(shape), (None, None)) if channels_first else (None, None)
         torch_shape = [shape[0], shape[-1], *shape[1:-1]] if layout and not keep_layout else shape
+        extra = {"token_ids": io["token_ids"]} if "token_ids" in io else {}  # float token ids below this
         return {"name": name, "tf_name": io["name"], "dtype": io["dtype"], "shape": torch_shape, "tf_shape": shape,
-                "layout": tf_layout if keep_layout else layout, "tf_layout": tf_layout}
+                "layout": tf_layout if keep_layout else layout, "tf_layout": tf_layout, **extra}
 
     def image(io: dict[str, Any]) -> bool:
         return len(io["shape"]) in LAYOUTS and io["dtype"].startswith("float")

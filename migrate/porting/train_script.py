@@ -90,7 +90,10 @@ def _synthetic(manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
         name = spec["name"] if spec["name"].isidentifier() else f"input{i}"
         names.append(name)
         shape = ", ".join("length" if d is None else str(d) for d in spec["tf_shape"][1:])
-        if spec["dtype"].startswith("float"):
+        if spec.get("token_ids"):
+            line = (f"    {name} = torch.randint(0, {spec['token_ids']}, (batch_size, {shape})).float()"
+                    "  # token ids, held as floats like the Keras model's input")
+        elif spec["dtype"].startswith("float"):
             line = f"    {name} = torch.randn(batch_size, {shape})"
             if spec["layout"] and spec["layout"] != spec["tf_layout"]:
                 perm = ", ".join(str(d) for d in [0, len(spec["tf_shape"]) - 1, *range(1, len(spec["tf_shape"]) - 1)])

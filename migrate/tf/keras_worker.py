@@ -234,6 +234,9 @@ def io_specs(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
     graph = _graph(model)
     inputs = [spec(t, n) for t, n in zip(graph.inputs, input_names(model))]
+    for entry in inputs:
+        if entry["dtype"].startswith("float") and token_ids(model, entry):
+            entry["token_ids"] = _int_bound(model)  # whole numbers below this, held as floats
     outputs = [spec(t, n) for t, n in zip(graph.outputs, output_names(model))]
     return inputs, outputs
 
