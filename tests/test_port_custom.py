@@ -18,16 +18,17 @@ import numpy as np
 import pytest
 import torch
 
-from tests.cli_helpers import ROOT, tf2torch
-from tests.conftest import assert_close
 from migrate.tf.client import run_worker
 from migrate.tf.custom_objects import specs
+from tests.cli_helpers import ROOT, tf2torch
+from tests.conftest import assert_close
 from tests.test_port import run_module
 
 #: fixture -> the custom Keras classes that must each become exactly one class in model.py
 CUSTOM = {"port_text_transformer": ["TransformerBlock", "TokenAndPositionEmbedding"],
           "port_vae_sampling": ["Sampling"], "port_siamese_lambda": [], "port_recommender": ["RecommenderNet"],
-          "port_vit_patches": ["Patches", "PatchEncoder"], "port_augment": [], "port_segmentation": []}
+          "port_vit_patches": ["Patches", "PatchEncoder"], "port_augment": [], "port_segmentation": [],
+          "port_cct": ["CCTTokenizer", "PositionEmbedding", "SequencePooling"]}
 #: fixture -> optimizers whose 3-step training parity holds (Keras' sparse Adam on repeated Embedding rows
 #: differs from torch by design; see docs/port.md)
 TRAIN = {name: ("sgd", "adam") for name in CUSTOM} | {"port_text_transformer": ("sgd",),
@@ -164,6 +165,19 @@ def test_short_fine_tune_lowers_the_loss(ported, name):
     finally:
         sys.path.remove(str(out))
     assert losses[-1] < losses[0], losses
+
+
+def test_training_branch_becomes_self_training(ported):
+    """StochasticDepth's ``if training:`` (keras.random.uniform, floor) is forward's ``if self.training:``;
+    add_weight's position table is a parameter named after the attribute, sliced by the input's shape."""
+    _, out = ported("port_cct")
+    text = (out / "model.py").read_text()
+    assert "        if self.training:  # StochasticDepth.call branches on training" in text
+    assert "self.position_embeddings = nn.Parameter(torch.zeros(16, 16))" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"keras": "position_embedding/embeddings", "torch": "position_embedding.position_embeddings",
+            "transform": "", "trainable": True} in manifest["weights"] or any(
+        w["torch"] == "position_embedding.position_embeddings" for w in manifest["weights"])
 
 
 def test_segmentation_softmax_loss_is_taken_from_the_logits(ported):

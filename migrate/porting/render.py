@@ -363,10 +363,12 @@ class Renderer:
         try:
             if layer.class_name in MODEL_CLASSES:
                 out = self._nested(ctx, layer, entry, call)
-            elif layer.class_name not in EMITTERS and "open" in entry:  # a registered emitter wins
+            elif "open" in entry and not _user_emitter(layer.class_name):  # the user's own emitter wins
                 out = self._custom(ctx, layer, entry, call)
-            else:
+            elif layer.class_name in EMITTERS:
                 out = EMITTERS[layer.class_name](layer, call, ctx)
+            else:
+                return  # no emitter: listed in self.unsupported, which the caller reports
         except Unsupported as exc:
             self.problems.append(f"{layer.name} ({layer.class_name}): {exc}")
             return
@@ -453,8 +455,11 @@ class Renderer:
         if layer.name not in ctx.declared:
             self.local += 1
             try:
-                cls = self._dedupe(self.render_class(graph, graph["custom"]["class"],
-                                                     prefix=f"{ctx.prefix}{layer.attr}.", top=False))
+                cls = self.render_class(graph, graph["custom"]["class"], prefix=f"{ctx.prefix}{layer.attr}.",
+                                        top=False)
+                if "train_graph" in graph["custom"]:
+                    self._training_branch(cls, graph["custom"]["train_graph"], f"{ctx.prefix}{layer.attr}.")
+                cls = self._dedupe(cls)
             finally:
                 self.local -= 1
             ctx.submodule(layer, f"{cls.name}()")
@@ -465,6 +470,18 @@ class Renderer:
         shapes = [tuple(s) for s in graph["output_shapes"][:n]]
         expr = f"self.{layer.attr}({', '.join(args)})"
         return Out(tuple([expr] * n) if graph["custom"]["structure"] == "tuple" else expr, "keras", shapes=shapes)
+
+    def _training_branch(self, cls: ClassSource, graph: dict[str, Any], prefix: str) -> None:
+        """``call`` computes something else with ``training=True``: forward starts with ``if self.training:``
+        and that graph's code; submodules, parameters and weights are the ones both graphs share."""
+        train = self.render_class(graph, f"{cls.name}Training", prefix=prefix, top=False)
+        self.classes.remove(train)
+        self.class_names.discard(train.name)
+        cls.inits += [ln for ln in train.inits if ln not in cls.inits]
+        cls.body = [f"if self.training:  # {graph['custom']['class']}.call branches on training",
+                    *[f"    {ln}" for ln in train.body], f"    return {', '.join(train.returns)}", *cls.body]
+        seen: set[tuple[str, str]] = set()
+        self.weights = [w for w in self.weights if (w.keras, w.torch) not in seen and not seen.add((w.keras, w.torch))]
 
     def _local(self, name: str) -> str:
         """Inside a custom class, ``add_3`` and ``dense_7`` read ``add`` and ``dense`` (made unique per class),
@@ -507,6 +524,13 @@ def activity_regularizer(class_name: str, config: dict[str, Any]) -> dict[str, f
         raise Unsupported(f"activity_regularizer {reg.get('class_name')} (L1, L2 and L1L2 are mapped)")
     cfg = reg.get("config") or {}
     return {"l1": float(cfg.get("l1") or 0.0), "l2": float(cfg.get("l2") or 0.0)}
+
+
+def _user_emitter(class_name: str) -> bool:
+    """An emitter registered from outside tf2torch (a user's class that shares a Keras name, such as
+    ``StochasticDepth``, is opened up rather than given Keras' emitter)."""
+    fn = EMITTERS.get(class_name)
+    return fn is not None and not fn.__module__.startswith("migrate.porting.emitters")
 
 
 def _same(a: ClassSource, b: ClassSource) -> bool:

@@ -72,20 +72,7 @@ def open_layer(layer: Any, call: dict[str, Any], arrays: dict[str, Any],
     own = _own_variables(layer)
     params = {attr: keras.Input(batch_shape=tuple(var.shape), dtype=var.dtype, name=f"param__{attr}")
               for attr, var in own.items()}
-    losses: list[Any] = []
-    try:
-        with _swapped(layer, params), _creators(inputs[0]), _capture_losses(layer, losses):
-            result = layer.call(*args, **kwargs)
-        outputs = keras.tree.flatten(result)
-        if not outputs or not all(isinstance(t, keras.KerasTensor) for t in outputs):
-            raise TypeError("call() returned something other than tensors computed from its inputs")
-        functional = keras.Model([*inputs, *params.values()], [*outputs, *losses], name=layer.name)
-    except ConversionError:
-        raise
-    except Exception as exc:  # Keras and TF raise many types on a symbolic tensor they cannot take
-        raise _error(layer, _construct(exc), exc) from exc
     attrs = _sublayer_attrs(layer)
-    graph = describe(functional, arrays, attrs)
     trainable = {id(w) for w in layer.trainable_weights}
     weights = {}
     for attr, var in own.items():
@@ -94,11 +81,34 @@ def open_layer(layer: Any, call: dict[str, Any], arrays: dict[str, Any],
         weights[f"param__{attr}"] = {"name": attr, "path": var.path, "key": key, "shape": list(var.shape),
                                      "dtype": str(arrays[key].dtype), "trainable": id(var) in trainable}
     file, line = _call_site(layer)
-    graph["custom"] = {"class": type(layer).__name__, "file": file, "line": line,
-                       "params": weights, "dims": {str(k): v for k, v in dims.items()},
-                       "losses": len(losses), "outputs": len(outputs),
-                       "structure": "single" if not isinstance(result, (list, tuple, dict)) else "tuple"}
-    _forget_sentinels(graph)
+
+    def graph_of(training: bool) -> dict[str, Any]:
+        losses: list[Any] = []
+        try:
+            with _swapped(layer, params), _creators(inputs[0]), _capture_losses(layer, losses):
+                result = layer.call(*args, **{**kwargs, "training": training} if "training" in kwargs else kwargs)
+            outputs = keras.tree.flatten(result)
+            if not outputs or not all(isinstance(t, keras.KerasTensor) for t in outputs):
+                raise TypeError("call() returned something other than tensors computed from its inputs")
+            functional = keras.Model([*inputs, *params.values()], [*outputs, *losses], name=layer.name)
+        except ConversionError:
+            raise
+        except Exception as exc:  # Keras and TF raise many types on a symbolic tensor they cannot take
+            raise _error(layer, _construct(exc), exc) from exc
+        graph = describe(functional, arrays, attrs)
+        graph["custom"] = {"class": type(layer).__name__, "file": file, "line": line,
+                           "params": weights, "dims": {str(k): v for k, v in dims.items()},
+                           "losses": len(losses), "outputs": len(outputs),
+                           "structure": "single" if not isinstance(result, (list, tuple, dict)) else "tuple",
+                           "operations": sorted(type(op).__name__ for op in functional.operations)}
+        _forget_sentinels(graph)
+        return graph
+
+    graph = graph_of(False)
+    if "training" in kwargs:
+        train = graph_of(True)  # an ``if training:`` around ops: forward gets ``if self.training:``
+        if train["custom"]["operations"] != graph["custom"]["operations"]:
+            graph["custom"]["train_graph"] = train
     return graph
 
 

@@ -26,7 +26,8 @@ UNARY = {"ops.Sqrt": "torch.sqrt({x})", "ops.Exp": "torch.exp({x})", "ops.Log": 
          "ops.Expm1": "torch.expm1({x})", "ops.Log1p": "torch.log1p({x})", "ops.Reciprocal": "torch.reciprocal({x})",
          "ops.Sign": "torch.sign({x})", "ops.Floor": "torch.floor({x})", "ops.Ceil": "torch.ceil({x})",
          "ops.LogicalNot": "torch.logical_not({x})", "ops.OnesLike": "torch.ones_like({x})",
-         "ops.ZerosLike": "torch.zeros_like({x})", "ops.StopGradient": "{x}.detach()"}
+         "ops.ZerosLike": "torch.zeros_like({x})", "ops.StopGradient": "{x}.detach()",
+         "ops.ConvertToTensor": "{x}"}
 #: two-argument ops (either may be a Python number)
 BINARY = {"ops.Matmul": "torch.matmul({a}, {b})", "ops.Power": "{a} ** {b}", "ops.Mod": "{a} % {b}",
           "ops.FloorDivide": "{a} // {b}", "ops.Equal": "{a} == {b}", "ops.Less": "{a} < {b}",
@@ -400,3 +401,16 @@ def random(layer: Layer, call: Call, ctx: Any) -> Out:
     ctx.helper("RandomDraw", RANDOM_DRAW)
     mod = ctx.submodule(layer, f"RandomDraw({kind!r}, {float(lo)!r}, {float(hi)!r})")
     return Out(f"{mod}({ctx.literal(tuple(a['shape']))}, {call.args[0].var})")
+
+
+@emitter("ops.Slice")
+def slice_(layer: Layer, call: Call, ctx: Any) -> Out:
+    """``ops.slice(x, start_indices, shape)``: ``x[s0:s0 + n0, ...]`` (sizes from ops.shape stay shape reads)."""
+    x = call.args[0]
+    starts = call.args[1] if len(call.args) > 1 else layer.config.get("start_indices")
+    sizes = call.args[2] if len(call.args) > 2 else layer.config.get("shape")
+    parts = []
+    for start, size in zip(starts, sizes):
+        begin = ctx.literal(start)
+        parts.append(f"{begin}:{begin} + {ctx.literal(size)}" if begin != "0" else f":{ctx.literal(size)}")
+    return Out(f"{ctx.keras(x)}[{', '.join(parts)}]")
