@@ -55,10 +55,31 @@ def load_keras(source: Path, custom_objects: list[dict[str, Any]] | None = None)
                           f"{first_line(exc, 300)})") from exc
 
 
+def _functional(model: Any) -> bool:
+    """A Functional model, possibly of a subclass built functionally (keras-hub backbones)."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, Functional)
+
+
+def graph_config(model: Any) -> dict[str, Any]:
+    """The layer-graph config: Functional's own, also where a subclass's get_config returns its arguments."""
+    if not _functional(model):
+        return model.get_config()
+    from keras.src.models import functional
+
+    like = functional.functional_like_constructor
+    functional.functional_like_constructor = lambda cls: True  # the graph, whatever the subclass's constructor
+    try:
+        return functional.Functional.get_config(model)
+    finally:
+        functional.functional_like_constructor = like
+
+
 def graph_model(model: Any) -> Any:
     """``model`` itself, or for a subclassed Model a Functional one whose only layer is it (so it has inputs,
     outputs and a layer graph; the port opens the subclass up like any custom layer)."""
-    if type(model).__name__ in MODEL_CLASSES - {"Model"} or not custom_layer(model):
+    if type(model).__name__ in MODEL_CLASSES - {"Model"} or not custom_layer(model) or _functional(model):
         return model
     import keras
 
@@ -153,7 +174,7 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
     """The layer graph of a Functional or Sequential model (nested models recursively); ``attrs`` names the
     layers of an opened custom layer by the attribute that holds them (``self.att``)."""
     functional = getattr(model, "_functional", None) or model
-    config = functional.get_config()
+    config = graph_config(functional)
     if "layers" not in config or "input_layers" not in config:
         raise ConversionError(f"model {model.name!r} is a subclassed {type(model).__name__} whose call() is Python "
                           "code, so it has no layer graph to port; use 'tf2torch convert' for an inference "
@@ -172,7 +193,7 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
         layer = functional.get_layer(name)
         entry["trainable"] = bool(layer.trainable)
         entry["attr"] = attrs.get(id(layer)) if attrs else None
-        if entry["class_name"] in MODEL_CLASSES or hasattr(layer, "_functional") or (
+        if entry["class_name"] in MODEL_CLASSES or hasattr(layer, "_functional") or _functional(layer) or (
                 hasattr(layer, "layers") and hasattr(layer, "get_layer") and "layers" in layer.get_config()):
             entry["graph"] = describe_model(layer, arrays)
             entry["weights"] = []
@@ -247,7 +268,7 @@ def input_names(model: Any) -> list[str]:
 
 def output_names(model: Any) -> list[str]:
     functional = getattr(model, "_functional", None) or _graph(model)
-    spec = functional.get_config()["output_layers"]
+    spec = graph_config(functional)["output_layers"]
     if isinstance(spec, dict):
         return sorted(spec)
     names = [t.split(":")[0] for t in _endpoints(spec)]
