@@ -201,6 +201,7 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
             from migrate.tf.keras_open import open_layer
 
             entry["open"] = open_layer(layer, entry["calls"][0], arrays, describe_model)  # one class, every call
+            entry["weights"] = _weights(layer, arrays)  # for an emitter the user registers for the class
         else:
             entry["weights"] = _weights(layer, arrays)
         layers.append(entry)
