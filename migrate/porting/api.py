@@ -88,7 +88,8 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
         manifest = {
             "format": 1,
             "kind": "port",
-            "source": {"path": str(source), "kind": graph["source_kind"], "signature": None},
+            "source": {"path": str(source), "kind": graph["source_kind"], "signature": None,
+                       "custom_objects": custom_specs},
             "class_name": renderer.top.name,
             "inputs": inputs,
             "outputs": outputs,
@@ -101,9 +102,11 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
         write_json(stage / MANIFEST, manifest)
         from migrate.porting.train_script import saved_compiled, write_train_script
 
-        no_train = write_train_script(stage, source, manifest, debug=debug)  # OUT/train.py when saved compiled
+        no_train = write_train_script(stage, source, manifest, debug=debug, custom_objects=custom_specs)  # OUT/train.py when saved compiled
     progress.say(f"ported {source} -> {out} in {time.perf_counter() - started:.1f}s: class {renderer.top.name}, "
                  f"{len(weights)} Keras weights; max abs error vs Keras {max(errors.values(), default=0.0):.2g}")
+    for note in dict.fromkeys(renderer.notes):
+        _warn(note, progress)
     if no_train and saved_compiled(source):  # the user compiled the model and may expect train.py
         _warn(f"no train.py written: {no_train}", progress)
     paths = {"out": out, "model": out / MODEL_PY, "weights": out / WEIGHTS, "manifest": out / MANIFEST}
@@ -168,14 +171,18 @@ def _io_manifest(graph: dict[str, Any], renderer: Any, keep_layout: bool) -> tup
         shape = io["shape"]
         tf_layout, layout = LAYOUTS.get(len(shape), (None, None)) if channels_first else (None, None)
         torch_shape = [shape[0], shape[-1], *shape[1:-1]] if layout and not keep_layout else shape
+        extra = {"token_ids": io["token_ids"]} if "token_ids" in io else {}  # float token ids below this
         return {"name": name, "tf_name": io["name"], "dtype": io["dtype"], "shape": torch_shape, "tf_shape": shape,
-                "layout": tf_layout if keep_layout else layout, "tf_layout": tf_layout}
+                "layout": tf_layout if keep_layout else layout, "tf_layout": tf_layout, **extra}
 
     def image(io: dict[str, Any]) -> bool:
         return len(io["shape"]) in LAYOUTS and io["dtype"].startswith("float")
 
     ins = [spec(io, name, image(io)) for io, name in zip(graph["io_inputs"], renderer.top.forward_args)]
     outs = [spec(io, io["name"], image(io)) for io in graph["io_outputs"]]
+    for out, activation in zip(outs, renderer.output_activations()):
+        if activation:
+            out["activation"] = activation  # train.py takes a probability cross-entropy from the logits
     return ins, outs
 
 
@@ -196,6 +203,9 @@ def _verify(module: Any, reference: Path, inputs: list[dict], outputs: list[dict
     from migrate.core.compare import compare, scale_of, tolerance
 
     module.eval()
+    for m in module.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0  # RandomDraw (keras.random in a custom layer) draws its mean, as the Keras reference does
     worst: dict[str, float] = {}
     with np.load(reference) as ref, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -83,6 +83,9 @@ class ClassSource:
     eval_only: list[str] = field(default_factory=list)
     returns: list[str] = field(default_factory=list)
     activity: bool = False  # forward sets self.activity_loss (Keras activity regularisers)
+    added_loss: bool = False  # forward sets self.added_loss (add_loss in a custom layer's call)
+    dims: dict[int, str] = field(default_factory=dict)  # traced sentinel size -> ``x.shape[i]``
+    keras_class: str | None = None  # the custom Keras class this class ports
 
 
 class Context:
@@ -166,6 +169,25 @@ class Context:
     def line(self, code: str) -> None:
         self.cls.body.append(code)
 
+    def literal(self, value: Any) -> str:
+        """A constant argument of a keras.ops call as source: numbers, tuples, scalar tensors; a size that
+        ``call`` read off a tensor (``ops.shape(x)[1]``) as ``x.shape[1]``, so it follows the input."""
+        if isinstance(value, Value):
+            return self.keras(value)
+        if isinstance(value, dict) and value.get("class_name") == "__tensor__":
+            v = value["config"]["value"]
+            return f"torch.tensor({v!r})" if isinstance(v, list) else repr(v)
+        if isinstance(value, bool) or value is None:
+            return repr(value)
+        if isinstance(value, int) and value in self.cls.dims:
+            return self.cls.dims[value]
+        if isinstance(value, (list, tuple)):
+            inner = ", ".join(self.literal(v) for v in value)
+            return f"({inner},)" if len(value) == 1 else f"({inner})"
+        if isinstance(value, (int, float, str)):
+            return repr(value)
+        raise Unsupported(f"a constant argument of type {type(value).__name__}")
+
     def keras(self, value: Value) -> str:
         """``value`` as an expression in Keras' layout (channels last)."""
         if value.layout == "cf":
@@ -198,19 +220,27 @@ class Renderer:
         self.train_semantics: list[dict[str, Any]] = []
         self.semantics_done: set[str] = set()
         self.helpers: dict[str, str] = {}
-        self.top = self.render_class(graph, class_name or class_name_for(graph["name"]), prefix="", top=True)
+        self.added_losses: list[str] = []  # submodules whose forward sets added_loss (Keras add_loss)
+        self.local = 0  # > 0 while rendering inside a custom layer: names lose Keras' global _N suffixes
+        self.notes: list[str] = []  # one-line warnings for the user (augmentation layers left to the data)
+        graph = _unwrapped(graph)
+        default = graph["custom"]["class"] if "custom" in graph else class_name_for(graph["name"])
+        self.top = self.render_class(graph, class_name or default, prefix="", top=True)
 
     def render_class(self, graph: dict[str, Any], name: str, prefix: str, top: bool) -> ClassSource:
         name = pyname(name) if not name.isidentifier() else name
+        base, n = name, 2
         while name in self.class_names:
-            name = f"{name}Block"
+            name, n = (f"{name}Block", n) if "custom" not in graph else (f"{base}{n}", n + 1)
         self.class_names.add(name)
         cls = ClassSource(name)
+        custom = graph.get("custom") or {}
+        cls.keras_class = custom.get("class")
         ctx = Context(self, cls, prefix)
         ctx.top = top
         ctx.shapes = _collect_shapes(graph)
         layers = {entry["name"]: entry for entry in graph["layers"]}
-        attrs: set[str] = set()
+        attrs: set[str] = {pyname(w["name"]) for w in custom.get("params", {}).values()}
         objs: dict[str, Layer] = {}
         for entry in graph["layers"]:
             if entry["class_name"] == "InputLayer":
@@ -219,8 +249,9 @@ class Renderer:
                        for w in entry.get("weights", [])}
             objs[entry["name"]] = Layer(entry["name"], emitter_key(entry["class_name"], entry.get("module")),
                                         entry["config"], entry["trainable"], weights,
-                                        attr=pyname(entry["name"], attrs), calls=len(entry["calls"]))
-        self._check_supported(objs.values())
+                                        attr=pyname(entry.get("attr") or self._local(entry["name"]), attrs),
+                                        calls=len(entry["calls"]))
+        self._check_supported(objs.values(), graph)
         variables: set[str] = set()
         ctx.variables = variables
         values: dict[str, Value] = {}
@@ -228,14 +259,19 @@ class Renderer:
             layer_name = tensor.split(":")[0]
             cfg = layers[layer_name]["config"]
             shape = tuple(cfg.get("batch_shape") or cfg.get("batch_input_shape"))
-            var = pyname(layer_name, variables)
+            if layer_name in custom.get("params", {}):
+                values[tensor] = self._parameter(ctx, custom["params"][layer_name], prefix)
+                continue
+            var = pyname(layer_name if custom else self._local(layer_name), variables)
             cls.forward_args.append(var)
             value = Value(var, shape, cfg.get("dtype", "float32"))
-            if self._channels_first(value):
+            if self._channels_first(value) and not custom:
                 if self.keep_layout and top:
                     ctx.line(f"{var} = {ctx.cf(value)}  # channels-last in, channels-first inside")
                 value.layout = "cf"
             values[tensor] = value
+        for size, (input_name, axis) in custom.get("dims", {}).items():
+            cls.dims[int(size)] = f"{values[f'{input_name}:0:0'].var}.shape[{axis}]"
         pending = [(objs[name], i) for name in objs for i in range(objs[name].calls)]
         consumers = self._consumers(graph)
         order: dict[str, int] = {t: 0 for t in values}
@@ -257,9 +293,15 @@ class Renderer:
             self._emit(ctx, layer, i, layers[layer.name], values, variables, consumers)
         if self.problems:
             return cls  # the caller reports self.problems
-        for tensor in graph["outputs"]:
+        outputs = graph["outputs"]
+        if custom.get("losses"):
+            terms = [ctx.keras(values[t]) for t in outputs[custom["outputs"]:]]
+            ctx.line(f"self.added_loss = {' + '.join(terms)}  # add_loss in {custom['class']}.call")
+            cls.added_loss = True
+            outputs = outputs[:custom["outputs"]]
+        for tensor in outputs:
             value = values[tensor]
-            channels_first = self._channels_first(value) and not (self.keep_layout and top)
+            channels_first = self._channels_first(value) and not (self.keep_layout and top) and not custom
             try:
                 cls.returns.append(ctx.cf(value) if channels_first else ctx.keras(value))
             except Unsupported as exc:
@@ -272,10 +314,35 @@ class Renderer:
         """Images and volumes (rank 4 and 5, float) are channels-first in torch; sequences keep (N, T, C)."""
         return value.rank in (4, 5) and value.dtype.startswith("float")
 
-    def _check_supported(self, layers: Any) -> None:
+    def output_activations(self) -> list[str | None]:
+        """Per top-level output, ``softmax``/``sigmoid`` when its last operation is one (the line that binds it),
+        so train.py computes a probability cross-entropy from the logits, as Keras' TensorFlow backend does."""
+        found = []
+        for expr in self.top.returns:
+            line = next((ln for ln in self.top.body if ln.startswith(f"{expr} = ")), "")
+            match = re.match(r"\w+ = torch\.(softmax|sigmoid)\(", line)
+            found.append(match.group(1) if match else None)
+        return found
+
+    def _check_supported(self, layers: Any, graph: dict[str, Any]) -> None:
+        opened = {entry["name"] for entry in graph["layers"] if "open" in entry}
         for layer in layers:
-            if layer.class_name not in EMITTERS and layer.class_name not in MODEL_CLASSES:
+            if layer.class_name not in EMITTERS and layer.class_name not in MODEL_CLASSES and layer.name not in opened:
                 self.unsupported.setdefault(layer.class_name, []).append(layer.name)
+
+    def _parameter(self, ctx: Context, weight: dict[str, Any], prefix: str) -> Value:
+        """A variable the custom layer made with add_weight: ``self.<attribute>``, a parameter (a buffer if
+        not trainable) loaded from the Keras variable as it is."""
+        attr = pyname(weight["name"])
+        shape = tuple(weight["shape"])
+        init = f"torch.zeros({', '.join(str(d) for d in shape) or '()'})"
+        if weight["trainable"]:
+            self.imports.add("nn")
+            ctx.cls.inits.append(f"self.{attr} = nn.Parameter({init})")
+        else:
+            ctx.cls.inits.append(f'self.register_buffer("{attr}", {init})')
+        self.weights.append(WeightMapping(weight["path"], prefix + attr, weight["key"], (), weight["trainable"]))
+        return Value(f"self.{attr}", shape, weight["dtype"])
 
     @staticmethod
     def _consumers(graph: dict[str, Any]) -> dict[str, list[str]]:
@@ -304,8 +371,12 @@ class Renderer:
         try:
             if layer.class_name in MODEL_CLASSES:
                 out = self._nested(ctx, layer, entry, call)
-            else:
+            elif "open" in entry and not _user_emitter(layer.class_name):  # the user's own emitter wins
+                out = self._custom(ctx, layer, entry, call)
+            elif layer.class_name in EMITTERS:
                 out = EMITTERS[layer.class_name](layer, call, ctx)
+            else:
+                return  # no emitter: listed in self.unsupported, which the caller reports
         except Unsupported as exc:
             self.problems.append(f"{layer.name} ({layer.class_name}): {exc}")
             return
@@ -340,7 +411,8 @@ class Renderer:
         shapes = out.shapes or [None] * len(names)
         for k, name in enumerate(names):
             shape = shapes[k] if shapes[k] is not None else self._shape_of(ctx, f"{layer.name}:{index}:{k}", call)
-            values[f"{layer.name}:{index}:{k}"] = Value(name, shape, inputs[0].dtype if inputs else "float32",
+            dtype = out.dtype or (inputs[0].dtype if inputs else "float32")
+            values[f"{layer.name}:{index}:{k}"] = Value(name, shape, dtype,
                                                         out.layout, out.flat_from,
                                                         masked=(masked or starts_mask) and len(shape) > 2)
 
@@ -371,8 +443,9 @@ class Renderer:
 
     def _nested(self, ctx: Context, layer: Layer, entry: dict[str, Any], call: Call) -> Out:
         if layer.name not in ctx.declared:
-            nested = self.render_class(entry["graph"], class_name_for(layer.name), prefix=f"{ctx.prefix}{layer.attr}.",
-                                       top=False)
+            nested = self._dedupe(self.render_class(entry["graph"], class_name_for(layer.attr if self.local else
+                                                                                   layer.name),
+                                                    prefix=f"{ctx.prefix}{layer.attr}.", top=False))
             ctx.submodule(layer, f"{nested.name}()")
         # nested classes take and return images channels-first, like the top-level class
         args = [ctx.cf(v) if self._channels_first(v) else ctx.keras(v) for v in call.inputs]
@@ -382,6 +455,56 @@ class Renderer:
             raise Unsupported("a nested model returning images and other tensors together")
         expr = f"self.{layer.attr}({', '.join(args)})"
         return Out(tuple([expr] * len(shapes)) if len(shapes) > 1 else expr, layouts.pop(), shapes=shapes)
+
+    def _custom(self, ctx: Context, layer: Layer, entry: dict[str, Any], call: Call) -> Out:
+        """A custom Keras layer: one class per Keras class (rendered once; an instance whose rendering
+        differs gets ``Class2``), called with and returning Keras-layout tensors."""
+        graph = entry["open"]
+        if layer.name not in ctx.declared:
+            self.local += 1
+            try:
+                cls = self.render_class(graph, graph["custom"]["class"], prefix=f"{ctx.prefix}{layer.attr}.",
+                                        top=False)
+                if "train_graph" in graph["custom"]:
+                    self._training_branch(cls, graph["custom"]["train_graph"], f"{ctx.prefix}{layer.attr}.")
+                cls = self._dedupe(cls)
+            finally:
+                self.local -= 1
+            ctx.submodule(layer, f"{cls.name}()")
+            if cls.added_loss:
+                self.added_losses.append(f"{ctx.prefix}{layer.attr}")
+        args = [ctx.keras(v) for v in call.inputs]
+        n = graph["custom"]["outputs"]
+        shapes = [tuple(s) for s in graph["output_shapes"][:n]]
+        expr = f"self.{layer.attr}({', '.join(args)})"
+        return Out(tuple([expr] * n) if graph["custom"]["structure"] == "tuple" else expr, "keras", shapes=shapes)
+
+    def _training_branch(self, cls: ClassSource, graph: dict[str, Any], prefix: str) -> None:
+        """``call`` computes something else with ``training=True``: forward starts with ``if self.training:``
+        and that graph's code; submodules, parameters and weights are the ones both graphs share."""
+        train = self.render_class(graph, f"{cls.name}Training", prefix=prefix, top=False)
+        self.classes.remove(train)
+        self.class_names.discard(train.name)
+        cls.inits += [ln for ln in train.inits if ln not in cls.inits]
+        cls.body = [f"if self.training:  # {graph['custom']['class']}.call branches on training",
+                    *[f"    {ln}" for ln in train.body], f"    return {', '.join(train.returns)}", *cls.body]
+        seen: set[tuple[str, str]] = set()
+        self.weights = [w for w in self.weights if (w.keras, w.torch) not in seen and not seen.add((w.keras, w.torch))]
+
+    def _local(self, name: str) -> str:
+        """Inside a custom class, ``add_3`` and ``dense_7`` read ``add`` and ``dense`` (made unique per class),
+        so that every instance of the Keras class renders the same class text."""
+        return re.sub(r"_\d+$", "", name) if self.local else name
+
+    def _dedupe(self, cls: ClassSource) -> ClassSource:
+        """The class already rendered with the same text (another instance of the same Keras class), else cls."""
+        same = next((c for c in self.classes if c is not cls and c.keras_class == cls.keras_class and _same(c, cls)),
+                    None)
+        if same is None or cls not in self.classes:
+            return cls
+        self.classes.remove(cls)
+        self.class_names.discard(cls.name)
+        return same
 
     def source(self) -> str:
         """The text of model.py."""
@@ -409,6 +532,26 @@ def activity_regularizer(class_name: str, config: dict[str, Any]) -> dict[str, f
         raise Unsupported(f"activity_regularizer {reg.get('class_name')} (L1, L2 and L1L2 are mapped)")
     cfg = reg.get("config") or {}
     return {"l1": float(cfg.get("l1") or 0.0), "l2": float(cfg.get("l2") or 0.0)}
+
+
+def _user_emitter(class_name: str) -> bool:
+    """An emitter registered from outside tf2torch (a user's class that shares a Keras name, such as
+    ``StochasticDepth``, is opened up rather than given Keras' emitter)."""
+    fn = EMITTERS.get(class_name)
+    return fn is not None and not fn.__module__.startswith("migrate.porting.emitters")
+
+
+def _same(a: ClassSource, b: ClassSource) -> bool:
+    return (a.inits, a.body, a.returns, a.forward_args) == (b.inits, b.body, b.returns, b.forward_args)
+
+
+def _unwrapped(graph: dict[str, Any]) -> dict[str, Any]:
+    """A subclassed Model arrives wrapped (a Functional whose only layer is the model): port the model's own
+    graph as the top-level class, so it becomes one class whose ``__init__`` builds its sublayers."""
+    inner = [e for e in graph["layers"] if e["class_name"] != "InputLayer"]
+    if len(inner) == 1 and "open" in inner[0] and len(graph["inputs"]) == len(inner[0]["open"]["inputs"]):
+        return inner[0]["open"]
+    return graph
 
 
 def _class_text(cls: ClassSource) -> str:

@@ -40,9 +40,11 @@ def _loss_body(config: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
     by_output = {loss["output"]: loss for loss in config["losses"]}
     if len(outs) == 1:
         loss = by_output[outs[0]["tf_name"]]
-        return [f"    return {_weighted(loss['weight'], render(loss, 'outputs', 'targets', _class_last(outs[0])))}"]
+        expr = render(loss, "outputs", "targets", _class_last(outs[0]), outs[0].get("activation"))
+        return [f"    return {_weighted(loss['weight'], expr)}"]
     preds, targets = _names(outs, "output"), [f"{n}_target" for n in _names(outs, "output")]
-    terms = [_weighted(by_output[s["tf_name"]]["weight"], render(by_output[s["tf_name"]], p, t, _class_last(s)))
+    terms = [_weighted(by_output[s["tf_name"]]["weight"], render(by_output[s["tf_name"]], p, t, _class_last(s),
+                                                                 s.get("activation")))
              for s, p, t in zip(outs, preds, targets)]
     return [f"    {', '.join(preds)} = outputs", f"    {', '.join(targets)} = targets",
             *_sum(terms)]
@@ -88,7 +90,10 @@ def _synthetic(manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
         name = spec["name"] if spec["name"].isidentifier() else f"input{i}"
         names.append(name)
         shape = ", ".join("length" if d is None else str(d) for d in spec["tf_shape"][1:])
-        if spec["dtype"].startswith("float"):
+        if spec.get("token_ids"):
+            line = (f"    {name} = torch.randint(0, {spec['token_ids']}, (batch_size, {shape})).float()"
+                    "  # token ids, held as floats like the Keras model's input")
+        elif spec["dtype"].startswith("float"):
             line = f"    {name} = torch.randn(batch_size, {shape})"
             if spec["layout"] and spec["layout"] != spec["tf_layout"]:
                 perm = ", ".join(str(d) for d in [0, len(spec["tf_shape"]) - 1, *range(1, len(spec["tf_shape"]) - 1)])
@@ -245,7 +250,8 @@ def saved_compiled(source: Path) -> bool:
     return False
 
 
-def write_train_script(stage: Path, source: Path, manifest: dict[str, Any], *, debug: bool = False) -> str | None:
+def write_train_script(stage: Path, source: Path, manifest: dict[str, Any], *, debug: bool = False,
+                       custom_objects: list[dict[str, Any]] | None = None) -> str | None:
     """Write ``stage/train.py`` when SOURCE was saved compiled; return why not otherwise (None when written)."""
     from migrate.core.errors import Tf2TorchError
     from migrate.tf.client import run_worker
@@ -253,7 +259,8 @@ def write_train_script(stage: Path, source: Path, manifest: dict[str, Any], *, d
     if not saved_compiled(source):
         return "the Keras model was saved without compile()"
     try:
-        answer = run_worker("config", {"source": str(source)}, debug=debug, module="migrate.tf.train_worker")
+        answer = run_worker("config", {"source": str(source), "custom_objects": custom_objects or []}, debug=debug,
+                            module="migrate.tf.train_worker")
         if answer["config"] is None:
             return "the Keras model has no compiled optimizer"
         text = render(answer["config"], manifest)

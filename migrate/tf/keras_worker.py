@@ -15,6 +15,7 @@ Request and answer follow ``migrate.tf.export_worker`` (``{"ok": false, "exit_co
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -52,6 +53,60 @@ def load_keras(source: Path, custom_objects: list[dict[str, Any]] | None = None)
     except Exception as exc:  # tf_keras raises many types for a bad SavedModel
         raise InputError(f"{source}: not a readable Keras 2 SavedModel ({type(exc).__name__}: "
                           f"{first_line(exc, 300)})") from exc
+
+
+def _functional(model: Any) -> bool:
+    """A Functional model, possibly of a subclass built functionally (keras-hub backbones)."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, Functional)
+
+
+def graph_config(model: Any) -> dict[str, Any]:
+    """The layer-graph config: Functional's own, also where a subclass's get_config returns its arguments."""
+    if not _functional(model):
+        return model.get_config()
+    from keras.src.models import functional
+
+    like = functional.functional_like_constructor
+    functional.functional_like_constructor = lambda cls: True  # the graph, whatever the subclass's constructor
+    try:
+        return functional.Functional.get_config(model)
+    finally:
+        functional.functional_like_constructor = like
+
+
+def graph_model(model: Any) -> Any:
+    """``model`` itself, or for a subclassed Model a Functional one whose only layer is it (so it has inputs,
+    outputs and a layer graph; the port opens the subclass up like any custom layer)."""
+    if type(model).__name__ in MODEL_CLASSES - {"Model"} or not custom_layer(model) or _functional(model):
+        return model
+    import keras
+
+    build = model.get_build_config() or {}
+    shapes = build.get("input_shape") or build.get("shapes_dict")
+    if shapes is None:
+        raise ConversionError(f"model {model.name!r} is a subclassed {type(model).__name__} that was saved "
+                              "without being built, so its input shape is unknown; call it once before saving")
+    params = [p for p in inspect.signature(model.call).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if isinstance(shapes, dict):
+        names = [k.removesuffix("_shape") for k in shapes]
+        inputs = [keras.Input(batch_shape=tuple(s), name=n) for n, s in zip(names, shapes.values())]
+    else:
+        inputs = [keras.Input(batch_shape=tuple(shapes), name=params[0].name if params else "inputs")]
+    outputs = model(*inputs)
+    return keras.Model(inputs, outputs, name=model.name)
+
+
+_GRAPHS: dict[int, Any] = {}
+
+
+def _graph(model: Any) -> Any:
+    """:func:`graph_model` once per model (input and output names of a subclassed Model come from it)."""
+    if id(model) not in _GRAPHS:
+        _GRAPHS[id(model)] = graph_model(model)
+    return _GRAPHS[id(model)]
 
 
 def _jsonable(value: Any) -> Any:
@@ -93,12 +148,14 @@ def _endpoints(spec: Any) -> list[str]:
 
 
 def _weights(layer: Any, arrays: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every variable of ``layer``, stored under a fresh key; names are relative to the layer."""
+    """Every variable of ``layer``, stored under a fresh key; names are relative to the layer (its name, or
+    its path inside a custom layer: ``transformer_block/dense_3/kernel`` -> ``kernel``)."""
     trainable_ids = {id(w) for w in layer.trainable_weights}
     out = []
+    prefixes = [p + "/" for p in (getattr(layer, "path", None), layer.name) if p]
     for var in layer.weights:
         path = getattr(var, "path", None) or var.name.split(":")[0]
-        name = path[len(layer.name) + 1:] if path.startswith(layer.name + "/") else path
+        name = next((path[len(p):] for p in prefixes if path.startswith(p)), path)
         key = f"w{len(arrays)}"
         arrays[key] = var.numpy()
         out.append({"name": name, "path": path, "key": key, "shape": list(arrays[key].shape),
@@ -106,10 +163,18 @@ def _weights(layer: Any, arrays: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def describe_model(model: Any, arrays: dict[str, Any]) -> dict[str, Any]:
-    """The layer graph of a Functional or Sequential model (nested models recursively)."""
+def custom_layer(layer: Any) -> bool:
+    """A layer whose ``call`` is the user's Python (a custom class, a subclassed Model, a Lambda): the port
+    opens it up (``migrate.tf.keras_open``); Keras' own layer classes have emitters."""
+    module = type(layer).__module__
+    return type(layer).__name__ == "Lambda" or not module.startswith(("keras.", "tf_keras."))
+
+
+def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | None = None) -> dict[str, Any]:
+    """The layer graph of a Functional or Sequential model (nested models recursively); ``attrs`` names the
+    layers of an opened custom layer by the attribute that holds them (``self.att``)."""
     functional = getattr(model, "_functional", None) or model
-    config = functional.get_config()
+    config = graph_config(functional)
     if "layers" not in config or "input_layers" not in config:
         raise ConversionError(f"model {model.name!r} is a subclassed {type(model).__name__} whose call() is Python "
                           "code, so it has no layer graph to port; use 'tf2torch convert' for an inference "
@@ -120,15 +185,23 @@ def describe_model(model: Any, arrays: dict[str, Any]) -> dict[str, Any]:
         entry = {"name": name, "class_name": layer_config["class_name"], "module": layer_config.get("module"),
                  "config": _jsonable(layer_config.get("config", {})), "trainable": True,
                  "calls": _calls(layer_config), "weights": []}
+        if entry["module"] == "migrate.tf.keras_worker":  # a creation op recorded by opening a custom layer: ops.arange, ...
+            entry.update(class_name=entry["config"]["fn"], module="keras.src.ops.creation")
         if (entry["module"] or "").startswith(("keras.src.ops", "keras.ops")):
             layers.append(entry)  # a keras.ops call (x + 3.0): an operation, not a layer; no weights
             continue
         layer = functional.get_layer(name)
         entry["trainable"] = bool(layer.trainable)
-        if entry["class_name"] in MODEL_CLASSES or hasattr(layer, "_functional") or (
+        entry["attr"] = attrs.get(id(layer)) if attrs else None
+        if entry["class_name"] in MODEL_CLASSES or hasattr(layer, "_functional") or _functional(layer) or (
                 hasattr(layer, "layers") and hasattr(layer, "get_layer") and "layers" in layer.get_config()):
             entry["graph"] = describe_model(layer, arrays)
             entry["weights"] = []
+        elif custom_layer(layer):
+            from migrate.tf.keras_open import open_layer
+
+            entry["open"] = open_layer(layer, entry["calls"][0], arrays, describe_model)  # one class, every call
+            entry["weights"] = _weights(layer, arrays)  # for an emitter the user registers for the class
         else:
             entry["weights"] = _weights(layer, arrays)
         layers.append(entry)
@@ -161,6 +234,10 @@ def _int_bound(model: Any) -> int:
 
 
 def all_layers(model: Any) -> list[Any]:
+    """Every layer inside ``model``, recursively (those a custom layer holds as attributes too)."""
+    flatten = getattr(model, "_flatten_layers", None)
+    if flatten is not None and (custom_layer(model) or any(custom_layer(l) for l in getattr(model, "layers", []))):
+        return list(flatten(include_self=False, recursive=True))
     out = []
     for layer in getattr(model, "layers", []):
         out.append(layer)
@@ -177,18 +254,22 @@ def io_specs(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return {"name": name, "dtype": str(getattr(tensor.dtype, "name", tensor.dtype)),
                 "shape": [None if d is None else int(d) for d in tensor.shape]}
 
-    inputs = [spec(t, n) for t, n in zip(model.inputs, input_names(model))]
-    outputs = [spec(t, n) for t, n in zip(model.outputs, output_names(model))]
+    graph = _graph(model)
+    inputs = [spec(t, n) for t, n in zip(graph.inputs, input_names(model))]
+    for entry in inputs:
+        if entry["dtype"].startswith("float") and token_ids(model, entry):
+            entry["token_ids"] = _int_bound(model)  # whole numbers below this, held as floats
+    outputs = [spec(t, n) for t, n in zip(graph.outputs, output_names(model))]
     return inputs, outputs
 
 
 def input_names(model: Any) -> list[str]:
-    return [getattr(t, "name", f"input_{i}").split(":")[0] for i, t in enumerate(model.inputs)]
+    return [getattr(t, "name", f"input_{i}").split(":")[0] for i, t in enumerate(_graph(model).inputs)]
 
 
 def output_names(model: Any) -> list[str]:
-    functional = getattr(model, "_functional", None) or model
-    spec = functional.get_config()["output_layers"]
+    functional = getattr(model, "_functional", None) or _graph(model)
+    spec = graph_config(functional)["output_layers"]
     if isinstance(spec, dict):
         return sorted(spec)
     names = [t.split(":")[0] for t in _endpoints(spec)]
@@ -203,6 +284,12 @@ def _padding_value(model: Any) -> float | None:
         if type(layer).__name__ == "Embedding" and layer.mask_zero:
             return 0.0
     return None
+
+
+def token_ids(model: Any, spec: dict[str, Any]) -> bool:
+    """A float (batch, length) input of a model with an Embedding: token ids held as floats, as Keras examples
+    write them (``layers.Input(shape=(maxlen,))``); test inputs are then whole numbers below the vocabulary."""
+    return len(spec["shape"]) == 2 and any(type(layer).__name__ == "Embedding" for layer in all_layers(model))
 
 
 def padded_steps(batch: int, length: int) -> list[list[int]]:
@@ -221,7 +308,7 @@ def make_inputs(model: Any, batch: int, length: int, seed: int) -> dict[str, Any
     feeds = {}
     for spec in io_specs(model)[0]:
         shape = [batch if i == 0 else (length if d is None else d) for i, d in enumerate(spec["shape"])]
-        if "int" in spec["dtype"]:
+        if "int" in spec["dtype"] or token_ids(model, spec):
             array = rng.integers(0 if pad is None else 1, _int_bound(model), shape).astype(spec["dtype"])
         else:
             array = rng.standard_normal(shape).astype(spec["dtype"])
@@ -246,7 +333,7 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     source = Path(request["source"])
-    model = load_keras(source, request.get("custom_objects"))
+    model = graph_model(load_keras(source, request.get("custom_objects")))
     arrays: dict[str, Any] = {}
     graph = describe_model(model, arrays)
     inputs, outputs = io_specs(model)
@@ -259,10 +346,13 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
     reference = {}
     dynamic = any(d is None for spec in inputs for d in spec["shape"][1:])
     cases = [(b, t) for b in request.get("batches", [1, 3]) for t in (request.get("lengths", [7, 5]) if dynamic else [7])]
+    from migrate.tf.keras_open import random_off
+
     for i, (batch, length) in enumerate(cases):
         feeds = make_inputs(model, batch, length, seed=i)
         reference.update({f"case{i}/in/{k}": v for k, v in feeds.items()})
-        reference.update({f"case{i}/out/{k}": v for k, v in run_model(model, feeds, training=False).items()})
+        with random_off():
+            reference.update({f"case{i}/out/{k}": v for k, v in run_model(model, feeds, training=False).items()})
     np.savez(request["reference"], **reference)
     return {"cases": len(cases)}
 
@@ -270,11 +360,14 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
 def predict(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
-    model = load_keras(Path(request["source"]), request.get("custom_objects"))
+    model = graph_model(load_keras(Path(request["source"]), request.get("custom_objects")))
+    from migrate.tf.keras_open import random_off
+
     for src, dst in zip(request["inputs"], request["outputs"]):
         with np.load(src) as data:
             feeds = {k: data[k] for k in data.files}
-        np.savez(dst, **run_model(model, feeds, training=bool(request.get("training", False))))
+        with random_off():  # keras.random draws give their mean, as the port's RandomDraw with p = 0
+            np.savez(dst, **run_model(model, feeds, training=bool(request.get("training", False))))
     return {}
 
 

@@ -27,6 +27,7 @@ from migrate.core.errors import ConversionError, InputError, first_line
 from migrate.tf.keras_worker import (
     NOISE_LAYERS,
     all_layers,
+    graph_model,
     input_names,
     make_inputs,
     output_names,
@@ -42,6 +43,18 @@ LOSS_CLASSES = {"sparse_categorical_crossentropy": "SparseCategoricalCrossentrop
 #: ``<name>_regularizer`` attributes whose penalty applies to the layer's (or its cell's) ``<name>`` variable.
 REGULARIZED = ("kernel", "bias", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel", "embeddings",
                "gamma", "beta")
+
+
+#: Keras' augmentation layers, run in inference mode for training parity (the port switches them off too)
+AUGMENTATION = {"RandomFlip", "RandomRotation", "RandomZoom", "RandomCrop", "RandomTranslation", "RandomContrast"}
+
+
+def _inference_call(layer: Any) -> Any:
+    call = type(layer).call
+
+    def inference(data: Any, training: Any = None) -> Any:
+        return call(layer, data, training=False)
+    return inference
 
 
 def load_compiled(source: Path, custom_objects: list[dict[str, Any]] | None = None) -> Any:
@@ -173,7 +186,7 @@ def training_config(model: Any, request: dict[str, Any]) -> tuple[dict[str, Any]
 
 
 def config(request: dict[str, Any]) -> dict[str, Any]:
-    model = load_compiled(Path(request["source"]))
+    model = load_compiled(Path(request["source"]), request.get("custom_objects"))
     if getattr(model, "optimizer", None) is None and request.get("optimizer") is None:
         return {"config": None}
     return {"config": training_config(model, request)[0]}
@@ -236,12 +249,19 @@ def _own_error(probe: Any, x: Any, model: Any, names: list[str], layers: list[An
 
 
 def train(request: dict[str, Any]) -> dict[str, Any]:
+    from migrate.tf.keras_open import random_off
+
+    with random_off():  # keras.random draws give their mean on both sides, like dropout switched off
+        return _train(request)
+
+
+def _train(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
     from migrate.training.losses import LOSSES, make_targets
 
-    model = load_compiled(Path(request["source"]))
+    model = load_compiled(Path(request["source"]), request.get("custom_objects"))
     keras = _keras(model)
     setup, opt, losses = training_config(model, request)
     disabled = []
@@ -249,6 +269,9 @@ def train(request: dict[str, Any]) -> dict[str, Any]:
         attr = NOISE_LAYERS.get(type(layer).__name__)
         if attr:
             setattr(layer, attr, 0.0)
+            disabled.append(layer.name)
+        elif type(layer).__name__ in AUGMENTATION:  # off like dropout: their inference behaviour
+            object.__setattr__(layer, "call", _inference_call(layer))
             disabled.append(layer.name)
     rng = np.random.default_rng(int(request.get("seed", 0)))
     if request.get("inputs"):
@@ -280,7 +303,7 @@ def train(request: dict[str, Any]) -> dict[str, Any]:
             "occurrence: a token repeated in the batch gets sum(g_i**2) in its second moment, not (sum g_i)**2 as "
             "in torch (dense or SparseAdam); expect those rows to differ, or pass --inputs without repeated ids")
     probed = _probed_layers(model)
-    graph = getattr(model, "_functional", None) or model  # a Sequential's own graph
+    graph = getattr(model, "_functional", None) or graph_model(model)  # a Sequential's own graph
     probe = keras.Model(graph.inputs, [*graph.outputs, *[o for _, _, o in probed], *[i for _, i, _ in probed]])
     result: dict[str, Any] = {**{f"in/{k}": v for k, v in feeds.items()},
                               **{f"target/{k}": v for k, v in targets.items()},
@@ -324,7 +347,7 @@ def train_on_batch(request: dict[str, Any]) -> dict[str, Any]:
     """``model.train_on_batch`` on the compiled model (dropout-family layers off): its loss and the weights after."""
     import numpy as np
 
-    model = load_compiled(Path(request["source"]))
+    model = load_compiled(Path(request["source"]), request.get("custom_objects"))
     for layer in all_layers(model):
         if NOISE_LAYERS.get(type(layer).__name__):
             setattr(layer, NOISE_LAYERS[type(layer).__name__], 0.0)

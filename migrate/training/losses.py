@@ -107,14 +107,32 @@ def parse_spec(text: str) -> dict[str, Any]:
     return {"name": canonical(name.strip()), "config": config}
 
 
-def render(loss: dict[str, Any], pred: str, target: str, class_last: bool = False) -> str:
+#: loss -> the output activation whose logits Keras' TensorFlow backend takes instead of the probabilities
+LOGITS = {"sparse_categorical_crossentropy": "softmax", "categorical_crossentropy": "softmax",
+          "binary_crossentropy": "sigmoid"}
+#: the logits, recovered from the probabilities: a softmax's log-probabilities differ from its logits by a
+#: constant per sample, which the cross-entropy ignores; a sigmoid's logits are its inverse
+RECOVER = {"softmax": "torch.log({p})", "sigmoid": "torch.logit({p})"}
+
+
+def render(loss: dict[str, Any], pred: str, target: str, class_last: bool = False,
+           activation: str | None = None) -> str:
     """The torch expression; ``class_last``: class scores on the last axis of a rank > 2 output (a per-timestep
-    classifier, a channels-last segmentation), moved to dim 1 where ``F.cross_entropy`` wants them."""
-    entry = LOSSES[canonical(loss["name"])]
+    classifier, a channels-last segmentation), moved to dim 1 where ``F.cross_entropy`` wants them.
+
+    ``activation``: the output's last operation. A probability cross-entropy right after the matching softmax
+    or sigmoid is computed from the logits, unclipped, as Keras' TensorFlow backend does; its loss and
+    gradients then match Keras at every element (the clipped form differs wherever a probability is
+    beyond [1e-7, 1 - 1e-7])."""
+    key = canonical(loss["name"])
+    entry = LOSSES[key]
+    config = dict(loss.get("config", {}))
+    if activation is not None and LOGITS.get(key) == activation and not config.get("from_logits"):
+        pred, config["from_logits"] = RECOVER[activation].format(p=pred), True
     if class_last and entry.targets in ("sparse", "onehot"):
         pred = f"{pred}.movedim(-1, 1)"
         target = f"{target}.movedim(-1, 1)" if entry.targets == "onehot" else target
-    return entry.render(pred, target, loss.get("config", {}))
+    return entry.render(pred, target, config)
 
 
 def make_targets(kind: str, shape: list[int], rng: Any, channels_axis: int = -1) -> Any:

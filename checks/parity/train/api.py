@@ -72,6 +72,7 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
     hand_written = weights_map is not None or str(out).rpartition(":")[0].endswith(".py")
     if not hand_written:
         manifest = _port_manifest(Path(out))
+        request["custom_objects"] = manifest["source"].get("custom_objects") or []  # custom layers' modules
     import numpy as np
 
     with tempfile.TemporaryDirectory(prefix="tf2torch-train-") as tmp:

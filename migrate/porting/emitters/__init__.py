@@ -12,8 +12,10 @@ Register your own layer class without editing anything here (docs/port.md)::
 from migrate.porting.emitters import (  # noqa: F401  (each module registers its emitters on import)
     activations,
     attention,
+    augmentation,
     conv,
     core,
+    kops,
     merge,
     normalization,
     ops,

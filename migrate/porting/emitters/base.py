@@ -126,6 +126,7 @@ class Out:
     flat_from: tuple[int, ...] | None = None
     shapes: list[tuple[int | None, ...]] | None = None
     name: str | None = None  # the forward variable's name when the layer's name says less (``tokens_mask``)
+    dtype: str | None = None  # the output's dtype when it is not the first input's (ops.cast, ops.arange)
 
 
 class Unsupported(Exception):

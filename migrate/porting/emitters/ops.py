@@ -21,10 +21,8 @@ def _operands(call: Call, ctx: Any) -> tuple[list[str], str]:
     for arg in call.args:
         if isinstance(arg, Value):
             exprs.append(ctx.cf(arg) if cf else ctx.keras(arg))
-        elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
-            exprs.append(repr(arg))
         else:
-            raise Unsupported(f"an op with a non-scalar constant argument ({type(arg).__name__})")
+            exprs.append(ctx.literal(arg))  # a number, a scalar tensor, a size read off a tensor
     return exprs, "cf" if cf else "keras"
 
 

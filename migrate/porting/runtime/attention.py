@@ -16,7 +16,7 @@ class KerasMultiHeadAttention(nn.Module):
                  value_dim: int, output_dim: int, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.dropout = dropout
+        self.dropout = nn.Dropout(dropout)  # an nn.Dropout, so parity --train switches it off like any dropout
         self.query = nn.Linear(query_dim, num_heads * key_dim, bias=bias)
         self.key = nn.Linear(key_dim_in, num_heads * key_dim, bias=bias)
         self.value = nn.Linear(value_dim_in, num_heads * value_dim, bias=bias)
@@ -32,6 +32,6 @@ class KerasMultiHeadAttention(nn.Module):
             if causal:
                 mask = mask & torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
                 causal = False
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0,
                                              is_causal=causal)
         return self.attention_output(out.transpose(1, 2).flatten(2))

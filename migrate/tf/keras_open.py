@@ -1,0 +1,334 @@
+"""Open up a custom Keras layer (a ``Layer`` subclass, a subclassed ``Model``, a ``Lambda``) for ``port``.
+
+Runs in the Keras worker. The layer's own ``call`` is run once on symbolic ``keras.Input`` tensors, so its
+tracked sublayers and its ``keras.ops`` arithmetic record themselves as a Functional graph, which
+:func:`migrate.tf.keras_worker.describe_model` then describes like any model (custom sublayers recursively).
+Three things make that graph faithful:
+
+* sizes: dimensions Keras leaves open (batch, a dynamic length) get sentinel sizes while tracing, and the
+  graph says which input axis each sentinel is, so the port computes ``x.shape[1]`` at run time where
+  ``call`` used ``ops.shape(x)[1]`` (a traced size is never baked in);
+* creation ops (``ops.arange(0, n)``, ``keras.random.normal(shape)``) called from the user's code become
+  graph nodes instead of constants;
+* the layer's own variables (``add_weight``) are swapped for named inputs while tracing, so the graph reads
+  them where ``call`` does; the port makes them parameters or buffers with the Keras attribute's name.
+
+What cannot be traced this way (a ``tf.*`` op on a symbolic tensor, Python on tensor values) is reported in
+one line naming the class, the construct and the file:line of the ``call`` that does it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from migrate.core.errors import ConversionError, first_line
+
+#: the traced batch size and the traced sizes of dynamic axes 1, 2, ... (primes no real layer uses)
+BATCH = 9973
+DIMS = (9967, 9949, 9941, 9931, 9929)
+SENTINELS = {BATCH, *DIMS}
+#: functions that build a tensor from Python values: recorded as graph nodes when the user's code calls them
+CREATORS = {"ops": ("arange", "ones", "zeros", "full", "eye", "tri"),
+            "random": ("normal", "uniform", "truncated_normal")}
+
+
+def open_layer(layer: Any, call: dict[str, Any], arrays: dict[str, Any],
+               describe: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """The graph of ``layer.call`` on inputs shaped like the tensors of ``call`` (a node's args/kwargs)."""
+    import keras
+
+    names = _arg_names(layer)
+    inputs: list[Any] = []
+    taken: set[str] = set()
+    dims: dict[int, list[Any]] = {}
+
+    def symbolic(value: Any, name: str) -> Any:
+        if isinstance(value, dict) and "tensor" in value:
+            shape = [d if d is not None else (BATCH if i == 0 else DIMS[i - 1]) for i, d in enumerate(value["shape"])]
+            unique = _unique(name, taken)
+            tensor = keras.Input(batch_shape=shape, dtype=value["dtype"], name=unique)
+            for axis, d in enumerate(value["shape"]):
+                if d is None:
+                    dims.setdefault(shape[axis], [unique, axis])
+            inputs.append(tensor)
+            return tensor
+        if isinstance(value, list):
+            return [symbolic(v, f"{name}_{i}") for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return {k: symbolic(v, f"{name}_{k}" if name != k else k) for k, v in value.items()}
+        return value
+
+    args = [symbolic(a, names[i] if i < len(names) else f"arg{i}") for i, a in enumerate(call["args"])]
+    kwargs = {k: symbolic(v, k) for k, v in call["kwargs"].items() if k != "training"}
+    if "training" in inspect.signature(layer.call).parameters:
+        kwargs["training"] = False
+    if not inputs:
+        raise _error(layer, "a call without tensor inputs", None)
+    own = _own_variables(layer)
+    params = {attr: keras.Input(batch_shape=tuple(var.shape), dtype=var.dtype, name=f"param__{attr}")
+              for attr, var in own.items()}
+    attrs = _sublayer_attrs(layer)
+    trainable = {id(w) for w in layer.trainable_weights}
+    weights = {}
+    for attr, var in own.items():
+        key = f"w{len(arrays)}"
+        arrays[key] = var.numpy()
+        weights[f"param__{attr}"] = {"name": attr, "path": var.path, "key": key, "shape": list(var.shape),
+                                     "dtype": str(arrays[key].dtype), "trainable": id(var) in trainable}
+    file, line = _call_site(layer)
+
+    def graph_of(training: bool) -> dict[str, Any]:
+        losses: list[Any] = []
+        try:
+            with _swapped(layer, params), _creators(inputs[0]), _capture_losses(layer, losses):
+                result = layer.call(*args, **{**kwargs, "training": training} if "training" in kwargs else kwargs)
+            outputs = keras.tree.flatten(result)
+            if not outputs or not all(isinstance(t, keras.KerasTensor) for t in outputs):
+                raise TypeError("call() returned something other than tensors computed from its inputs")
+            functional = keras.Model([*inputs, *params.values()], [*outputs, *losses], name=layer.name)
+        except ConversionError:
+            raise
+        except Exception as exc:  # Keras and TF raise many types on a symbolic tensor they cannot take
+            raise _error(layer, _construct(exc), exc) from exc
+        graph = describe(functional, arrays, attrs)
+        graph["custom"] = {"class": type(layer).__name__, "file": file, "line": line,
+                           "params": weights, "dims": {str(k): v for k, v in dims.items()},
+                           "losses": len(losses), "outputs": len(outputs),
+                           "structure": "single" if not isinstance(result, (list, tuple, dict)) else "tuple",
+                           "operations": sorted(type(op).__name__ for op in functional.operations)}
+        _forget_sentinels(graph)
+        return graph
+
+    graph = graph_of(False)
+    if "training" in kwargs:
+        train = graph_of(True)  # an ``if training:`` around ops: forward gets ``if self.training:``
+        if train["custom"]["operations"] != graph["custom"]["operations"]:
+            graph["custom"]["train_graph"] = train
+    return graph
+
+
+def _arg_names(layer: Any) -> list[str]:
+    params = inspect.signature(layer.call).parameters.values()
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    base, n = name, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def _own_variables(layer: Any) -> dict[str, Any]:
+    """Variables the layer itself holds as attributes (``self.pos = self.add_weight(...)``), by attribute."""
+    import keras
+
+    return {attr: value for attr, value in vars(layer).items()
+            if isinstance(value, keras.Variable) and not attr.startswith("_")}
+
+
+def _sublayer_attrs(layer: Any) -> dict[int, str]:
+    """id(sublayer) -> the attribute that holds it (``att``; ``blocks_0`` for an item of a list)."""
+    import keras
+
+    found: dict[int, str] = {}
+    for attr, value in vars(layer).items():
+        if attr.startswith("_"):
+            continue
+        if isinstance(value, keras.layers.Layer):
+            found.setdefault(id(value), attr)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                if isinstance(item, keras.layers.Layer):
+                    found.setdefault(id(item), f"{attr}_{i}")
+    return found
+
+
+@contextlib.contextmanager
+def _swapped(layer: Any, params: dict[str, Any]) -> Iterator[None]:
+    saved = {attr: vars(layer)[attr] for attr in params}
+    try:
+        for attr, tensor in params.items():
+            object.__setattr__(layer, attr, tensor)  # bypass Keras' tracking: a symbolic stand-in while tracing
+        yield
+    finally:
+        for attr, value in saved.items():
+            object.__setattr__(layer, attr, value)
+
+
+@contextlib.contextmanager
+def _capture_losses(layer: Any, found: list[Any]) -> Iterator[None]:
+    """``self.add_loss(term)`` inside call: the term becomes an extra graph output (the port's added loss)."""
+    original = layer.add_loss
+    object.__setattr__(layer, "add_loss", found.append)
+    try:
+        yield
+    finally:
+        object.__setattr__(layer, "add_loss", original)
+
+
+class Creation:
+    """Factory for the graph node of a creation op (defined lazily: it subclasses Keras' Operation)."""
+
+    cls: Any = None
+
+    @classmethod
+    def make(cls) -> Any:
+        if cls.cls is None:
+            from keras.src import backend
+            from keras.src.ops.operation import Operation
+
+            class CreationOp(Operation):
+                """``fn(**kwargs)`` as a node whose only input (``anchor``) ties it to the traced graph."""
+
+                def __init__(self, fn: str, kwargs: dict[str, Any], name: str | None = None) -> None:
+                    super().__init__(name=name)
+                    self.fn, self.arguments = fn, kwargs
+
+                def call(self, anchor: Any) -> Any:
+                    return _real(self.fn)(**self.arguments)
+
+                def compute_output_spec(self, anchor: Any) -> Any:
+                    return backend.compute_output_spec(lambda: _real(self.fn)(**self.arguments))
+
+                def get_config(self) -> dict[str, Any]:
+                    return {"name": self.name, "fn": self.fn, "arguments": self.arguments}
+
+            CreationOp.__module__ = "migrate.tf.keras_worker"  # describe_model recognises these nodes
+            cls.cls = CreationOp
+        return cls.cls
+
+
+_REAL: dict[str, Any] = {}
+
+
+def _real(fn: str) -> Any:
+    return _REAL[fn]
+
+
+@contextlib.contextmanager
+def _creators(anchor: Any) -> Iterator[None]:
+    """Patch the public ``keras.ops``/``keras.random`` creators: calls from user code become graph nodes."""
+    import keras
+
+    modules = {"ops": keras.ops, "random": keras.random}
+    patched = []
+    for group, fns in CREATORS.items():
+        for fn in fns:
+            real = getattr(modules[group], fn)
+            _REAL.setdefault(f"{group}.{fn}", real)
+            setattr(modules[group], fn, _recording(f"{group}.{fn}", real, anchor))
+            patched.append((modules[group], fn, real))
+    try:
+        yield
+    finally:
+        for module, fn, real in patched:
+            setattr(module, fn, real)
+
+
+def _recording(key: str, real: Any, anchor: Any) -> Any:
+    signature = inspect.signature(real)
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller.startswith("keras."):
+            return real(*args, **kwargs)  # Keras' own internals stay as they are
+        bound = dict(signature.bind(*args, **kwargs).arguments)
+        bound.pop("seed", None)
+        bound = {k: _plain(v) for k, v in bound.items()}
+        from keras.src.utils.naming import auto_name
+
+        return Creation.make()(key, bound, name=auto_name(key.split(".")[-1]))(anchor)
+
+    return record
+
+
+def _plain(value: Any) -> Any:
+    """Python sizes and dtypes as JSON values (``ops.shape`` may give numpy ints or dtype objects)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(getattr(value, "name", value))
+
+
+def _forget_sentinels(graph: dict[str, Any]) -> None:
+    """Tensor shapes in the described graph say None where Keras does (sentinels stay in op arguments only)."""
+    def plain(shape: list[Any]) -> list[Any]:
+        return [None if d in SENTINELS else d for d in shape]
+
+    def refs(node: Any) -> None:
+        if isinstance(node, dict) and "tensor" in node and isinstance(node.get("shape"), list):
+            node["shape"] = plain(node["shape"])
+        elif isinstance(node, (list, dict)):
+            for value in node.values() if isinstance(node, dict) else node:
+                refs(value)
+
+    graph["output_shapes"] = [plain(s) for s in graph["output_shapes"]]
+    for entry in graph["layers"]:
+        if entry["class_name"] == "InputLayer":
+            entry["config"]["batch_shape"] = plain(entry["config"]["batch_shape"])
+        refs(entry["calls"])
+
+
+def _call_site(layer: Any) -> tuple[str, int]:
+    fn = getattr(layer, "function", None) if type(layer).__name__ == "Lambda" else type(layer).call
+    fn = getattr(fn, "__wrapped__", fn)
+    try:
+        return inspect.getsourcefile(fn) or "?", inspect.getsourcelines(fn)[1]
+    except (OSError, TypeError):
+        return "?", 0
+
+
+def _construct(exc: BaseException) -> str:
+    text = first_line(exc, 200)
+    if "KerasTensor" in text and ("TensorFlow function" in text or "tf." in text):
+        return "a TensorFlow op (tf.*) on a symbolic tensor, which has no keras.ops emitter"
+    if "bool" in text.lower() or "truth value" in text.lower() or "iterate" in text.lower():
+        return f"Python control flow on tensor values ({text})"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _error(layer: Any, construct: str, exc: BaseException | None) -> ConversionError:
+    """One line: the class, the construct, and the file:line in the user's code where tracing stopped."""
+    file, line = _call_site(layer)
+    if exc is not None:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == file]
+        if frames:
+            line = frames[-1].lineno
+    return ConversionError(f"cannot port custom layer {layer.name!r} ({type(layer).__name__}): {construct}, in "
+                           f"call() at {file}:{line}; register an emitter for the class (docs/port.md) or use "
+                           "'tf2torch convert' for an inference program")
+
+
+@contextlib.contextmanager
+def random_off() -> Iterator[None]:
+    """``keras.random`` draws give their mean (a uniform draw its midpoint) while references are computed:
+    the port's ``RandomDraw`` does the same with ``p = 0``, as dropout is switched off for a comparison."""
+    import keras
+
+    def mean(kind: str, real: Any) -> Any:
+        signature = inspect.signature(real)
+
+        def draw(*args: Any, **kwargs: Any) -> Any:
+            a = signature.bind(*args, **kwargs).arguments
+            value = (a.get("minval", 0.0) + a.get("maxval", 1.0)) / 2 if kind == "uniform" else a.get("mean", 0.0)
+            return keras.ops.full(a["shape"], value, dtype=a.get("dtype") or "float32")
+        return draw
+
+    saved = {fn: getattr(keras.random, fn) for fn in CREATORS["random"]}
+    try:
+        for fn, real in saved.items():
+            setattr(keras.random, fn, mean(fn, real))
+        yield
+    finally:
+        for fn, real in saved.items():
+            setattr(keras.random, fn, real)

@@ -1,0 +1,214 @@
+"""``tf2torch port`` on real Keras code: custom Layer classes, a subclassed Model, a Lambda of a registered
+function, ``keras.random`` in a layer, augmentation layers, and train.py on a softmax output (segmentation).
+
+Each fixture is written like public Keras example code and ported once through the CLI with
+``--custom-objects`` (its module), then checked against Keras (worker process) in eval and in training.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from migrate.tf.client import run_worker
+from migrate.tf.custom_objects import specs
+from tests.cli_helpers import ROOT, tf2torch
+from tests.conftest import assert_close
+from tests.test_port import run_module
+
+#: fixture -> the custom Keras classes that must each become exactly one class in model.py
+CUSTOM = {"port_text_transformer": ["TransformerBlock", "TokenAndPositionEmbedding"],
+          "port_vae_sampling": ["Sampling"], "port_siamese_lambda": [], "port_recommender": ["RecommenderNet"],
+          "port_vit_patches": ["Patches", "PatchEncoder"], "port_augment": [], "port_segmentation": [],
+          "port_cct": ["CCTTokenizer", "PositionEmbedding", "SequencePooling"]}
+#: fixture -> optimizers whose 3-step training parity holds (Keras' sparse Adam on repeated Embedding rows
+#: differs from torch by design; the siamese tower's BatchNorm called twice and the recommender's batch-wide
+#: tensordot are not covered yet; the CCT's loss and weights match but parity's probe of PositionEmbedding's
+#: output differs; see docs/port.md)
+TRAIN = {name: ("sgd", "adam") for name in CUSTOM
+         if name not in ("port_siamese_lambda", "port_recommender", "port_cct")} | {
+    "port_text_transformer": ("sgd",)}
+
+
+def _module(name: str) -> str:
+    return str(ROOT / "fixtures" / "models" / f"{name}.py")
+
+
+@pytest.fixture(scope="module")
+def ported(tmp_path_factory, fixture_model):
+    done = {}
+
+    def get(name: str) -> tuple[Path, Path]:
+        if name not in done:
+            source = fixture_model(name) / "model.keras"
+            out = tmp_path_factory.mktemp("port") / name
+            proc = tf2torch("port", str(source), "-o", str(out), "-q", "--custom-objects", _module(name))
+            assert proc.returncode == 0, proc.stderr
+            done[name] = (source, out)
+        return done[name]
+
+    return get
+
+
+def keras_predict(source: Path, name: str, batches: list[dict[str, np.ndarray]], tmp: Path) -> list[dict]:
+    """``model(x, training=False)`` in the Keras worker (custom objects from the fixture's module)."""
+    ins = [str(tmp / f"in{i}.npz") for i in range(len(batches))]
+    outs = [str(tmp / f"out{i}.npz") for i in range(len(batches))]
+    for path, feeds in zip(ins, batches):
+        np.savez(path, **feeds)
+    run_worker("predict", {"source": str(source), "inputs": ins, "outputs": outs,
+                           "custom_objects": specs(_module(name))}, module="migrate.tf.keras_worker")
+    results = []
+    for path in outs:
+        with np.load(path) as data:
+            results.append({k: data[k] for k in data.files})
+    return results
+
+
+def keras_inputs(manifest: dict, batch: int, seed: int, length: int = 7) -> dict[str, np.ndarray]:
+    """Seeded inputs; float token ids (``token_ids`` in the manifest) as whole numbers below the vocabulary."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in manifest["inputs"]:
+        shape = [batch if i == 0 else (length if d is None else d) for i, d in enumerate(spec["tf_shape"])]
+        if spec.get("token_ids"):
+            feeds[spec["tf_name"]] = rng.integers(0, spec["token_ids"], shape).astype(spec["dtype"])
+        elif spec["dtype"].startswith("float"):
+            feeds[spec["tf_name"]] = rng.standard_normal(shape).astype(spec["dtype"])
+        else:
+            feeds[spec["tf_name"]] = rng.integers(0, 10, shape).astype(spec["dtype"])
+    return feeds
+
+
+@pytest.mark.parametrize("name", list(CUSTOM))
+def test_eval_matches_keras_at_batch_1_and_3(ported, name, tmp_path):
+    """Batch 1 and 3 (two lengths where a dimension is dynamic); keras.random draws their mean on both sides."""
+    import migrate
+
+    source, out = ported(name)
+    manifest = json.loads((out / "manifest.json").read_text())
+    module = migrate.load_port(out)
+    for m in module.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0  # RandomDraw: its mean, as the Keras predict worker's keras.random
+    dynamic = any(d is None for s in manifest["inputs"] for d in s["tf_shape"][1:])
+    cases = [(b, t) for b in (1, 3) for t in ((7, 4) if dynamic else (7,))]
+    batches = [keras_inputs(manifest, b, seed=20 + b, length=t) for b, t in cases]
+    for (batch, length), feeds, want in zip(cases, batches, keras_predict(source, name, batches, tmp_path)):
+        got = run_module(module, manifest, feeds)
+        for key, expected in want.items():
+            assert_close(got[key], expected, what=f"{name} {key} batch {batch} length {length}")
+
+
+@pytest.mark.parametrize("name", list(CUSTOM))
+def test_model_py_imports_only_torch_is_ruff_clean_one_class_per_keras_class(ported, name):
+    _, out = ported(name)
+    text = (out / "model.py").read_text()
+    imports = {alias.name.split(".")[0] for node in ast.walk(ast.parse(text))
+               if isinstance(node, (ast.Import, ast.ImportFrom))
+               for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+    assert imports == {"torch"}, imports
+    for cls in CUSTOM[name]:
+        assert text.count(f"class {cls}(nn.Module):") == 1, (cls, text)
+        assert f"class {cls}2(" not in text
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", str(out / "model.py")],
+                          capture_output=True, text=True, check=False)
+    if "No module named ruff" not in proc.stderr:
+        assert proc.returncode == 0, proc.stdout
+
+
+def test_custom_layer_reads_like_the_keras_class(ported):
+    """Attribute names are Keras' (self.att, self.ffn, self.layernorm1); sizes from ops.shape stay shape reads."""
+    _, out = ported("port_text_transformer")
+    text = (out / "model.py").read_text()
+    for attr in ("self.att = ", "self.ffn = Ffn()", "self.layernorm1 = ", "self.pos_emb = ", "self.token_emb = "):
+        assert attr in text
+    assert "def forward(self, inputs: torch.Tensor):" in text
+    _, vae = ported("port_vae_sampling")
+    assert "self.normal((inputs_0.shape[0], 2), inputs_0)" in (vae / "model.py").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,optimizer", [(n, o) for n, opts in TRAIN.items() for o in opts])
+def test_parity_train_three_steps(ported, name, optimizer):
+    source, out = ported(name)
+    proc = tf2torch("parity", str(source), str(out), "--train", "--steps", "3", "--optimizer", optimizer,
+                    "--format", "json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    loss = json.loads(proc.stdout)["train"]["loss"]
+    assert loss["passed"]
+    assert abs(loss["keras"] - loss["torch"]) <= 1e-5 * max(1.0, abs(loss["keras"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in CUSTOM if n not in ("port_vae_sampling", "port_siamese_lambda")])
+def test_short_fine_tune_lowers_the_loss(ported, name):
+    """train.py's own train_step, 15 steps on one synthetic batch: the loss goes down."""
+    _, out = ported(name)
+    sys.path.insert(0, str(out))
+    try:
+        spec = importlib.util.spec_from_file_location(f"train_{name}", out / "train.py")
+        train = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(train)
+        import migrate
+
+        model = migrate.load_port(out)
+        optimizer = train.make_optimizer(model)
+        torch.manual_seed(0)
+        inputs, targets = train.synthetic_batch(8)
+        losses = [train.train_step(model, optimizer, inputs, targets) for _ in range(15)]
+    finally:
+        sys.path.remove(str(out))
+    assert losses[-1] < losses[0], losses
+
+
+def test_training_branch_becomes_self_training(ported):
+    """StochasticDepth's ``if training:`` (keras.random.uniform, floor) is forward's ``if self.training:``;
+    add_weight's position table is a parameter named after the attribute, sliced by the input's shape."""
+    _, out = ported("port_cct")
+    text = (out / "model.py").read_text()
+    assert "        if self.training:  # StochasticDepth.call branches on training" in text
+    assert "self.position_embeddings = nn.Parameter(torch.zeros(16, 16))" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"keras": "position_embedding/embeddings", "torch": "position_embedding.position_embeddings",
+            "transform": "", "trainable": True} in manifest["weights"] or any(
+        w["torch"] == "position_embedding.position_embeddings" for w in manifest["weights"])
+
+
+def test_segmentation_softmax_loss_is_taken_from_the_logits(ported):
+    """softmax + sparse CE (not from_logits): train.py's loss is the logits' cross-entropy, unclipped."""
+    _, out = ported("port_segmentation")
+    assert "return F.cross_entropy(torch.log(outputs), targets.long())" in (out / "train.py").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["outputs"][0]["activation"] == "softmax"
+
+
+def test_unportable_construct_one_line_exit_1(fixture_model, tmp_path):
+    """A raw TF op on a symbolic tensor: one line naming the class, the construct and the call's file:line."""
+    out = tmp_path / "out"
+    proc = tf2torch("port", str(fixture_model("port_raw_tf") / "model.keras"), "-o", str(out), "-q",
+                    "--custom-objects", _module("port_raw_tf"))
+    assert proc.returncode == 1
+    line = proc.stderr.strip()
+    assert line.count("\n") == 0, line
+    assert "(GatedResidual)" in line and "tf.*" in line and "port_raw_tf.py:" in line, line
+    assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="keras-hub backbones are not ported yet: BERT's call on a dict of inputs, "
+                   "GPT-2's CachedMultiHeadAttention and ViT's MLP (no get_config) stop the trace (docs/port.md)")
+@pytest.mark.parametrize("backbone", ["bert", "gpt2", "vit"])
+def test_keras_hub_backbone_ports(fixture_model, tmp_path, backbone):
+    pytest.importorskip("keras_hub")
+    source = fixture_model("port_hub_backbones") / f"{backbone}.keras"
+    proc = tf2torch("port", str(source), "-o", str(tmp_path / "out"), "-q", "--custom-objects", "keras_hub")
+    assert proc.returncode == 0, proc.stderr
