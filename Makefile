@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 	   || { tail -n 30 $(VENV)/install.log; echo "install failed; full log: $(VENV)/install.log"; exit 1; }
 	@# tf-keras reads Keras-2 SavedModels (port tests); it requires the full 'tensorflow' wheel, which would
 	@# clash with tensorflow-cpu, so it goes in without dependencies.
-	@$(BIN)/python -m pip install --no-deps "tf-keras>=2.15" >> $(VENV)/install.log 2>&1 \
+	@# keras-hub (backbone fixtures) likewise: its dependencies would pull the full tensorflow wheel.
+	@$(BIN)/python -m pip install --no-deps "tf-keras>=2.15" "keras-hub==0.32.*" regex tokenizers >> $(VENV)/install.log 2>&1 \
 	   || { tail -n 30 $(VENV)/install.log; echo "install failed; full log: $(VENV)/install.log"; exit 1; }
 	@touch $@
 

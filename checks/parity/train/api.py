@@ -423,16 +423,16 @@ def _batchnorm_hints(report: TrainReport) -> None:
     """Name the BatchNorm cause: a moving variance that alone differs is the variance update (torch's nn.BatchNorm
     uses the unbiased batch variance, Keras 3 the biased one); a moving mean that differs is the momentum."""
     buffers = {c.name: c for c in report.checks if c.kind == "buffer"}
-    for name, check in buffers.items():
-        if check.passed or not name.endswith(("running_var", "moving_variance")):
+    for name, buffer in buffers.items():
+        if buffer.passed or not name.endswith(("running_var", "moving_variance")):
             continue
         mean = buffers.get(name.rsplit(".", 1)[0] + ".running_mean")
         if mean is not None and mean.passed:
-            check.message = ("the running variance update differs while the running mean matches: torch's "
+            buffer.message = ("the running variance update differs while the running mean matches: torch's "
                              "nn.BatchNorm updates it with the unbiased batch variance, Keras 3 with the biased one "
                              "(update it with torch.var_mean(..., correction=0); docs/transfer.md)")
         elif mean is not None:
-            check.message = mean.message = ("the running statistics move at another rate: BatchNorm momentum "
+            buffer.message = mean.message = ("the running statistics move at another rate: BatchNorm momentum "
                                             "(torch momentum = 1 - Keras momentum)")
 
 
