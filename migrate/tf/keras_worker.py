@@ -298,9 +298,11 @@ def padded_steps(batch: int, length: int) -> list[list[int]]:
     return [patterns[i % 3] for i in range(batch)]
 
 
-def make_inputs(model: Any, batch: int, length: int, seed: int) -> dict[str, Any]:
+def make_inputs(model: Any, batch: int, length: int, seed: int, pixels: bool = False) -> dict[str, Any]:
     """Seeded inputs: floats standard normal, integers in [1, smallest vocabulary); for a masked model,
-    sequences are padded (steps set to the padding value) inside and at both ends."""
+    sequences are padded (steps set to the padding value) inside and at both ends. With ``pixels``, an image
+    input (float, N,H,W,C with 1-4 channels) gets pixel values in [0, 255), as convert's parity draws them:
+    keras.applications-style models normalise inside, and N(0,1) there is far from what they were built for."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -310,6 +312,8 @@ def make_inputs(model: Any, batch: int, length: int, seed: int) -> dict[str, Any
         shape = [batch if i == 0 else (length if d is None else d) for i, d in enumerate(spec["shape"])]
         if "int" in spec["dtype"] or token_ids(model, spec):
             array = rng.integers(0 if pad is None else 1, _int_bound(model), shape).astype(spec["dtype"])
+        elif pixels and len(shape) == 4 and 1 <= shape[3] <= 4:
+            array = rng.uniform(0.0, 255.0, shape).astype(spec["dtype"])
         else:
             array = rng.standard_normal(shape).astype(spec["dtype"])
         if pad is not None and len(shape) >= 2 and spec["shape"][1] is None:
@@ -349,7 +353,7 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
     from migrate.tf.keras_open import random_off
 
     for i, (batch, length) in enumerate(cases):
-        feeds = make_inputs(model, batch, length, seed=i)
+        feeds = make_inputs(model, batch, length, seed=i, pixels=True)
         reference.update({f"case{i}/in/{k}": v for k, v in feeds.items()})
         with random_off():
             reference.update({f"case{i}/out/{k}": v for k, v in run_model(model, feeds, training=False).items()})
