@@ -16,8 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from checks.parity.train.api import NOISE, RECURRENT, _forward_check, _layout, _mapped_module, _scale
+from checks.parity.train.api import RECURRENT, _forward_check, _layout, _mapped_module
 from checks.parity.train.report import Check, TrainReport
+from migrate.core.compare import NOISE
+from migrate.core.compare import scale_of as _scale
 from migrate.core.errors import InputError
 
 #: The verdict's tolerance: parity's default for float32 outputs.
