@@ -30,10 +30,11 @@ demo: $(STAMP)
 	@rm -f .demo-source
 
 test: $(STAMP)
-	@$(BIN)/python -m pytest -q
+	@# two workers, one test file each at a time (module fixtures stay in one process); the 15 slowest printed
+	@$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 test-fast: $(STAMP)
-	@$(BIN)/python -m pytest -q -m "not slow"
+	@$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	@test -x /tmp/torchfix-venv/bin/torchfix || { $(PYTHON) -m venv /tmp/torchfix-venv && /tmp/torchfix-venv/bin/pip install -q torchfix; }
