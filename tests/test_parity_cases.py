@@ -62,7 +62,7 @@ def test_ctc_label_input_gets_valid_labels_and_invalid_ones_name_the_cause(capsy
 def test_port_parity_draws_pixels_for_a_rescaled_image(capsys, tmp_path):
     source = model_dir("port_image_rescaling") / "model.keras"
     migrate.port(source, tmp_path / "out")
-    report = passes_with_default_inputs(capsys, source, tmp_path / "out")
+    report = passes_with_default_inputs(capsys, source, tmp_path / "out", "--trust-model-py")
     assert report["inputs"] == [{"name": "image", "values": "uniform[0, 255)",
                                  "reason": "rescaled by 0.003922 (offset 0) in 'rescale'"}]
 
@@ -70,7 +70,7 @@ def test_port_parity_draws_pixels_for_a_rescaled_image(capsys, tmp_path):
 def test_port_parity_uses_the_keras_embedding_size(capsys, tmp_path):
     source = model_dir("port_text_masked") / "model.keras"
     migrate.port(source, tmp_path / "out")
-    report = passes_with_default_inputs(capsys, source, tmp_path / "out")
+    report = passes_with_default_inputs(capsys, source, tmp_path / "out", "--trust-model-py")
     tokens = next(i for i in report["inputs"] if i["name"] == "tokens")
     assert tokens["values"] == "integers[0, 30)"  # Embedding(30, 8), not the old [0, 10)
 
