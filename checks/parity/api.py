@@ -15,6 +15,7 @@ from checks.parity.inputs import InputOptions, generate, load_npz, plan
 from checks.parity.numeric import DEFAULT_ATOL, DEFAULT_RTOL, FLAT_SHARE, Tolerances, flat_share, output_scale
 from checks.parity.report import OutputResult, Report
 from checks.parity.specs import Manifest, load_manifest
+from checks.parity.versions import runtime_versions
 from migrate.core import compare as comparison
 from migrate.core.errors import InputError
 from migrate.core.requirements import CONVERT, PARITY, require
@@ -140,19 +141,6 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
         report.notes.append("the error along the graph needs model.onnx and model.pt2 (a convert output); for a "
                             "port, 'parity --train --report' shows every layer")
     return report
-
-
-def runtime_versions() -> dict[str, str]:
-    """Versions of what ran the parent side of the check."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in ("tf2torch", "numpy", "torch", "onnxruntime"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
 
 
 def _flat_warning(output: str, share: float, drawn: list[dict[str, str]]) -> str:

@@ -104,7 +104,7 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
     report.inputs = [{"name": n, "values": f"{keras[f'in/{n}'].dtype} {tuple(keras[f'in/{n}'].shape)}",
                       "reason": f"--inputs {inputs}" if inputs is not None else
                       f"drawn by the Keras worker for its layers (seed {seed})"} for n in answer["inputs"]]
-    from checks.parity.api import runtime_versions
+    from checks.parity.versions import runtime_versions
 
     report.versions = runtime_versions()
     return report
