@@ -298,6 +298,17 @@ def padded_steps(batch: int, length: int) -> list[list[int]]:
     return [patterns[i % 3] for i in range(batch)]
 
 
+def calls_by_layer(model: Any) -> dict[int, list[Any]]:
+    """``id(layer)`` -> the nodes of the model's graph that call it (a Sequential's layers carry extra nodes from
+    building, so the graph's own count is the one that tells a layer called once)."""
+    functional = getattr(model, "_functional", None) or model
+    nodes: dict[int, list[Any]] = {}
+    for depth_nodes in getattr(functional, "_nodes_by_depth", {}).values():
+        for node in depth_nodes:
+            nodes.setdefault(id(getattr(node, "operation", None) or node.layer), []).append(node)
+    return nodes
+
+
 def make_inputs(model: Any, batch: int, length: int, seed: int, pixels: bool = False) -> dict[str, Any]:
     """Seeded inputs: floats standard normal, integers in [1, smallest vocabulary); for a masked model,
     sequences are padded (steps set to the padding value) inside and at both ends. With ``pixels``, an image

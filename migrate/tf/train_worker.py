@@ -27,6 +27,7 @@ from migrate.core.errors import ConversionError, InputError, first_line
 from migrate.tf.keras_worker import (
     NOISE_LAYERS,
     all_layers,
+    calls_by_layer,
     graph_model,
     input_names,
     make_inputs,
@@ -197,11 +198,7 @@ def _probed_layers(model: Any) -> list[tuple[Any, Any, Any]]:
     one input and one output tensor (a Sequential's layers carry extra nodes from building; the graph's count)."""
     import tensorflow as tf
 
-    functional = getattr(model, "_functional", None) or model
-    nodes: dict[int, list[Any]] = {}
-    for depth_nodes in getattr(functional, "_nodes_by_depth", {}).values():
-        for node in depth_nodes:
-            nodes.setdefault(id(getattr(node, "operation", None) or node.layer), []).append(node)
+    nodes = calls_by_layer(model)
     out = []
     for layer in model.layers:
         calls = nodes.get(id(layer), [])

@@ -17,18 +17,22 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ["KERAS_BACKEND"] = "tensorflow"
 
 from migrate.core.errors import InputError
-from migrate.tf.keras_worker import NOISE_LAYERS, all_layers, input_names, load_keras, make_inputs, output_names
+from migrate.tf.keras_worker import (
+    NOISE_LAYERS,
+    all_layers,
+    calls_by_layer,
+    input_names,
+    load_keras,
+    make_inputs,
+    output_names,
+)
 
 
 def _once_called(model: Any) -> list[tuple[Any, Any, Any]]:
     """``(layer, inputs, first output)`` of each top-level layer with weights that the graph calls once."""
     import tensorflow as tf
 
-    functional = getattr(model, "_functional", None) or model
-    nodes: dict[int, list[Any]] = {}
-    for depth_nodes in getattr(functional, "_nodes_by_depth", {}).values():
-        for node in depth_nodes:
-            nodes.setdefault(id(getattr(node, "operation", None) or node.layer), []).append(node)
+    nodes = calls_by_layer(model)
     out = []
     for layer in model.layers:
         calls = nodes.get(id(layer), [])
