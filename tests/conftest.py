@@ -97,11 +97,11 @@ ZOO_TOLERANCE: dict[str, tuple[float, float]] = {
 DEFAULT_TOLERANCE = (1e-5, 1e-4)
 
 
-def zoo_inputs(name: str, specs: list[dict[str, Any]], batch: int) -> dict[str, np.ndarray]:
+def zoo_inputs(name: str, specs: list[dict[str, Any]], batch: int, other: int = 7) -> dict[str, np.ndarray]:
     """Random TF-layout inputs; keras.applications models get images in [0, 255] as they expect."""
     from fixtures.models._calibrate import IMAGE_MAX
 
-    feeds = random_tf_inputs(specs, batch, seed=batch, other=7)
+    feeds = random_tf_inputs(specs, batch, seed=batch, other=other)
     if name.startswith("app_"):
         rng = np.random.default_rng(batch)
         feeds = {k: rng.uniform(0, IMAGE_MAX, v.shape).astype(v.dtype) for k, v in feeds.items()}
