@@ -78,7 +78,7 @@ def test_port_parity_uses_the_keras_embedding_size(capsys, tmp_path):
 def test_layernorm_over_one_channel_is_not_a_training_divergence(capsys, tmp_path):
     source = model_dir("train_layernorm_channel") / "model.keras"
     migrate.port(source, tmp_path / "out")
-    code, stdout, stderr = parity(capsys, source, tmp_path / "out", "--train", "--format", "json")
+    code, stdout, stderr = parity(capsys, source, tmp_path / "out", "--train", "--trust-model-py", "--format", "json")
     report = json.loads(stdout)
     assert code == 0, stdout + stderr
     norm = next(o for o in report["outputs"] if o["name"] == "norm")
@@ -92,7 +92,7 @@ def test_layernorm_over_one_channel_is_not_a_training_divergence(capsys, tmp_pat
     model_py = (bad / "model.py").read_text()
     assert "nn.LayerNorm(8, eps=1e-06)" in model_py  # block_norm; over one channel eps changes nothing
     (bad / "model.py").write_text(model_py.replace("nn.LayerNorm(8, eps=1e-06)", "nn.LayerNorm(8, eps=0.5)"))
-    code, stdout, _ = parity(capsys, source, bad, "--train", "--format", "json")
+    code, stdout, _ = parity(capsys, source, bad, "--train", "--trust-model-py", "--format", "json")
     first = json.loads(stdout)["first_divergence"]
     assert code == 1 and first["stage"] == "forward" and first["layer"] == "block_norm"
     assert "LayerNorm(" in first["explanation"] and "eps=0.5" in first["explanation"]

@@ -146,7 +146,8 @@ def test_train_report_shows_layers_and_every_parameter(capsys, tmp_path):
     model_py = tmp_path / "out" / "model.py"
     model_py.write_text(model_py.read_text().replace("nn.LayerNorm(8, eps=1e-06)", "nn.LayerNorm(8, eps=0.5)"))
     html = tmp_path / "train.html"
-    code, stdout, stderr = parity(capsys, source, tmp_path / "out", "--train", "--format", "json", "--report", html)
+    code, stdout, stderr = parity(capsys, source, tmp_path / "out", "--train", "--trust-model-py", "--format", "json",
+                                     "--report", html)
     assert code == 1, stderr
     report = json.loads(stdout)
     page = check_offline_page(html.read_text())

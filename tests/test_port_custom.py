@@ -140,7 +140,7 @@ def test_custom_layer_reads_like_the_keras_class(ported):
 @pytest.mark.parametrize("name,optimizer", [(n, o) for n, opts in TRAIN.items() for o in opts])
 def test_parity_train_three_steps(ported, name, optimizer):
     source, out = ported(name)
-    proc = tf2torch("parity", str(source), str(out), "--train", "--steps", "3", "--optimizer", optimizer,
+    proc = tf2torch("parity", str(source), str(out), "--train", "--trust-model-py", "--steps", "3", "--optimizer", optimizer,
                     "--format", "json")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     loss = json.loads(proc.stdout)["train"]["loss"]

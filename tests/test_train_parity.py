@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from checks.parity.api import compare_train
+from migrate.core.errors import InputError
 from tests.test_port import keras_predict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +81,8 @@ def planted(out: Path, tmp_path: Path, filename: str, old: str, new: str) -> Pat
 def test_compiled_model_passes_with_every_parameter_reported(port_of, tmp_path):
     """Adam + sparse CE on logits + an L2 regulariser + BatchNorm, 3 steps, through the CLI (JSON and JUnit)."""
     source, out = port_of("train_cnn")
-    proc = tf2torch("parity", str(source), str(out), "--train", "--steps", "3", "--format", "json",
-                    "--output", str(tmp_path / "report.json"))
+    proc = tf2torch("parity", str(source), str(out), "--train", "--trust-model-py", "--steps", "3", "--format",
+                    "json", "--output", str(tmp_path / "report.json"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     train = report["train"]
@@ -109,7 +110,7 @@ def test_compiled_model_passes_with_every_parameter_reported(port_of, tmp_path):
 
 def test_sgd_nesterov_clipnorm_huber_and_l1l2_match(port_of):
     source, out = port_of("train_mlp")
-    report = compare_train(source, out, steps=3)
+    report = compare_train(source, out, steps=3, trust_model_py=True)
     assert report.passed, report.to_text()
     assert report.optimizer["torch"] == "SGD(lr=0.05, momentum=0.9, nesterov=True)"
     assert "clip_grad_norm_(param, 0.5)" in (out / "train.py").read_text()
@@ -134,7 +135,7 @@ def test_planted_bug_is_caught_and_located(port_of, tmp_path, bug, filename, old
         text = (copy / "train.py").read_text()
         start = text.index("def regularization(")
         (copy / "train.py").write_text(text[:start] + text[text.index("def train_step(", start):])
-    report = compare_train(source, copy, steps=1)
+    report = compare_train(source, copy, steps=1, trust_model_py=True)
     assert not report.passed, bug
     first = report.first_divergence
     assert first["stage"] == stage and first["name"] == where, (bug, report.to_text())
@@ -155,11 +156,11 @@ def test_adam_epsilon_1e8_instead_of_keras_1e7_is_caught(port_of, tmp_path):
     np.savez(tmp_path / "targets.npz", **{k: v + 1e-3 * rng.standard_normal(v.shape).astype("float32")
                                          for k, v in prediction.items()})
     options = {"steps": 3, "inputs": tmp_path / "inputs.npz", "targets": tmp_path / "targets.npz"}
-    good = compare_train(source, out, **options)
+    good = compare_train(source, out, **options, trust_model_py=True)
     assert good.passed, good.to_text()
     assert head.shape == (8, 2)
     copy = planted(out, tmp_path, "train.py", "eps=1e-07", "eps=1e-08")
-    bad = compare_train(source, copy, **options)
+    bad = compare_train(source, copy, **options, trust_model_py=True)
     assert not bad.passed
     first = bad.first_divergence
     assert first["stage"] == "weight" and first["name"] == "hidden.weight", bad.to_text()
@@ -249,7 +250,7 @@ def test_port_fixtures_pass_for_sgd_and_adam_over_three_steps(port_of, tmp_path,
     if name in VOCABULARY:  # distinct token ids: Keras-TF's sparse Adam treats repeated ids unlike torch (docs)
         options["inputs"] = distinct_ids(out, VOCABULARY[name], tmp_path / "inputs.npz",
                                          padded=name == "port_text_masked")
-    report = compare_train(source, out, **options)
+    report = compare_train(source, out, **options, trust_model_py=True)
     assert {c.kind for c in report.checks} >= {"output", "loss", "gradient", "weight"}
     assert report.passed, report.to_text()
     if name == "port_extension":  # Keras' activity L1 penalty (divided by the batch size) is in the compared loss
@@ -264,8 +265,26 @@ def test_usage_errors_exit_2_with_one_line(port_of):
                  ["--train", "--steps", "0"]):
         proc = tf2torch("parity", str(source), str(out), *args)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, (args, proc.stderr)
-    proc = tf2torch("parity", str(source), str(out), "--train")
+    proc = tf2torch("parity", str(source), str(out), "--train", "--trust-model-py")
     assert proc.returncode == 2 and "saved without a compiled optimizer; pass --optimizer" in proc.stderr
+
+
+def test_train_imports_a_port_only_when_asked(port_of, tmp_path):
+    """model.py and train.py are code: --train without --trust-model-py (or port:DIR) refuses before importing."""
+    source, out = port_of("cnn")
+    planted = tmp_path / "planted"
+    shutil.copytree(out, planted)
+    marker = tmp_path / "ran"
+    for name in ("model.py", "train.py"):
+        path = planted / name
+        if path.exists():
+            path.write_text(f"open({str(marker)!r}, 'w').close()\n" + path.read_text())
+    proc = tf2torch("parity", str(source), str(planted), "--train", "--optimizer", "sgd", "--loss", "mse")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "pass --trust-model-py (or port:DIR)" in proc.stderr and not marker.exists()
+    with pytest.raises(InputError, match="--trust-model-py"):
+        compare_train(source, planted, optimizer="sgd", loss="mse")
+    assert not marker.exists()
 
 
 def test_pytest_plugin_fixture(port_of, tmp_path, tf2torch_train_parity):
@@ -282,7 +301,7 @@ def test_learning_rate_schedules_step_like_keras(port_of, fixture_model, tmp_pat
     _, out = port_of("train_schedules")
     bare = tmp_path / "out"
     shutil.copytree(out, bare, ignore=shutil.ignore_patterns("train.py"))  # the torch side renders this file's setup
-    report = compare_train(fixture_model("train_schedules") / f"{schedule}.keras", bare, steps=4)
+    report = compare_train(fixture_model("train_schedules") / f"{schedule}.keras", bare, steps=4, trust_model_py=True)
     assert report.passed, report.to_text()
     assert report.optimizer["exact"]
 
@@ -299,11 +318,11 @@ def test_per_timestep_classifier_class_axis_is_keras_last_axis(port_of, tmp_path
 
     source, out = port_of("train_tagger")
     assert "F.cross_entropy(outputs.movedim(-1, 1), targets.long())" in (out / "train.py").read_text()
-    one = compare_train(source, out, steps=1)
+    one = compare_train(source, out, steps=1, trust_model_py=True)
     assert one.passed and one.loss["passed"], one.to_text()
     assert any("OUT/train.py" in n for n in one.notes)
     assert {c.name for c in one.checks if c.kind == "weight"} >= {"tags.weight", "tags.bias", "embed.weight"}
-    proc = tf2torch("parity", str(source), str(out), "--train", "--steps", "2", "--format", "json",
+    proc = tf2torch("parity", str(source), f"port:{out}", "--train", "--steps", "2", "--format", "json",
                     "--output", str(tmp_path / "report.json"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
@@ -326,9 +345,9 @@ def test_activity_regularisers_are_part_of_the_loss(port_of, tmp_path):
         in model_py
     assert "self.activity_loss = self.activity_loss + 0.05 * logits.square().sum() / logits.shape[0]" in model_py
     assert "model.activity_loss" in (out / "train.py").read_text()
-    report = compare_train(source, out, steps=2)
+    report = compare_train(source, out, steps=2, trust_model_py=True)
     assert report.passed, report.to_text()
     dropped = planted(out, tmp_path, "train.py", "    return model.activity_loss", "    return torch.zeros(())")
-    bad = compare_train(source, dropped, steps=2)
+    bad = compare_train(source, dropped, steps=2, trust_model_py=True)
     assert bad.first_divergence["layer"] == "hidden", bad.to_text()  # the first regularised layer's gradient
     assert not next(c for c in bad.checks if c.kind == "regularization").passed

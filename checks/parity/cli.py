@@ -225,7 +225,8 @@ def _train(args: argparse.Namespace, debug: bool) -> Any:
 
     return compare_train(args.source, args.converted, optimizer=args.optimizer, loss=args.loss, steps=args.steps,
                          inputs=args.inputs, targets=args.targets, weights_map=args.weights_map, seed=args.seed,
-                         batch_size=args.batch_size, debug=debug, init=args.init)
+                         batch_size=args.batch_size, debug=debug, init=args.init,
+                         trust_model_py=args.trust_model_py)
 
 
 def _fail(message: str, code: int, debug: bool) -> int:

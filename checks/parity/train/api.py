@@ -48,13 +48,15 @@ WHY = {"forward": "its training-mode output differs first (check its parameters,
 def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None = None, loss: str | None = None,
                   steps: int = 1, inputs: str | Path | None = None, targets: str | Path | None = None,
                   weights_map: str | Path | None = None, seed: int = 0, batch_size: int = 4,
-                  debug: bool = False, init: str | None = None) -> TrainReport:
+                  debug: bool = False, init: str | None = None, trust_model_py: bool = False) -> TrainReport:
     """Compare a Keras training step on SOURCE with the torch module in OUT (a port output).
 
     ``optimizer``/``loss`` (``adam``, ``sgd:learning_rate=0.1,momentum=0.9``,
     ``sparse_categorical_crossentropy:from_logits=true``) replace or supply the compiled ones.
     OUT may be ``FILE.py:CLASS``, a hand-written module (``init``: ``CLASS(k=v)``) whose weights are loaded
     from Keras through ``weights_map`` (``migrate.transferring.mapfile``), or the map ``tf2torch transfer`` finds.
+    A port output's model.py and train.py are code, imported only with ``trust_model_py=True`` or
+    ``out="port:DIR"``; naming a ``FILE.py:CLASS`` is asking for it.
     """
     from migrate.tf.client import run_worker
     from migrate.training import losses, optimizers
@@ -69,9 +71,11 @@ def compare_train(source: str | Path, out: str | Path, *, optimizer: str | None 
             if not Path(path).is_file():
                 raise InputError(f"--{key} {path}: no such file")
             request[key] = str(path)
+    if str(out).startswith("port:"):
+        out, trust_model_py = str(out)[len("port:"):], True
     hand_written = weights_map is not None or str(out).rpartition(":")[0].endswith(".py")
     if not hand_written:
-        manifest = _port_manifest(Path(out))
+        manifest = _port_manifest(Path(out), trust_model_py)
         request["custom_objects"] = manifest["source"].get("custom_objects") or []  # custom layers' modules
     import numpy as np
 
@@ -147,13 +151,18 @@ def describe_module(sub: Any, path: str, source: tuple[list[str], int, str]) -> 
     return text if index is None else f"{text}, {file} line {start + index}"
 
 
-def _port_manifest(out: Path) -> dict[str, Any]:
+def _port_manifest(out: Path, trust_model_py: bool) -> dict[str, Any]:
+    """The port manifest of OUT; its model.py and train.py are imported only when the caller asked (a manifest's
+    "kind" is data anyone can write, so it never decides to run code)."""
     from migrate.core.artifacts import read_manifest
 
     manifest = read_manifest(out)
     if manifest.get("kind") != "port":
         raise InputError(f"{out}: --train needs a 'tf2torch port' output (model.py), not a {manifest.get('kind')} "
                          "output; model.pt2 is an inference program")
+    if not trust_model_py:
+        raise InputError(f"{out}: --train imports this port output's model.py and train.py, which are Python code; "
+                         "pass --trust-model-py (or port:DIR), and only for a directory you or your CI wrote")
     return manifest
 
 
