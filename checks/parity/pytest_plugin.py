@@ -19,18 +19,24 @@ from typing import Any
 import pytest
 
 
-def assert_parity(source: str | Path, converted: str | Path, **options: Any) -> Any:
-    """Run :func:`checks.parity.compare` and fail the current test with the report's table on a mismatch."""
-    from checks.parity.api import compare
+def _assert(label: str, run: Callable[..., Any], source: str | Path, target: str | Path, **options: Any) -> Any:
+    """Run one parity check and fail the current test with its one-line error or its table."""
     from migrate.core.errors import Tf2TorchError
 
     try:
-        report = compare(source, converted, **options)
+        report = run(source, target, **options)
     except Tf2TorchError as exc:
-        pytest.fail(f"tf2torch parity could not run: {exc}", pytrace=False)
+        pytest.fail(f"{label} could not run: {exc}", pytrace=False)
     if not report.passed:
-        pytest.fail(f"tf2torch parity: {source} vs {converted}\n{report.to_text()}", pytrace=False)
+        pytest.fail(f"{label}: {source} vs {target}\n{report.to_text()}", pytrace=False)
     return report
+
+
+def assert_parity(source: str | Path, converted: str | Path, **options: Any) -> Any:
+    """Run :func:`checks.parity.compare` and fail the current test with the report's table on a mismatch."""
+    from checks.parity.api import compare
+
+    return _assert("tf2torch parity", compare, source, converted, **options)
 
 
 @pytest.fixture
@@ -40,18 +46,12 @@ def tf2torch_parity() -> Callable[..., Any]:
 
 
 def assert_train_parity(source: str | Path, ported: str | Path, **options: Any) -> Any:
-    """Run :func:`checks.parity.api.compare_train` (``--train``) and fail the test with its table on a mismatch."""
+    """Run :func:`checks.parity.api.compare_train` (``--train``) and fail the test with its table on a mismatch.
+    The test names the port output it trains, which is asking for its model.py to be imported."""
     from checks.parity.api import compare_train
-    from migrate.core.errors import Tf2TorchError
 
-    options.setdefault("trust_model_py", True)  # the test names the port output it trains: that is asking
-    try:
-        report = compare_train(source, ported, **options)
-    except Tf2TorchError as exc:
-        pytest.fail(f"tf2torch parity --train could not run: {exc}", pytrace=False)
-    if not report.passed:
-        pytest.fail(f"tf2torch parity --train: {source} vs {ported}\n{report.to_text()}", pytrace=False)
-    return report
+    options.setdefault("trust_model_py", True)
+    return _assert("tf2torch parity --train", compare_train, source, ported, **options)
 
 
 @pytest.fixture
