@@ -22,6 +22,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import get_const_value
 
+from migrate.conversion.onnx2torch_contract import OVERRIDDEN, REUSED
 from migrate.core.errors import ConversionError, first_line
 
 #: onnx2torch's own registry as imported (before any conversion installed ours).
@@ -53,6 +54,9 @@ def converter(op_type: str, versions: Iterable[int], domain: str = defs.ONNX_DOM
                 raise RuntimeError(f"{fn.__module__}: onnx2torch has its own {op_type} version {version} converter; "
                                    "register with override=True to replace it")
             if key in _ORIGINAL:
+                if domain == defs.ONNX_DOMAIN and (op_type, version) not in OVERRIDDEN:
+                    raise RuntimeError(f"{fn.__module__}: replacing onnx2torch's {op_type} version {version} converter "
+                                       "relies on it: list the key in onnx2torch_contract.OVERRIDDEN")
                 OVERRIDES.add(key)
             CONVERTERS[key] = fn
         return fn
@@ -62,6 +66,9 @@ def converter(op_type: str, versions: Iterable[int], domain: str = defs.ONNX_DOM
 
 def onnx2torch_converter(op_type: str, version: int) -> Callable:
     """onnx2torch's own converter for ``op_type`` at exactly ``version`` (for converters that reuse it)."""
+    if (op_type, version) not in REUSED:
+        raise RuntimeError(f"reusing onnx2torch's {op_type} version {version} converter relies on it: list the key "
+                           "in onnx2torch_contract.REUSED")
     return _ORIGINAL[OperationDescription(domain=defs.ONNX_DOMAIN, operation_type=op_type, version=version)]
 
 
