@@ -92,6 +92,7 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
 
             with progress.stage("to_torch", "converting ONNX to torch.fx (onnx2torch + tf2torch converters)"):
                 model = onnx.load(str(stage / MODEL_ONNX))
+                _refuse_training_random(model, info)
                 outputs = _graph_order(info["outputs"], model.graph.output)
                 gm = onnx_to_torch(prepare(model))
                 inputs = _signature_order(gm, info["inputs"], model.graph.input)
@@ -138,6 +139,31 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
     if compile:
         paths["aoti"] = out / "model.aoti.pt2"
     return ConversionResult(module=module, manifest=read_manifest(out), out=out, paths=paths)
+
+
+#: ONNX ops that draw random numbers.
+ONNX_RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                             "Bernoulli"})
+
+
+def _refuse_training_random(model: Any, info: dict[str, Any]) -> None:
+    """Only draws by design (docs/convert.md "Random outputs") are converted: a dropout, noise or augmentation
+    layer's draw baked in training mode is refused with the training-mode line, which says how to re-export."""
+    by_design = set(info.get("random_by_design") or [])
+    stack, found = [model.graph], []
+    while stack:
+        graph = stack.pop()
+        for node in graph.node:
+            if node.op_type in ONNX_RANDOM_OPS and node.name not in by_design:
+                found.append(node.name)
+            stack.extend(a.g for a in node.attribute if a.HasField("g"))
+            stack.extend(g for a in node.attribute for g in a.graphs)
+    if found:
+        line = next((w for w in info.get("warnings", []) if "draws random numbers" in w),
+                    f"the serving function draws random numbers in training mode ({', '.join(sorted(found)[:3])}); "
+                    "re-export with inference semantics (an endpoint calling model(x, training=False))")
+        raise ConversionError(f"{line}; tf2torch converts only draws a layer makes on purpose at inference, so this "
+                              f"is refused ({len(found)} ONNX random op(s), first: {', '.join(sorted(found)[:3])})")
 
 
 def _verified(stage: Path, out: Path, program: Any) -> Any:

@@ -249,6 +249,7 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
             # (a VAE's sampling) become ops tf2onnx exports (fresh draws on every call).
             random_outputs = tf_graph_fixes.random_outputs(
                 graph_def, {key: name for (key, _), name in zip(output_specs, output_names)})
+            by_design = tf_graph_fixes.designed_random(graph_def)
             tf_graph_fixes.rewrite_designed_random(graph_def)
     except Exception as exc:
         raise ConversionError(f"TensorFlow could not freeze signature {loaded.signature!r} "
@@ -312,6 +313,7 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
         "versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__},
         "timings_s": {"tf_load": round(t_load, 3), "tf_export": round(time.perf_counter() - t0, 3)},
         "warnings": warnings,
+        "random_by_design": by_design,  # node names: the converter refuses every other random op (training mode)
     }
     Path(request["signature_json"]).write_text(json.dumps(signature_info, indent=2))
     return {"ok": True}

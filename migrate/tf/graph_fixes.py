@@ -268,6 +268,13 @@ def random_outputs(graph_def: Any, outputs: dict[str, str]) -> dict[str, list[st
     return result
 
 
+def designed_random(graph_def: Any) -> list[str]:
+    """Names of the random ops by design in a frozen, flat graph (tf2onnx keeps them as the ONNX nodes' names)."""
+    by_name = {n.name: n for n in graph_def.node}
+    users = _consumers(by_name)
+    return sorted(n.name for n in graph_def.node if n.op in RANDOM_OPS and classify_random(n, users) == "design")
+
+
 def rewrite_designed_random(graph_def: Any) -> list[str]:
     """Replace every stateless normal/uniform draw by design (frozen, flat graph) with the stateful op of the same
     distribution, which tf2onnx exports: ``StatelessRandomNormalV2(shape, key, counter, alg)`` ->
