@@ -120,3 +120,15 @@ def test_compare_samples_fails_a_planted_error(planted):
     result = compare_samples(actual, expected, Tolerance(1e-6, 1e-4))
     assert not result.stats.passed and result.stats.mismatched > 0
     assert "standard errors" in result.stats.message or "shape" in result.stats.message
+
+
+def test_dropout_baked_in_training_mode_is_still_refused(fixture_model, tmp_path):
+    """tf.nn.dropout in a serving function (a RandomUniform tf2onnx exports, thresholded into a mask): refused,
+    with the training-mode line and its re-export hint, and OUT is not written."""
+    out = tmp_path / "out"
+    proc = tf2torch("convert", fixture_model("keras_resize_bn") / "training_graph", "-o", out)
+    assert proc.returncode == 1, proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("tf2torch convert: error: the serving function draws random numbers (dropout")
+    assert "dropout/random_uniform" in error and "model(x, training=False)" in error and "refused" in error
+    assert not out.exists()
