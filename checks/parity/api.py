@@ -26,6 +26,9 @@ __all__ = ["PAIRS", "Report", "compare", "compare_train"]
 PAIRS = {"tf~torch": ("torch", "tf"), "tf~onnx": ("onnx", "tf"), "onnx~torch": ("torch", "onnx")}
 #: The pair that decides the verdict unless the user asks for more: is the converted model the TF model?
 DEFAULT_VERDICT = ("tf~torch",)
+#: Draws per witness of a random output (the manifest's ``random_outputs``): the first batch run this many times,
+#: compared by per-element sample mean and std (``migrate.core.compare.compare_samples``, docs/parity.md).
+RANDOM_DRAWS = 200
 
 
 def compare(source: str | Path, converted: str | Path, *, signature: str | None = None,
@@ -109,6 +112,10 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
         results["onnx"] = runners.run_onnx(manifest, batches)
     results["torch"] = runners.run_torch(manifest, batches, trust_model_py)
 
+    random = {name: ops for name, ops in manifest.random_outputs.items() if name in known}
+    samples = _draw(source, manifest, batches[0], random, results, signature, custom_objects, trust_model_py,
+                    debug) if random else {}
+
     compared = [p for p, (a, e) in PAIRS.items() if a in results and e in results]
     report = Report(atol=DEFAULT_ATOL if tolerances.atol is None else tolerances.atol,
                     rtol=DEFAULT_RTOL if tolerances.rtol is None else tolerances.rtol,
@@ -122,12 +129,18 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
         out_atol, out_rtol = tol.atol, tol.rtol
         for pair in compared:
             actual, expected = PAIRS[pair]
+            if spec.name in random:  # values cannot match draw for draw: compare the distribution
+                sampled = comparison.compare_samples(samples[actual][spec.name], samples[expected][spec.name], tol)
+                report.outputs.append(OutputResult(spec.name, pair, sampled.stats, out_atol, out_rtol, scale,
+                                                   pair in verdict, how=sampled.describe(random[spec.name]),
+                                                   random={"ops": random[spec.name], **sampled.to_dict()}))
+                continue
             stats = comparison.Stats()
             for a_batch, e_batch in zip(results[actual], results[expected]):
                 stats.merge(comparison.compare(a_batch[spec.name], e_batch[spec.name], tol))
             report.outputs.append(OutputResult(spec.name, pair, stats, out_atol, out_rtol, scale, pair in verdict))
         share = flat_share(reference, out_atol, out_rtol)
-        if share >= FLAT_SHARE:
+        if share >= FLAT_SHARE and spec.name not in random:
             report.warnings.append(_flat_warning(spec.name, share, drawn))
     report.versions = {**(manifest.versions or {}), **runtime_versions()}
     if (trace or per_layer and not report.passed) and manifest.kind != "port":
@@ -141,6 +154,25 @@ def compare(source: str | Path, converted: str | Path, *, signature: str | None 
         report.notes.append("the error along the graph needs model.onnx and model.pt2 (a convert output); for a "
                             "port, 'parity --train --report' shows every layer")
     return report
+
+
+def _draw(source: str | Path, manifest: Manifest, batch: dict[str, Any], random: dict[str, list[str]],
+          witnesses: dict[str, Any], signature: str | None, custom_objects: Any, trust_model_py: bool,
+          debug: bool) -> dict[str, dict[str, Any]]:
+    """``RANDOM_DRAWS`` outputs of each witness on one batch: witness -> random output -> draws stacked on axis 0
+    (the torch layout)."""
+    import numpy as np
+
+    from checks.parity import runners
+
+    draws = [batch] * RANDOM_DRAWS
+    runs = {"tf": [{s.name: s.to_torch_layout(out[s.name]) for s in manifest.outputs if s.name in random}
+                   for out in runners.run_tf(source, manifest, draws, signature=signature,
+                                             custom_objects=custom_objects, debug=debug)]}
+    if "onnx" in witnesses:
+        runs["onnx"] = runners.run_onnx(manifest, draws)
+    runs["torch"] = runners.run_torch(manifest, draws, trust_model_py)
+    return {w: {name: np.stack([np.asarray(out[name]) for out in outs]) for name in random} for w, outs in runs.items()}
 
 
 def _flat_warning(output: str, share: float, drawn: list[dict[str, str]]) -> str:

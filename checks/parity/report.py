@@ -35,6 +35,10 @@ class OutputResult:
     rtol: float
     scale: float = 0.0
     gating: bool = True
+    #: For a random output: how it was compared (one line) and the numbers (ops, draws, Δmean/Δstd, bounds);
+    #: its max_abs/mean_abs are then |Δmean| of the per-element sample means, max_rel that over their scale.
+    how: str | None = None
+    random: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         s = self.stats
@@ -42,7 +46,10 @@ class OutputResult:
                 "max_rel_err": _finite(s.max_rel_err), "mean_abs_err": _finite(s.mean_abs_err),
                 "mismatched": s.mismatched,
                 "total": s.total, "worst_index": s.worst_index, "message": s.message,
-                "atol": self.atol, "rtol": self.rtol, "scale": _finite(self.scale), "gating": self.gating}
+                "atol": self.atol, "rtol": self.rtol, "scale": _finite(self.scale), "gating": self.gating,
+                "compared": "distribution" if self.random else "values", "how": self.how,
+                "random": None if self.random is None else {k: _finite(v) if isinstance(v, float) else v
+                                                            for k, v in self.random.items()}}
 
 
 @dataclass
@@ -141,7 +148,10 @@ def format_text(report: Report) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     for o in report.outputs:
-        if o.stats.message:
+        if o.how:  # a random output: how it was compared, and what failed (the message repeats the numbers)
+            failed = f"; FAIL: {o.stats.message.split(': ', 1)[0]}" if o.stats.message else ""
+            lines.append(f"{o.name} ({o.pair}): {o.how}{failed}")
+        elif o.stats.message:
             lines.append(f"{o.name} ({o.pair}): {o.stats.message}")
     gating = [o for o in report.outputs if o.gating]
     verdict = "PASSED" if report.passed else f"FAILED ({len(report.failures())} of {len(gating)} comparisons)"
@@ -191,7 +201,7 @@ def format_junit(report: Report) -> str:
     for o in report.outputs:
         case = ET.SubElement(suite, "testcase", classname=f"parity.{o.pair}", name=o.name)
         s = o.stats
-        summary = (f"max_abs_err={_num(s.max_abs_err)} max_rel_err={_num(s.max_rel_err)} "
+        summary = (f"{o.how}\n" if o.how else "") + (f"max_abs_err={_num(s.max_abs_err)} max_rel_err={_num(s.max_rel_err)} "
                    f"mean_abs_err={_num(s.mean_abs_err)} mismatched={s.mismatched}/{s.total} "
                    f"worst_index={s.worst_index} atol={o.atol:g} rtol={o.rtol:g}")
         if o.gating and not s.passed:

@@ -6,7 +6,7 @@ TF in its layout and torch/ONNX in theirs, and compares everything in the torch 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ class Manifest:
     source_path: str | None = None  # the SOURCE it was converted from, as the manifest records it
     kind: str = "convert"  # "port": model.py + weights.safetensors, no model.pt2 or model.onnx
     versions: dict[str, str] | None = None  # what wrote it (TensorFlow, tf2onnx, torch, ...)
+    random_outputs: dict[str, list[str]] = field(default_factory=dict)  # output -> the random ops it depends on
 
     @property
     def pt2(self) -> Path:
@@ -112,4 +113,6 @@ def load_manifest(converted: str | Path) -> Manifest:
     signature = (data.get("source") or {}).get("signature") or "serving_default"
     return Manifest(directory=directory, signature=signature, inputs=inputs, outputs=outputs,
                     source_path=(data.get("source") or {}).get("path"), kind=data.get("kind") or "convert",
-                    versions={str(k): str(v) for k, v in (data.get("versions") or {}).items()})
+                    versions={str(k): str(v) for k, v in (data.get("versions") or {}).items()},
+                    random_outputs={str(k): [str(op) for op in v] for k, v in (data.get("random_outputs") or {}).items()
+                                    if isinstance(v, list)})

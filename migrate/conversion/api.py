@@ -92,6 +92,7 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
 
             with progress.stage("to_torch", "converting ONNX to torch.fx (onnx2torch + tf2torch converters)"):
                 model = onnx.load(str(stage / MODEL_ONNX))
+                _refuse_training_random(model, info)
                 outputs = _graph_order(info["outputs"], model.graph.output)
                 gm = onnx_to_torch(prepare(model))
                 inputs = _signature_order(gm, info["inputs"], model.graph.input)
@@ -113,6 +114,9 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
             "dims": exported.dims,
             "dim_ranges": exported.dim_ranges,
             "warnings": info.get("warnings", []) + exported.warnings,
+            # outputs that depend on a random draw -> its ops (RandomNormal, RandomUniform): new values on every
+            # call; parity compares their distribution (docs/convert.md "Random outputs")
+            "random_outputs": {o["name"]: o["random"] for o in outputs if o.get("random")},
             "onnx": {"opset": opset},
             "versions": {"tf2torch": installed_version("tf2torch"), **info["versions"], "torch": torch.__version__,
                          "onnx2torch": installed_version("onnx2torch")},
@@ -125,11 +129,41 @@ def convert(source: str | Path, out: str | Path, *, signature: str = "serving_de
     progress.say(f"converted {source} -> {out} in {total:.1f}s "
                  f"(TF->ONNX {timings['tf_export']:.1f}s, ONNX->torch {timings['to_torch']:.1f}s, "
                  f"torch.export {timings['export']:.1f}s); inputs: {_shapes(inputs)}; outputs: {_shapes(outputs)}")
+    if manifest["random_outputs"]:
+        progress.say("random outputs: " + ", ".join(f"{name} ({', '.join(ops)})" for name, ops in
+                                                     manifest["random_outputs"].items())
+                     + "; they draw new values on every call (torch.manual_seed makes them repeatable), and "
+                       "parity compares their distribution")
     _warn(exported.warnings, progress)
     paths = {"out": out, "pt2": out / MODEL_PT2, "onnx": out / MODEL_ONNX, "manifest": out / MANIFEST}
     if compile:
         paths["aoti"] = out / "model.aoti.pt2"
     return ConversionResult(module=module, manifest=read_manifest(out), out=out, paths=paths)
+
+
+#: ONNX ops that draw random numbers.
+ONNX_RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                             "Bernoulli"})
+
+
+def _refuse_training_random(model: Any, info: dict[str, Any]) -> None:
+    """Only draws by design (docs/convert.md "Random outputs") are converted: a dropout, noise or augmentation
+    layer's draw baked in training mode is refused with the training-mode line, which says how to re-export."""
+    by_design = set(info.get("random_by_design") or [])
+    stack, found = [model.graph], []
+    while stack:
+        graph = stack.pop()
+        for node in graph.node:
+            if node.op_type in ONNX_RANDOM_OPS and node.name not in by_design:
+                found.append(node.name)
+            stack.extend(a.g for a in node.attribute if a.HasField("g"))
+            stack.extend(g for a in node.attribute for g in a.graphs)
+    if found:
+        line = next((w for w in info.get("warnings", []) if "draws random numbers" in w),
+                    f"the serving function draws random numbers in training mode ({', '.join(sorted(found)[:3])}); "
+                    "re-export with inference semantics (an endpoint calling model(x, training=False))")
+        raise ConversionError(f"{line}; tf2torch converts only draws a layer makes on purpose at inference, so this "
+                              f"is refused ({len(found)} ONNX random op(s), first: {', '.join(sorted(found)[:3])})")
 
 
 def _verified(stage: Path, out: Path, program: Any) -> Any:
@@ -144,8 +178,11 @@ def _verified(stage: Path, out: Path, program: Any) -> Any:
         raise ConversionError(f"{out / MODEL_PT2}: the converted program fails tf2torch's own load check ({detail}); "
                               f"{out} is left as it was. This is a tf2torch bug, please report it") from exc
     example = program.example_inputs[0]
-    with torch.no_grad():
-        got, want = module(*example), program.module()(*example)
+    with torch.no_grad(), torch.random.fork_rng():  # random outputs (converters/random.py): the same draws
+        torch.manual_seed(0)
+        got = module(*example)
+        torch.manual_seed(0)
+        want = program.module()(*example)
     got, want = (list(v) if isinstance(v, (list, tuple)) else [v] for v in (got, want))
     if len(got) != len(want) or not all(torch.equal(g, w) for g, w in zip(got, want)):
         raise ConversionError("the saved model.pt2, loaded back, computes something other than the exported program; "

@@ -39,6 +39,7 @@ OPERATORS = frozenset((
     "torch.ops.aten.div.Tensor_mode",
     "torch.ops.aten.eq.Tensor",
     "torch.ops.aten.erf.default",
+    "torch.ops.aten.exp.default",  # the VAE fixture (port_vae_sampling): exp(0.5 * z_log_var)
     "torch.ops.aten.expand.default",
     "torch.ops.aten.expand_as.default",
     "torch.ops.aten.flatten.using_ints",
@@ -70,6 +71,8 @@ OPERATORS = frozenset((
     "torch.ops.aten.pad.default",
     "torch.ops.aten.permute.default",
     "torch.ops.aten.pow.Tensor_Tensor",
+    "torch.ops.aten.rand.default",  # converters/random.py: ONNX RandomUniform(Like), a draw by design
+    "torch.ops.aten.randn.default",  # converters/random.py: ONNX RandomNormal(Like), a draw by design
     "torch.ops.aten.reciprocal.default",
     "torch.ops.aten.relu.default",
     "torch.ops.aten.remainder.Tensor",

@@ -14,6 +14,9 @@ holds an element to
 
 Non-finite values must sit at the same positions with the same value (NaN with NaN, +Inf with +Inf);
 integer and bool arrays must be equal. Statistics are over the positions where both sides are finite.
+
+Random outputs (a VAE's sample) cannot match draw for draw: :func:`compare_samples` holds the per-element
+sample mean and std of K draws to the same bound plus ``SAMPLE_SIGMAS`` standard errors of each statistic.
 Imports numpy only, lazily: ``migrate`` and ``checks`` both use this module.
 """
 
@@ -192,3 +195,82 @@ def compare(actual: Any, expected: Any, tol: Tolerance, *, strict_dtype: bool = 
                  mismatched=count, total=int(e.size),
                  worst_index=[int(i) for i in np.unravel_index(flat, e.shape)],
                  _abs_sum=float(finite_diff.sum()), _finite=int(finite_diff.size), _worst_score=score)
+
+
+#: How many standard errors a sample statistic may be off before two random outputs differ (docs/parity.md).
+SAMPLE_SIGMAS = 6.0
+
+
+@dataclass(frozen=True)
+class SampleStats:
+    """What :func:`compare_samples` measured: per-element sample means and standard deviations over ``draws``."""
+
+    stats: Stats
+    draws: int
+    max_mean_diff: float
+    mean_bound: float  # the bound at the element where |Δmean| / bound is largest
+    max_std_diff: float
+    std_bound: float
+
+    def describe(self, ops: list[str] | tuple[str, ...] = ()) -> str:
+        kinds = f" ({', '.join(ops)})" if ops else ""
+        return (f"random{kinds}, compared mean and std of {self.draws} draws per element: "
+                f"max |Δmean| = {self.max_mean_diff:.3g}, bound {self.mean_bound:.3g}; "
+                f"max |Δstd| = {self.max_std_diff:.3g}, bound {self.std_bound:.3g}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"compared": "per-element sample mean and std", "draws": self.draws, "sigmas": SAMPLE_SIGMAS,
+                "max_abs_mean_diff": self.max_mean_diff, "mean_bound": self.mean_bound,
+                "max_abs_std_diff": self.max_std_diff, "std_bound": self.std_bound}
+
+
+def compare_samples(actual: Any, expected: Any, tol: Tolerance) -> SampleStats:
+    """Two random outputs, ``K`` draws each stacked on axis 0 (same inputs every draw): the same distribution?
+
+    Draws cannot match one for one, so per element the sample means and standard deviations are compared,
+    each within ``SAMPLE_SIGMAS`` standard errors plus the usual float tolerance (``tol``, the bound of
+    :func:`compare` on the reference's statistic)::
+
+        |mean_a - mean_e| <= SAMPLE_SIGMAS * sqrt(var_a / K + var_e / K) + tol.bound(mean_e)
+        |std_a - std_e|   <= SAMPLE_SIGMAS * sqrt(var_a / (2K) + var_e / (2K)) + tol.bound(std_e)
+
+    (the standard error of a sample std is about std / sqrt(2K)). An element fails when either does; a
+    wrong mean, scale or a constant output fails, a fair draw fails with probability ~1e-9 per element.
+    """
+    import numpy as np
+
+    a, e = np.asarray(actual), np.asarray(expected)
+    if a.shape[1:] != e.shape[1:] or a.ndim == 0 or e.ndim == 0:
+        stats = Stats(passed=False, total=int(np.prod(e.shape[1:])) if e.ndim else 1, max_abs_err=float("inf"),
+                      message=f"draws of shape {_shape(a.shape[1:])} differ from the reference's {_shape(e.shape[1:])}")
+        stats.mismatched = stats.total
+        return SampleStats(stats, min(len(a), len(e)), float("inf"), 0.0, float("inf"), 0.0)
+    k_a, k_e = a.shape[0], e.shape[0]
+    a, e = a.astype(np.float64), e.astype(np.float64)
+    mean_a, mean_e = a.mean(0), e.mean(0)
+    var_a, var_e = a.var(0, ddof=1) if k_a > 1 else np.zeros_like(mean_a), e.var(0, ddof=1) if k_e > 1 else 0 * mean_e
+    std_a, std_e = np.sqrt(var_a), np.sqrt(var_e)
+    with np.errstate(invalid="ignore"):
+        mean_bound = SAMPLE_SIGMAS * np.sqrt(var_a / k_a + var_e / k_e) + tol.bound(mean_e)
+        std_bound = SAMPLE_SIGMAS * np.sqrt(var_a / (2 * k_a) + var_e / (2 * k_e)) + tol.bound(std_e)
+        d_mean, d_std = np.abs(mean_a - mean_e), np.abs(std_a - std_e)
+        bad = ~(d_mean <= mean_bound) | ~(d_std <= std_bound)  # NaN fails
+        score = np.maximum(d_mean / np.maximum(mean_bound, 1e-300), d_std / np.maximum(std_bound, 1e-300))
+    worst_mean = int(np.nanargmax(d_mean / np.maximum(mean_bound, 1e-300))) if d_mean.size else 0
+    worst_std = int(np.nanargmax(d_std / np.maximum(std_bound, 1e-300))) if d_std.size else 0
+    flat = int(np.nanargmax(np.where(np.isnan(score), np.inf, score))) if score.size else 0
+    count = int(bad.sum())
+    stats = Stats(passed=count == 0, max_abs_err=float(np.nanmax(d_mean)) if d_mean.size else 0.0,
+                  max_rel_err=relative_error(mean_a, mean_e) if d_mean.size else 0.0,
+                  mean_abs_err=float(np.nanmean(d_mean)) if d_mean.size else 0.0, mismatched=count,
+                  total=int(mean_e.size), worst_index=[int(i) for i in np.unravel_index(flat, mean_e.shape)],
+                  _abs_sum=float(np.nansum(d_mean)), _finite=int(mean_e.size),
+                  _worst_score=float(score.flat[flat]) if score.size else 0.0)
+    result = SampleStats(stats, min(k_a, k_e), float(np.nanmax(d_mean)) if d_mean.size else 0.0,
+                         float(mean_bound.flat[worst_mean]) if d_mean.size else 0.0,
+                         float(np.nanmax(d_std)) if d_std.size else 0.0,
+                         float(std_bound.flat[worst_std]) if d_std.size else 0.0)
+    if count:
+        stats.message = (f"{count} of {stats.total} elements' sample mean or std differ beyond "
+                         f"{SAMPLE_SIGMAS:g} standard errors: {result.describe()}")
+    return result

@@ -245,6 +245,12 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
             graph_def = tf_loader.from_function(func, input_names, output_names)
             # tf2torch fixes (issue 3): inline XLA-marked nested functions, register missing handlers.
             graph_def = tf_graph_fixes.prepare_for_tf2onnx(graph_def, input_names, output_names)
+            # Outputs that depend on a random draw (parity compares their distribution); the draws by design
+            # (a VAE's sampling) become ops tf2onnx exports (fresh draws on every call).
+            random_outputs = tf_graph_fixes.random_outputs(
+                graph_def, {key: name for (key, _), name in zip(output_specs, output_names)})
+            by_design = tf_graph_fixes.designed_random(graph_def)
+            tf_graph_fixes.rewrite_designed_random(graph_def)
     except Exception as exc:
         raise ConversionError(f"TensorFlow could not freeze signature {loaded.signature!r} "
                           f"({type(exc).__name__}: {first_line(exc, 300)})") from exc
@@ -291,17 +297,23 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
                 "layout": "NCHW" if is_nchw else ("NHWC" if is_image else None),
                 "tf_layout": "NHWC" if is_image else None}
 
+    def describe_output(key: str, shape: Any, dtype: Any, tensor: str) -> dict[str, Any]:
+        spec = describe(key, shape, dtype, tensor, image_out, nchw_out)
+        if key in random_outputs:
+            spec["random"] = random_outputs[key]  # the random ops it depends on (RandomNormal, RandomUniform)
+        return spec
+
     call_order = loaded.call_order()  # the order model.pt2 takes its inputs in
     signature_info = {
         "source": {"path": str(Path(request["source"]).resolve()), "kind": loaded.kind,
                    "signature": loaded.signature},
         "inputs": [describe(k, s.shape, s.dtype, placeholder_by_key[k], image_in, nchw_in)
                    for k, s in sorted(input_specs, key=lambda ks: call_order.index(ks[0]))],
-        "outputs": [describe(k, t.shape, t.dtype, n, image_out, nchw_out)
-                    for (k, t), n in zip(output_specs, output_names)],
+        "outputs": [describe_output(k, t.shape, t.dtype, n) for (k, t), n in zip(output_specs, output_names)],
         "versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__},
         "timings_s": {"tf_load": round(t_load, 3), "tf_export": round(time.perf_counter() - t0, 3)},
         "warnings": warnings,
+        "random_by_design": by_design,  # node names: the converter refuses every other random op (training mode)
     }
     Path(request["signature_json"]).write_text(json.dumps(signature_info, indent=2))
     return {"ok": True}

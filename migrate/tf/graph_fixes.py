@@ -12,11 +12,19 @@ statistics or draws random numbers (dropout, augmentation) that reach an output 
 mode. Converting it faithfully gives a model that is wrong for inference, so the user is told how to
 re-export. Random ops that reach no output (an LSTM's dropout masks in inference mode) are not reported.
 
+Random draws that are the model's inference behaviour by design (a VAE's ``Sampling`` layer drawing
+``keras.random.normal``) are told apart from training-mode ones by :func:`classify_random` (the rule is in
+docs/convert.md, "Random outputs"): a normal or uniform draw is *by design* unless it lies in the name scope
+of a dropout, noise or augmentation layer or is thresholded into a mask (the dropout pattern). Draws by
+design are not reported as training mode; :func:`rewrite_designed_random` turns their stateless forms into
+the stateful ops tf2onnx exports (``RandomNormal(Like)``/``RandomUniform(Like)``: fresh draws on every call).
+
 Imported only by the TF worker; never imports torch.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +47,27 @@ KERAS_FILE_HINT = ("tf2torch calls this .keras/.h5 model with training=False, so
                    "itself (training=True in its call): call it with the training flag it is given")
 #: TF ops of Keras' image augmentation layers besides the random draws (RandomRotation, RandomZoom, ...).
 AUGMENTATION_OPS = frozenset({"ImageProjectiveTransformV2", "ImageProjectiveTransformV3"})
+
+#: Random draws a layer may make on purpose at inference (-> the ONNX op the converted model runs).
+DESIGNED_RANDOM_OPS = {
+    "RandomStandardNormal": "RandomNormal", "StatelessRandomNormal": "RandomNormal",
+    "StatelessRandomNormalV2": "RandomNormal",
+    "RandomUniform": "RandomUniform", "StatelessRandomUniform": "RandomUniform",
+    "StatelessRandomUniformV2": "RandomUniform",
+}
+#: The stateful op tf2onnx exports, for each stateless draw (the seed inputs are dropped: fresh draws).
+STATEFUL_FORM = {"StatelessRandomNormal": "RandomStandardNormal", "StatelessRandomNormalV2": "RandomStandardNormal",
+                 "StatelessRandomUniform": "RandomUniform", "StatelessRandomUniformV2": "RandomUniform"}
+#: Keras layers (snake-case names, as they name their scopes) whose randomness is training-only.
+TRAINING_RANDOM_LAYERS = re.compile(
+    r"\w*dropout\w*|gaussian_noise|\w*augment\w*|aug_mix|mix_up|cut_mix|solarization|random_(?:flip|rotation|"
+    r"zoom|translation|contrast|brightness|crop|height|width|grayscale|hue|saturation|sharpness|shear|"
+    r"color_jitter|color_degeneration|posterization|erasing|gaussian_blur|perspective|elastic_transform|invert|"
+    r"apply|choice)")
+#: Ops through which a draw is only scaled or shifted (``mean + stddev * draw``, ``low + (high - low) * draw``).
+_AFFINE_OPS = frozenset({"Mul", "AddV2", "Add", "Sub", "Identity", "Cast"})
+#: A draw compared with a threshold is a mask: dropout's ``random_uniform >= rate``.
+_COMPARE_OPS = frozenset({"GreaterEqual", "Greater", "Less", "LessEqual"})
 
 _registered = False
 
@@ -170,9 +199,106 @@ def _batch_statistics(graph_def: Any, outputs: list[str] | None) -> list[str]:
     return sorted(set(layers))
 
 
+def _training_scope(node_name: str) -> bool:
+    """Whether a scope of the node's name is a dropout, noise or augmentation layer's (``model/dropout_2/...``)."""
+    return any(TRAINING_RANDOM_LAYERS.fullmatch(re.sub(r"_\d+$", "", part.lower()))
+               for part in node_name.split("/")[:-1])
+
+
+def _thresholded(node: Any, consumers: dict[str, list[Any]]) -> bool:
+    """Whether the draw, scaled or shifted only, is compared with a threshold (a dropout mask)."""
+    seen, stack = set(), [node.name]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for user in consumers.get(name, []):
+            if user.op in _COMPARE_OPS:
+                return True
+            if user.op in _AFFINE_OPS:
+                stack.append(user.name)
+    return False
+
+
+def classify_random(node: Any, consumers: dict[str, list[Any]]) -> str:
+    """``"design"``: a normal/uniform draw a layer makes on purpose at inference (a VAE's sampling);
+    ``"training"``: anything else (a dropout, noise or augmentation layer's draw, a dropout mask, or a
+    kind of draw tf2torch does not convert on purpose: truncated normal, multinomial, gamma, ...)."""
+    if node.op not in DESIGNED_RANDOM_OPS or _training_scope(node.name) or _thresholded(node, consumers):
+        return "training"
+    return "design"
+
+
+def _consumers(body: dict[str, Any]) -> dict[str, list[Any]]:
+    users: dict[str, list[Any]] = {}
+    for n in body.values():
+        for inp in n.input:
+            if not inp.startswith("^"):
+                users.setdefault(inp.split(":")[0], []).append(n)
+    return users
+
+
+def random_draws(graph_def: Any, outputs: list[str] | None = None) -> list[tuple[Any, str]]:
+    """Every random op that reaches an output (all of them when ``outputs`` is None), with its class
+    (:func:`classify_random`)."""
+    found, users_of = [], {}
+    for node, by_name in _nodes(graph_def, outputs):
+        if node.op in RANDOM_OPS:
+            users = users_of.setdefault(id(by_name), _consumers(by_name))
+            found.append((node, classify_random(node, users)))
+    return found
+
+
 def random_layers(graph_def: Any, outputs: list[str] | None = None) -> list[str]:
-    """Layers (name scopes) whose random-number ops reach an output (all of them when ``outputs`` is None)."""
-    return sorted({_layer(n.name) for n, _ in _nodes(graph_def, outputs) if n.op in RANDOM_OPS})
+    """Layers (name scopes) whose training-mode random-number ops reach an output (all of them when ``outputs``
+    is None); draws by design (:func:`classify_random`) are not listed."""
+    return sorted({_layer(n.name) for n, kind in random_draws(graph_def, outputs) if kind == "training"})
+
+
+def random_outputs(graph_def: Any, outputs: dict[str, str]) -> dict[str, list[str]]:
+    """For each output key (-> tensor name) that depends on a random op of the (frozen, flat) graph: the ops,
+    as the converted model runs them (``RandomNormal``, ``RandomUniform``; other kinds by their TF name)."""
+    result = {}
+    for key, tensor in outputs.items():
+        ops = {DESIGNED_RANDOM_OPS.get(n.op, n.op) for n in _reaching(list(graph_def.node), [tensor.split(":")[0]])
+               if n.op in RANDOM_OPS}
+        if ops:
+            result[key] = sorted(ops)
+    return result
+
+
+def designed_random(graph_def: Any) -> list[str]:
+    """Names of the random ops by design in a frozen, flat graph (tf2onnx keeps them as the ONNX nodes' names)."""
+    by_name = {n.name: n for n in graph_def.node}
+    users = _consumers(by_name)
+    return sorted(n.name for n in graph_def.node if n.op in RANDOM_OPS and classify_random(n, users) == "design")
+
+
+def rewrite_designed_random(graph_def: Any) -> list[str]:
+    """Replace every stateless normal/uniform draw by design (frozen, flat graph) with the stateful op of the same
+    distribution, which tf2onnx exports: ``StatelessRandomNormalV2(shape, key, counter, alg)`` ->
+    ``RandomStandardNormal(shape)``. The frozen seed would otherwise give the same draw on every call. Returns
+    the names of the rewritten nodes."""
+    by_name = {n.name: n for n in graph_def.node}
+    users = _consumers(by_name)
+    rewritten = []
+    for node in graph_def.node:
+        if node.op not in STATEFUL_FORM or classify_random(node, users) != "design":
+            continue
+        shape, dtype = node.input[0], node.attr["dtype"].type
+        shape_type = node.attr["Tshape"].type if "Tshape" in node.attr else node.attr["T"].type
+        node.op = STATEFUL_FORM[node.op]
+        del node.input[:]
+        node.input.append(shape)
+        for key in list(node.attr):
+            del node.attr[key]
+        node.attr["dtype"].type = dtype
+        node.attr["T"].type = shape_type
+        node.attr["seed"].i = 0
+        node.attr["seed2"].i = 0
+        rewritten.append(node.name)
+    return rewritten
 
 
 def training_mode_warnings(graph_def: Any, outputs: list[str] | None = None, keras_file: bool = False) -> list[str]:
@@ -198,4 +324,5 @@ def random_warning(layers: list[str], hint: str = "") -> str:
     """The line for random ops that reach an output: dropout, noise or augmentation left in training mode."""
     return (f"the serving function draws random numbers (dropout, noise or augmentation layers in training mode) in "
             f"{len(layers)} place(s), first: {', '.join(layers[:3])}; outputs change from call to call; "
-            f"{hint or REEXPORT_HINT}")
+            f"{hint or REEXPORT_HINT}. (A layer whose inference output is random by design converts: a normal or "
+            f"uniform draw outside dropout, noise and augmentation layers that is not thresholded into a mask)")
