@@ -30,12 +30,8 @@ CUSTOM = {"port_text_transformer": ["TransformerBlock", "TokenAndPositionEmbeddi
           "port_vit_patches": ["Patches", "PatchEncoder"], "port_augment": [], "port_segmentation": [],
           "port_cct": ["CCTTokenizer", "PositionEmbedding", "SequencePooling"]}
 #: fixture -> optimizers whose 3-step training parity holds (Keras' sparse Adam on repeated Embedding rows
-#: differs from torch by design; the siamese tower's BatchNorm called twice and the recommender's batch-wide
-#: tensordot are not covered yet; the CCT's loss and weights match but parity's probe of PositionEmbedding's
-#: output differs; see docs/port.md)
-TRAIN = {name: ("sgd", "adam") for name in CUSTOM
-         if name not in ("port_siamese_lambda", "port_recommender", "port_cct")} | {
-    "port_text_transformer": ("sgd",)}
+#: differs from torch by design, see docs/port.md)
+TRAIN = {name: ("sgd", "adam") for name in CUSTOM} | {"port_text_transformer": ("sgd",)}
 
 
 def _module(name: str) -> str:

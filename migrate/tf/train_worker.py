@@ -310,7 +310,7 @@ def _train(request: dict[str, Any]) -> dict[str, Any]:
     steps = int(request.get("steps", 1))
     for step in range(steps):
         with tf.GradientTape() as tape:
-            flat = probe(x, training=True) if step == 0 else tf.nest.flatten(model(x, training=True))
+            flat = tf.nest.flatten(probe(x, training=True) if step == 0 else model(x, training=True))
             preds = list(flat[:len(names)])
             total = model.compute_loss(x=x, y=y if len(y) > 1 else y[0], y_pred=preds if len(preds) > 1
                                        else preds[0], training=True) if getattr(model, "compiled", False) else None
