@@ -29,13 +29,9 @@ CUSTOM = {"port_text_transformer": ["TransformerBlock", "TokenAndPositionEmbeddi
           "port_vae_sampling": ["Sampling"], "port_siamese_lambda": [], "port_recommender": ["RecommenderNet"],
           "port_vit_patches": ["Patches", "PatchEncoder"], "port_augment": [], "port_segmentation": [],
           "port_cct": ["CCTTokenizer", "PositionEmbedding", "SequencePooling"]}
-#: fixture -> optimizers whose 3-step training parity holds (Keras' sparse Adam on repeated Embedding rows
-#: differs from torch by design; the siamese tower's BatchNorm called twice and the recommender's batch-wide
-#: tensordot are not covered yet; the CCT's loss and weights match but parity's probe of PositionEmbedding's
-#: output differs; see docs/port.md)
-TRAIN = {name: ("sgd", "adam") for name in CUSTOM
-         if name not in ("port_siamese_lambda", "port_recommender", "port_cct")} | {
-    "port_text_transformer": ("sgd",)}
+#: fixture -> optimizers whose 3-step training parity holds (every fixture, SGD and Adam; the text transformer's
+#: position Embedding repeats every row in the batch: parity sums a row's sparse gradient slices, docs/parity.md)
+TRAIN = {name: ("sgd", "adam") for name in CUSTOM}
 
 
 def _module(name: str) -> str:
@@ -143,9 +139,28 @@ def test_parity_train_three_steps(ported, name, optimizer):
     proc = tf2torch("parity", str(source), str(out), "--train", "--trust-model-py", "--steps", "3", "--optimizer", optimizer,
                     "--format", "json")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
-    loss = json.loads(proc.stdout)["train"]["loss"]
+    train = json.loads(proc.stdout)["train"]
+    loss = train["loss"]
     assert loss["passed"]
     assert abs(loss["keras"] - loss["torch"]) <= 1e-5 * max(1.0, abs(loss["keras"]))
+    repeated = [n for n in train["notes"] if n.startswith("rows repeated in the batch")]
+    if name == "port_text_transformer" and optimizer == "adam":  # the position table over arange, every row twice
+        assert len(repeated) == 1 and "token_and_position_embedding/embedding/embeddings: 8 row(s)" in repeated[0]
+    elif optimizer == "sgd":  # linear in the gradient: summing the slices first changes nothing, no note
+        assert not repeated, repeated
+
+
+@pytest.mark.slow
+def test_repeated_ids_train_with_adam_like_tf_keras(ported):
+    """The recommender's bias Embeddings (no regulariser, so their gradient stays sparse) at batch 8 repeat
+    user and movie ids: Keras 3-TF would add sum(g_i**2) to Adam's second moment, parity applies the summed
+    gradient (tf.keras, Keras 3 on JAX/torch, torch) and names the rows in a note."""
+    source, out = ported("port_recommender")
+    proc = tf2torch("parity", str(source), str(out), "--train", "--trust-model-py", "--steps", "3", "--optimizer",
+                    "adam", "--batch-size", "8", "--format", "json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    notes = [n for n in json.loads(proc.stdout)["train"]["notes"] if n.startswith("rows repeated in the batch")]
+    assert len(notes) == 1 and "embedding_1/embeddings" in notes[0] and "embedding_3/embeddings" in notes[0], notes
 
 
 @pytest.mark.slow

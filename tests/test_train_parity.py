@@ -351,3 +351,43 @@ def test_activity_regularisers_are_part_of_the_loss(port_of, tmp_path):
     bad = compare_train(source, dropped, steps=2, trust_model_py=True)
     assert bad.first_divergence["layer"] == "hidden", bad.to_text()  # the first regularised layer's gradient
     assert not next(c for c in bad.checks if c.kind == "regularization").passed
+
+
+def test_torch_probe_of_a_layer_returning_a_view_of_its_parameter_is_taken_before_the_steps():
+    """A layer whose output is a view of its own parameter (a position table sliced and broadcast, as the CCT's
+    ``PositionEmbedding``): the torch side's probe and output are the step-0 values, not what the optimizer's
+    in-place updates left in the parameter's storage afterwards."""
+    from types import SimpleNamespace
+
+    import torch
+    from torch import nn
+
+    from checks.parity.train.api import _run_torch
+
+    class Table(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Parameter(torch.ones(4, 3))
+
+        def forward(self, x):
+            return self.table[:x.shape[1]].expand(x.shape[0], -1, -1)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos = Table()
+
+        def forward(self, x):
+            return self.pos(x)
+
+    train = SimpleNamespace(make_optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.5),
+                            compute_loss=lambda out, target: ((out - target) ** 2).mean())
+    spec = {"layout": None, "tf_layout": None}
+    manifest = {"weights": [{"keras": "pos/embeddings", "torch": "pos.table"}],
+                "inputs": [{**spec, "tf_name": "x"}], "outputs": [{**spec, "tf_name": "y"}]}
+    answer = {"layers": [{"name": "pos", "weights": ["pos/embeddings"]}]}
+    keras = {"in/x": np.zeros((2, 4, 3), np.float32), "target/y": np.zeros((2, 4, 3), np.float32)}
+    got = _run_torch(Net(), train, manifest, answer, keras, steps=3)
+    assert not np.allclose(got["state"]["pos.table"], 1.0)  # the steps moved the table
+    np.testing.assert_array_equal(got["layers"]["pos"], np.ones((2, 4, 3), np.float32))
+    np.testing.assert_array_equal(got["outputs"][0], np.ones((2, 4, 3), np.float32))

@@ -245,6 +245,49 @@ def _own_error(probe: Any, x: Any, model: Any, names: list[str], layers: list[An
     return {k: np.asarray(g) for k, g in zip(keys, gaps)}
 
 
+def _summed_duplicates(grads: list[Any]) -> tuple[list[Any], dict[int, tuple[int, float]]]:
+    """Sparse gradients (``tf.IndexedSlices``: an Embedding's, a gather's) with one slice per row, the slices of
+    a row that occurs several times in the batch summed: what tf.keras' optimizers apply (their
+    ``_deduplicate_sparse_grad``), and Keras 3 on JAX or torch and torch itself, whose gradient is dense. Keras 3's
+    TensorFlow backend skips that sum, so an optimizer that squares the gradient (Adam's second moment) adds
+    sum(g_i**2) for such a row instead of (sum g_i)**2; applied as they come, parity would hold the port to that
+    one backend's arithmetic. Returns the gradients and, by position, (repeated rows, largest gap between the two
+    squares) for each gradient that had repeats (a dense gradient is returned as is)."""
+    import tensorflow as tf
+
+    out, repeated = [], {}
+    for i, grad in enumerate(grads):
+        if isinstance(grad, tf.IndexedSlices):
+            unique, position = tf.unique(grad.indices)
+            rows = int(tf.shape(unique)[0])
+            if rows < int(tf.shape(grad.indices)[0]):
+                summed = tf.math.unsorted_segment_sum(grad.values, position, rows)
+                squares = tf.math.unsorted_segment_sum(tf.square(grad.values), position, rows)
+                counts = tf.math.unsorted_segment_sum(tf.ones_like(position), position, rows)
+                repeated[i] = (int(tf.reduce_sum(tf.cast(counts > 1, tf.int32))),
+                               float(tf.reduce_max(tf.abs(squares - tf.square(summed)))))
+                grad = tf.IndexedSlices(summed, unique, grad.dense_shape)
+        out.append(grad)
+    return out, repeated
+
+
+def _repeated_note(optimizer: str, variables: list[Any], grads: list[Any], repeated: dict[int, tuple[int, float]]) -> str:
+    where = "; ".join(f"{_path(variables[i])}: {rows} row(s), largest |sum(g_i**2) - (sum g_i)**2| {gap:.3g} at "
+                      f"step 1 (gradient scale {float(_max_abs(grads[i])):.3g})"
+                      for i, (rows, gap) in repeated.items())
+    return (f"rows repeated in the batch have several sparse gradient slices ({where}); parity applied {optimizer} "
+            "to their sum, as tf.keras, Keras 3 on JAX or torch and torch do. Keras 3's TensorFlow backend applies "
+            "the slices one by one, so its second moment gets sum(g_i**2) there instead of (sum g_i)**2: training "
+            "with it moves those rows differently from all of these")
+
+
+def _max_abs(grad: Any) -> Any:
+    import tensorflow as tf
+
+    values = grad.values if isinstance(grad, tf.IndexedSlices) else grad
+    return tf.reduce_max(tf.abs(values))
+
+
 def train(request: dict[str, Any]) -> dict[str, Any]:
     from migrate.tf.keras_open import random_off
 
@@ -292,13 +335,6 @@ def _train(request: dict[str, Any]) -> dict[str, Any]:
         shapes = [model(x, training=False)] if len(names) == 1 else tf.nest.flatten(model(x, training=False))
         targets = {n: make_targets(LOSSES[loss["name"]].targets, list(t.shape), rng)
                    for n, t, loss in zip(names, shapes, losses)}
-    repeated = any(np.unique(v, return_counts=True)[1].max(initial=1) > 1 for v in feeds.values() if v.dtype.kind in "iu")
-    if repeated and type(opt).__name__ in ("Adam", "AdamW", "RMSprop", "Adagrad") and any(
-            type(layer).__name__ == "Embedding" for layer in all_layers(model)):
-        setup["notes"].append(
-            "Keras' TensorFlow backend applies this optimizer to an Embedding's sparse gradient occurrence by "
-            "occurrence: a token repeated in the batch gets sum(g_i**2) in its second moment, not (sum g_i)**2 as "
-            "in torch (dense or SparseAdam); expect those rows to differ, or pass --inputs without repeated ids")
     probed = _probed_layers(model)
     graph = getattr(model, "_functional", None) or graph_model(model)  # a Sequential's own graph
     probe = keras.Model(graph.inputs, [*graph.outputs, *[o for _, _, o in probed], *[i for _, i, _ in probed]])
@@ -310,7 +346,7 @@ def _train(request: dict[str, Any]) -> dict[str, Any]:
     steps = int(request.get("steps", 1))
     for step in range(steps):
         with tf.GradientTape() as tape:
-            flat = probe(x, training=True) if step == 0 else tf.nest.flatten(model(x, training=True))
+            flat = tf.nest.flatten(probe(x, training=True) if step == 0 else model(x, training=True))
             preds = list(flat[:len(names)])
             total = model.compute_loss(x=x, y=y if len(y) > 1 else y[0], y_pred=preds if len(preds) > 1
                                        else preds[0], training=True) if getattr(model, "compiled", False) else None
@@ -320,7 +356,9 @@ def _train(request: dict[str, Any]) -> dict[str, Any]:
                                   for loss, t, p in zip(losses, y, preds)])
                 total = total + tf.add_n(model.losses) if model.losses else total
             reg = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
-        grads = tape.gradient(total, trainable)
+        grads, repeated = _summed_duplicates(tape.gradient(total, trainable))
+        if step == 0 and repeated and type(opt).__name__ != "SGD":
+            setup["notes"].append(_repeated_note(type(opt).__name__, trainable, grads, repeated))
         if step == 0:
             result.update({f"out/{n}": t.numpy() for n, t in zip(names, preds)})
             values, ins = flat[len(names):len(names) + len(probed)], flat[len(names) + len(probed):]

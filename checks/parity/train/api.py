@@ -282,7 +282,9 @@ def _run_torch(module: Any, train: Any, manifest: dict[str, Any], answer: dict[s
         if path in names:
             modules[layer["name"]] = describe_module(names[path], path, source_lines)
             def hook(_m: Any, _i: Any, output: Any, name: str = layer["name"]) -> None:
-                captured.setdefault(name, (output[0] if isinstance(output, tuple) else output).detach().numpy())
+                # a copy: an output that is a view of a parameter (a sliced position table) would otherwise
+                # show the value after the optimizer steps
+                captured.setdefault(name, (output[0] if isinstance(output, tuple) else output).detach().numpy().copy())
             hooks.append(names[path].register_forward_hook(hook))
     inputs = [tensor(keras[f"in/{s['tf_name']}"], s) for s in manifest["inputs"]]
     targets = [tensor(keras[f"target/{s['tf_name']}"], s) for s in manifest["outputs"]]
@@ -301,7 +303,7 @@ def _run_torch(module: Any, train: Any, manifest: dict[str, Any], answer: dict[s
             for h in hooks:
                 h.remove()
             outs = outputs if isinstance(outputs, tuple) else (outputs,)
-            result["outputs"] = [o.detach().numpy() for o in outs]
+            result["outputs"] = [o.detach().numpy().copy() for o in outs]  # copies, as for the layers
             result["layers"] = dict(captured)
             result["modules"] = modules
             result["loss_total"], result["loss_reg"] = (data + reg).item(), reg.item()
