@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from migrate.core.errors import ConversionError, first_line
+from migrate.tf import tf_ops
 
 #: the traced batch size and the traced sizes of dynamic axes 1, 2, ... (primes no real layer uses)
 BATCH = 9973
@@ -85,7 +86,7 @@ def open_layer(layer: Any, call: dict[str, Any], arrays: dict[str, Any],
     def graph_of(training: bool) -> dict[str, Any]:
         losses: list[Any] = []
         try:
-            with _swapped(layer, params), _creators(inputs[0]), _capture_losses(layer, losses):
+            with _swapped(layer, params), _creators(inputs[0]), tf_ops.traced(), _capture_losses(layer, losses):
                 result = layer.call(*args, **{**kwargs, "training": training} if "training" in kwargs else kwargs)
             outputs = keras.tree.flatten(result)
             if not outputs or not all(isinstance(t, keras.KerasTensor) for t in outputs):
@@ -289,6 +290,8 @@ def _call_site(layer: Any) -> tuple[str, int]:
 
 
 def _construct(exc: BaseException) -> str:
+    if isinstance(exc, tf_ops.NoMapping):
+        return f"{exc} (docs/port.md lists the tf.* functions that port; or rewrite it with keras.ops)"
     text = first_line(exc, 200)
     if "KerasTensor" in text and ("TensorFlow function" in text or "tf." in text):
         return "a TensorFlow op (tf.*) on a symbolic tensor, which has no keras.ops emitter"
@@ -328,7 +331,8 @@ def random_off() -> Iterator[None]:
     try:
         for fn, real in saved.items():
             setattr(keras.random, fn, mean(fn, real))
-        yield
+        with tf_ops.references_off():  # and the user's tf.nn.dropout / tf.random.* the same way
+            yield
     finally:
         for fn, real in saved.items():
             setattr(keras.random, fn, real)
