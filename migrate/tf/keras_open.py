@@ -13,7 +13,8 @@ Three things make that graph faithful:
 * the layer's own variables (``add_weight``) are swapped for named inputs while tracing, so the graph reads
   them where ``call`` does; the port makes them parameters or buffers with the Keras attribute's name.
 
-What cannot be traced this way (a ``tf.*`` op on a symbolic tensor, Python on tensor values) is reported in
+``tf.*`` functions the user's code calls are traced as their ``keras.ops`` equivalents (:mod:`migrate.tf.tf_ops`).
+What cannot be traced this way (a ``tf.*`` function without a mapping, Python on tensor values) is reported in
 one line naming the class, the construct and the file:line of the ``call`` that does it.
 """
 
@@ -291,7 +292,7 @@ def _call_site(layer: Any) -> tuple[str, int]:
 
 def _construct(exc: BaseException) -> str:
     if isinstance(exc, tf_ops.NoMapping):
-        return f"{exc} (docs/port.md lists the tf.* functions that port; or rewrite it with keras.ops)"
+        return str(exc)  # "tf.image.resize has no port mapping yet"
     text = first_line(exc, 200)
     if "KerasTensor" in text and ("TensorFlow function" in text or "tf." in text):
         return "a TensorFlow op (tf.*) on a symbolic tensor, which has no keras.ops emitter"
