@@ -1,5 +1,6 @@
 """``tf2torch port`` on real Keras code: custom Layer classes, a subclassed Model, a Lambda of a registered
-function, ``keras.random`` in a layer, augmentation layers, and train.py on a softmax output (segmentation).
+function, ``keras.random`` in a layer, a layer of raw ``tf.*`` ops, augmentation layers, and train.py on a
+softmax output (segmentation).
 
 Each fixture is written like public Keras example code and ported once through the CLI with
 ``--custom-objects`` (its module), then checked against Keras (worker process) in eval and in training.
@@ -28,7 +29,7 @@ from tests.test_port import run_module
 CUSTOM = {"port_text_transformer": ["TransformerBlock", "TokenAndPositionEmbedding"],
           "port_vae_sampling": ["Sampling"], "port_siamese_lambda": [], "port_recommender": ["RecommenderNet"],
           "port_vit_patches": ["Patches", "PatchEncoder"], "port_augment": [], "port_segmentation": [],
-          "port_cct": ["CCTTokenizer", "PositionEmbedding", "SequencePooling"]}
+          "port_cct": ["CCTTokenizer", "PositionEmbedding", "SequencePooling"], "port_raw_tf": ["GatedResidual"]}
 #: fixture -> optimizers whose 3-step training parity holds (every fixture, SGD and Adam; the text transformer's
 #: position Embedding repeats every row in the batch: parity sums a row's sparse gradient slices, docs/parity.md)
 TRAIN = {name: ("sgd", "adam") for name in CUSTOM}
@@ -206,15 +207,29 @@ def test_segmentation_softmax_loss_is_taken_from_the_logits(ported):
     assert manifest["outputs"][0]["activation"] == "softmax"
 
 
+def test_raw_tf_layer_reads_like_the_keras_class(ported):
+    """tf.linalg.matmul, tf.nn.sigmoid, tf.shape/tf.cast/tf.sqrt traced as keras.ops; ``if training:`` around
+    tf.nn.dropout is ``if self.training:`` with an nn.Dropout; the weights are parameters named as in Keras."""
+    _, out = ported("port_raw_tf")
+    text = (out / "model.py").read_text()
+    for line in ("self.w = nn.Parameter(torch.zeros(6, 8))", "self.g = nn.Parameter(torch.zeros(8))",
+                 "self.dropout = nn.Dropout(0.1)", "if self.training:  # GatedResidual.call branches on training",
+                 "torch.matmul(inputs, self.w)", "torch.sigmoid(", "/ 2.449489"):
+        assert line in text, (line, text)
+    assert text.count("self.dropout(") == 1  # only in the training branch
+
+
 def test_unportable_construct_one_line_exit_1(fixture_model, tmp_path):
-    """A raw TF op on a symbolic tensor: one line naming the class, the construct and the call's file:line."""
+    """A tf.* function the table does not map: one line naming the class, the function and the call's file:line."""
     out = tmp_path / "out"
-    proc = tf2torch("port", str(fixture_model("port_raw_tf") / "model.keras"), "-o", str(out), "-q",
-                    "--custom-objects", _module("port_raw_tf"))
+    name = "port_raw_tf_unmapped"
+    proc = tf2torch("port", str(fixture_model(name) / "model.keras"), "-o", str(out), "-q",
+                    "--custom-objects", _module(name))
     assert proc.returncode == 1
     line = proc.stderr.strip()
     assert line.count("\n") == 0, line
-    assert "(GatedResidual)" in line and "tf.*" in line and "port_raw_tf.py:" in line, line
+    assert "(ResizeBlock)" in line and "tf.image.resize has no port mapping yet" in line, line
+    assert f"{name}.py:13" in line, line  # the line of the tf.image.resize call
     assert not out.exists()
 
 

@@ -13,7 +13,8 @@ Three things make that graph faithful:
 * the layer's own variables (``add_weight``) are swapped for named inputs while tracing, so the graph reads
   them where ``call`` does; the port makes them parameters or buffers with the Keras attribute's name.
 
-What cannot be traced this way (a ``tf.*`` op on a symbolic tensor, Python on tensor values) is reported in
+``tf.*`` functions the user's code calls are traced as their ``keras.ops`` equivalents (:mod:`migrate.tf.tf_ops`).
+What cannot be traced this way (a ``tf.*`` function without a mapping, Python on tensor values) is reported in
 one line naming the class, the construct and the file:line of the ``call`` that does it.
 """
 
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from migrate.core.errors import ConversionError, first_line
+from migrate.tf import tf_ops
 
 #: the traced batch size and the traced sizes of dynamic axes 1, 2, ... (primes no real layer uses)
 BATCH = 9973
@@ -85,7 +87,7 @@ def open_layer(layer: Any, call: dict[str, Any], arrays: dict[str, Any],
     def graph_of(training: bool) -> dict[str, Any]:
         losses: list[Any] = []
         try:
-            with _swapped(layer, params), _creators(inputs[0]), _capture_losses(layer, losses):
+            with _swapped(layer, params), _creators(inputs[0]), tf_ops.traced(), _capture_losses(layer, losses):
                 result = layer.call(*args, **{**kwargs, "training": training} if "training" in kwargs else kwargs)
             outputs = keras.tree.flatten(result)
             if not outputs or not all(isinstance(t, keras.KerasTensor) for t in outputs):
@@ -289,6 +291,8 @@ def _call_site(layer: Any) -> tuple[str, int]:
 
 
 def _construct(exc: BaseException) -> str:
+    if isinstance(exc, tf_ops.NoMapping):
+        return str(exc)  # "tf.image.resize has no port mapping yet"
     text = first_line(exc, 200)
     if "KerasTensor" in text and ("TensorFlow function" in text or "tf." in text):
         return "a TensorFlow op (tf.*) on a symbolic tensor, which has no keras.ops emitter"
@@ -328,7 +332,8 @@ def random_off() -> Iterator[None]:
     try:
         for fn, real in saved.items():
             setattr(keras.random, fn, mean(fn, real))
-        yield
+        with tf_ops.references_off():  # and the user's tf.nn.dropout / tf.random.* the same way
+            yield
     finally:
         for fn, real in saved.items():
             setattr(keras.random, fn, real)

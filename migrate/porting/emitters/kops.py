@@ -21,7 +21,7 @@ UNARY = {"ops.Sqrt": "torch.sqrt({x})", "ops.Exp": "torch.exp({x})", "ops.Log": 
          "ops.Square": "torch.square({x})", "ops.Absolute": "torch.abs({x})", "ops.Abs": "torch.abs({x})",
          "ops.Negative": "-{x}", "ops.Tanh": "torch.tanh({x})", "ops.Sigmoid": "torch.sigmoid({x})",
          "ops.Relu": "torch.relu({x})", "ops.Relu6": "F.relu6({x})", "ops.Silu": "F.silu({x})",
-         "ops.Swish": "F.silu({x})", "ops.Softplus": "F.softplus({x})", "ops.Erf": "torch.erf({x})",
+         "ops.Swish": "F.silu({x})", "ops.Softplus": "F.softplus({x})", "ops.Selu": "F.selu({x})", "ops.Erf": "torch.erf({x})",
          "ops.Rsqrt": "torch.rsqrt({x})", "ops.Sin": "torch.sin({x})", "ops.Cos": "torch.cos({x})",
          "ops.Expm1": "torch.expm1({x})", "ops.Log1p": "torch.log1p({x})", "ops.Reciprocal": "torch.reciprocal({x})",
          "ops.Sign": "torch.sign({x})", "ops.Floor": "torch.floor({x})", "ops.Ceil": "torch.ceil({x})",
@@ -105,6 +105,13 @@ def softmax(layer: Layer, call: Call, ctx: Any) -> Out:
         raise Unsupported("softmax over several axes")
     fn = "softmax" if layer.class_name == "ops.Softmax" else "log_softmax"
     return Out(f"torch.{fn}({args(call, ctx)[0]}, dim={axis})")
+
+
+@emitter("ops.Elu")
+def elu(layer: Layer, call: Call, ctx: Any) -> Out:
+    ctx.need("F")
+    alpha = float(layer.config.get("alpha", 1.0))
+    return Out(f"F.elu({args(call, ctx)[0]}{'' if alpha == 1.0 else f', alpha={alpha!r}'})")
 
 
 @emitter("ops.Gelu")
