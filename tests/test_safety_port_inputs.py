@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -54,8 +55,10 @@ def test_a_port_manifest_listing_files_outside_out_touches_nothing_outside(porte
         assert fingerprint(tmp_path / "work") == before
 
 
+@pytest.mark.parametrize("flag", ["--output", "--report"])
 @pytest.mark.parametrize("target", ["directory", "read-only", "the source", "inside converted"])
-def test_a_parity_report_aimed_at_a_directory_a_read_only_file_or_an_input_is_one_line(ported, tmp_path, target):
+def test_a_parity_report_aimed_at_a_directory_a_read_only_file_or_an_input_is_one_line(ported, tmp_path, target,
+                                                                                       flag):
     """Checked before TensorFlow runs (except read-only, known only when writing): nothing is written."""
     import os
     import stat
@@ -68,14 +71,37 @@ def test_a_parity_report_aimed_at_a_directory_a_read_only_file_or_an_input_is_on
         report = tmp_path / "report.txt"
         report.write_text("old\n")
         report.chmod(stat.S_IRUSR)
-        if os.access(report, os.W_OK):
-            pytest.skip("running as root: a read-only file is still writable")
+        if os.access(report, os.W_OK):  # root writes through file modes; nobody creates files in /proc
+            report = Path("/proc/tf2torch-report.txt")
     else:
         report = source if target == "the source" else out / "report.txt"
     before = fingerprint(source.parent), fingerprint(out)
-    proc = tf2torch("parity", source, out, "--trust-model-py", "--output", report, tmpdir=tmp_path / "tmp")
-    one_line(proc, 2, "tf2torch parity: error: ", f"--output {report}")
+    proc = tf2torch("parity", source, out, "--trust-model-py", flag, report, tmpdir=tmp_path / "tmp")
+    one_line(proc, 2, "tf2torch parity: error: ", f"{flag} {report}")
     assert (fingerprint(source.parent), fingerprint(out)) == before
+
+
+@pytest.mark.parametrize("case", ["directory", "the source", "a port output", "same as --report"])
+def test_node_data_aimed_wrong_is_one_line_before_anything_runs(ported, tmp_path, case):
+    """--node-data gets the same checks as the other reports, and a port output (no model.pt2) is refused
+    before TensorFlow starts."""
+    source, out = ported
+    extra = []
+    if case == "directory":
+        nodes = tmp_path / "nodes"
+        nodes.mkdir()
+    elif case == "the source":
+        nodes = source
+    else:
+        nodes = tmp_path / "nodes.json"
+        if case == "same as --report":
+            extra = ["--report", nodes]
+    (tmp_path / "tmp").mkdir()
+    before = fingerprint(source.parent), fingerprint(out), fingerprint(tmp_path)
+    proc = tf2torch("parity", source, out, "--trust-model-py", *extra, "--node-data", nodes,
+                    tmpdir=tmp_path / "tmp")
+    one_line(proc, 2, "tf2torch parity: error: ", "--node-data")
+    assert (fingerprint(source.parent), fingerprint(out), fingerprint(tmp_path)) == before
 
 
 def test_a_second_port_into_the_same_out_fails_while_the_first_runs(ported, tmp_path):

@@ -138,11 +138,12 @@ def run(args: argparse.Namespace) -> int:
                                ("--weights-map", args.weights_map and not module), ("--steps", args.steps != 1)) if v]
         if only and not args.train:
             raise InputError(f"{', '.join(only)} only apply with --train")
-        if args.output:
-            _check_output(Path(args.output), [p for p in (args.source, args.converted) if p])
+        _check_outputs(args)
         if args.node_data and (args.train or args.keras_backend):
             raise InputError("--node-data colours model.pt2's graph: it applies to the forward check of a "
                              "'tf2torch convert' output, not to --train or --keras-backend")
+        if args.node_data and args.converted is not None:
+            _node_data_applies(args.converted, module)
         if args.keras_backend:
             report = _keras_backend(args, debug)
         elif args.converted is None:
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         if args.output:
             write_atomic(args.output, text)
         if args.report:
-            write_atomic(args.report, report.to_html())
+            write_atomic(args.report, report.to_html(), "--report")
         if args.node_data:
             _node_data(args, report)
         sys.stdout.write(report.to_text() if args.output else text)
@@ -179,16 +180,38 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", 2, debug)
 
 
-def _check_output(output: Path, inputs: list[str]) -> None:
-    """Before anything runs: the report never lands on a directory or inside SOURCE/CONVERTED."""
-    if output.is_dir():
-        raise InputError(f"--output {output}: is a directory; name a file for the report")
-    target = output.resolve()
-    for given in map(Path, inputs):
-        where = given.resolve()
-        if target == where or where in target.parents:
-            raise InputError(f"--output {output}: is {given} or inside it, which parity reads; write the report "
-                             "elsewhere")
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Before anything runs: no report (--output, --report, --node-data) lands on a directory, inside
+    SOURCE/CONVERTED, or on another report's path."""
+    inputs = [Path(p.rpartition(":")[0] if p.rpartition(":")[0].endswith(".py") else p)
+              for p in (args.source, args.converted) if p]
+    seen: dict[Path, str] = {}
+    for flag, value in (("--output", args.output), ("--report", args.report), ("--node-data", args.node_data)):
+        if not value:
+            continue
+        output = Path(value)
+        if output.is_dir():
+            raise InputError(f"{flag} {output}: is a directory; name a file for the report")
+        target = output.resolve()
+        for given in inputs:
+            where = given.resolve()
+            if target == where or where in target.parents:
+                raise InputError(f"{flag} {output}: is {given} or inside it, which parity reads; write the report "
+                                 "elsewhere")
+        if target in seen:
+            raise InputError(f"{flag} {output}: is also {seen[target]}'s file; give each report its own path")
+        seen[target] = flag
+
+
+def _node_data_applies(converted: str, module: bool) -> None:
+    """Before anything runs: ``--node-data`` needs a model.pt2, which a port output or a module does not have."""
+    from checks.parity.specs import load_manifest
+
+    if module:
+        raise InputError(f"--node-data colours model.pt2's graph; {converted} is your module: use --report")
+    if load_manifest(converted).kind == "port":
+        raise InputError(f"--node-data colours model.pt2's graph; {converted} is a port output (model.py) "
+                         "without one: use --report, or 'tf2torch convert' for a model.pt2")
 
 
 def _node_data(args: argparse.Namespace, report: Any) -> None:
@@ -201,11 +224,8 @@ def _node_data(args: argparse.Namespace, report: Any) -> None:
     from checks.parity.specs import load_manifest
 
     manifest = load_manifest(args.converted)
-    if manifest.kind == "port":
-        raise InputError(f"--node-data colours model.pt2's graph; {args.converted} is a port output (model.py) "
-                         "without one: use --report, or 'tf2torch convert' for a model.pt2")
     names = {n.name for n in load_program(manifest).graph.nodes}
-    write_atomic(args.node_data, json.dumps(node_data(report.trace, names), indent=1) + "\n")
+    write_atomic(args.node_data, json.dumps(node_data(report.trace, names), indent=1) + "\n", "--node-data")
 
 
 def _keras_backend(args: argparse.Namespace, debug: bool) -> Any:

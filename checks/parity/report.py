@@ -216,17 +216,22 @@ def format_junit(report: Report) -> str:
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write through a temporary sibling and rename, so a reader never sees half a report."""
+def write_atomic(path: str | Path, text: str, flag: str = "--output") -> None:
+    """Write through a temporary sibling and rename, so a reader never sees half a report; a path that cannot
+    be written is one line naming ``flag`` and the path the user gave."""
     from migrate.core.errors import InputError
 
     path = Path(path)
     if path.is_dir():
-        raise InputError(f"--output {path}: is a directory; name a file for the report")
+        raise InputError(f"{flag} {path}: is a directory; name a file for the report")
     if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(f"--output {path}: is read-only; the report was not written")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        raise InputError(f"{flag} {path}: is read-only; the report was not written")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"{flag} {path}: cannot be written there ({exc.strerror or exc}); the report was not "
+                         "written") from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
