@@ -87,7 +87,7 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, atol: float = 1e-5, r
 
 
 #: Per-model (atol, rtol) where float32 rounding, amplified by calibrated BatchNorm in deep nets, exceeds the
-#: default; TF itself is as far from the exact (float64) function as torch is (tests/test_zoo_cnn.py checks
+#: default; TF itself is as far from the exact (float64) function as torch is (tests/test_zoo.py checks
 #: that). Measured values and the reasoning: docs/ops.md.
 ZOO_TOLERANCE: dict[str, tuple[float, float]] = {
     "app_resnet50": (3e-3, 1e-4),  # logits up to ~15; measured 1.0e-3

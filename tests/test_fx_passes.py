@@ -24,11 +24,11 @@ from migrate.conversion.onnx2torch_compat import onnx2torch
 onnx2torch()
 import torch
 import torch.utils._pytree as pytree
-from torch.export import Dim
 
-from fixtures.models import SAVED_MODELS
-from migrate.conversion.passes.driver import export_program, optimize
+from migrate.conversion.export import export_program
+from migrate.conversion.passes.driver import optimize
 from migrate.conversion.to_torch import onnx_to_torch, prepare
+from tests.test_convert import CASES
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: onnx2torch modules that read shape tensors' values; none may survive the passes.
@@ -50,6 +50,11 @@ def _assert_same(actual: Any, expected: Any, atol: float = 1e-6) -> None:
             torch.testing.assert_close(a, e, atol=atol, rtol=0)
         else:
             assert torch.equal(a, e)
+
+
+def _spec(name: str, shape: list[int | None]) -> dict[str, Any]:
+    """A float32 input spec as the manifest has it (None: dynamic)."""
+    return {"name": name, "tf_name": name, "dtype": "float32", "shape": shape}
 
 
 def _remaining_readers(gm: torch.fx.GraphModule) -> list[str]:
@@ -136,7 +141,7 @@ def shape_graph() -> tuple[onnx.ModelProto, torch.fx.GraphModule, torch.fx.Graph
     onnx.checker.check_model(model)
     original = onnx_to_torch(prepare(model))
     optimized = copy.deepcopy(original)
-    program = export_program(optimized, (torch.randn(3, 4, 6),))
+    program = export_program(optimized, [_spec("X", [None, 4, 6])]).program
     return model, original, optimized, program
 
 
@@ -192,7 +197,10 @@ def test_optimize_keeps_other_dynamic_dims() -> None:
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     gm = onnx_to_torch(prepare(model))
-    program = export_program(gm, (torch.randn(2, 5, 2),), dynamic_shapes=({0: Dim("batch"), 1: Dim("time")},))
+    example = (torch.randn(2, 5, 2),)
+    optimize(gm, example)
+    program = torch.export.export(gm, example, dynamic_shapes=({0: torch.export.Dim("batch"),
+                                                                 1: torch.export.Dim("time")},), strict=False)
     for shape in ((1, 7, 2), (4, 3, 2)):
         x = torch.randn(*shape)
         assert program.module()(x).shape == (shape[0] * 2, shape[1])
@@ -217,7 +225,7 @@ def test_tf_slice_to_the_end_keeps_the_length_dynamic() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     gm = onnx_to_torch(prepare(model))
-    program = export_program(gm, (torch.randn(2, 5, 4),), dynamic_shapes=({0: Dim.DYNAMIC, 1: Dim.DYNAMIC},))
+    program = export_program(gm, [_spec("X", [None, None, 4])]).program
     assert _remaining_readers(gm) == []
     for shape in ((1, 1, 4), (3, 7, 4), (2, 16, 4)):
         x = torch.randn(*shape)
@@ -285,13 +293,6 @@ def _convert(name: str) -> tuple[Path, onnx.ModelProto, dict[str, Any]]:
     return _CONVERTED[name]
 
 
-def _dynamic_shapes(specs: list[dict[str, Any]]) -> tuple[dict[int, Any], ...]:
-    """One batch Dim; other None dims ``Dim.AUTO`` (as convert does), since the graph may tie them across inputs."""
-    batch = Dim("batch")
-    return tuple({i: batch if i == 0 else Dim.AUTO for i, d in enumerate(spec["shape"]) if d is None}
-                 for spec in specs)
-
-
 def _inputs(specs: list[dict[str, Any]], batch: int, seed: int) -> tuple[dict[str, np.ndarray], tuple[torch.Tensor, ...]]:
     """Random inputs in the TF layout and the same in the converted model's layout."""
     from tests.conftest import random_tf_inputs, to_torch_layout
@@ -305,8 +306,7 @@ def _export_fixture(name: str) -> tuple[Path, dict[str, Any], torch.fx.GraphModu
     source, model, signature = _convert(name)
     original = onnx_to_torch(prepare(model))
     optimized = copy.deepcopy(original)
-    _, example = _inputs(signature["inputs"], batch=2, seed=7)
-    program = export_program(optimized, example, dynamic_shapes=_dynamic_shapes(signature["inputs"]))
+    program = export_program(optimized, signature["inputs"]).program  # optimizes ``optimized`` in place
     assert _remaining_readers(optimized) == []
     return source, signature, original, program
 
@@ -331,12 +331,11 @@ def test_shape_fixture_exports_and_matches_tf(name: str) -> None:
         _assert_same(compiled(*inputs), original(*inputs))
 
 
-#: Every other fixture: TF parity, plain-torch loading and compile are tests/test_zoo*.py's job; here
-#: the passes must leave no value-reading module and change no output (checked at batch 1 and 3).
-ZOO = [name for name in SAVED_MODELS if not name.startswith("shape_") and name != "parity_string"]
+#: The fixtures tests/test_convert.py covers: tests/test_zoo.py checks the passes on every other one in its
+#: single sweep; here the passes must leave no value-reading module and change no output (batch 1 and 3).
+ZOO = sorted({name for name, _, _ in CASES})
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_exports_unchanged(name: str) -> None:
     _, signature, original, program = _export_fixture(name)

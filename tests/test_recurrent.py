@@ -321,7 +321,7 @@ def _fixture_batches(name: str, specs: list[dict]) -> list[dict[str, np.ndarray]
 @pytest.mark.parametrize("name", FIXTURES)
 def test_fixture_matches_tensorflow_and_exports(fixture_model, tmp_path, name, opset):
     """Eager GraphModule, torch.export with a dynamic batch and torch.compile(fullgraph) all match TF."""
-    from migrate.conversion.passes.driver import export_program
+    from migrate.conversion.export import export_program
     from tests.conftest import assert_close, tf_predict
 
     source = fixture_model(name) / "saved_model"
@@ -338,7 +338,8 @@ def test_fixture_matches_tensorflow_and_exports(fixture_model, tmp_path, name, o
     errors = {}
     with torch.no_grad():
         eager = [run(gm, feeds) for feeds in batches]
-    program = export_program(gm, tuple(torch.from_numpy(batches[1][n]) for n in input_order))
+    by_tf = {s["tf_name"]: s for s in info["inputs"]}
+    program = export_program(gm, [by_tf[n] for n in input_order]).program
     torch._dynamo.reset()
     compiled = torch.compile(gm, fullgraph=True, backend="eager")
     for how, outs in (("eager", eager), ("export", [run(program.module(), f) for f in batches]),

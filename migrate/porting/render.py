@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -589,42 +590,24 @@ def _is_tensor(value: Any) -> bool:
     return isinstance(value, dict) and "tensor" in value
 
 
+def _tensor_refs(value: Any) -> Iterator[dict[str, Any]]:
+    """The tensor references inside a call's (nested) arguments, in order."""
+    if _is_tensor(value):
+        yield value
+    elif isinstance(value, (list, dict)):
+        for v in value.values() if isinstance(value, dict) else value:
+            yield from _tensor_refs(v)
+
+
 def _tensors(call: dict[str, Any]) -> list[str]:
     """Tensor ids of a call's positional args, then its keyword args (``initial_state``), flattened in order."""
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if _is_tensor(value):
-            found.append(value["tensor"])
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-        elif isinstance(value, dict):
-            for v in value.values():
-                walk(v)
-
-    walk(call["args"])
-    walk(call["kwargs"])
-    return found
+    return [ref["tensor"] for part in (call["args"], call["kwargs"]) for ref in _tensor_refs(part)]
 
 
 def _collect_shapes(graph: dict[str, Any]) -> dict[str, tuple[int | None, ...]]:
     """Keras shapes of every tensor of one graph that a call reads, and of its outputs."""
-    shapes: dict[str, tuple[int | None, ...]] = {}
-
-    def walk(value: Any) -> None:
-        if _is_tensor(value) and value.get("shape") is not None:
-            shapes[value["tensor"]] = tuple(value["shape"])
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-        elif isinstance(value, dict):
-            for v in value.values():
-                walk(v)
-
-    for entry in graph["layers"]:
-        for call in entry["calls"]:
-            walk(call["args"])
-            walk(call["kwargs"])
+    shapes: dict[str, tuple[int | None, ...]] = {ref["tensor"]: tuple(ref["shape"]) for entry in graph["layers"] for call in entry["calls"]
+              for part in (call["args"], call["kwargs"]) for ref in _tensor_refs(part)
+              if ref.get("shape") is not None}
     shapes.update({t: tuple(s) for t, s in zip(graph["outputs"], graph.get("output_shapes", []))})
     return shapes

@@ -5,7 +5,7 @@ Tile, Resize, Range, ConstantOfShape, Squeeze... read them back with ``.tolist()
 ``torch.any(shape == 0)``. Under ``torch.export`` with a dynamic batch that is a data-dependent
 guard (GuardOnDataDependentSymNode), and under ``torch.compile`` a graph break. ``optimize``
 rewrites the graph so shapes are Python ints and SymInts instead (see ``migrate/passes``), folds
-everything computable from initializers, and drops no-ops; ``export_program`` then exports it.
+everything computable from initializers, and drops no-ops; ``migrate.conversion.export`` then exports it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import fx
-from torch.export import Dim
 
 from migrate.conversion.passes.cleanup import drop_dead, materialize_constants, materialize_shapes, remove_noops
 from migrate.conversion.passes.shape_ops import RULES
@@ -93,37 +92,3 @@ def _check_same(expected: Any, actual: Any) -> None:
         if not same:
             raise ConversionError(f"graph passes changed output {i} ({tuple(e.shape)} -> {tuple(a.shape)}); "
                                   "this is a tf2torch bug, please report it")
-
-
-def batch_dynamic_shapes(example_inputs: Sequence[torch.Tensor],
-                         dynamic: Sequence[bool] | None = None) -> tuple[dict[int, Any], ...]:
-    """One shared ``batch`` Dim on dim 0 of every input marked dynamic (all, by default)."""
-    batch = Dim("batch")
-    flags = [True] * len(example_inputs) if dynamic is None else list(dynamic)
-    return tuple({0: batch} if flag and t.dim() > 0 else {} for t, flag in zip(example_inputs, flags))
-
-
-def trace_inputs(example_inputs: Sequence[torch.Tensor], dynamic_shapes: Sequence[dict[int, Any]]) -> tuple:
-    """Grow dynamic dims below ``MIN_TRACE_BATCH`` by repeating rows (0/1 would be specialised)."""
-    grown = []
-    for t, dims in zip(example_inputs, dynamic_shapes):
-        for d in dims or {}:
-            if t.shape[d] < MIN_TRACE_BATCH and t.shape[d] > 0:
-                reps = [1] * t.dim()
-                reps[d] = -(-MIN_TRACE_BATCH // t.shape[d])
-                t = t.repeat(reps)
-        grown.append(t)
-    return tuple(grown)
-
-
-def export_program(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...],
-                   dynamic_shapes: Sequence[dict[int, Any]] | None = None) -> torch.export.ExportedProgram:
-    """``optimize`` then ``torch.export`` (non-strict), dims in ``dynamic_shapes`` kept dynamic.
-
-    By default dim 0 of every input is one shared dynamic ``batch``.
-    """
-    shapes = tuple(dynamic_shapes) if dynamic_shapes is not None else batch_dynamic_shapes(example_inputs)
-    inputs = trace_inputs(example_inputs, shapes)
-    optimize(gm, inputs)
-    torch._dynamo.reset()  # a cached scan step from an earlier export would pin these dims (migrate/conversion/export.py)
-    return torch.export.export(gm, inputs, dynamic_shapes=shapes, strict=False)
