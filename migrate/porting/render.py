@@ -240,7 +240,8 @@ class Renderer:
         ctx.top = top
         ctx.shapes = _collect_shapes(graph)
         layers = {entry["name"]: entry for entry in graph["layers"]}
-        attrs: set[str] = {pyname(w["name"]) for w in custom.get("params", {}).values()}
+        attrs: set[str] = {pyname(w["name"]) for w in [*custom.get("params", {}).values(),
+                                                        *custom.get("consts", {}).values()]}
         objs: dict[str, Layer] = {}
         for entry in graph["layers"]:
             if entry["class_name"] == "InputLayer":
@@ -261,6 +262,9 @@ class Renderer:
             shape = tuple(cfg.get("batch_shape") or cfg.get("batch_input_shape"))
             if layer_name in custom.get("params", {}):
                 values[tensor] = self._parameter(ctx, custom["params"][layer_name], prefix)
+                continue
+            if layer_name in custom.get("consts", {}):
+                values[tensor] = self._constant(ctx, custom["consts"][layer_name])
                 continue
             var = pyname(layer_name if custom else self._local(layer_name), variables)
             cls.forward_args.append(var)
@@ -343,6 +347,14 @@ class Renderer:
             ctx.cls.inits.append(f'self.register_buffer("{attr}", {init})')
         self.weights.append(WeightMapping(weight["path"], prefix + attr, weight["key"], (), weight["trainable"]))
         return Value(f"self.{attr}", shape, weight["dtype"])
+
+    @staticmethod
+    def _constant(ctx: Context, const: dict[str, Any]) -> Value:
+        """A tensor the custom layer holds as an attribute (not a variable): a non-persistent buffer with the
+        attribute's name (``torch.arange(17).reshape(1, 17)`` where it is a range), not in the state dict."""
+        attr = pyname(const["name"])
+        ctx.cls.inits.append(f'self.register_buffer("{attr}", {_tensor_literal(const)}, persistent=False)')
+        return Value(f"self.{attr}", tuple(const["shape"]), const["dtype"])
 
     @staticmethod
     def _consumers(graph: dict[str, Any]) -> dict[str, list[str]]:
@@ -539,6 +551,23 @@ def _user_emitter(class_name: str) -> bool:
     ``StochasticDepth``, is opened up rather than given Keras' emitter)."""
     fn = EMITTERS.get(class_name)
     return fn is not None and not fn.__module__.startswith("migrate.porting.emitters")
+
+
+def _tensor_literal(const: dict[str, Any]) -> str:
+    """Torch source for a constant tensor: ``torch.arange(n)`` (reshaped) for a range, else ``torch.tensor``."""
+    shape, dtype, values = tuple(const["shape"]), const["dtype"], const["values"]
+    flat = values
+    while isinstance(flat, list) and flat and isinstance(flat[0], list):
+        flat = [v for row in flat for v in row]
+    flat = flat if isinstance(flat, list) else [flat]
+    default = {"int64": "", "float32": "", "bool": ""}
+    kind = "" if dtype in default else f", dtype=torch.{dtype}"
+    if flat and dtype.startswith("int") and flat == list(range(len(flat))):
+        expr = f"torch.arange({len(flat)}{kind})"
+        return expr if len(shape) == 1 else f"{expr}.reshape({', '.join(str(d) for d in shape)})"
+    if dtype == "float32" and not kind:
+        kind = ", dtype=torch.float32"
+    return f"torch.tensor({values!r}{kind})"
 
 
 def _same(a: ClassSource, b: ClassSource) -> bool:

@@ -66,14 +66,32 @@ def graph_config(model: Any) -> dict[str, Any]:
     """The layer-graph config: Functional's own, also where a subclass's get_config returns its arguments."""
     if not _functional(model):
         return model.get_config()
+    import keras
     from keras.src.models import functional
+    from keras.src.saving import serialization_lib
 
     like = functional.functional_like_constructor
+    serialize = serialization_lib.serialize_keras_object
+
+    def tolerant(obj: Any) -> Any:
+        """A custom layer whose ``get_config`` cannot serialise its constructor arguments (keras-hub's ViT
+        ``MLP``) still has a place in the graph: the port opens it up and never reads its config."""
+        try:
+            return serialize(obj)
+        except NotImplementedError:
+            if not (isinstance(obj, keras.layers.Layer) and custom_layer(obj)):
+                raise
+            return {"module": type(obj).__module__, "class_name": type(obj).__name__,
+                    "config": {"name": obj.name, "trainable": obj.trainable}, "registered_name": None}
+
     functional.functional_like_constructor = lambda cls: True  # the graph, whatever the subclass's constructor
+    serialization_lib.serialize_keras_object = tolerant
     try:
         return functional.Functional.get_config(model)
     finally:
         functional.functional_like_constructor = like
+        serialization_lib.serialize_keras_object = serialize
+
 
 
 def graph_model(model: Any) -> Any:
