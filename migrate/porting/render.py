@@ -282,8 +282,8 @@ class Renderer:
         while pending:
             ready = [(layer, i) for layer, i in pending
                      if all(t in values for t in _tensors(layers[layer.name]["calls"][i]))]
-            if not ready and self.problems:
-                return cls  # a layer could not be emitted: the caller reports self.problems
+            if not ready and (self.problems or self.unsupported):
+                return cls  # a layer could not be emitted: the caller reports self.problems/unsupported
             if not ready:
                 missing = sorted({t for layer, i in pending for t in _tensors(layers[layer.name]["calls"][i])
                                   if t not in values})

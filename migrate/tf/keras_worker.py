@@ -247,7 +247,7 @@ def _fill_shapes(functional: Any, layers: list[dict[str, Any]]) -> None:
 
 def _int_bound(model: Any) -> int:
     """Integer test inputs stay below every Embedding's vocabulary."""
-    bounds = [layer.input_dim for layer in all_layers(model) if type(layer).__name__ == "Embedding"]
+    bounds = [layer.input_dim for layer in all_layers(model) if _embedding(layer)]
     return min(bounds, default=10)
 
 
@@ -281,6 +281,18 @@ def io_specs(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return inputs, outputs
 
 
+def model_inputs(model: Any, args: list[Any]) -> Any:
+    """What to call ``model`` with, given one array per input in :func:`input_names` order: the structure its
+    inputs were built with (a dict of named inputs for keras-hub's BERT, a list, or the one tensor)."""
+    graph = _graph(model)
+    struct = getattr(graph, "_inputs_struct", None)
+    if isinstance(struct, dict) and len(args) == len(graph.inputs):
+        by_id = {id(t): a for t, a in zip(graph.inputs, args)}
+        if all(id(t) in by_id for t in struct.values()):
+            return {key: by_id[id(t)] for key, t in struct.items()}
+    return args if len(args) > 1 else args[0]
+
+
 def input_names(model: Any) -> list[str]:
     return [getattr(t, "name", f"input_{i}").split(":")[0] for i, t in enumerate(_graph(model).inputs)]
 
@@ -307,7 +319,14 @@ def _padding_value(model: Any) -> float | None:
 def token_ids(model: Any, spec: dict[str, Any]) -> bool:
     """A float (batch, length) input of a model with an Embedding: token ids held as floats, as Keras examples
     write them (``layers.Input(shape=(maxlen,))``); test inputs are then whole numbers below the vocabulary."""
-    return len(spec["shape"]) == 2 and any(type(layer).__name__ == "Embedding" for layer in all_layers(model))
+    return len(spec["shape"]) == 2 and any(_embedding(layer) for layer in all_layers(model))
+
+
+def _embedding(layer: Any) -> bool:
+    """An Embedding or a subclass of it (keras.layers.ReversibleEmbedding, keras-hub's token embeddings)."""
+    import keras
+
+    return isinstance(layer, keras.layers.Embedding)
 
 
 def padded_steps(batch: int, length: int) -> list[list[int]]:
@@ -357,7 +376,7 @@ def run_model(model: Any, feeds: dict[str, Any], training: bool) -> dict[str, An
     import tensorflow as tf
 
     args = [tf.constant(feeds[n]) for n in input_names(model)]
-    result = model(args if len(args) > 1 else args[0], training=training)
+    result = model(model_inputs(model, args), training=training)
     flat = tf.nest.flatten(result)
     return {name: t.numpy() for name, t in zip(output_names(model), flat)}
 
@@ -419,7 +438,7 @@ def train_step(request: dict[str, Any]) -> dict[str, Any]:
         targets = {k[len("target/"):]: data[k] for k in data.files if k.startswith("target/")}
     args = [tf.constant(feeds[n]) for n in input_names(model)]
     with tf.GradientTape() as tape:
-        flat = tf.nest.flatten(model(args if len(args) > 1 else args[0], training=True))
+        flat = tf.nest.flatten(model(model_inputs(model, args), training=True))
         outs = dict(zip(output_names(model), flat))
         loss = tf.add_n([tf.reduce_mean(tf.square(outs[k] - targets[k])) for k in outs])
     grads = tape.gradient(loss, model.trainable_weights)
