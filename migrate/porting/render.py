@@ -248,7 +248,7 @@ class Renderer:
                 continue
             weights = {w["name"]: Weight(w["name"], w["path"], w["key"], tuple(w["shape"]), w["trainable"])
                        for w in entry.get("weights", [])}
-            objs[entry["name"]] = Layer(entry["name"], emitter_key(entry["class_name"], entry.get("module")),
+            objs[entry["name"]] = Layer(entry["name"], _key(entry),
                                         entry["config"], entry["trainable"], weights,
                                         attr=pyname(entry.get("attr") or self._local(entry["name"]), attrs),
                                         calls=len(entry["calls"]))
@@ -363,7 +363,7 @@ class Renderer:
         for entry in graph["layers"]:
             for call in entry["calls"]:
                 for tensor in _tensors(call):
-                    key = emitter_key(entry["class_name"], entry.get("module"))
+                    key = _key(entry)
                     out.setdefault(tensor, []).append(key if len(entry["calls"]) == 1 else "shared")
         for tensor in graph["outputs"]:
             out.setdefault(tensor, []).append("output")
@@ -544,6 +544,15 @@ def activity_regularizer(class_name: str, config: dict[str, Any]) -> dict[str, f
         raise Unsupported(f"activity_regularizer {reg.get('class_name')} (L1, L2 and L1L2 are mapped)")
     cfg = reg.get("config") or {}
     return {"l1": float(cfg.get("l1") or 0.0), "l2": float(cfg.get("l2") or 0.0)}
+
+
+def _key(entry: dict[str, Any]) -> str:
+    """The emitter registry key of a graph entry: a library class registered with Keras under a package
+    (``keras_hub>CachedMultiHeadAttention``) by that name where an emitter has it, else :func:`emitter_key`."""
+    registered = entry.get("registered_name")
+    if isinstance(registered, str) and ">" in registered and registered in EMITTERS:
+        return registered
+    return emitter_key(entry["class_name"], entry.get("module"))
 
 
 def _user_emitter(class_name: str) -> bool:

@@ -92,7 +92,8 @@ def open_layer(layer: Any, call: dict[str, Any], arrays: dict[str, Any],
     def graph_of(training: bool) -> dict[str, Any]:
         losses: list[Any] = []
         try:
-            with _swapped(layer, params), _creators(inputs[0]), tf_ops.traced(), _capture_losses(layer, losses):
+            with _swapped(layer, params), _creators(inputs[0]), tf_ops.traced(), _capture_losses(layer, losses), \
+                    _lenient_symbolic_calls():
                 result = layer.call(*args, **{**kwargs, "training": training} if "training" in kwargs else kwargs)
             outputs = keras.tree.flatten(result)
             if not outputs or not all(isinstance(t, keras.KerasTensor) for t in outputs):
@@ -191,6 +192,32 @@ def _capture_losses(layer: Any, found: list[Any]) -> Iterator[None]:
         yield
     finally:
         object.__setattr__(layer, "add_loss", original)
+
+
+@contextlib.contextmanager
+def _lenient_symbolic_calls() -> Iterator[None]:
+    """A sublayer called on symbolic tensors computes its output with ``compute_output_spec``; a subclass that
+    adds keywords to its base's ``call`` (keras-hub's ``CachedMultiHeadAttention(..., cache=None)``) inherits
+    a spec method that does not take them. Keywords passed as None that it does not take are left out there
+    (the node still records the call as written); in a real forward pass Keras never calls it this way."""
+    from keras.src.layers.layer import Layer
+
+    original = Layer.symbolic_call
+
+    def symbolic_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            params = inspect.signature(self.compute_output_spec).parameters
+        except (TypeError, ValueError):
+            return original(self, *args, **kwargs)
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            kwargs = {k: v for k, v in kwargs.items() if v is not None or k in params}
+        return original(self, *args, **kwargs)
+
+    Layer.symbolic_call = symbolic_call
+    try:
+        yield
+    finally:
+        Layer.symbolic_call = original
 
 
 class Creation:

@@ -118,6 +118,9 @@ def graph_model(model: Any) -> Any:
 
 
 _GRAPHS: dict[int, Any] = {}
+#: registered names (``keras_hub>CachedMultiHeadAttention``) of library classes the port has an emitter for:
+#: described like Keras' own layers (config and weights), not opened up (set by the ``describe`` request)
+EMITTED: set[str] = set()
 
 
 def _graph(model: Any) -> Any:
@@ -201,6 +204,7 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
     for layer_config in config["layers"]:
         name = layer_config.get("name") or layer_config["config"]["name"]
         entry = {"name": name, "class_name": layer_config["class_name"], "module": layer_config.get("module"),
+                 "registered_name": layer_config.get("registered_name"),
                  "config": _jsonable(layer_config.get("config", {})), "trainable": True,
                  "calls": _calls(layer_config), "weights": []}
         if entry["module"] == "migrate.tf.keras_worker":  # a creation op recorded by opening a custom layer: ops.arange, ...
@@ -215,7 +219,7 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
                 hasattr(layer, "layers") and hasattr(layer, "get_layer") and "layers" in layer.get_config()):
             entry["graph"] = describe_model(layer, arrays)
             entry["weights"] = []
-        elif custom_layer(layer):
+        elif custom_layer(layer) and entry["registered_name"] not in EMITTED:
             from migrate.tf.keras_open import open_layer
 
             entry["open"] = open_layer(layer, entry["calls"][0], arrays, describe_model)  # one class, every call
@@ -385,6 +389,7 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     source = Path(request["source"])
+    EMITTED.update(request.get("emitters", []))
     model = graph_model(load_keras(source, request.get("custom_objects")))
     arrays: dict[str, Any] = {}
     graph = describe_model(model, arrays)
