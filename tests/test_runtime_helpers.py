@@ -252,6 +252,21 @@ def test_multi_head_attention_matches_written_out_heads():
         torch.testing.assert_close(got, mha.attention_output(torch.cat(heads, -1)), atol=1e-5, rtol=1e-5)
 
 
+def test_multi_head_attention_query_allowed_no_key_averages_every_value_like_keras():
+    """Keras' masked softmax sets masked scores to -1e9: a query row masked everywhere (a padding-only sequence,
+    or padding at a causal decoder's first step) gets uniform weights, not NaN."""
+    torch.manual_seed(0)
+    mha = KerasMultiHeadAttention(6, 6, 6, num_heads=2, key_dim=3, value_dim=3, output_dim=6).eval()
+    x = torch.randn(2, 4, 6)
+    mask = torch.ones(2, 4, 4, dtype=torch.int32)
+    mask[1] = 0  # the second sequence is padding only
+    with torch.no_grad():
+        got = mha(x, x, mask=mask, causal=True)
+        uniform = mha.attention_output(mha.value(x[1]).mean(dim=0, keepdim=True).expand(4, 6))
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got[1], uniform, atol=1e-5, rtol=1e-5)
+
+
 # --- copied into model.py -------------------------------------------------------------------------------------
 
 

@@ -32,6 +32,12 @@ class KerasMultiHeadAttention(nn.Module):
             if causal:
                 mask = mask & torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
                 causal = False
+            # a query allowed no key (padding only): Keras sets every score to -1e9, so it averages the values
+            # with equal weights; scaled_dot_product_attention would give NaN (and NaN gradients) there
+            blind = ~mask.any(dim=-1, keepdim=True)
+            mask = mask | blind
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0,
                                              is_causal=causal)
+        if mask is not None:
+            out = torch.where(blind, v.mean(dim=-2, keepdim=True), out)
         return self.attention_output(out.transpose(1, 2).flatten(2))
