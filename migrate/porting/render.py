@@ -569,13 +569,10 @@ def _tensor_literal(const: dict[str, Any]) -> str:
     while isinstance(flat, list) and flat and isinstance(flat[0], list):
         flat = [v for row in flat for v in row]
     flat = flat if isinstance(flat, list) else [flat]
-    default = {"int64": "", "float32": "", "bool": ""}
-    kind = "" if dtype in default else f", dtype=torch.{dtype}"
+    kind = "" if dtype in ("int64", "float32", "bool") else f", dtype=torch.{dtype}"  # torch's defaults
     if flat and dtype.startswith("int") and flat == list(range(len(flat))):
         expr = f"torch.arange({len(flat)}{kind})"
         return expr if len(shape) == 1 else f"{expr}.reshape({', '.join(str(d) for d in shape)})"
-    if dtype == "float32" and not kind:
-        kind = ", dtype=torch.float32"
     return f"torch.tensor({values!r}{kind})"
 
 
