@@ -252,6 +252,27 @@ def test_multi_head_attention_matches_written_out_heads():
         torch.testing.assert_close(got, mha.attention_output(torch.cat(heads, -1)), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_multi_head_attention_query_allowed_no_key_is_what_keras_computes(dropout):
+    """A query row masked everywhere (a padding-only sequence, or padding at a causal decoder's first step):
+    Keras 3 without dropout (ops.dot_product_attention, masked logits at -0.7 * float32 max) weights every key
+    equally; with dropout (masked softmax, then masked weights set to 0) gives it zero weights. Never NaN, also
+    when dropout.p is later set to 0 (as parity --train does) and in the gradients."""
+    torch.manual_seed(0)
+    mha = KerasMultiHeadAttention(6, 6, 6, num_heads=2, key_dim=3, value_dim=3, output_dim=6, dropout=dropout).eval()
+    mha.dropout.p = 0.0
+    x = torch.randn(2, 4, 6, requires_grad=True)
+    mask = torch.ones(2, 4, 4, dtype=torch.int32)
+    mask[1] = 0  # the second sequence is padding only
+    got = mha(x, x, mask=mask, causal=True)
+    with torch.no_grad():
+        rows = mha.value(x[1]).mean(dim=0, keepdim=True).expand(4, 6) if dropout == 0.0 else torch.zeros(4, 6)
+        expected = mha.attention_output(rows)
+    torch.testing.assert_close(got[1].detach(), expected, atol=1e-5, rtol=1e-5)
+    got.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
 # --- copied into model.py -------------------------------------------------------------------------------------
 
 

@@ -67,7 +67,11 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
         files = {k: str(Path(scratch, f"{k}.{ext}")) for k, ext in
                  (("graph", "json"), ("weights", "npz"), ("reference", "npz"))}
         with progress.stage("keras", "reading the Keras layer graph and weights (child process)"):
-            run_worker("describe", {"source": str(source), "custom_objects": custom_specs, **files}, debug=debug, module="migrate.tf.keras_worker")
+            from migrate.porting.emitters import EMITTERS
+
+            emitted = sorted(key for key in EMITTERS if ">" in key)  # library classes: "keras_hub>Name"
+            run_worker("describe", {"source": str(source), "custom_objects": custom_specs, "emitters": emitted, **files},
+                       debug=debug, module="migrate.tf.keras_worker")
         graph = json.loads(Path(files["graph"]).read_text())
         with progress.stage("render", "writing model.py (layer emitters)"):
             from migrate.porting.render import Renderer

@@ -241,14 +241,15 @@ class Renderer:
         ctx.top = top
         ctx.shapes = _collect_shapes(graph)
         layers = {entry["name"]: entry for entry in graph["layers"]}
-        attrs: set[str] = {pyname(w["name"]) for w in custom.get("params", {}).values()}
+        attrs: set[str] = {pyname(w["name"]) for w in [*custom.get("params", {}).values(),
+                                                        *custom.get("consts", {}).values()]}
         objs: dict[str, Layer] = {}
         for entry in graph["layers"]:
             if entry["class_name"] == "InputLayer":
                 continue
             weights = {w["name"]: Weight(w["name"], w["path"], w["key"], tuple(w["shape"]), w["trainable"])
                        for w in entry.get("weights", [])}
-            objs[entry["name"]] = Layer(entry["name"], emitter_key(entry["class_name"], entry.get("module")),
+            objs[entry["name"]] = Layer(entry["name"], _key(entry),
                                         entry["config"], entry["trainable"], weights,
                                         attr=pyname(entry.get("attr") or self._local(entry["name"]), attrs),
                                         calls=len(entry["calls"]))
@@ -262,6 +263,9 @@ class Renderer:
             shape = tuple(cfg.get("batch_shape") or cfg.get("batch_input_shape"))
             if layer_name in custom.get("params", {}):
                 values[tensor] = self._parameter(ctx, custom["params"][layer_name], prefix)
+                continue
+            if layer_name in custom.get("consts", {}):
+                values[tensor] = self._constant(ctx, custom["consts"][layer_name])
                 continue
             var = pyname(layer_name if custom else self._local(layer_name), variables)
             cls.forward_args.append(var)
@@ -279,8 +283,8 @@ class Renderer:
         while pending:
             ready = [(layer, i) for layer, i in pending
                      if all(t in values for t in _tensors(layers[layer.name]["calls"][i]))]
-            if not ready and self.problems:
-                return cls  # a layer could not be emitted: the caller reports self.problems
+            if not ready and (self.problems or self.unsupported):
+                return cls  # a layer could not be emitted: the caller reports self.problems/unsupported
             if not ready:
                 missing = sorted({t for layer, i in pending for t in _tensors(layers[layer.name]["calls"][i])
                                   if t not in values})
@@ -346,13 +350,21 @@ class Renderer:
         return Value(f"self.{attr}", shape, weight["dtype"])
 
     @staticmethod
+    def _constant(ctx: Context, const: dict[str, Any]) -> Value:
+        """A tensor the custom layer holds as an attribute (not a variable): a non-persistent buffer with the
+        attribute's name (``torch.arange(17).reshape(1, 17)`` where it is a range), not in the state dict."""
+        attr = pyname(const["name"])
+        ctx.cls.inits.append(f'self.register_buffer("{attr}", {_tensor_literal(const)}, persistent=False)')
+        return Value(f"self.{attr}", tuple(const["shape"]), const["dtype"])
+
+    @staticmethod
     def _consumers(graph: dict[str, Any]) -> dict[str, list[str]]:
         """tensor id -> class names of the layers that read it (one entry per call)."""
         out: dict[str, list[str]] = {}
         for entry in graph["layers"]:
             for call in entry["calls"]:
                 for tensor in _tensors(call):
-                    key = emitter_key(entry["class_name"], entry.get("module"))
+                    key = _key(entry)
                     out.setdefault(tensor, []).append(key if len(entry["calls"]) == 1 else "shared")
         for tensor in graph["outputs"]:
             out.setdefault(tensor, []).append("output")
@@ -535,11 +547,34 @@ def activity_regularizer(class_name: str, config: dict[str, Any]) -> dict[str, f
     return {"l1": float(cfg.get("l1") or 0.0), "l2": float(cfg.get("l2") or 0.0)}
 
 
+def _key(entry: dict[str, Any]) -> str:
+    """The emitter registry key of a graph entry: a library class registered with Keras under a package
+    (``keras_hub>CachedMultiHeadAttention``) by that name where an emitter has it, else :func:`emitter_key`."""
+    registered = entry.get("registered_name")
+    if isinstance(registered, str) and ">" in registered and registered in EMITTERS:
+        return registered
+    return emitter_key(entry["class_name"], entry.get("module"))
+
+
 def _user_emitter(class_name: str) -> bool:
     """An emitter registered from outside tf2torch (a user's class that shares a Keras name, such as
     ``StochasticDepth``, is opened up rather than given Keras' emitter)."""
     fn = EMITTERS.get(class_name)
     return fn is not None and not fn.__module__.startswith("migrate.porting.emitters")
+
+
+def _tensor_literal(const: dict[str, Any]) -> str:
+    """Torch source for a constant tensor: ``torch.arange(n)`` (reshaped) for a range, else ``torch.tensor``."""
+    shape, dtype, values = tuple(const["shape"]), const["dtype"], const["values"]
+    flat = values
+    while isinstance(flat, list) and flat and isinstance(flat[0], list):
+        flat = [v for row in flat for v in row]
+    flat = flat if isinstance(flat, list) else [flat]
+    kind = "" if dtype in ("int64", "float32", "bool") else f", dtype=torch.{dtype}"  # torch's defaults
+    if flat and dtype.startswith("int") and flat == list(range(len(flat))):
+        expr = f"torch.arange({len(flat)}{kind})"
+        return expr if len(shape) == 1 else f"{expr}.reshape({', '.join(str(d) for d in shape)})"
+    return f"torch.tensor({values!r}{kind})"
 
 
 def _same(a: ClassSource, b: ClassSource) -> bool:

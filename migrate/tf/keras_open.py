@@ -74,6 +74,11 @@ def open_layer(layer: Any, call: dict[str, Any], arrays: dict[str, Any],
     own = _own_variables(layer)
     params = {attr: keras.Input(batch_shape=tuple(var.shape), dtype=var.dtype, name=f"param__{attr}")
               for attr, var in own.items()}
+    constants = _own_constants(layer)
+    params.update({attr: keras.Input(batch_shape=tuple(value.shape), dtype=value.dtype, name=f"const__{attr}")
+                   for attr, value in constants.items()})
+    consts = {f"const__{attr}": {"name": attr, "shape": list(value.shape), "dtype": str(value.dtype),
+                                 "values": value.tolist()} for attr, value in constants.items()}
     attrs = _sublayer_attrs(layer)
     trainable = {id(w) for w in layer.trainable_weights}
     weights = {}
@@ -87,7 +92,8 @@ def open_layer(layer: Any, call: dict[str, Any], arrays: dict[str, Any],
     def graph_of(training: bool) -> dict[str, Any]:
         losses: list[Any] = []
         try:
-            with _swapped(layer, params), _creators(inputs[0]), tf_ops.traced(), _capture_losses(layer, losses):
+            with _swapped(layer, params), _creators(inputs[0]), tf_ops.traced(), _capture_losses(layer, losses), \
+                    _lenient_symbolic_calls():
                 result = layer.call(*args, **{**kwargs, "training": training} if "training" in kwargs else kwargs)
             outputs = keras.tree.flatten(result)
             if not outputs or not all(isinstance(t, keras.KerasTensor) for t in outputs):
@@ -99,7 +105,7 @@ def open_layer(layer: Any, call: dict[str, Any], arrays: dict[str, Any],
             raise _error(layer, _construct(exc), exc) from exc
         graph = describe(functional, arrays, attrs)
         graph["custom"] = {"class": type(layer).__name__, "file": file, "line": line,
-                           "params": weights, "dims": {str(k): v for k, v in dims.items()},
+                           "params": weights, "consts": consts, "dims": {str(k): v for k, v in dims.items()},
                            "losses": len(losses), "outputs": len(outputs),
                            "structure": "single" if not isinstance(result, (list, tuple, dict)) else "tuple",
                            "operations": sorted(type(op).__name__ for op in functional.operations)}
@@ -133,6 +139,19 @@ def _own_variables(layer: Any) -> dict[str, Any]:
 
     return {attr: value for attr, value in vars(layer).items()
             if isinstance(value, keras.Variable) and not attr.startswith("_")}
+
+
+def _own_constants(layer: Any) -> dict[str, Any]:
+    """Concrete tensors the layer holds as attributes (keras-hub's ViT builds ``self.position_ids =
+    ops.expand_dims(ops.arange(n), 0)``), by attribute, as numpy arrays. While tracing they are named inputs
+    like the variables, so a sublayer called on one (``self.position_embedding(self.position_ids)``) is a
+    graph node instead of a constant computed from the weights; the port makes them buffers."""
+    import keras
+    import numpy as np
+
+    return {attr: np.asarray(keras.ops.convert_to_numpy(value)) for attr, value in vars(layer).items()
+            if not attr.startswith("_") and keras.ops.is_tensor(value) and not isinstance(value, keras.Variable)
+            and not isinstance(value, keras.KerasTensor)}
 
 
 def _sublayer_attrs(layer: Any) -> dict[int, str]:
@@ -173,6 +192,32 @@ def _capture_losses(layer: Any, found: list[Any]) -> Iterator[None]:
         yield
     finally:
         object.__setattr__(layer, "add_loss", original)
+
+
+@contextlib.contextmanager
+def _lenient_symbolic_calls() -> Iterator[None]:
+    """A sublayer called on symbolic tensors computes its output with ``compute_output_spec``; a subclass that
+    adds keywords to its base's ``call`` (keras-hub's ``CachedMultiHeadAttention(..., cache=None)``) inherits
+    a spec method that does not take them. Keywords passed as None that it does not take are left out there
+    (the node still records the call as written); in a real forward pass Keras never calls it this way."""
+    from keras.src.layers.layer import Layer
+
+    original = Layer.symbolic_call
+
+    def symbolic_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            params = inspect.signature(self.compute_output_spec).parameters
+        except (TypeError, ValueError):
+            return original(self, *args, **kwargs)
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            kwargs = {k: v for k, v in kwargs.items() if v is not None or k in params}
+        return original(self, *args, **kwargs)
+
+    Layer.symbolic_call = symbolic_call
+    try:
+        yield
+    finally:
+        Layer.symbolic_call = original
 
 
 class Creation:

@@ -66,14 +66,32 @@ def graph_config(model: Any) -> dict[str, Any]:
     """The layer-graph config: Functional's own, also where a subclass's get_config returns its arguments."""
     if not _functional(model):
         return model.get_config()
+    import keras
     from keras.src.models import functional
+    from keras.src.saving import serialization_lib
 
     like = functional.functional_like_constructor
+    serialize = serialization_lib.serialize_keras_object
+
+    def tolerant(obj: Any) -> Any:
+        """A custom layer whose ``get_config`` cannot serialise its constructor arguments (keras-hub's ViT
+        ``MLP``) still has a place in the graph: the port opens it up and never reads its config."""
+        try:
+            return serialize(obj)
+        except NotImplementedError:
+            if not (isinstance(obj, keras.layers.Layer) and custom_layer(obj)):
+                raise
+            return {"module": type(obj).__module__, "class_name": type(obj).__name__,
+                    "config": {"name": obj.name, "trainable": obj.trainable}, "registered_name": None}
+
     functional.functional_like_constructor = lambda cls: True  # the graph, whatever the subclass's constructor
+    serialization_lib.serialize_keras_object = tolerant
     try:
         return functional.Functional.get_config(model)
     finally:
         functional.functional_like_constructor = like
+        serialization_lib.serialize_keras_object = serialize
+
 
 
 def graph_model(model: Any) -> Any:
@@ -100,6 +118,9 @@ def graph_model(model: Any) -> Any:
 
 
 _GRAPHS: dict[int, Any] = {}
+#: registered names (``keras_hub>CachedMultiHeadAttention``) of library classes the port has an emitter for:
+#: described like Keras' own layers (config and weights), not opened up (set by the ``describe`` request)
+EMITTED: set[str] = set()
 
 
 def _graph(model: Any) -> Any:
@@ -183,6 +204,7 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
     for layer_config in config["layers"]:
         name = layer_config.get("name") or layer_config["config"]["name"]
         entry = {"name": name, "class_name": layer_config["class_name"], "module": layer_config.get("module"),
+                 "registered_name": layer_config.get("registered_name"),
                  "config": _jsonable(layer_config.get("config", {})), "trainable": True,
                  "calls": _calls(layer_config), "weights": []}
         if entry["module"] == "migrate.tf.keras_worker":  # a creation op recorded by opening a custom layer: ops.arange, ...
@@ -197,7 +219,7 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
                 hasattr(layer, "layers") and hasattr(layer, "get_layer") and "layers" in layer.get_config()):
             entry["graph"] = describe_model(layer, arrays)
             entry["weights"] = []
-        elif custom_layer(layer):
+        elif custom_layer(layer) and entry["registered_name"] not in EMITTED:
             from migrate.tf.keras_open import open_layer
 
             entry["open"] = open_layer(layer, entry["calls"][0], arrays, describe_model)  # one class, every call
@@ -229,7 +251,7 @@ def _fill_shapes(functional: Any, layers: list[dict[str, Any]]) -> None:
 
 def _int_bound(model: Any) -> int:
     """Integer test inputs stay below every Embedding's vocabulary."""
-    bounds = [layer.input_dim for layer in all_layers(model) if type(layer).__name__ == "Embedding"]
+    bounds = [layer.input_dim for layer in all_layers(model) if _embedding(layer)]
     return min(bounds, default=10)
 
 
@@ -263,6 +285,18 @@ def io_specs(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return inputs, outputs
 
 
+def model_inputs(model: Any, args: list[Any]) -> Any:
+    """What to call ``model`` with, given one array per input in :func:`input_names` order: the structure its
+    inputs were built with (a dict of named inputs for keras-hub's BERT, a list, or the one tensor)."""
+    graph = _graph(model)
+    struct = getattr(graph, "_inputs_struct", None)
+    if isinstance(struct, dict) and len(args) == len(graph.inputs):
+        by_id = {id(t): a for t, a in zip(graph.inputs, args)}
+        if all(id(t) in by_id for t in struct.values()):
+            return {key: by_id[id(t)] for key, t in struct.items()}
+    return args if len(args) > 1 else args[0]
+
+
 def input_names(model: Any) -> list[str]:
     return [getattr(t, "name", f"input_{i}").split(":")[0] for i, t in enumerate(_graph(model).inputs)]
 
@@ -289,7 +323,14 @@ def _padding_value(model: Any) -> float | None:
 def token_ids(model: Any, spec: dict[str, Any]) -> bool:
     """A float (batch, length) input of a model with an Embedding: token ids held as floats, as Keras examples
     write them (``layers.Input(shape=(maxlen,))``); test inputs are then whole numbers below the vocabulary."""
-    return len(spec["shape"]) == 2 and any(type(layer).__name__ == "Embedding" for layer in all_layers(model))
+    return len(spec["shape"]) == 2 and any(_embedding(layer) for layer in all_layers(model))
+
+
+def _embedding(layer: Any) -> bool:
+    """An Embedding or a subclass of it (keras.layers.ReversibleEmbedding, keras-hub's token embeddings)."""
+    import keras
+
+    return isinstance(layer, keras.layers.Embedding)
 
 
 def padded_steps(batch: int, length: int) -> list[list[int]]:
@@ -339,7 +380,7 @@ def run_model(model: Any, feeds: dict[str, Any], training: bool) -> dict[str, An
     import tensorflow as tf
 
     args = [tf.constant(feeds[n]) for n in input_names(model)]
-    result = model(args if len(args) > 1 else args[0], training=training)
+    result = model(model_inputs(model, args), training=training)
     flat = tf.nest.flatten(result)
     return {name: t.numpy() for name, t in zip(output_names(model), flat)}
 
@@ -348,6 +389,7 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     source = Path(request["source"])
+    EMITTED.update(request.get("emitters", []))
     model = graph_model(load_keras(source, request.get("custom_objects")))
     arrays: dict[str, Any] = {}
     graph = describe_model(model, arrays)
@@ -401,7 +443,7 @@ def train_step(request: dict[str, Any]) -> dict[str, Any]:
         targets = {k[len("target/"):]: data[k] for k in data.files if k.startswith("target/")}
     args = [tf.constant(feeds[n]) for n in input_names(model)]
     with tf.GradientTape() as tape:
-        flat = tf.nest.flatten(model(args if len(args) > 1 else args[0], training=True))
+        flat = tf.nest.flatten(model(model_inputs(model, args), training=True))
         outs = dict(zip(output_names(model), flat))
         loss = tf.add_n([tf.reduce_mean(tf.square(outs[k] - targets[k])) for k in outs])
     grads = tape.gradient(loss, model.trainable_weights)

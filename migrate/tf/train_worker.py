@@ -31,6 +31,7 @@ from migrate.tf.keras_worker import (
     graph_model,
     input_names,
     make_inputs,
+    model_inputs,
     output_names,
 )
 from migrate.tf.source_kind import source_kind
@@ -324,7 +325,7 @@ def _train(request: dict[str, Any]) -> dict[str, Any]:
         feeds = make_inputs(model, int(request.get("batch", 4)), int(request.get("length", 7)),
                             int(request.get("seed", 0)))
     args = [tf.constant(feeds[n]) for n in input_names(model)]
-    x = args if len(args) > 1 else args[0]
+    x = model_inputs(model, args)
     names = output_names(model)
     if request.get("targets"):
         with np.load(request["targets"], allow_pickle=False) as data:
@@ -389,7 +390,7 @@ def train_on_batch(request: dict[str, Any]) -> dict[str, Any]:
     with np.load(request["inputs"], allow_pickle=False) as data:
         feeds = [data[n] for n in input_names(model)]
         targets = [data[f"target/{n}"] for n in output_names(model)]
-    loss = model.train_on_batch(feeds if len(feeds) > 1 else feeds[0], targets if len(targets) > 1 else targets[0])
+    loss = model.train_on_batch(model_inputs(model, feeds), targets if len(targets) > 1 else targets[0])
     loss = float(np.ravel(loss)[0])
     np.savez(request["result_npz"], loss=np.asarray(loss), **{f"after/{v.path}": v.numpy() for v in model.weights})
     return {"loss": loss}

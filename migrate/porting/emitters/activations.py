@@ -15,6 +15,8 @@ ACTIVATIONS = {
     "hard_swish": "F.hardswish({x})", "hard_silu": "F.hardswish({x})", "softplus": "F.softplus({x})",
     "softsign": "F.softsign({x})", "relu6": "F.relu6({x})", "leaky_relu": "F.leaky_relu({x}, 0.2)",
     "exponential": "torch.exp({x})", "mish": "F.mish({x})",
+    # functions other libraries register with Keras (serialized as "package>name"), by their definition
+    "keras_hub>gelu_approximate": "F.gelu({x}, approximate=\"tanh\")",  # keras.activations.gelu(x, approximate=True)
 }
 
 

@@ -67,6 +67,15 @@ def multi_head_attention(layer: Layer, call: Call, ctx: Any) -> Out:
     return Out(f"{mod}({', '.join(args)})")
 
 
+@emitter("keras_hub>CachedMultiHeadAttention")
+def cached_multi_head_attention(layer: Layer, call: Call, ctx: Any) -> Out:
+    """keras-hub's MultiHeadAttention subclass (GPT-2's, OPT's decoders): called without a key/value cache, as
+    a backbone's forward pass calls it, its call is MultiHeadAttention's; generation with a cache is not ported."""
+    if call.kwargs.get("cache") is not None or call.kwargs.get("cache_update_index") is not None:
+        raise Unsupported("CachedMultiHeadAttention with a key/value cache (generation)")
+    return multi_head_attention(layer, call, ctx)
+
+
 def _qkv(layer: Layer, call: Call, ctx: Any) -> tuple[str, str, str, Value]:
     if call.kwargs.get("mask") is not None or call.kwargs.get("use_causal_mask") or \
             call.kwargs.get("return_attention_scores"):

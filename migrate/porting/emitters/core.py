@@ -68,6 +68,32 @@ def embedding(layer: Layer, call: Call, ctx: Any) -> Out:
     return Out(f"{mod}({inp})", "keras")
 
 
+@emitter("ReversibleEmbedding")
+def reversible_embedding(layer: Layer, call: Call, ctx: Any) -> Out:
+    """keras.layers.ReversibleEmbedding (keras-hub's token embedding): an ``nn.Embedding`` looking ids up; called
+    with ``reverse=True``, the projection back to the vocabulary, ``F.linear`` with the embedding table (tied)
+    or the layer's ``reverse_embeddings`` parameter, soft-capped by ``tanh`` as Keras when ``logit_soft_cap``."""
+    cfg = layer.config
+    mod = ctx.submodule(layer, f"nn.Embedding({cfg['input_dim']}, {cfg['output_dim']})",
+                        {"embeddings": ("weight", ())})
+    reverse = call.kwargs.get("reverse", call.args[1] if len(call.args) > 1 else False)
+    if not isinstance(reverse, bool):
+        raise Unsupported("a ReversibleEmbedding call whose reverse argument is not a constant")
+    x = call.input
+    if not reverse:
+        return Out(f"{mod}({x.var if x.dtype == 'int64' else f'{x.var}.long()'})", "keras")
+    if cfg.get("reverse_dtype") not in (None, "float32"):
+        raise Unsupported(f"ReversibleEmbedding with reverse_dtype={cfg['reverse_dtype']!r}")
+    if cfg.get("tie_weights", True):
+        logits = f"{ctx.need('F')}.linear({ctx.keras(x)}, {mod}.weight)"
+    else:  # Keras' reverse_embeddings is (output_dim, input_dim): F.linear takes its transpose
+        weight = ctx.tensor(layer, "reverse_embeddings", f"torch.zeros({cfg['input_dim']}, {cfg['output_dim']})",
+                            keras_name="reverse_embeddings", steps=(("permute", (1, 0)),), parameter=True)
+        logits = f"{ctx.need('F')}.linear({ctx.keras(x)}, {weight})"
+    cap = cfg.get("logit_soft_cap")
+    return Out(f"torch.tanh({logits} / {cap!r}) * {cap!r}" if cap is not None else logits, "keras")
+
+
 @emitter("Masking")
 def masking(layer: Layer, call: Call, ctx: Any) -> Out:
     """Keras zeroes the masked steps (every feature equal to mask_value); the mask is a separate graph node."""

@@ -17,6 +17,9 @@ class KerasMultiHeadAttention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.dropout = nn.Dropout(dropout)  # an nn.Dropout, so parity --train switches it off like any dropout
+        # a query allowed no key: Keras with dropout > 0 (its masked-softmax path) gives it zero weights,
+        # without dropout (ops.dot_product_attention) equal weights; fixed here, whatever dropout.p becomes
+        self.blind_rows_zero = dropout > 0.0
         self.query = nn.Linear(query_dim, num_heads * key_dim, bias=bias)
         self.key = nn.Linear(key_dim_in, num_heads * key_dim, bias=bias)
         self.value = nn.Linear(value_dim_in, num_heads * value_dim, bias=bias)
@@ -32,6 +35,12 @@ class KerasMultiHeadAttention(nn.Module):
             if causal:
                 mask = mask & torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
                 causal = False
+            # a query allowed no key (padding only): scaled_dot_product_attention would give NaN (and NaN
+            # gradients); it attends to every key there, and the row becomes what Keras computes
+            blind = ~mask.any(dim=-1, keepdim=True)
+            mask = mask | blind
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0,
                                              is_causal=causal)
+        if mask is not None:
+            out = torch.where(blind, 0.0 if self.blind_rows_zero else v.mean(dim=-2, keepdim=True), out)
         return self.attention_output(out.transpose(1, 2).flatten(2))
