@@ -67,7 +67,7 @@ def _one_minus(text: str) -> str | None:
 
 
 @rule("TTL301", "keras-batchnorm-momentum",
-      "BatchNorm momentum >= 0.5 looks like Keras' convention (torch momentum = 1 - Keras momentum).",
+      "BatchNorm momentum > 0.5 looks like Keras' convention (torch momentum = 1 - Keras momentum).",
       triggers=("momentum", "[Nn]orm"), fixable=True)
 def keras_momentum(ctx: FileContext) -> Iterator[Finding]:
     for call in ctx.nodes(cst.Call):
@@ -81,7 +81,7 @@ def keras_momentum(ctx: FileContext) -> Iterator[Finding]:
         given = arg(call, index, "momentum")
         literal = _literal(ctx, given)
         value = number(literal)
-        if value is None or not 0.5 <= value <= 1:
+        if value is None or not 0.5 < value <= 1:  # 0.5 means the same in both conventions
             continue
         torch_value = _one_minus(ctx.code(literal).lstrip("+"))  # type: ignore[arg-type]
         fix = None
