@@ -251,6 +251,19 @@ class Source:
     def callee(self, call: cst.Call) -> str | None:
         return self.qualname(call.func)
 
+    def alternatives(self, expr: cst.CSTNode | None) -> list[str]:
+        """What a module-level name bound more than once to plain names may mean, e.g. both
+        branches of ``try: _BN = SyncBatchNorm`` / ``except ImportError: _BN = nn.BatchNorm2d``;
+        empty unless every binding is such a name."""
+        name = dotted(expr)
+        if name is None or "." in name or name in self.imports:
+            return []
+        found = self._bindings.get((id(self.module), name), ())
+        if len(found) < 2 or self._scopes_binding[name] != 1 or any(
+                not isinstance(b.value, (cst.Name, cst.Attribute)) or b.index is not None for b in found):
+            return []
+        return [self.qualname(b.value, 1) or "" for b in found]
+
     def _bound_locally(self, name: str) -> bool:
         return name in self._bound_names
 

@@ -65,14 +65,29 @@ def backward_calls(ctx: FileContext, within: cst.CSTNode) -> list[cst.Call]:
     return out
 
 
-def stepping_calls(ctx: FileContext, within: cst.CSTNode) -> list[cst.Call]:
-    """Calls in ``within`` of functions of the project that step an optimizer themselves
-    (``train_one_epoch(model, loader, optimizer)``)."""
+def stepping_calls(ctx: FileContext, within: cst.CSTNode, depth: int = 0) -> list[cst.Call]:
+    """Calls in ``within`` of functions of the project that step an optimizer, themselves or
+    through the functions they call (``train()`` -> ``_run_epoch(optimizer=optimizer)``); a call
+    that passes a literal ``None`` (``_run_epoch(optimizer=None)``, an evaluation) does not count."""
     out = []
     for call in ctx.inside(within, cst.Call):
+        if depth and any(isinstance(a.value, cst.Name) and a.value.value == "None" for a in call.args):
+            continue
         found = ctx.flow.target(call)
         if found is not None and found[1] is not ctx.scope(call):
             there, func = found
-            if optimizer_steps(there, func):
+            if _steps(there, func, depth):
                 out.append(call)
     return out
+
+
+def _steps(ctx: FileContext, func: cst.FunctionDef, depth: int) -> bool:
+    """``func`` steps an optimizer, directly or (up to three calls deep) through the project."""
+    def compute() -> bool:
+        if optimizer_steps(ctx, func):
+            return True
+        if depth >= 3:
+            return False
+        ctx.memo(f"steps:{id(func)}", lambda: False)  # a recursive call sees False
+        return bool(stepping_calls(ctx, func, depth + 1))
+    return bool(ctx.memo(f"steps:{id(func)}", compute))

@@ -22,6 +22,10 @@ _NO_GRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "
             "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"}
 _MODEL_NAME = re.compile(r"^(model|net|network|classifier|encoder|decoder|backbone)$|_(model|net)$|^(model|net)_",
                          re.IGNORECASE)
+# ``model_class``, ``net_fn``: what builds a model, not a model.
+_BUILDER_NAME = re.compile(r"_(class|cls|fn|factory|builder|constructor|type|name|names|path|dir)$", re.IGNORECASE)
+# Reading these of an output asks only for its shape, which train/eval mode does not change.
+_SHAPE_ONLY = {"shape", "size", "dim", "ndim", "ndimension", "numel", "dtype", "device"}
 # Layers whose forward differs between train() and eval().
 _MODE_LAYERS = re.compile(r"Dropout|BatchNorm|Transformer")
 _DROPOUT_OPTIONAL = re.compile(r"^(RNN|LSTM|GRU|MultiheadAttention)$")
@@ -167,7 +171,8 @@ def _is_model(ctx: FileContext, expr: cst.BaseExpression, scope: cst.CSTNode, lo
     head = name.split(".")[0]
     variable = name.startswith("self.") or (
         isinstance(scope, cst.FunctionDef) and head in _parameters(scope))
-    return variable and bool(_MODEL_NAME.search(name.rsplit(".", 1)[-1]))
+    last = name.rsplit(".", 1)[-1]
+    return variable and bool(_MODEL_NAME.search(last)) and not _BUILDER_NAME.search(last)
 
 
 def _loaded_names(ctx: FileContext) -> set[str]:
@@ -299,6 +304,8 @@ def inference_without_eval(ctx: FileContext) -> Iterator[Finding]:
                 continue  # e.g. a GAN sampling progress images between its own updates
             if _put_in_eval(ctx, scope, name):
                 continue
+            if not _values_used(ctx, call, scope):
+                continue  # a smoke test or a batch-norm statistics refresh: only shapes are read
             reported.add(name)
             if quiet:
                 why = f"under {_region_label(ctx, region)}"  # type: ignore[arg-type]
@@ -311,6 +318,27 @@ def inference_without_eval(ctx: FileContext) -> Iterator[Finding]:
                 f"`{name}` runs {why} without {name}.eval(), so dropout and batch norm still act as in "
                 f"training; call {name}.eval() before inference",
             )
+
+
+def _values_used(ctx: FileContext, call: cst.Call, scope: cst.CSTNode) -> bool:
+    """Whether the output's values are read: not when the result is discarded, or bound to a
+    name whose every use reads only its shape (``y.shape``, ``y.size()``, ``len(y)``)."""
+    parent = ctx.parent(call)
+    if isinstance(parent, cst.Expr):
+        return False
+    if not isinstance(parent, cst.Assign) or len(parent.targets) != 1 or not isinstance(parent.targets[0].target, cst.Name):
+        return True
+    uses = [n for n in ctx.loads(parent.targets[0].target.value, scope) if ctx.pre(n) > ctx.pre(call)]
+    if not uses:
+        return True  # returned or used in a way this file does not show
+    for use in uses:
+        up = ctx.parent(use)
+        if isinstance(up, cst.Attribute) and up.value is use and up.attr.value in _SHAPE_ONLY:
+            continue
+        if isinstance(up, cst.Arg) and isinstance(ctx.parent(up), cst.Call) and dotted(ctx.parent(up).func) == "len":  # type: ignore[union-attr]
+            continue
+        return True
+    return False
 
 
 _EVAL_DATA = re.compile(r"(^|_)(val|valid|validation|test|testing|eval|dev)_?(loader|dataloader|dl|data|set|ds|batches)s?$"

@@ -66,8 +66,18 @@ def _one_minus(text: str) -> str | None:
     return result if "." in result or result == "0" else result + ".0"
 
 
+def _fallback_norm(ctx: FileContext, func: cst.BaseExpression) -> str | None:
+    """The torch batch norm a try/except fallback alias stands for, when every alternative is a
+    batch norm (``_BN = SyncBatchNorm`` or ``nn.BatchNorm2d``): interchangeable, one momentum."""
+    options = ctx.alternatives(func)
+    torch_norms = [q for q in options if q in _MOMENTUM and q.startswith("torch.nn.") and "functional" not in q]
+    if torch_norms and all(q.rsplit(".", 1)[-1] in _BATCH_NORMS for q in options):
+        return torch_norms[0]
+    return None
+
+
 @rule("TTL301", "keras-batchnorm-momentum",
-      "BatchNorm momentum >= 0.5 looks like Keras' convention (torch momentum = 1 - Keras momentum).",
+      "BatchNorm momentum > 0.5 looks like Keras' convention (torch momentum = 1 - Keras momentum).",
       triggers=("momentum", "[Nn]orm"), fixable=True)
 def keras_momentum(ctx: FileContext) -> Iterator[Finding]:
     for call in ctx.nodes(cst.Call):
@@ -75,13 +85,14 @@ def keras_momentum(ctx: FileContext) -> Iterator[Finding]:
         if qual in _PARTIAL:  # partial(nn.BatchNorm2d, momentum=0.99): keywords only
             qual, index = ctx.qualname(arg(call, 0, "func")), None
         else:
+            qual = _fallback_norm(ctx, call.func) or qual
             index = _MOMENTUM.get(qual)  # type: ignore[arg-type]
         if qual not in _MOMENTUM:
             continue
         given = arg(call, index, "momentum")
         literal = _literal(ctx, given)
         value = number(literal)
-        if value is None or not 0.5 <= value <= 1:
+        if value is None or not 0.5 < value <= 1:  # 0.5 means the same in both conventions
             continue
         torch_value = _one_minus(ctx.code(literal).lstrip("+"))  # type: ignore[arg-type]
         fix = None

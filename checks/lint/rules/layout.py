@@ -542,6 +542,35 @@ def _binding(ctx: FileContext, name: str, at: cst.CSTNode) -> object:
     return id(found[-1].value) if len(found) == 1 else None
 
 
+# Methods that return a tensor of the same shape (dtype, device or memory changes only).
+_SAME_SHAPE = {"float", "double", "half", "bfloat16", "long", "int", "to", "cuda", "cpu", "contiguous",
+               "clone", "detach", "type", "type_as"}
+
+
+def _shape_sources(ctx: FileContext, name: str, at: cst.CSTNode, depth: int = 0) -> set[object]:
+    """The binding of ``name`` at ``at`` and, while it was bound to a same-shape expression of
+    itself (``x = x.float() / 255``), the bindings before it: all share one shape."""
+    found = ctx.bindings(name, at)
+    if len(found) != 1:
+        return set()
+    value = found[-1].value
+    sources: set[object] = {id(value)}
+    inner = value
+    while depth < 5:
+        if isinstance(inner, cst.BinaryOperation) and number(inner.right) is not None:
+            inner = inner.left
+        elif isinstance(inner, cst.BinaryOperation) and number(inner.left) is not None:
+            inner = inner.right
+        elif isinstance(inner, cst.Call) and method_name(inner) in _SAME_SHAPE:
+            inner = receiver(inner)
+        else:
+            break
+        depth += 1
+    if inner is not value and dotted(inner) == name and isinstance(value, cst.CSTNode):
+        sources |= _shape_sources(ctx, name, ctx.statement(value), depth + 1)
+    return sources
+
+
 def _unpacked_sizes(ctx: FileContext, scope: cst.CSTNode) -> dict[str, tuple[str, object, int]]:
     """``n, h, w, c = x.shape`` (or ``x.size()``) in ``scope``: each name's (tensor, binding, axis)."""
     sizes: dict[str, tuple[str, object, int]] = {}
@@ -557,9 +586,10 @@ def _unpacked_sizes(ctx: FileContext, scope: cst.CSTNode) -> dict[str, tuple[str
         for target in assign.targets:
             if name is None or not isinstance(target.target, (cst.Tuple, cst.List)):
                 continue
+            rank = len(target.target.elements)
             for i, element in enumerate(target.target.elements):
                 if isinstance(element.value, cst.Name) and not isinstance(element, cst.StarredElement):
-                    sizes[element.value.value] = (name, _binding(ctx, name, assign), i)
+                    sizes[element.value.value] = (name, _binding(ctx, name, assign), i, rank)  # type: ignore[assignment]
     return sizes
 
 
@@ -583,16 +613,27 @@ def reshape_instead_of_permute(ctx: FileContext) -> Iterator[Finding]:
         scope = ctx.scope(call)
         if id(scope) not in known:
             known[id(scope)] = _unpacked_sizes(ctx, scope)
-        axes = [_axis(ctx, d, known[id(scope)]) for d in dims]
-        current = _binding(ctx, name, call)
-        if any(a is None or a[0] != name or a[1] != current or current is None for a in axes):
+        merged = number(dims[0]) == -1  # x.reshape(-1, c, h, w): -1 merges the leading axes
+        axes = [_axis(ctx, d, known[id(scope)]) for d in dims[1:] if merged] or [_axis(ctx, d, known[id(scope)]) for d in dims]
+        sources = _shape_sources(ctx, name, call)
+        if any(a is None or a[0] != name or a[1] not in sources for a in axes):
             continue
         order = [a[2] for a in axes]  # type: ignore[index]
-        if sorted(order) != list(range(len(order))) or order == sorted(order):
+        lead = 0
+        if merged:
+            rank = {a[3] for a in axes if len(a) > 3}  # type: ignore[misc]
+            if len(rank) != 1:
+                continue
+            lead = rank.pop() - len(order)
+            if lead < 1:
+                continue
+        if sorted(order) != list(range(lead, lead + len(order))) or order == sorted(order):
             continue
+        permute = ", ".join(map(str, [*range(lead), *order]))
+        then = f".reshape({ctx.code(dims[0])}, ...)" if merged else ""
         yield ctx.report(
             "TTL406", call,
             f"`{ctx.code(call)}` gives `{name}` the same sizes in another order, which relabels the axes without "
             f"moving any data (an N,H,W,C batch read as N,C,H,W is scrambled); use "
-            f"{name}.permute({', '.join(map(str, order))})",
+            f"{name}.permute({permute}){then}",
         )

@@ -144,12 +144,14 @@ def scheduler_before_optimizer(ctx: FileContext) -> Iterator[Finding]:
         steps = direct + stepping_calls(ctx, loop)
         if not steps:
             continue
-        first = min(steps, key=ctx.pre)
-        first_step = ctx.pre(first)
-        where = "" if first in direct else f" (it steps in {ctx.code(first.func)}())"
         for sched in scheduler_steps(ctx, loop):
-            if ctx.pre(sched) > first_step or id(sched) in reported:
+            if id(sched) in reported:
                 continue
+            reachable = [s for s in steps if not _exclusive(ctx, s, sched, loop)]
+            if not reachable or min(ctx.pre(s) for s in reachable) < ctx.pre(sched):
+                continue
+            first = min(reachable, key=ctx.pre)
+            where = "" if first in direct else f" (it steps in {ctx.code(first.func)}())"
             if _guarded_by_loop_variable(ctx, sched, loop):
                 continue
             reported.add(id(sched))
@@ -158,6 +160,18 @@ def scheduler_before_optimizer(ctx: FileContext) -> Iterator[Finding]:
                 f"scheduler.step() runs before optimizer.step(){where} in this loop, which skips the first "
                 "learning rate; call it after optimizer.step()",
             )
+
+
+def _exclusive(ctx: FileContext, a: cst.CSTNode, b: cst.CSTNode, loop: cst.CSTNode) -> bool:
+    """``a`` and ``b`` sit in different branches of one ``if``/``elif``/``else`` inside ``loop``:
+    they never run in the same iteration."""
+    for node in ctx.ancestors(a):
+        if node is loop:
+            return False
+        if isinstance(node, cst.If) and ctx.contains(node, b):
+            in_body = ctx.contains(node.body, a)
+            return in_body != ctx.contains(node.body, b) and (node.orelse is not None)
+    return False
 
 
 def _guarded_by_loop_variable(ctx: FileContext, call: cst.Call, loop: cst.CSTNode) -> bool:
