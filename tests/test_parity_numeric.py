@@ -163,7 +163,8 @@ def test_report_formats():
     assert data["outputs"][2] == {"name": "b", "pair": "tf~torch", "passed": False, "max_abs_err": 1.0,
                                   "max_rel_err": pytest.approx(1 / 3), "mean_abs_err": 0.5, "mismatched": 1,
                                   "total": 2, "worst_index": [1], "message": None, "atol": 1e-5, "rtol": 1e-4,
-                                  "scale": 0.0, "gating": True}
+                                  "scale": 0.0, "gating": True,
+                                  "compared": "values", "how": None, "random": None}
     root = ET.fromstring(report.to_junit())
     cases = root.findall("./testsuite/testcase")
     assert [(c.get("classname"), c.get("name")) for c in cases] == [
