@@ -288,21 +288,26 @@ class Flow:
     def origin(self, expr: cst.CSTNode | None, depth: int = 0) -> tuple[Ctx, cst.Call] | None:
         """The constructor call that built the object ``expr`` refers to, and its file: through
         names, ``self.x`` (also ``add_module``/``setattr``), attributes of project classes,
-        parameters, builder functions, ``partial`` and chains like ``Net().to(device).eval()``."""
+        parameters, builder functions, ``partial`` and chains like ``Net().to(device).eval()``.
+
+        Memoised per node (builder functions that return other builders' results would otherwise
+        be walked again for every use: exponential on timm); the memo's None entry guards recursion."""
         if expr is None or depth > 12:
             return None
+        if id(expr) not in self._origins:
+            self._origins[id(expr)] = None
+            self._origins[id(expr)] = self._origin(expr, depth)
+        return self._origins[id(expr)]
+
+    def _origin(self, expr: cst.CSTNode, depth: int) -> tuple[Ctx, cst.Call] | None:
         ctx = self.ctx
         if isinstance(expr, cst.Call):
             if method_name(expr) in OBJECT_CHAIN:
                 return self.origin(receiver(expr), depth + 1)
             return self._built_by(expr, depth)
         if isinstance(expr, cst.Param):
-            if id(expr) not in self._origins:
-                self._origins[id(expr)] = None  # guards recursion
-                given = self.arguments(expr)
-                self._origins[id(expr)] = _same_kind(
-                    [where.flow.origin(a, depth + 1) for where, a in given] if given else [])
-            return self._origins[id(expr)]
+            given = self.arguments(expr)
+            return _same_kind([where.flow.origin(a, depth + 1) for where, a in given] if given else [])
         if isinstance(expr, (cst.Name, cst.Attribute)):
             name = dotted(expr)
             found = ctx.bindings(name, expr) if name else []

@@ -195,11 +195,12 @@ def _literal_key(node: cst.Subscript) -> int | str | None:
 
 def _loss_input(ctx: FileContext, call: cst.Call) -> tuple[Loss, str, cst.BaseExpression] | None:
     qual = ctx.callee(call)
+    kind: str | None = None
     for loss in LOSSES:
         if qual == loss.functional:
             label = f"F.{loss.functional.rsplit('.', 1)[-1]}"
         else:
-            kind = ctx.kind(call.func) or ""
+            kind = (ctx.kind(call.func) or "") if kind is None else kind
             if not (kind.startswith("torch.nn.") and kind.endswith("." + loss.module)):
                 continue
             label = f"nn.{loss.module}"
