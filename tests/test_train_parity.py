@@ -391,3 +391,15 @@ def test_torch_probe_of_a_layer_returning_a_view_of_its_parameter_is_taken_befor
     assert not np.allclose(got["state"]["pos.table"], 1.0)  # the steps moved the table
     np.testing.assert_array_equal(got["layers"]["pos"], np.ones((2, 4, 3), np.float32))
     np.testing.assert_array_equal(got["outputs"][0], np.ones((2, 4, 3), np.float32))
+
+
+def test_cli_trains_on_the_api_batch_of_four_by_default(port_of):
+    """BatchNorm trains on batch statistics: the CLI's default batch is the API's 4, not forward parity's 2."""
+    source, out = port_of("cnn")
+    totals = []
+    for extra in ([], ["--batch-size", "2"]):
+        proc = tf2torch("parity", str(source), str(out), "--train", "--optimizer", SGD, "--loss", "mse",
+                        "--trust-model-py", "--format", "json", *extra)
+        assert proc.returncode == 0, proc.stderr
+        totals.append(json.loads(proc.stdout)["outputs"][0]["total"])
+    assert totals[0] == 2 * totals[1], totals

@@ -75,7 +75,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     gen = p.add_argument_group("inputs")
     gen.add_argument("--seed", type=int, default=0, help="random seed for generated inputs (default: %(default)s)")
     gen.add_argument("--iterations", type=int, default=1, help="number of random batches (default: %(default)s)")
-    gen.add_argument("--batch-size", type=int, default=2, help="size of the batch dimension (default: %(default)s)")
+    gen.add_argument("--batch-size", type=int,
+                     help="size of the batch dimension (default: 2; 4 with --train, --keras-backend or a module, "
+                          "where BatchNorm trains on the batch's statistics)")
     gen.add_argument("--dim-size", type=int, default=8,
                      help="size for other dynamic dimensions, e.g. sequence length (default: %(default)s)")
     gen.add_argument("--float-range", type=_span, metavar="LOW:HIGH",
@@ -139,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         if only and not args.train:
             raise InputError(f"{', '.join(only)} only apply with --train")
         _check_outputs(args)
+        if args.batch_size is None:  # the API's defaults: Keras' batch statistics on 2 samples are too noisy to compare
+            args.batch_size = 4 if args.train or args.keras_backend or module else 2
         if args.node_data and (args.train or args.keras_backend):
             raise InputError("--node-data colours model.pt2's graph: it applies to the forward check of a "
                              "'tf2torch convert' output, not to --train or --keras-backend")
