@@ -486,6 +486,7 @@ class Renderer:
             ctx.submodule(layer, f"{cls.name}()")
             if cls.added_loss:
                 self.added_losses.append(f"{ctx.prefix}{layer.attr}")
+        call.mask_read = True  # the masks Keras hands the layer are arguments of its forward, like its tensors
         args = [ctx.keras(v) for v in call.inputs]
         n = graph["custom"]["outputs"]
         shapes = [tuple(s) for s in graph["output_shapes"][:n]]

@@ -32,8 +32,12 @@ from migrate.tf import tf_ops
 
 #: the traced batch size and the traced sizes of dynamic axes 1, 2, ... (primes no real layer uses)
 BATCH = 9973
-DIMS = (9967, 9949, 9941, 9931, 9929)
+DIMS = (9967, 9949, 9941, 9931, 9929, 9923, 9907, 9901, 9887, 9883, 9871, 9859)
 SENTINELS = {BATCH, *DIMS}
+#: the call keyword under which the described graph lists the masks a custom layer's tensor arguments carry
+MASKS = "__masks__"
+#: a mask listed there that is also another tensor of the call: ``"same:<tensor id>"`` (not a second input)
+SAME = "same:"
 #: functions that build a tensor from Python values: recorded as graph nodes when the user's code calls them
 CREATORS = {"ops": ("arange", "ones", "zeros", "full", "eye", "tri"),
             "random": ("normal", "uniform", "truncated_normal")}
@@ -41,23 +45,63 @@ CREATORS = {"ops": ("arange", "ones", "zeros", "full", "eye", "tri"),
 
 def open_layer(layer: Any, call: dict[str, Any], arrays: dict[str, Any],
                describe: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    """The graph of ``layer.call`` on inputs shaped like the tensors of ``call`` (a node's args/kwargs)."""
+    """The graph of ``layer.call`` on inputs shaped like the tensors of ``call`` (a node's args/kwargs).
+
+    Each input's dynamic axes get sizes of their own (two sequences of independent lengths stay apart); where
+    ``call`` combines them as one size, the trace is retried with one size per axis for every input."""
+    try:
+        return _open(layer, call, arrays, describe, own_sizes=True)
+    except ConversionError:
+        if not _has_dynamic_pair(call):
+            raise
+        return _open(layer, call, arrays, describe, own_sizes=False)
+
+
+def _has_dynamic_pair(call: dict[str, Any]) -> bool:
+    """Two tensor inputs with a dynamic axis (so the per-input sizes may differ from a shared size)."""
+    found = [r for r in tensor_refs([call["args"], call["kwargs"]]) if any(d is None for d in (r["shape"] or [])[1:])]
+    return len(found) > 1
+
+
+def tensor_refs(value: Any) -> Iterator[dict[str, Any]]:
+    """The tensor references in a described call's (nested) arguments, in order."""
+    if isinstance(value, dict) and "tensor" in value:
+        yield value
+    elif isinstance(value, (list, dict)):
+        for v in value.values() if isinstance(value, dict) else value:
+            yield from tensor_refs(v)
+
+
+def _open(layer: Any, call: dict[str, Any], arrays: dict[str, Any], describe: Callable[..., dict[str, Any]],
+          own_sizes: bool) -> dict[str, Any]:
     import keras
 
     names = _arg_names(layer)
     inputs: list[Any] = []
     taken: set[str] = set()
     dims: dict[int, list[Any]] = {}
+    by_ref: dict[str, Any] = {}
+    pool = iter(DIMS)
+    first_sizes: list[list[int]] = []
 
-    def symbolic(value: Any, name: str) -> Any:
+    def symbolic(value: Any, name: str, like: list[int] | None = None) -> Any:
+        if isinstance(value, str) and value.startswith(SAME):  # a mask that is another input of the call
+            return by_ref[value[len(SAME):]]
         if isinstance(value, dict) and "tensor" in value:
-            shape = [d if d is not None else (BATCH if i == 0 else DIMS[i - 1]) for i, d in enumerate(value["shape"])]
+            if like is not None:  # a mask: the sizes of the tensor it masks
+                shape = [d if d is not None else like[i] for i, d in enumerate(value["shape"])]
+            elif own_sizes:
+                shape = [d if d is not None else (BATCH if i == 0 else next(pool)) for i, d in enumerate(value["shape"])]
+            else:
+                shape = [d if d is not None else (BATCH if i == 0 else DIMS[i - 1]) for i, d in enumerate(value["shape"])]
             unique = _unique(name, taken)
             tensor = keras.Input(batch_shape=shape, dtype=value["dtype"], name=unique)
             for axis, d in enumerate(value["shape"]):
                 if d is None:
                     dims.setdefault(shape[axis], [unique, axis])
             inputs.append(tensor)
+            by_ref.setdefault(value["tensor"], tensor)
+            first_sizes.append(shape)
             return tensor
         if isinstance(value, list):
             return [symbolic(v, f"{name}_{i}") for i, v in enumerate(value)]
@@ -66,7 +110,10 @@ def open_layer(layer: Any, call: dict[str, Any], arrays: dict[str, Any],
         return value
 
     args = [symbolic(a, names[i] if i < len(names) else f"arg{i}") for i, a in enumerate(call["args"])]
-    kwargs = {k: symbolic(v, k) for k, v in call["kwargs"].items() if k != "training"}
+    first = first_sizes[0] if first_sizes else None
+    kwargs = {k: symbolic(v, k, like=first if k == "mask" and isinstance(v, dict) else None)
+              for k, v in call["kwargs"].items() if k not in ("training", MASKS)}
+    _attach_masks(args, call["kwargs"].get(MASKS), symbolic)
     if "training" in inspect.signature(layer.call).parameters:
         kwargs["training"] = False
     if not inputs:
@@ -118,6 +165,29 @@ def open_layer(layer: Any, call: dict[str, Any], arrays: dict[str, Any],
         if train["custom"]["operations"] != graph["custom"]["operations"]:
             graph["custom"]["train_graph"] = train
     return graph
+
+
+def _attach_masks(args: list[Any], masks: list[Any] | None, symbolic: Callable[..., Any]) -> None:
+    """The Keras masks the call's tensors carry (``x._keras_mask``: a ``compute_mask`` upstream, or masking
+    passed through by ``supports_masking`` layers) ride on the symbolic inputs too, so sublayers that read
+    them (MultiHeadAttention's query/value/key masks) record them as in a real forward pass. Each is an input
+    of the opened graph named after the tensor (``inputs_mask``), or the ``mask`` argument where it is that."""
+    import keras
+
+    tensors = [t for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor)]
+    for tensor, ref in zip(tensors, masks or []):
+        if ref is not None:
+            tensor._keras_mask = symbolic(ref, f"{tensor.name}_mask", like=list(tensor.shape))
+
+
+def mask_refs(node: Any, ref: Callable[[Any], Any]) -> list[Any] | None:
+    """Per tensor of a call node's positional arguments, the mask it carries (``ref`` of the mask tensor), or
+    None where no argument carries one."""
+    import keras
+
+    tensors = [t for t in keras.tree.flatten(node.arguments.args) if isinstance(t, keras.KerasTensor)]
+    masks = [getattr(t, "_keras_mask", None) for t in tensors]
+    return [None if m is None else ref(m) for m in masks] if any(m is not None for m in masks) else None
 
 
 def _arg_names(layer: Any) -> list[str]:
@@ -196,7 +266,9 @@ def _capture_losses(layer: Any, found: list[Any]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _lenient_symbolic_calls() -> Iterator[None]:
-    """A sublayer called on symbolic tensors computes its output with ``compute_output_spec``; a subclass that
+    """Sublayer calls while a ``call`` is traced: the masks their tensors carry become explicit keywords
+    (:func:`_explicit_masks`). A sublayer called on symbolic tensors computes its output with
+    ``compute_output_spec``; a subclass that
     adds keywords to its base's ``call`` (keras-hub's ``CachedMultiHeadAttention(..., cache=None)``) inherits
     a spec method that does not take them. Keywords passed as None that it does not take are left out there
     (the node still records the call as written); in a real forward pass Keras never calls it this way."""
@@ -213,11 +285,39 @@ def _lenient_symbolic_calls() -> Iterator[None]:
             kwargs = {k: v for k, v in kwargs.items() if v is not None or k in params}
         return original(self, *args, **kwargs)
 
+    def call_with_masks(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return layer_call(self, *args, **_explicit_masks(self, args, kwargs))
+
+    layer_call = Layer.__call__
     Layer.symbolic_call = symbolic_call
+    Layer.__call__ = call_with_masks
     try:
         yield
     finally:
         Layer.symbolic_call = original
+        Layer.__call__ = layer_call
+
+
+def _explicit_masks(layer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The masks a sublayer takes off its tensors in a real forward pass (``query._keras_mask`` as
+    MultiHeadAttention's ``query_mask``; ``x._keras_mask`` as ``mask`` for a one-tensor call) passed as the
+    keywords they become, so the traced graph records them; Keras' symbolic call leaves them out."""
+    from keras.src.backend import get_keras_mask
+    from keras.src.backend.common.keras_tensor import KerasTensor
+
+    try:
+        signature = inspect.signature(layer.call)
+        bound = signature.bind_partial(*args, **kwargs).arguments
+    except (TypeError, ValueError):
+        return kwargs
+    tensors = {k: v for k, v in bound.items() if isinstance(v, KerasTensor)}
+    out = dict(kwargs)
+    for name, tensor in tensors.items():
+        mask = get_keras_mask(tensor)
+        key = "mask" if len(tensors) == 1 and "mask" in signature.parameters else f"{name}_mask"
+        if mask is not None and key in signature.parameters and bound.get(key) is None:
+            out[key] = mask
+    return out
 
 
 class Creation:

@@ -195,7 +195,11 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
     """The layer graph of a Functional or Sequential model (nested models recursively); ``attrs`` names the
     layers of an opened custom layer by the attribute that holds them (``self.att``)."""
     functional = getattr(model, "_functional", None) or model
+    outputs = list(getattr(functional, "outputs", None) or [])
+    functional, masks = _with_masks(functional)
     config = graph_config(functional)
+    if masks and isinstance(config.get("output_layers"), list):
+        config["output_layers"] = config["output_layers"][:len(outputs)]  # the masks were extra outputs
     if "layers" not in config or "input_layers" not in config:
         raise ConversionError(f"model {model.name!r} is a subclassed {type(model).__name__} whose call() is Python "
                           "code, so it has no layer graph to port; use 'tf2torch convert' for an inference "
@@ -222,6 +226,8 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
         elif custom_layer(layer) and entry["registered_name"] not in EMITTED:
             from migrate.tf.keras_open import open_layer
 
+            for call, refs in zip(entry["calls"], masks.get(id(layer), [])):
+                _add_masks(call, refs)
             entry["open"] = open_layer(layer, entry["calls"][0], arrays, describe_model)  # one class, every call
             entry["weights"] = _weights(layer, arrays)  # for an emitter the user registers for the class
         else:
@@ -230,7 +236,83 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
     _fill_shapes(functional, layers)
     return {"name": model.name, "class_name": type(model).__name__, "layers": layers,
             "inputs": _endpoints(config["input_layers"]), "outputs": _endpoints(config["output_layers"]),
-            "output_shapes": [[None if d is None else int(d) for d in t.shape] for t in functional.outputs]}
+            "output_shapes": [[None if d is None else int(d) for d in t.shape] for t in outputs or functional.outputs]}
+
+
+def _with_masks(functional: Any) -> tuple[Any, dict[int, list[list[Any] | None]]]:
+    """The Keras masks that the tensor arguments of each custom layer's calls carry (``_keras_mask``, which
+    Keras hands to sublayers inside ``call``), as tensor ids of the graph: ``id(layer)`` -> per call, one
+    entry per tensor argument (None: no mask). A mask no layer of the graph consumes (the decoder's
+    ``compute_mask`` when its ``call`` takes two tensors) is not in the graph's config; the model is then
+    rebuilt with those masks as extra outputs, so the ops that compute them are described too."""
+    from migrate.tf.keras_open import mask_refs
+
+    nodes = [n for depth in getattr(functional, "_nodes_by_depth", {}).values() for n in depth]
+    if not nodes or not all(hasattr(n, "arguments") for n in nodes):
+        return functional, {}
+    custom = [n for n in nodes if isinstance(n.operation, _layer_type()) and custom_layer(n.operation)
+              and (n.operation.registered_name if hasattr(n.operation, "registered_name") else None) not in EMITTED]
+    found = [m for n in custom for m in _flat_masks(n)]
+    if not found:
+        return functional, {}
+    known = {id(op) for op in functional.operations}
+    missing = [m for m in found if id(m._keras_history[0]) not in known]
+    if missing and not isinstance(getattr(functional, "_outputs_struct", None), dict):
+        import keras
+
+        outputs = keras.tree.flatten(functional._outputs_struct)
+        unique = list({id(m): m for m in missing}.values())
+        names = {op.name for op in functional.operations}
+        for mask in unique:  # an op Keras named like one in the graph (a second ``not_equal``) gets its own name
+            op = mask._keras_history[0]
+            base, n = op.name, 1
+            while op.name in names:
+                op.name, n = f"{base}_mask{n}", n + 1
+            names.add(op.name)
+        functional = keras.Model(functional._inputs_struct, [*outputs, *unique], name=functional.name)
+        nodes = [n for depth in functional._nodes_by_depth.values() for n in depth]
+    node_ids = {id(n) for n in nodes}
+
+    def ref(mask: Any) -> Any:
+        op, index, k = mask._keras_history
+        kept = [i for i, n in enumerate(op._inbound_nodes) if id(n) in node_ids]
+        return {"tensor": f"{op.name}:{kept.index(index) if index in kept else index}:{k}",
+                "shape": [None if d is None else int(d) for d in mask.shape], "dtype": str(mask.dtype)}
+
+    by_layer: dict[int, list[list[Any] | None]] = {}
+    for layer in {id(n.operation): n.operation for n in custom}.values():
+        calls = [n for n in layer._inbound_nodes if id(n) in node_ids]
+        by_layer[id(layer)] = [mask_refs(n, ref) for n in calls]
+    return functional, by_layer
+
+
+def _layer_type() -> Any:
+    import keras
+
+    return keras.layers.Layer
+
+
+def _flat_masks(node: Any) -> list[Any]:
+    import keras
+
+    tensors = [t for t in keras.tree.flatten(node.arguments.args) if isinstance(t, keras.KerasTensor)]
+    return [m for m in (getattr(t, "_keras_mask", None) for t in tensors) if m is not None]
+
+
+def _add_masks(call: dict[str, Any], refs: list[Any] | None) -> None:
+    """List the masks of a call's tensor arguments under ``__masks__`` (the last keyword, so the port passes
+    them after the call's own tensors); one that is already a tensor of the call is ``"same:<id>"``."""
+    from migrate.tf.keras_open import MASKS, SAME, tensor_refs
+
+    if not refs:
+        return
+    present = {r["tensor"] for r in tensor_refs([call["args"], call["kwargs"]])}
+    listed: list[Any] = []
+    for r in refs:
+        listed.append(SAME + r["tensor"] if r is not None and r["tensor"] in present else r)
+        if r is not None:
+            present.add(r["tensor"])
+    call["kwargs"][MASKS] = listed
 
 
 def _fill_shapes(functional: Any, layers: list[dict[str, Any]]) -> None:

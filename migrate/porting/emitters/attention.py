@@ -60,11 +60,31 @@ def multi_head_attention(layer: Layer, call: Call, ctx: Any) -> Out:
     args = [ctx.keras(query), ctx.keras(value)]
     if key is not None:
         args.append(f"key={ctx.keras(key)}")
-    if isinstance(mask, Value):
-        args.append(f"mask={ctx.keras(mask)}")
+    mask = _combined_mask(call, ctx)
+    if mask is not None:
+        args.append(f"mask={mask}")
     if call.kwargs.get("use_causal_mask"):
         args.append("causal=True")
     return Out(f"{mod}({', '.join(args)})")
+
+
+def _combined_mask(call: Call, ctx: Any) -> str | None:
+    """Keras' attention mask: ``attention_mask`` and the query (N, T), value and key (N, S) masks it hands
+    the layer (``query._keras_mask``...), each as bool, and-ed as ``_compute_attention_mask`` does."""
+    call.mask_read = True
+
+    def as_bool(value: Value) -> str:
+        return ctx.keras(value) if value.dtype == "bool" else f"{ctx.keras(value)}.bool()"
+
+    parts: list[str] = []
+    for name, index in (("query_mask", "[:, :, None]"), ("value_mask", "[:, None, :]"), ("key_mask", "[:, None, :]")):
+        value = call.kwargs.get(name)
+        if isinstance(value, Value) and f"{as_bool(value)}{index}" not in parts:  # key's mask is often value's
+            parts.append(f"{as_bool(value)}{index}")
+    mask = call.kwargs.get("attention_mask")
+    if isinstance(mask, Value):
+        parts.insert(0, as_bool(mask) if parts else ctx.keras(mask))
+    return " & ".join(parts) if parts else None
 
 
 @emitter("keras_hub>CachedMultiHeadAttention")
