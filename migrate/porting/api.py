@@ -187,6 +187,8 @@ def _io_manifest(graph: dict[str, Any], renderer: Any, keep_layout: bool) -> tup
     for out, activation in zip(outs, renderer.output_activations()):
         if activation:
             out["activation"] = activation  # train.py takes a probability cross-entropy from the logits
+    if renderer.output_mask:
+        outs[0]["masked"] = True  # forward sets model.output_mask; train.py averages the loss over its steps
     return ins, outs
 
 

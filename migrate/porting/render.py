@@ -224,6 +224,7 @@ class Renderer:
         self.added_losses: list[str] = []  # submodules whose forward sets added_loss (Keras add_loss)
         self.local = 0  # > 0 while rendering inside a custom layer: names lose Keras' global _N suffixes
         self.notes: list[str] = []  # one-line warnings for the user (augmentation layers left to the data)
+        self.output_mask = False  # the top class's forward sets self.output_mask (Keras' mask of its output)
         graph = _unwrapped(graph)
         default = graph["custom"]["class"] if "custom" in graph else class_name_for(graph["name"])
         self.top = self.render_class(graph, class_name or default, prefix="", top=True)
@@ -304,6 +305,11 @@ class Renderer:
             ctx.line(f"self.added_loss = {' + '.join(terms)}  # add_loss in {custom['class']}.call")
             cls.added_loss = True
             outputs = outputs[:custom["outputs"]]
+        masks = graph.get("output_masks") or []
+        if top and len(outputs) == 1 and masks and masks[0] is not None and masks[0]["tensor"] in values:
+            ctx.line(f"self.output_mask = {values[masks[0]['tensor']].var}  # Keras' mask of the output: "
+                     "the loss averages over the steps it keeps")
+            self.output_mask = True
         for tensor in outputs:
             value = values[tensor]
             channels_first = self._channels_first(value) and not (self.keep_layout and top) and not custom

@@ -41,7 +41,9 @@ def _loss_body(config: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
     if len(outs) == 1:
         loss = by_output[outs[0]["tf_name"]]
         expr = render(loss, "outputs", "targets", _class_last(outs[0]), outs[0].get("activation"))
-        return [f"    return {_weighted(loss['weight'], expr)}"]
+        masked = ["    if mask is not None:  # Keras' output mask (padding): the loss averages over the steps it keeps",
+                  "        outputs, targets = outputs[mask], targets[mask]"] if outs[0].get("masked") else []
+        return [*masked, f"    return {_weighted(loss['weight'], expr)}"]
     preds, targets = _names(outs, "output"), [f"{n}_target" for n in _names(outs, "output")]
     terms = [_weighted(by_output[s["tf_name"]]["weight"], render(by_output[s["tf_name"]], p, t, _class_last(s),
                                                                  s.get("activation")))
@@ -175,14 +177,17 @@ def render(config: dict[str, Any], manifest: dict[str, Any]) -> str:
         lines += ["", "", "def make_scheduler(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:",
                   '    """Keras\' learning-rate schedule, stepped once per batch like Keras\' optimizer.iterations."""',
                   f"    return {opt.schedule}"]
-    lines += ["", "", "def compute_loss(outputs: Any, targets: Any) -> torch.Tensor:",
+    masked = any(out.get("masked") for out in manifest["outputs"])
+    mask_arg = ", mask: torch.Tensor | None = None" if masked else ""
+    lines += ["", "", f"def compute_loss(outputs: Any, targets: Any{mask_arg}) -> torch.Tensor:",
               '    """Keras\' compiled loss, averaged like Keras\' sum_over_batch_size."""', *_loss_body(config, manifest)]
     lines += regularization
     if opt.clip:
         lines += ["", "", "def clip_gradients(model: torch.nn.Module) -> None:",
                   '    """Keras clips gradients before the update (clipnorm, global_clipnorm or clipvalue)."""',
                   *[f"    {line}" for line in opt.clip]]
-    total = "compute_loss(outputs, targets)" + (" + regularization(model)" if regularization else "")
+    total = ("compute_loss(outputs, targets, model.output_mask)" if masked else "compute_loss(outputs, targets)") + (
+        " + regularization(model)" if regularization else "")
     lines += ["", "", ("def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: tuple, "
                       "targets: Any) -> float:"),
               '    """One optimizer step on one batch; returns the loss."""',
@@ -223,7 +228,8 @@ def render(config: dict[str, Any], manifest: dict[str, Any]) -> str:
               "    with torch.no_grad():",
               "        inputs, targets = synthetic_batch(args.batch_size)",
               "        outputs = model(*inputs)",
-              '        print(f"eval loss {compute_loss(outputs, targets).item():.4f}")',
+              (f'        print(f"eval loss {{compute_loss(outputs, targets{", model.output_mask" if masked else ""})'
+               '.item():.4f}")'),
               *_accuracy(config, manifest),
               "", "", 'if __name__ == "__main__":', "    main()", ""]
     return "\n".join(lines)

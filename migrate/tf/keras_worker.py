@@ -196,9 +196,10 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
     layers of an opened custom layer by the attribute that holds them (``self.att``)."""
     functional = getattr(model, "_functional", None) or model
     outputs = list(getattr(functional, "outputs", None) or [])
-    functional, masks = _with_masks(functional)
+    original = functional
+    functional, masks, output_masks = _with_masks(functional)
     config = graph_config(functional)
-    if masks and isinstance(config.get("output_layers"), list):
+    if functional is not original:
         config["output_layers"] = config["output_layers"][:len(outputs)]  # the masks were extra outputs
     if "layers" not in config or "input_layers" not in config:
         raise ConversionError(f"model {model.name!r} is a subclassed {type(model).__name__} whose call() is Python "
@@ -236,25 +237,29 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
     _fill_shapes(functional, layers)
     return {"name": model.name, "class_name": type(model).__name__, "layers": layers,
             "inputs": _endpoints(config["input_layers"]), "outputs": _endpoints(config["output_layers"]),
-            "output_shapes": [[None if d is None else int(d) for d in t.shape] for t in outputs or functional.outputs]}
+            "output_shapes": [[None if d is None else int(d) for d in t.shape] for t in outputs or functional.outputs],
+            **({"output_masks": output_masks} if output_masks else {})}
 
 
-def _with_masks(functional: Any) -> tuple[Any, dict[int, list[list[Any] | None]]]:
+def _with_masks(functional: Any) -> tuple[Any, dict[int, list[list[Any] | None]], list[Any] | None]:
     """The Keras masks that the tensor arguments of each custom layer's calls carry (``_keras_mask``, which
     Keras hands to sublayers inside ``call``), as tensor ids of the graph: ``id(layer)`` -> per call, one
-    entry per tensor argument (None: no mask). A mask no layer of the graph consumes (the decoder's
+    entry per tensor argument (None: no mask); and the masks of the model's outputs (Keras' compiled loss
+    averages over the steps they keep), or None. A mask no layer of the graph consumes (the decoder's
     ``compute_mask`` when its ``call`` takes two tensors) is not in the graph's config; the model is then
     rebuilt with those masks as extra outputs, so the ops that compute them are described too."""
     from migrate.tf.keras_open import mask_refs
 
     nodes = [n for depth in getattr(functional, "_nodes_by_depth", {}).values() for n in depth]
     if not nodes or not all(hasattr(n, "arguments") for n in nodes):
-        return functional, {}
+        return functional, {}, None
     custom = [n for n in nodes if isinstance(n.operation, _layer_type()) and custom_layer(n.operation)
               and (n.operation.registered_name if hasattr(n.operation, "registered_name") else None) not in EMITTED]
     found = [m for n in custom for m in _flat_masks(n)]
     if not found:
-        return functional, {}
+        return functional, {}, None
+    ends = [getattr(t, "_keras_mask", None) for t in functional.outputs]
+    found += [m for m in ends if m is not None]
     known = {id(op) for op in functional.operations}
     missing = [m for m in found if id(m._keras_history[0]) not in known]
     if missing and not isinstance(getattr(functional, "_outputs_struct", None), dict):
@@ -283,7 +288,7 @@ def _with_masks(functional: Any) -> tuple[Any, dict[int, list[list[Any] | None]]
     for layer in {id(n.operation): n.operation for n in custom}.values():
         calls = [n for n in layer._inbound_nodes if id(n) in node_ids]
         by_layer[id(layer)] = [mask_refs(n, ref) for n in calls]
-    return functional, by_layer
+    return functional, by_layer, [None if m is None else ref(m) for m in ends] if any(m is not None for m in ends) else None
 
 
 def _layer_type() -> Any:

@@ -296,7 +296,8 @@ def _run_torch(module: Any, train: Any, manifest: dict[str, Any], answer: dict[s
     for step in range(steps):
         optimizer.zero_grad()
         outputs = module(*inputs)
-        data = train.compute_loss(outputs, targets)
+        mask = getattr(module, "output_mask", None)  # Keras averages the loss over the steps its output mask keeps
+        data = train.compute_loss(outputs, targets) if mask is None else train.compute_loss(outputs, targets, mask)
         reg = train.regularization(module) if hasattr(train, "regularization") else torch.zeros(())
         (data + reg).backward()
         if step == 0:
