@@ -1,0 +1,145 @@
+"""``tf2torch port`` on the Keras seq2seq Transformer (English-to-Spanish example): masks from a custom layer's
+``compute_mask``, handed to custom layers that ``supports_masking``, the decoder's causal mask built from
+``ops.shape`` at run time, and two token inputs of independent dynamic lengths.
+
+``port_seq2seq`` writes ``get_config`` for its layers as the example does; ``port_seq2seq_noconfig`` is the same
+model whose layers define none. Both are ported once through the CLI and checked against Keras.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import assert_close
+from tests.test_port import run_module
+from tests.test_port_custom import _module, keras_predict, tf2torch
+
+FIXTURES = ["port_seq2seq", "port_seq2seq_noconfig"]
+CLASSES = ["PositionalEmbedding", "TransformerEncoder", "TransformerDecoder"]
+VOCABULARY = 40  # the fixtures' vocab_size
+#: (batch, encoder length, decoder length): batch 1 and 3, two lengths for each dynamic axis, never equal
+CASES = [(1, 7, 4), (3, 7, 4), (1, 5, 9), (3, 5, 9)]
+
+
+@pytest.fixture(scope="module")
+def ported(tmp_path_factory, fixture_model):
+    """``ported(name)`` -> (model.keras, OUT): ported once through the CLI with the fixture's module."""
+    done = {}
+
+    def get(name: str) -> tuple[Path, Path]:
+        if name not in done:
+            source = fixture_model(name) / "model.keras"
+            out = tmp_path_factory.mktemp("port") / name
+            proc = tf2torch("port", str(source), "-o", str(out), "-q", "--custom-objects", _module(name))
+            assert proc.returncode == 0, proc.stderr
+            done[name] = (source, out)
+        return done[name]
+
+    return get
+
+
+def padded_tokens(rng: np.random.Generator, batch: int, length: int, row_pads: tuple[int, ...]) -> np.ndarray:
+    """Token ids in [1, VOCABULARY) with each row's last ``row_pads[row % len]`` steps set to 0 (padding)."""
+    ids = rng.integers(1, VOCABULARY, (batch, length)).astype("int64")
+    for row in range(batch):
+        pad = row_pads[row % len(row_pads)]
+        if pad:
+            ids[row, -pad:] = 0
+    return ids
+
+
+def feeds_for(batch: int, enc: int, dec: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"encoder_inputs": padded_tokens(rng, batch, enc, (2, 0, 3)),
+            "decoder_inputs": padded_tokens(rng, batch, dec, (1, 3, 0))}
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_eval_matches_keras_two_independent_lengths(ported, name, tmp_path):
+    """Keras ``model(x, training=False)`` vs the port at batch 1 and 3, encoder lengths 7 and 5, decoder lengths
+    4 and 9 (each with padding at the end of some rows): every position, padded ones included."""
+    import migrate
+
+    source, out = ported(name)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["tf_shape"] for s in manifest["inputs"]] == [[None, None], [None, None]]
+    module = migrate.load_port(out)
+    batches = [feeds_for(b, e, d, seed=40 + i) for i, (b, e, d) in enumerate(CASES)]
+    for (batch, enc, dec), feeds, want in zip(CASES, batches, keras_predict(source, name, batches, tmp_path)):
+        got = run_module(module, manifest, feeds)
+        for key, expected in want.items():
+            assert expected.shape == (batch, dec, VOCABULARY)
+            assert np.isfinite(got[key]).all()
+            assert_close(got[key], expected, what=f"{name} {key} batch {batch} lengths {enc}/{dec}")
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_model_py_reads_like_the_keras_classes(ported, name):
+    """One class per Keras class with Keras' attribute names; the masks are forward arguments; the causal mask
+    follows the decoder input's shape (no traced size in the text); imports only torch; ruff-clean."""
+    _, out = ported(name)
+    text = (out / "model.py").read_text()
+    imports = {alias.name.split(".")[0] for node in ast.walk(ast.parse(text))
+               if isinstance(node, (ast.Import, ast.ImportFrom))
+               for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+    assert imports == {"torch"}, imports
+    for cls in CLASSES:
+        assert text.count(f"class {cls}(nn.Module):") == 1, (cls, text)
+        assert f"class {cls}2(" not in text
+    for line in ("self.token_embeddings = nn.Embedding(40, 16)", "self.position_embeddings = nn.Embedding(16, 16)",
+                 "self.attention_1 = KerasMultiHeadAttention(", "self.layernorm_3 = nn.LayerNorm(16",
+                 "self.dense_proj = DenseProj()",
+                 "def forward(self, inputs: torch.Tensor, mask: torch.Tensor, inputs_mask: torch.Tensor):",
+                 ("def forward(self, inputs: torch.Tensor, encoder_outputs: torch.Tensor, inputs_mask: torch.Tensor, "
+                  "encoder_outputs_mask: torch.Tensor):"),
+                 "torch.arange(0, inputs.shape[1], device=inputs.device)",
+                 ".reshape((1, inputs.shape[1], inputs.shape[1]))", ".repeat((inputs.shape[0], 1, 1))",
+                 "encoder_inputs_mask = encoder_inputs != 0", "decoder_inputs_mask = decoder_inputs != 0",
+                 "mask=encoder_outputs_mask[:, None, :])",
+                 "self.output_mask = decoder_inputs_mask"):
+        assert line in text, (line, text)
+    assert not any(str(size) in text for size in (9973, 9967, 9949))  # no traced sentinel size
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", str(out / "model.py")],
+                          capture_output=True, text=True, check=False)
+    if "No module named ruff" not in proc.stderr:
+        assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_parity_train_three_steps(ported, optimizer):
+    """3 steps of ``parity --train`` with the compiled sparse cross-entropy, which Keras averages over the
+    output mask's steps (the decoder's padding): train.py's compute_loss takes ``model.output_mask``."""
+    source, out = ported("port_seq2seq")
+    proc = tf2torch("parity", str(source), str(out), "--train", "--trust-model-py", "--steps", "3", "--optimizer",
+                    optimizer, "--format", "json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    loss = json.loads(proc.stdout)["train"]["loss"]
+    assert loss["passed"] and abs(loss["keras"] - loss["torch"]) <= 1e-5 * max(1.0, abs(loss["keras"]))
+
+
+def test_short_fine_tune_lowers_the_loss(ported):
+    """train.py's own train_step, 15 steps on one padded batch: the masked loss goes down."""
+    import migrate
+
+    _, out = ported("port_seq2seq")
+    spec = importlib.util.spec_from_file_location("train_port_seq2seq", out / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    model = migrate.load_port(out)
+    optimizer = train.make_optimizer(model)
+    feeds = feeds_for(4, 6, 5, seed=7)
+    inputs = (torch.from_numpy(feeds["encoder_inputs"]), torch.from_numpy(feeds["decoder_inputs"]))
+    targets = torch.from_numpy(np.random.default_rng(8).integers(0, VOCABULARY, (4, 5)))
+    losses = [train.train_step(model, optimizer, inputs, targets) for _ in range(15)]
+    assert losses[-1] < losses[0], losses
+    assert model.output_mask.tolist() == (inputs[1] != 0).tolist()
