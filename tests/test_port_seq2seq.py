@@ -98,7 +98,7 @@ def test_model_py_reads_like_the_keras_classes(ported, name):
     for line in ("self.token_embeddings = nn.Embedding(40, 16)", "self.position_embeddings = nn.Embedding(16, 16)",
                  "self.attention_1 = KerasMultiHeadAttention(", "self.layernorm_3 = nn.LayerNorm(16",
                  "self.dense_proj = DenseProj()",
-                 "def forward(self, inputs: torch.Tensor, mask: torch.Tensor, inputs_mask: torch.Tensor):",
+                 "def forward(self, inputs: torch.Tensor, mask: torch.Tensor):",
                  ("def forward(self, inputs: torch.Tensor, encoder_outputs: torch.Tensor, inputs_mask: torch.Tensor, "
                   "encoder_outputs_mask: torch.Tensor):"),
                  "torch.arange(0, inputs.shape[1], device=inputs.device)",

@@ -180,16 +180,6 @@ def _attach_masks(args: list[Any], masks: list[Any] | None, symbolic: Callable[.
             tensor._keras_mask = symbolic(ref, f"{tensor.name}_mask", like=list(tensor.shape))
 
 
-def mask_refs(node: Any, ref: Callable[[Any], Any]) -> list[Any] | None:
-    """Per tensor of a call node's positional arguments, the mask it carries (``ref`` of the mask tensor), or
-    None where no argument carries one."""
-    import keras
-
-    tensors = [t for t in keras.tree.flatten(node.arguments.args) if isinstance(t, keras.KerasTensor)]
-    masks = [getattr(t, "_keras_mask", None) for t in tensors]
-    return [None if m is None else ref(m) for m in masks] if any(m is not None for m in masks) else None
-
-
 def _arg_names(layer: Any) -> list[str]:
     params = inspect.signature(layer.call).parameters.values()
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]

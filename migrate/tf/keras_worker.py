@@ -248,14 +248,12 @@ def _with_masks(functional: Any) -> tuple[Any, dict[int, list[list[Any] | None]]
     averages over the steps they keep), or None. A mask no layer of the graph consumes (the decoder's
     ``compute_mask`` when its ``call`` takes two tensors) is not in the graph's config; the model is then
     rebuilt with those masks as extra outputs, so the ops that compute them are described too."""
-    from migrate.tf.keras_open import mask_refs
-
     nodes = [n for depth in getattr(functional, "_nodes_by_depth", {}).values() for n in depth]
     if not nodes or not all(hasattr(n, "arguments") for n in nodes):
         return functional, {}, None
     custom = [n for n in nodes if isinstance(n.operation, _layer_type()) and custom_layer(n.operation)
               and (n.operation.registered_name if hasattr(n.operation, "registered_name") else None) not in EMITTED]
-    found = [m for n in custom for m in _flat_masks(n)]
+    found = [m for n in custom for m in _arg_masks(n) if m is not None]
     if not found:
         return functional, {}, None
     ends = [getattr(t, "_keras_mask", None) for t in functional.outputs]
@@ -287,7 +285,8 @@ def _with_masks(functional: Any) -> tuple[Any, dict[int, list[list[Any] | None]]
     by_layer: dict[int, list[list[Any] | None]] = {}
     for layer in {id(n.operation): n.operation for n in custom}.values():
         calls = [n for n in layer._inbound_nodes if id(n) in node_ids]
-        by_layer[id(layer)] = [mask_refs(n, ref) for n in calls]
+        by_layer[id(layer)] = [[None if m is None else ref(m) for m in _arg_masks(n)]
+                               if any(m is not None for m in _arg_masks(n)) else None for n in calls]
     return functional, by_layer, [None if m is None else ref(m) for m in ends] if any(m is not None for m in ends) else None
 
 
@@ -297,11 +296,49 @@ def _layer_type() -> Any:
     return keras.layers.Layer
 
 
-def _flat_masks(node: Any) -> list[Any]:
+def _arg_masks(node: Any) -> list[Any]:
+    """Per tensor of a call node's positional arguments, the mask it carries (None where it has none). A
+    one-tensor call that also names its ``mask`` (Keras filled it in from that tensor when the model was built)
+    gets that tensor where the two are the same op on the same inputs (loading a model computes them twice)."""
     import keras
 
     tensors = [t for t in keras.tree.flatten(node.arguments.args) if isinstance(t, keras.KerasTensor)]
-    return [m for m in (getattr(t, "_keras_mask", None) for t in tensors) if m is not None]
+    masks = [getattr(t, "_keras_mask", None) for t in tensors]
+    named = node.arguments.kwargs.get("mask")
+    if len(masks) == 1 and isinstance(named, keras.KerasTensor) and masks[0] is not None and _same_op(masks[0], named):
+        masks = [named]
+    return masks
+
+
+def _same_op(a: Any, b: Any) -> bool:
+    """Two tensors computed by the same kind of operation, with the same configuration, from the same inputs."""
+    (op_a, node_a, _), (op_b, node_b, _) = a._keras_history, b._keras_history
+    if a is b or (op_a is op_b and node_a == node_b):
+        return True
+    if type(op_a) is not type(op_b) or not hasattr(op_a, "get_config"):
+        return False
+    try:
+        config_a, config_b = dict(op_a.get_config()), dict(op_b.get_config())
+    except NotImplementedError:
+        return False
+    config_a.pop("name", None), config_b.pop("name", None)
+    args_a, args_b = op_a._inbound_nodes[node_a].arguments, op_b._inbound_nodes[node_b].arguments
+    return config_a == config_b and _same_args((args_a.args, args_a.kwargs), (args_b.args, args_b.kwargs))
+
+
+def _same_args(a: Any, b: Any) -> bool:
+    import keras
+
+    if isinstance(a, keras.KerasTensor) or isinstance(b, keras.KerasTensor):
+        return a is b
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_args(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_args(a[k], b[k]) for k in a)
+    try:
+        return bool(a == b)
+    except Exception:  # an array or tensor argument: not compared, so not the same
+        return False
 
 
 def _add_masks(call: dict[str, Any], refs: list[Any] | None) -> None:
