@@ -70,8 +70,9 @@ def multi_head_attention(layer: Layer, call: Call, ctx: Any) -> Out:
 
 def _combined_mask(call: Call, ctx: Any) -> str | None:
     """Keras' attention mask: ``attention_mask`` and the query (N, T), value and key (N, S) masks it hands
-    the layer (``query._keras_mask``...), each as bool, and-ed as ``_compute_attention_mask`` does."""
-    call.mask_read = True
+    the layer (``query._keras_mask``...), each as bool, and-ed as ``_compute_attention_mask`` does. Those masks
+    are keywords of the call where a custom layer's ``call`` was traced; in a Functional graph Keras records
+    none, and the renderer refuses a masked input whose mask no emitter read."""
 
     def as_bool(value: Value) -> str:
         return ctx.keras(value) if value.dtype == "bool" else f"{ctx.keras(value)}.bool()"
@@ -79,8 +80,10 @@ def _combined_mask(call: Call, ctx: Any) -> str | None:
     parts: list[str] = []
     for name, index in (("query_mask", "[:, :, None]"), ("value_mask", "[:, None, :]"), ("key_mask", "[:, None, :]")):
         value = call.kwargs.get(name)
-        if isinstance(value, Value) and f"{as_bool(value)}{index}" not in parts:  # key's mask is often value's
-            parts.append(f"{as_bool(value)}{index}")
+        if isinstance(value, Value):
+            call.mask_read = True
+            if f"{as_bool(value)}{index}" not in parts:  # key's mask is often value's
+                parts.append(f"{as_bool(value)}{index}")
     mask = call.kwargs.get("attention_mask")
     if isinstance(mask, Value):
         parts.insert(0, as_bool(mask) if parts else ctx.keras(mask))
