@@ -91,7 +91,8 @@ def _open(layer: Any, call: dict[str, Any], arrays: dict[str, Any], describe: Ca
             if like is not None:  # a mask: the sizes of the tensor it masks
                 shape = [d if d is not None else like[i] for i, d in enumerate(value["shape"])]
             elif own_sizes:
-                shape = [d if d is not None else (BATCH if i == 0 else next(pool)) for i, d in enumerate(value["shape"])]
+                shape = [d if d is not None else (BATCH if i == 0 else next(pool, DIMS[i - 1]))
+                         for i, d in enumerate(value["shape"])]
             else:
                 shape = [d if d is not None else (BATCH if i == 0 else DIMS[i - 1]) for i, d in enumerate(value["shape"])]
             unique = _unique(name, taken)
@@ -173,11 +174,12 @@ def _attach_masks(args: list[Any], masks: list[Any] | None, symbolic: Callable[.
     them (MultiHeadAttention's query/value/key masks) record them as in a real forward pass. Each is an input
     of the opened graph named after the tensor (``inputs_mask``), or the ``mask`` argument where it is that."""
     import keras
+    from keras.src.backend import set_keras_mask
 
     tensors = [t for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor)]
     for tensor, ref in zip(tensors, masks or []):
         if ref is not None:
-            tensor._keras_mask = symbolic(ref, f"{tensor.name}_mask", like=list(tensor.shape))
+            set_keras_mask(tensor, symbolic(ref, f"{tensor.name}_mask", like=list(tensor.shape)))
 
 
 def _arg_names(layer: Any) -> list[str]:

@@ -251,8 +251,7 @@ def _with_masks(functional: Any) -> tuple[Any, dict[int, list[list[Any] | None]]
     nodes = [n for depth in getattr(functional, "_nodes_by_depth", {}).values() for n in depth]
     if not nodes or not all(hasattr(n, "arguments") for n in nodes):
         return functional, {}, None
-    custom = [n for n in nodes if isinstance(n.operation, _layer_type()) and custom_layer(n.operation)
-              and (n.operation.registered_name if hasattr(n.operation, "registered_name") else None) not in EMITTED]
+    custom = [n for n in nodes if isinstance(n.operation, _layer_type()) and custom_layer(n.operation)]
     found = [m for n in custom for m in _arg_masks(n) if m is not None]
     if not found:
         return functional, {}, None
@@ -272,7 +271,10 @@ def _with_masks(functional: Any) -> tuple[Any, dict[int, list[list[Any] | None]]
             while op.name in names:
                 op.name, n = f"{base}_mask{n}", n + 1
             names.add(op.name)
-        functional = keras.Model(functional._inputs_struct, [*outputs, *unique], name=functional.name)
+        try:
+            functional = keras.Model(functional._inputs_struct, [*outputs, *unique], name=functional.name)
+        except ValueError:  # a mask computed outside this graph (a nested model's own): no masks, as before
+            return functional, {}, None
         nodes = [n for depth in functional._nodes_by_depth.values() for n in depth]
     node_ids = {id(n) for n in nodes}
 
