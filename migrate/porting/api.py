@@ -99,6 +99,7 @@ def port(source: str | Path, out: str | Path, *, keep_layout: bool = False, clas
             "outputs": outputs,
             "weights": weights,
             "train_semantics": renderer.train_semantics,
+            "added_loss": renderer.top.added_loss,  # forward sets model.added_loss (add_loss in a custom layer)
             "verified_max_abs_err": errors,
             "versions": {"tf2torch": installed_version("tf2torch"), **graph["versions"], "torch": torch.__version__},
             "timings_s": dict(progress.timings),

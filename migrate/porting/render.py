@@ -310,6 +310,10 @@ class Renderer:
             ctx.line(f"self.output_mask = {values[masks[0]['tensor']].var}  # Keras' mask of the output: "
                      "the loss averages over the steps it keeps")
             self.output_mask = True
+        if top and self.added_losses:  # Keras adds each add_loss term to the loss summed (_aggregate_additional_loss)
+            terms = [f"self.{path}.added_loss.sum()" for path in self.added_losses]
+            ctx.line(f"self.added_loss = {' + '.join(terms)}  # add_loss terms, summed as Keras adds them")
+            cls.added_loss = True
         for tensor in outputs:
             value = values[tensor]
             channels_first = self._channels_first(value) and not (self.keep_layout and top) and not custom

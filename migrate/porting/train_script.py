@@ -70,12 +70,16 @@ def _regularization(config: dict[str, Any], manifest: dict[str, Any]) -> list[st
             terms.append(f"{reg['l2']!r} * {param}.square().sum()")
     if config.get("activity"):
         terms.append("model.activity_loss")
+    if manifest.get("added_loss"):
+        terms.append("model.added_loss")
     if not terms:
         return []
     doc = "Keras' weight regularisers, added to the loss the way Keras adds them (l2 * sum(w**2))"
     if config.get("activity"):
         doc += (", and the activity regularisers of " + ", ".join(config["activity"])
                 + " (model.activity_loss, set by the last forward)")
+    if manifest.get("added_loss"):
+        doc += ", and the custom layers' add_loss terms (model.added_loss, set by the last forward)"
     return ["", "", "def regularization(model: torch.nn.Module) -> torch.Tensor:", f'    """{doc}."""', *_sum(terms)]
 
 

@@ -480,15 +480,23 @@ def make_inputs(model: Any, batch: int, length: int, seed: int, pixels: bool = F
     """Seeded inputs: floats standard normal, integers in [1, smallest vocabulary); for a masked model,
     sequences are padded (steps set to the padding value) inside and at both ends. With ``pixels``, an image
     input (float, N,H,W,C with 1-4 channels) gets pixel values in [0, 255), as convert's parity draws them:
-    keras.applications-style models normalise inside, and N(0,1) there is far from what they were built for."""
+    keras.applications-style models normalise inside, and N(0,1) there is far from what they were built for.
+    The labels a CTC or sparse loss layer reads are drawn in its class range (a CTC loss refuses others)."""
     import numpy as np
+
+    from migrate.tf import keras_source
 
     rng = np.random.default_rng(seed)
     pad = _padding_value(model)
+    labels = {name: spec for name, spec in keras_source.implied_inputs(model).items()
+              if spec["reason"].startswith("labels of the")}
     feeds = {}
     for spec in io_specs(model)[0]:
         shape = [batch if i == 0 else (length if d is None else d) for i, d in enumerate(spec["shape"])]
-        if "int" in spec["dtype"] or token_ids(model, spec):
+        if spec["name"] in labels:
+            label = labels[spec["name"]]
+            array = rng.integers(label["low"], label["high"], shape).astype(spec["dtype"])
+        elif "int" in spec["dtype"] or token_ids(model, spec):
             array = rng.integers(0 if pad is None else 1, _int_bound(model), shape).astype(spec["dtype"])
         elif pixels and len(shape) == 4 and 1 <= shape[3] <= 4:
             array = rng.uniform(0.0, 255.0, shape).astype(spec["dtype"])

@@ -32,7 +32,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 #: ``tf`` submodules whose public functions are patched while a layer is traced ("" is ``tf`` itself)
-MODULES = ("", "nn", "math", "linalg", "image", "signal", "random")
+MODULES = ("", "nn", "math", "linalg", "image", "signal", "random", "compat.v1", "compat.v1.nn")
+#: ``tf`` classes a traced call may build from symbolic parts (a proxy that keeps ``isinstance`` working)
+CLASSES = ("SparseTensor", "compat.v1.SparseTensor")
 #: callers whose ``tf.*`` calls are never diverted (Keras and TensorFlow call them on their own tensors)
 INTERNAL = ("keras", "tensorflow", "tf_keras", "tensorflow_probability", "numpy")
 
@@ -217,10 +219,12 @@ def clip_by_value(t: Any, clip_value_min: Any, clip_value_max: Any, name: Any = 
     return ops.minimum(ops.maximum(t, clip_value_min), clip_value_max)
 
 
-@tf_op("where")
+@tf_op("where", "compat.v1.where", "compat.v1.where_v2")
 def where(condition: Any, x: Any = None, y: Any = None, name: Any = None) -> Any:
+    if x is None and y is None:
+        return Indices(condition)  # the indices of a mask: only a SparseTensor's indices (tf_sparse)
     if x is None or y is None:
-        raise NoMapping("where", " with one argument (indices)")
+        raise NoMapping("where", " with one of x and y")
     return _ops().where(condition, x, y)
 
 
@@ -289,8 +293,10 @@ def shape(input: Any, out_type: Any = None, name: Any = None) -> Any:
     return _ops().shape(input)
 
 
-@tf_op("cast")
+@tf_op("cast", "compat.v1.cast")
 def cast(x: Any, dtype: Any, name: Any = None) -> Any:
+    if isinstance(x, Symbolic):
+        return x.cast(_dtype(dtype))
     return _ops().cast(x, _dtype(dtype))
 
 
@@ -406,6 +412,134 @@ def random_truncated_normal(shape: Any, mean: float = 0.0, stddev: float = 1.0, 
     return keras.random.truncated_normal(tuple(shape), mean=mean, stddev=stddev, dtype=_dtype(dtype))
 
 
+# --- sparse labels and CTC --------------------------------------------------------------------------------
+# TensorFlow's CTC loss takes its labels as a SparseTensor, which user code builds from a dense label tensor:
+# ``indices = tf.where(tf.sequence_mask(lengths, maxlen)); values = tf.gather_nd(labels, indices);
+# tf.SparseTensor(indices, values, dense_shape)``. A SparseTensor has no KerasTensor, so these steps give
+# symbolic stand-ins (``Symbolic``) that remember the dense tensor and its mask; the CTC loss on them is
+# ``keras.ops.ctc_loss`` on padded labels and lengths, which is what ``F.ctc_loss`` takes.
+
+class Symbolic:
+    """A TensorFlow value with no KerasTensor while a call is traced: a step of the dense -> sparse labels."""
+
+    def cast(self, dtype: Any) -> Symbolic:
+        raise NoMapping("cast", f" of {type(self).__name__.lower()}")
+
+
+class Indices(Symbolic):
+    """``tf.where(mask)``: the indices of a mask's true elements (row-major)."""
+
+    def __init__(self, mask: Any) -> None:
+        self.mask = mask
+
+
+class Gathered(Symbolic):
+    """``tf.gather_nd(dense, tf.where(mask))``: the dense tensor's elements where the mask is true."""
+
+    def __init__(self, dense: Any, mask: Any) -> None:
+        self.dense, self.mask = dense, mask
+
+    def cast(self, dtype: Any) -> Symbolic:
+        return Gathered(_ops().cast(self.dense, dtype), self.mask)
+
+
+class SparseLabels(Symbolic):
+    """A SparseTensor of labels: each row's values where the mask is true, as padded ``dense`` and ``lengths``."""
+
+    def __init__(self, dense: Any, lengths: Any) -> None:
+        self.dense, self.lengths = dense, lengths
+
+    def cast(self, dtype: Any) -> Symbolic:
+        return SparseLabels(_ops().cast(self.dense, dtype), self.lengths)
+
+
+def _proxy_class(real: type, divert: Callable[..., Any]) -> type:
+    """``real`` whose construction from user code goes through ``divert``; ``isinstance``/``issubclass`` and
+    attributes stay the real class's (Keras and TensorFlow test tensors against it while the call is traced)."""
+    class Meta(type):
+        def __instancecheck__(cls, obj: Any) -> bool:
+            return isinstance(obj, real)
+
+        def __subclasscheck__(cls, sub: type) -> bool:
+            return issubclass(sub, real)
+
+        def __getattr__(cls, attr: str) -> Any:
+            return getattr(real, attr)
+
+        def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+            return divert(*args, **kwargs)
+
+    proxy = Meta(real.__name__, (), {"__doc__": real.__doc__, "__tf2torch_real__": real})
+    proxy.__module__ = real.__module__
+    return proxy
+
+
+@tf_op("sequence_mask", "compat.v1.sequence_mask")
+def sequence_mask(lengths: Any, maxlen: Any = None, dtype: Any = "bool", name: Any = None) -> Any:
+    """``arange(maxlen) < lengths[..., None]``; the mask remembers its lengths (a SparseTensor's row sizes)."""
+    ops = _ops()
+    if maxlen is None:
+        raise NoMapping("sequence_mask", " without maxlen")
+    mask = ops.less(ops.arange(maxlen), ops.expand_dims(lengths, -1))
+    mask = mask if _dtype(dtype) == "bool" else ops.cast(mask, _dtype(dtype))
+    mask._tf2torch_lengths = lengths  # read by SparseTensor below
+    return mask
+
+
+@tf_op("gather_nd", "compat.v1.gather_nd")
+def gather_nd(params: Any, indices: Any, batch_dims: int = 0, name: Any = None, bad_indices_policy: str = "") -> Any:
+    if not isinstance(indices, Indices) or batch_dims:
+        raise NoMapping("gather_nd", " with indices other than tf.where(mask)")
+    return Gathered(params, indices.mask)
+
+
+@tf_op("SparseTensor", "compat.v1.SparseTensor")
+def sparse_tensor(indices: Any, values: Any, dense_shape: Any) -> Any:
+    """Labels as padded rows: the mask must be a ``tf.sequence_mask`` (each row's labels first, in order)."""
+    if not (isinstance(indices, Indices) and isinstance(values, Gathered) and values.mask is indices.mask):
+        raise NoMapping("SparseTensor", " with values other than tf.gather_nd(labels, tf.where(mask))")
+    lengths = getattr(indices.mask, "_tf2torch_lengths", None)
+    if lengths is None:
+        raise NoMapping("SparseTensor", " from a mask other than tf.sequence_mask")
+    return SparseLabels(values.dense, lengths)
+
+
+def _ctc(labels: Any, logits: Any, label_length: Any, logit_length: Any, time_major: bool, blank: Any,
+         name: str) -> Any:
+    """TensorFlow's CTC loss (it takes ``log_softmax`` of ``logits``) as ``keras.ops.ctc_loss``: (batch,)."""
+    ops = _ops()
+    if isinstance(labels, SparseLabels):
+        labels, label_length = labels.dense, labels.lengths
+    elif isinstance(labels, Symbolic) or label_length is None:
+        raise NoMapping(name, " with labels other than a dense tensor or a SparseTensor made from one")
+    if time_major:
+        logits = ops.transpose(logits, (1, 0, 2))
+    classes = logits.shape[-1]
+    blank = classes - 1 if blank is None else blank + classes if blank < 0 else blank
+    return ops.ctc_loss(ops.cast(labels, "int32"), logits, label_length, logit_length, mask_index=int(blank))
+
+
+@tf_op("compat.v1.nn.ctc_loss")
+def ctc_loss_v1(labels: Any, inputs: Any = None, sequence_length: Any = None, preprocess_collapse_repeated: bool = False,
+                ctc_merge_repeated: bool = True, ignore_longer_outputs_than_inputs: bool = False,
+                time_major: bool = True, logits: Any = None) -> Any:
+    """Blank = the last class; merged repeats, as ``F.ctc_loss``. An input shorter than its labels: TF raises
+    (or gives 0 with ``ignore_longer_outputs_than_inputs``), ``F.ctc_loss`` gives inf."""
+    if preprocess_collapse_repeated or not ctc_merge_repeated:
+        raise NoMapping("compat.v1.nn.ctc_loss", " with preprocess_collapse_repeated or ctc_merge_repeated=False")
+    return _ctc(labels, logits if inputs is None else inputs, None, sequence_length, time_major, None,
+                "compat.v1.nn.ctc_loss")
+
+
+@tf_op("nn.ctc_loss", "compat.v1.nn.ctc_loss_v2")
+def ctc_loss_v2(labels: Any, logits: Any, label_length: Any, logit_length: Any, logits_time_major: bool = True,
+                unique: Any = None, blank_index: Any = None, name: Any = None) -> Any:
+    """Dense labels (blank 0 unless ``blank_index``) or a SparseTensor made from dense labels."""
+    if blank_index is None and not isinstance(labels, SparseLabels):
+        blank_index = 0
+    return _ctc(labels, logits, label_length, logit_length, logits_time_major, blank_index, "nn.ctc_loss")
+
+
 # --- the patches ------------------------------------------------------------------------------------------
 
 def _leaves(value: Any) -> Iterator[Any]:
@@ -434,12 +568,11 @@ def _wrap(name: str, real: Callable[..., Any], mapped: Callable[..., Any] | None
 
     creation = name in CREATION
 
-    @functools.wraps(real)
     def divert(*args: Any, **kwargs: Any) -> Any:
         if _internal(sys._getframe(1)):
             return real(*args, **kwargs)
         leaves = list(_leaves((args, kwargs)))
-        if any(isinstance(v, keras.KerasTensor) for v in leaves) or (creation and mapped is not None):
+        if any(isinstance(v, (keras.KerasTensor, Symbolic)) for v in leaves) or (creation and mapped is not None):
             if mapped is None:
                 raise NoMapping(name)
             return mapped(*args, **kwargs)
@@ -451,6 +584,9 @@ def _wrap(name: str, real: Callable[..., Any], mapped: Callable[..., Any] | None
             return result
         return real(*args, **kwargs)
 
+    if inspect.isclass(real):
+        return _proxy_class(real, divert)
+    divert = functools.wraps(real)(divert)
     divert.__tf2torch_real__ = real  # type: ignore[attr-defined]
     return divert
 
@@ -468,10 +604,11 @@ def _patch(tf: Any, fn: Callable[[str, Any], Any | None]) -> list[tuple[Any, str
     for path in MODULES:
         module = _module(tf, path)
         for attr, real in list(vars(module).items()):
-            if attr.startswith("_") or not inspect.isfunction(real):
+            name = f"{path}.{attr}" if path else attr
+            if attr.startswith("_") or not (inspect.isfunction(real) or (inspect.isclass(real) and name in CLASSES)):
                 continue
             real = getattr(real, "__tf2torch_real__", real)
-            replacement = fn(f"{path}.{attr}" if path else attr, real)
+            replacement = fn(name, real)
             if replacement is not None:
                 setattr(module, attr, replacement)
                 patched.append((module, attr, real))

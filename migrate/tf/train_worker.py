@@ -355,8 +355,8 @@ def _train(request: dict[str, Any]) -> dict[str, Any]:
                 total = tf.add_n([loss["weight"] * keras.losses.get({"class_name": LOSS_CLASSES[loss["name"]],
                                                                      "config": loss["config"]})(t, p)
                                   for loss, t, p in zip(losses, y, preds)])
-                total = total + tf.add_n(model.losses) if model.losses else total
-            reg = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
+                total = total + _added(model) if model.losses else total
+            reg = _added(model) if model.losses else tf.constant(0.0)
         grads, repeated = _summed_duplicates(tape.gradient(total, trainable))
         if step == 0 and repeated and type(opt).__name__ != "SGD":
             setup["notes"].append(_repeated_note(type(opt).__name__, trainable, grads, repeated))
@@ -377,6 +377,13 @@ def _train(request: dict[str, Any]) -> dict[str, Any]:
     order = [_path(v) for v in model.weights]
     return {"config": setup, "layers": layers, "order": order, "disabled": disabled,
             "inputs": input_names(model), "outputs": names}
+
+
+def _added(model: Any) -> Any:
+    """``model.losses`` (regularisers, ``add_loss`` terms) added as Keras' ``compute_loss`` adds them: each summed."""
+    import tensorflow as tf
+
+    return tf.add_n([tf.reduce_sum(loss) for loss in model.losses])
 
 
 def train_on_batch(request: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from migrate.porting.emitters import (  # noqa: F401  (each module registers its
     augmentation,
     conv,
     core,
+    ctc,
     kops,
     merge,
     normalization,
