@@ -194,6 +194,19 @@ def _loss_kind(layer: Any) -> str | None:
     return "ctc" if "ctc" in text else "sparse" if "sparse_categorical" in text else None
 
 
+def _ctc_blank_first(layer: Any) -> bool:
+    """Whether a CTC layer's blank is class 0: Keras 3's ``keras.losses.ctc``/``CTC`` and ``ops.ctc_loss`` with
+    its default or ``mask_index=0`` (TensorFlow's ``ctc_batch_cost`` and v1 ``ctc_loss`` take the last class)."""
+    import inspect
+
+    try:
+        text = re.sub(r"\s+", "", inspect.getsource(type(layer)))
+    except (OSError, TypeError):
+        return False
+    default = "ops.ctc_loss(" in text and "mask_index=" not in text
+    return bool(re.search(r"losses\.(ctc|CTC)\(|mask_index=0\b", text)) or default
+
+
 def implied_inputs(model: Any) -> dict[str, dict[str, Any]]:
     """Input name -> how the Keras graph says to draw it, for the layers that consume it directly:
     ``Embedding`` (ids in ``[0, input_dim)``), ``Rescaling`` (pixels), ``Normalization`` (its mean and std),
@@ -229,9 +242,11 @@ def implied_inputs(model: Any) -> dict[str, dict[str, Any]]:
                 for source, other in ((s, t) for s, t in zip(sources, reversed(tensors)) if s):
                     classes = other.shape[-1] if getattr(other, "shape", None) else None
                     if classes:
-                        high = int(classes) - 1 if kind == "ctc" else int(classes)
-                        found[source] = {"kind": "integers", "low": 0, "high": high,
+                        first = kind == "ctc" and _ctc_blank_first(layer)
+                        low, high = (1, int(classes)) if first else (0, int(classes) - (kind == "ctc"))
+                        blank = ", the first one the blank)" if first else ", the last one the blank)"
+                        found[source] = {"kind": "integers", "low": low, "high": high,
                                          "reason": f"labels of the {kind.upper() if kind == 'ctc' else kind} loss in "
                                                    f"{layer.name!r} ({classes} classes"
-                                                   + (", the last one the blank)" if kind == "ctc" else ")")}
+                                                   + (blank if kind == "ctc" else ")")}
     return found

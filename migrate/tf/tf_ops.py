@@ -495,13 +495,21 @@ def gather_nd(params: Any, indices: Any, batch_dims: int = 0, name: Any = None, 
 
 @tf_op("SparseTensor", "compat.v1.SparseTensor")
 def sparse_tensor(indices: Any, values: Any, dense_shape: Any) -> Any:
-    """Labels as padded rows: the mask must be a ``tf.sequence_mask`` (each row's labels first, in order)."""
+    """Labels as padded rows: a row's values where its mask is true, in order. From a ``tf.sequence_mask`` they
+    are the row's first ``lengths``; from any other (N, L) mask (``labels != -1``) a stable sort moves them first."""
     if not (isinstance(indices, Indices) and isinstance(values, Gathered) and values.mask is indices.mask):
         raise NoMapping("SparseTensor", " with values other than tf.gather_nd(labels, tf.where(mask))")
-    lengths = getattr(indices.mask, "_tf2torch_lengths", None)
-    if lengths is None:
-        raise NoMapping("SparseTensor", " from a mask other than tf.sequence_mask")
-    return SparseLabels(values.dense, lengths)
+    mask, dense = indices.mask, values.dense
+    lengths = getattr(mask, "_tf2torch_lengths", None)
+    if lengths is not None:
+        return SparseLabels(dense, lengths)
+    if len(mask.shape) != 2:
+        raise NoMapping("SparseTensor", f" of rank {len(mask.shape)} labels")
+    ops = _ops()
+    keep = ops.cast(ops.not_equal(mask, 0), "int32")
+    size = mask.shape[1]
+    order = ops.argsort((1 - keep) * size + ops.arange(size), axis=1)  # kept positions first, each in order
+    return SparseLabels(ops.take_along_axis(dense, order, axis=1), ops.sum(keep, axis=1))
 
 
 def _ctc(labels: Any, logits: Any, label_length: Any, logit_length: Any, time_major: bool, blank: Any,

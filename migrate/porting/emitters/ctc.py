@@ -6,7 +6,8 @@ Keras' TensorFlow backend hands ``tf.nn.ctc_loss`` the outputs as logits (Tensor
 ``log_softmax``), blank = ``mask_index``, one loss per sample; ``F.ctc_loss`` on ``log_softmax`` of the same
 tensor, time first, ``reduction="none"``, computes the same negative log-likelihood and gradient. Lengths that
 Keras built as constants (``keras.losses.ctc``'s ``max_length * ops.ones(batch)``) are written as a
-``torch.full`` over the batch, so the traced batch size is never baked in.
+``torch.full`` over the batch, so the traced batch size is never baked in. ``ops.argsort`` and
+``ops.take_along_axis`` move a row's labels first when a SparseTensor's mask is not a ``tf.sequence_mask``.
 """
 
 from __future__ import annotations
@@ -43,3 +44,17 @@ def ctc_loss(layer: Layer, call: Call, ctx: Any) -> Out:
     return Out(f"F.ctc_loss(torch.log_softmax({out}.float(), dim=-1).transpose(0, 1), {ctx.keras(target)}.long(), "
                f"{_lengths(output_length, out, ctx)}, {_lengths(target_length, out, ctx)}, blank={blank}, "
                'reduction="none")', dtype="float32", shapes=[(output.shape[0],)])
+
+
+@emitter("ops.Argsort")
+def argsort(layer: Layer, call: Call, ctx: Any) -> Out:
+    x = call.args[0]
+    return Out(f"torch.argsort({ctx.keras(x)}, dim={layer.config.get('axis', -1)}, stable=True)", dtype="int64")
+
+
+@emitter("ops.TakeAlongAxis")
+def take_along_axis(layer: Layer, call: Call, ctx: Any) -> Out:
+    x, indices = call.args[:2]
+    if layer.config.get("axis") is None:
+        raise Unsupported("ops.take_along_axis without an axis")
+    return Out(f"torch.take_along_dim({ctx.keras(x)}, {ctx.keras(indices)}.long(), dim={layer.config['axis']})")
