@@ -96,6 +96,39 @@ CASES: dict[str, tuple[Any, list[np.ndarray]]] = {
     "split": (lambda f, x: [*f(x, 2, axis=-1), *f(x, [1, -1], axis=1)], [X]),
     "zeros_like": (lambda f, x: f(x), [X]), "ones_like": (lambda f, x: f(x, dtype=tf.int32), [X]),
 }
+#: CTC: labels padded with -1 at the end of a row or anywhere in it, logits (batch, time, classes)
+PREFIX_LABELS = np.array([[1, 0, 3], [2, 2, -1]], "int32")
+MASKED_LABELS = np.array([[1, 0, 3], [2, -1, 2]], "int32")
+LOGITS = rng.standard_normal((2, 6, 5)).astype("float32")
+
+
+def _sparse_ctc(sparse: Any, gather_nd: Any, labels: Any, logits: Any, prefix: bool, v1: bool = True) -> Any:
+    """A CTC loss on a SparseTensor built from dense labels, written as user code writes it."""
+    valid = fn("not_equal")(labels, -1)
+    if prefix:
+        valid = fn("sequence_mask")(fn("reduce_sum")(fn("cast")(valid, "int32"), axis=1), 3)
+    indices = fn("where")(valid)
+    labels = sparse(indices, gather_nd(labels, indices), fn("cast")(fn("shape")(labels), "int64"))
+    length = fn("reduce_sum")(fn("ones_like")(logits[:, :, 0], "int32"), axis=1)
+    if v1:
+        return fn("compat.v1.nn.ctc_loss")(labels, logits, length, time_major=False)
+    return fn("nn.ctc_loss")(labels, logits, None, length, logits_time_major=False, blank_index=-1)
+
+
+CASES.update({
+    "sequence_mask": (lambda f, n: [f(n, 4), f(n, 3, dtype=tf.float32)], [np.array([1, 3], "int32")]),
+    "SparseTensor": (lambda f, a, b, x: [_sparse_ctc(f, fn("gather_nd"), a, x, True),
+                                         _sparse_ctc(f, fn("gather_nd"), b, x, False)],
+                     [PREFIX_LABELS, MASKED_LABELS, LOGITS]),
+    "gather_nd": (lambda f, a, x: _sparse_ctc(fn("SparseTensor"), f, a, x, False), [MASKED_LABELS, LOGITS]),
+    "compat.v1.nn.ctc_loss": (lambda f, a, x: _sparse_ctc(fn("SparseTensor"), fn("gather_nd"), a, x, True),
+                              [PREFIX_LABELS, LOGITS]),
+    "nn.ctc_loss": (lambda f, a, b, x: [f(b, x, fn("reduce_sum")(fn("cast")(fn("not_equal")(b, 0), "int32"), axis=1),
+                                          fn("reduce_sum")(fn("ones_like")(x[:, :, 0], "int32"), axis=1),
+                                          logits_time_major=False),
+                                        _sparse_ctc(fn("SparseTensor"), fn("gather_nd"), a, x, False, v1=False)],
+                    [MASKED_LABELS, np.array([[1, 2, 0], [3, 3, 4]], "int32"), LOGITS]),
+})
 #: creation functions: called on Python values (recorded as graph nodes by the port; here run as keras.ops)
 CREATION = {"range": lambda f: [f(5), f(1, 7, 2), f(0.5, 2.0, 0.5)], "zeros": lambda f: f((2, 3)),
             "ones": lambda f: f([3], dtype=tf.int32)}
