@@ -234,7 +234,25 @@ def _verify(module: Any, reference: Path, inputs: list[dict], outputs: list[dict
                                           f"{stats.max_abs_err:.3g} (Keras values up to {scale:.3g}); this is a "
                                           "tf2torch bug, please report it")
                 worst[spec["name"]] = max(worst.get(spec["name"], 0.0), stats.max_abs_err)
+            if f"{case}/loss/added" in ref.files and hasattr(module, "added_loss"):
+                _verify_added_loss(module, ref[f"{case}/loss/added"], worst)
     return worst
+
+
+def _verify_added_loss(module: Any, want: Any, worst: dict[str, float]) -> None:
+    """``model.added_loss`` (plus ``activity_loss``: Keras keeps both among a layer's own losses) against the
+    sum of Keras' add_loss terms: a loss term is checked like an output (CTC endpoints)."""
+    from migrate.core.compare import compare, scale_of, tolerance
+
+    have = module.added_loss + getattr(module, "activity_loss", 0.0)
+    scale = max(1.0, scale_of(want))
+    stats = compare(have.detach().numpy().astype("float32"), want, tolerance((1e-4, scale), rtol=1e-3),
+                    strict_dtype=False)
+    if not stats.passed:
+        raise ConversionError(f"the ported module's add_loss terms (model.added_loss) differ from Keras' by "
+                              f"{stats.max_abs_err:.3g} (Keras {float(want):.6g}); this is a tf2torch bug, please "
+                              "report it")
+    worst["added_loss"] = max(worst.get("added_loss", 0.0), stats.max_abs_err)
 
 
 def load_port(out: str | Path) -> Any:

@@ -177,11 +177,13 @@ class Context:
             return self.keras(value)
         if isinstance(value, dict) and value.get("class_name") == "__tensor__":
             v = value["config"]["value"]
-            return f"torch.tensor({v!r})" if isinstance(v, list) else repr(v)
+            return f"torch.tensor({v!r})" if isinstance(v, list) else self.literal(v)
         if isinstance(value, bool) or value is None:
             return repr(value)
         if isinstance(value, int) and value in self.cls.dims:
             return self.cls.dims[value]
+        if isinstance(value, float) and value.is_integer() and int(value) in self.cls.dims:
+            return f"float({self.cls.dims[int(value)]})"  # a size Keras cast to float (a loss's batch mean)
         if isinstance(value, (list, tuple)):
             inner = ", ".join(self.literal(v) for v in value)
             return f"({inner},)" if len(value) == 1 else f"({inner})"
@@ -297,8 +299,8 @@ class Renderer:
                                                         _tensors(layers[node[0].name]["calls"][node[1]])), default=-1))
             pending.remove((layer, i))
             self._emit(ctx, layer, i, layers[layer.name], values, variables, consumers)
-        if self.problems:
-            return cls  # the caller reports self.problems
+        if self.problems or self.unsupported:
+            return cls  # the caller reports them (an unsupported op may feed only an add_loss term)
         outputs = graph["outputs"]
         if custom.get("losses"):
             terms = [ctx.keras(values[t]) for t in outputs[custom["outputs"]:]]

@@ -519,6 +519,18 @@ def run_model(model: Any, feeds: dict[str, Any], training: bool) -> dict[str, An
     return {name: t.numpy() for name, t in zip(output_names(model), flat)}
 
 
+def added_losses(model: Any) -> Any:
+    """The ``add_loss`` terms of the model's last call (activity regularisers' included, no weight
+    regulariser), each summed and added as Keras' ``compute_loss`` adds them; None where there are none."""
+    import numpy as np
+
+    own = getattr(model, "_get_own_losses", None)
+    if own is None:  # tf_keras: no add_loss terms the port opens up
+        return None
+    terms = [t for layer in model._flatten_layers(include_self=True) for t in layer._get_own_losses()]
+    return np.asarray(sum(float(np.sum(np.asarray(t))) for t in terms), "float32") if terms else None
+
+
 def describe(request: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
@@ -544,6 +556,9 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
         reference.update({f"case{i}/in/{k}": v for k, v in feeds.items()})
         with random_off():
             reference.update({f"case{i}/out/{k}": v for k, v in run_model(model, feeds, training=False).items()})
+        added = added_losses(model)
+        if added is not None:
+            reference[f"case{i}/loss/added"] = added
     np.savez(request["reference"], **reference)
     return {"cases": len(cases)}
 

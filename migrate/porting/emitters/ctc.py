@@ -58,3 +58,12 @@ def take_along_axis(layer: Layer, call: Call, ctx: Any) -> Out:
     if layer.config.get("axis") is None:
         raise Unsupported("ops.take_along_axis without an axis")
     return Out(f"torch.take_along_dim({ctx.keras(x)}, {ctx.keras(indices)}.long(), dim={layer.config['axis']})")
+
+
+@emitter("ops.DivideNoNan")
+def divide_no_nan(layer: Layer, call: Call, ctx: Any) -> Out:
+    """``a / b``, 0 where ``b == 0`` (a ``keras.losses.CTC()`` object's batch mean divides this way)."""
+    a, b = (ctx.keras(v) if isinstance(v, Value) else ctx.literal(v) for v in call.args[:2])
+    if not isinstance(call.args[1], Value):  # a number: a size read off a tensor (``x.shape[0]``) or a constant
+        return Out(f"{a} / {b}" if b not in ("0", "0.0") else f"torch.zeros_like({a})")
+    return Out(f"torch.where({b} == 0, 0.0, {a} / torch.where({b} == 0, 1.0, {b}))")
