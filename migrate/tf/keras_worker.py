@@ -488,8 +488,8 @@ def make_inputs(model: Any, batch: int, length: int, seed: int, pixels: bool = F
 
     rng = np.random.default_rng(seed)
     pad = _padding_value(model)
-    labels = {name: spec for name, spec in keras_source.implied_inputs(model).items()
-              if spec["reason"].startswith("labels of the")}
+    implied = keras_source.implied_inputs(model) if _functional(model) else {}  # Keras 3 graphs (tf_keras: none)
+    labels = {name: spec for name, spec in implied.items() if spec["reason"].startswith("labels of the")}
     feeds = {}
     for spec in io_specs(model)[0]:
         shape = [batch if i == 0 else (length if d is None else d) for i, d in enumerate(spec["shape"])]
