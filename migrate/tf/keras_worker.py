@@ -524,8 +524,7 @@ def added_losses(model: Any) -> Any:
     regulariser), each summed and added as Keras' ``compute_loss`` adds them; None where there are none."""
     import numpy as np
 
-    own = getattr(model, "_get_own_losses", None)
-    if own is None:  # tf_keras: no add_loss terms the port opens up
+    if not hasattr(model, "_get_own_losses"):  # tf_keras: no add_loss terms the port opens up
         return None
     terms = [t for layer in model._flatten_layers(include_self=True) for t in layer._get_own_losses()]
     return np.asarray(sum(float(np.sum(np.asarray(t))) for t in terms), "float32") if terms else None

@@ -222,7 +222,7 @@ def clip_by_value(t: Any, clip_value_min: Any, clip_value_max: Any, name: Any = 
 @tf_op("where", "compat.v1.where", "compat.v1.where_v2")
 def where(condition: Any, x: Any = None, y: Any = None, name: Any = None) -> Any:
     if x is None and y is None:
-        return Indices(condition)  # the indices of a mask: only a SparseTensor's indices (tf_sparse)
+        return Indices(condition)  # a mask's indices: only a SparseTensor takes them (sparse labels, below)
     if x is None or y is None:
         raise NoMapping("where", " with one of x and y")
     return _ops().where(condition, x, y)
