@@ -11,6 +11,7 @@ the per-sample loss term and 3 training steps are checked against Keras.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,11 +23,13 @@ import pytest
 
 from tests.cli_helpers import ROOT, tf2torch
 from tests.conftest import assert_close
-from tests.test_port import run_module
+from tests.test_port import run_module, to_module
 
 #: fixture -> (blank index, number of classes, the padding label: 0 at the end of a row, -1 anywhere, or None)
 CTC = {"case_ctc_ocr": (5, 6, None), "port_ctc_keras_ops": (5, 6, None), "port_ctc_losses_dynamic": (0, 5, 0),
        "port_ctc_masked_labels": (4, 5, -1)}
+#: fixtures compiled with an optimizer and no loss, as the OCR examples compile them
+COMPILED = {"port_ctc_keras_ops"}
 
 #: Keras ``model(x, training=False)`` and its add_loss terms, in a TensorFlow-only child process
 KERAS_LOSSES = r"""
@@ -153,18 +156,45 @@ def test_model_py_is_torch_only_ruff_clean_one_ctc_class(ported, name):
 
 @pytest.mark.parametrize("name,optimizer", [(n, o) for n in CTC for o in ("sgd", "adam")])
 def test_parity_train_three_steps(ported, name, optimizer):
-    """Generated inputs (labels drawn valid for the layer's blank) and MSE targets on the softmax output; the
-    CTC term is added on both sides (Keras: model.losses summed; torch: train.py's regularization)."""
+    """Generated inputs (labels drawn valid for the layer's blank) and MSE targets on the softmax output, or for
+    the model compiled without a loss no output loss at all; the CTC term is added on both sides (Keras:
+    model.losses summed; torch: train.py's regularization)."""
     source, out = ported(name)
+    loss = [] if name in COMPILED else ["--loss", "mse"]  # compiled with no loss: the CTC term is the loss
     proc = tf2torch("parity", str(source), str(out), "--train", "--trust-model-py", "--steps", "3", "--optimizer",
-                    optimizer, "--loss", "mse", "--custom-objects", _module(name), "--format", "json")
+                    optimizer, *loss, "--custom-objects", _module(name), "--format", "json")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     train = json.loads(proc.stdout)["train"]
     loss = train["loss"]
     assert loss["passed"] and train["first_divergence"] is None
-    assert loss["keras"] > 1.0  # the CTC term dominates the MSE on a softmax
+    assert loss["keras"] > 1.0  # the CTC term (dominating the MSE on a softmax)
     assert abs(loss["keras"] - loss["torch"]) <= 1e-5 * max(1.0, abs(loss["keras"]))
     assert all(p["passed"] for p in train["parameters"])
+
+
+def test_compiled_without_a_loss_trains_on_the_ctc_term(ported):
+    """The examples compile with an optimizer only: train.py's loss is model.added_loss, and 15 steps of its own
+    train_step on one batch of valid labels lower it."""
+    import migrate
+
+    name = "port_ctc_keras_ops"
+    _, out = ported(name)
+    text = (out / "train.py").read_text()
+    assert "return outputs.new_zeros(())" in text and "return model.added_loss" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    feeds = ctc_inputs(manifest, name, 4, 0, seed=5)
+    inputs = tuple(to_module(feeds[s["tf_name"]], s) for s in manifest["inputs"])
+    sys.path.insert(0, str(out))
+    try:
+        spec = importlib.util.spec_from_file_location("train_ctc", out / "train.py")
+        train = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(train)
+        model = migrate.load_port(out)
+        optimizer = train.make_optimizer(model)
+        losses = [train.train_step(model, optimizer, inputs, None) for _ in range(15)]
+    finally:
+        sys.path.remove(str(out))
+    assert losses[-1] < 0.9 * losses[0], losses
 
 
 def test_unmapped_ctc_option_one_line_exit_1(fixture_model, tmp_path):

@@ -26,6 +26,7 @@ os.environ["KERAS_BACKEND"] = "tensorflow"  # this worker is the TensorFlow side
 from migrate.core.errors import ConversionError, InputError, first_line
 from migrate.tf.keras_worker import (
     NOISE_LAYERS,
+    added_losses,
     all_layers,
     calls_by_layer,
     graph_model,
@@ -33,6 +34,7 @@ from migrate.tf.keras_worker import (
     make_inputs,
     model_inputs,
     output_names,
+    run_model,
 )
 from migrate.tf.source_kind import source_kind
 from migrate.tf.tf_import import import_tf
@@ -115,6 +117,8 @@ def _losses(model: Any, override: dict[str, Any] | None) -> list[dict[str, Any]]
     if override is not None:
         return [dict(override, output=o, weight=1.0) for o in outputs]
     if getattr(model, "loss", None) is None:
+        if _adds_losses(model):  # compiled with an optimizer only: the add_loss terms are the loss (CTC)
+            return [{"output": o, "name": "add_loss", "config": {}, "weight": 1.0} for o in outputs]
         raise InputError("the model was saved without a compiled loss; pass --loss (e.g. "
                           "sparse_categorical_crossentropy:from_logits=true)")
     loss = model.loss
@@ -130,6 +134,12 @@ def _losses(model: Any, override: dict[str, Any] | None) -> list[dict[str, Any]]
         weights = [weights.get(o, 1.0) for o in outputs]
     weights = list(weights) if weights else [1.0] * len(outputs)
     return [dict(_loss_entry(item), output=o, weight=float(w)) for item, o, w in zip(per, outputs, weights)]
+
+
+def _adds_losses(model: Any) -> bool:
+    """Whether a call of the model adds ``add_loss`` terms (one call on seeded inputs tells)."""
+    run_model(model, make_inputs(model, 2, 7, 0), training=False)
+    return added_losses(model) is not None
 
 
 def _regularizers(model: Any) -> tuple[list[dict[str, Any]], list[str]]:
@@ -352,9 +362,10 @@ def _train(request: dict[str, Any]) -> dict[str, Any]:
             total = model.compute_loss(x=x, y=y if len(y) > 1 else y[0], y_pred=preds if len(preds) > 1
                                        else preds[0], training=True) if getattr(model, "compiled", False) else None
             if total is None or request.get("loss") is not None:
-                total = tf.add_n([loss["weight"] * keras.losses.get({"class_name": LOSS_CLASSES[loss["name"]],
-                                                                     "config": loss["config"]})(t, p)
-                                  for loss, t, p in zip(losses, y, preds)])
+                terms = [loss["weight"] * keras.losses.get({"class_name": LOSS_CLASSES[loss["name"]],
+                                                            "config": loss["config"]})(t, p)
+                         for loss, t, p in zip(losses, y, preds) if loss["name"] != "add_loss"]
+                total = tf.add_n(terms) if terms else tf.constant(0.0)
                 total = total + _added(model) if model.losses else total
             reg = _added(model) if model.losses else tf.constant(0.0)
         grads, repeated = _summed_duplicates(tape.gradient(total, trainable))

@@ -69,6 +69,9 @@ LOSSES: dict[str, LossEntry] = {
     "mean_squared_error": LossEntry(lambda p, t, c: f"F.mse_loss({p}, {t})", "real"),
     "mean_absolute_error": LossEntry(lambda p, t, c: f"F.l1_loss({p}, {t})", "real"),
     "huber": LossEntry(_huber, "real"),
+    # no compiled loss: the model's add_loss terms are its whole loss (a CTC endpoint), added by train.py's
+    # regularization(); the outputs contribute nothing
+    "add_loss": LossEntry(lambda p, t, c: f"{p}.new_zeros(())", "real"),
 }
 
 #: Keras class names, function names and aliases -> the registry key.
