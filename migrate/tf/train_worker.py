@@ -29,6 +29,7 @@ from migrate.tf.keras_worker import (
     added_losses,
     all_layers,
     calls_by_layer,
+    custom_layer,
     graph_model,
     input_names,
     make_inputs,
@@ -137,7 +138,9 @@ def _losses(model: Any, override: dict[str, Any] | None) -> list[dict[str, Any]]
 
 
 def _adds_losses(model: Any) -> bool:
-    """Whether a call of the model adds ``add_loss`` terms (one call on seeded inputs tells)."""
+    """Whether a call of the model adds ``add_loss`` terms (a custom layer's; one call on seeded inputs tells)."""
+    if not any(custom_layer(layer) for layer in all_layers(model)):
+        return False
     run_model(model, make_inputs(model, 2, 7, 0), training=False)
     return added_losses(model) is not None
 
