@@ -81,13 +81,17 @@ def _open(layer: Any, call: dict[str, Any], arrays: dict[str, Any], describe: Ca
     taken: set[str] = set()
     dims: dict[int, list[Any]] = {}
     by_ref: dict[str, Any] = {}
-    pool = iter(DIMS)
+    taken_sizes = {d for r in tensor_refs([call["args"], call["kwargs"]]) for d in r["shape"] or [] if d in SENTINELS}
+    pool = iter([d for d in DIMS if d not in taken_sizes])  # an enclosing trace's sizes are not reused
     first_sizes: list[list[int]] = []
 
     def symbolic(value: Any, name: str, like: list[int] | None = None) -> Any:
         if isinstance(value, str) and value.startswith(SAME):  # a mask that is another input of the call
             return by_ref[value[len(SAME):]]
         if isinstance(value, dict) and "tensor" in value:
+            # open: None, or a sentinel of the trace this layer is nested in (a sublayer of an opened layer),
+            # which keeps its value so that sizes equal there (a (T, T) mask) stay equal here
+            open_axes = [d is None or d in SENTINELS for d in value["shape"]]
             if like is not None:  # a mask: the sizes of the tensor it masks
                 shape = [d if d is not None else like[i] for i, d in enumerate(value["shape"])]
             elif own_sizes:
@@ -97,8 +101,8 @@ def _open(layer: Any, call: dict[str, Any], arrays: dict[str, Any], describe: Ca
                 shape = [d if d is not None else (BATCH if i == 0 else DIMS[i - 1]) for i, d in enumerate(value["shape"])]
             unique = _unique(name, taken)
             tensor = keras.Input(batch_shape=shape, dtype=value["dtype"], name=unique)
-            for axis, d in enumerate(value["shape"]):
-                if d is None:
+            for axis, o in enumerate(open_axes):
+                if o:
                     dims.setdefault(shape[axis], [unique, axis])
             inputs.append(tensor)
             by_ref.setdefault(value["tensor"], tensor)
@@ -180,6 +184,24 @@ def _attach_masks(args: list[Any], masks: list[Any] | None, symbolic: Callable[.
     for tensor, ref in zip(tensors, masks or []):
         if ref is not None:
             set_keras_mask(tensor, symbolic(ref, f"{tensor.name}_mask", like=list(tensor.shape)))
+
+
+def merged_call(calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first call, with the sizes that differ between calls left open: one class serves every call, so a
+    size it is called with more than one way (keras-hub's rotary embedding on 4 query heads and 2 key heads)
+    is read off the input at run time instead of being the first call's."""
+    def merge(first: Any, others: list[Any]) -> Any:
+        if isinstance(first, dict) and "tensor" in first and first.get("shape") is not None:
+            shapes = [o["shape"] for o in others if isinstance(o, dict) and len(o.get("shape") or ()) == len(first["shape"])]
+            shape = [None if any(s[i] != d for s in shapes) else d for i, d in enumerate(first["shape"])]
+            return {**first, "shape": shape}
+        if isinstance(first, list):
+            return [merge(v, [o[i] for o in others if isinstance(o, list) and len(o) > i]) for i, v in enumerate(first)]
+        if isinstance(first, dict):
+            return {k: merge(v, [o[k] for o in others if isinstance(o, dict) and k in o]) for k, v in first.items()}
+        return first
+
+    return merge(calls[0], calls[1:])
 
 
 def _arg_names(layer: Any) -> list[str]:

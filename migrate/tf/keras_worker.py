@@ -75,10 +75,11 @@ def graph_config(model: Any) -> dict[str, Any]:
 
     def tolerant(obj: Any) -> Any:
         """A custom layer whose ``get_config`` cannot serialise its constructor arguments (keras-hub's ViT
-        ``MLP``) still has a place in the graph: the port opens it up and never reads its config."""
+        ``MLP``) or fails (keras-hub 0.32's ``LlamaTransformerDecoder`` reads an attribute it never sets) still
+        has a place in the graph: the port opens it up and never reads its config."""
         try:
             return serialize(obj)
-        except NotImplementedError:
+        except (NotImplementedError, AttributeError):
             if not (isinstance(obj, keras.layers.Layer) and custom_layer(obj)):
                 raise
             return {"module": type(obj).__module__, "class_name": type(obj).__name__,
@@ -225,11 +226,11 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
             entry["graph"] = describe_model(layer, arrays)
             entry["weights"] = []
         elif custom_layer(layer) and entry["registered_name"] not in EMITTED:
-            from migrate.tf.keras_open import open_layer
+            from migrate.tf.keras_open import merged_call, open_layer
 
             for call, refs in zip(entry["calls"], masks.get(id(layer), [])):
                 _add_masks(call, refs)
-            entry["open"] = open_layer(layer, entry["calls"][0], arrays, describe_model)  # one class, every call
+            entry["open"] = open_layer(layer, merged_call(entry["calls"]), arrays, describe_model)  # one class, every call
             entry["weights"] = _weights(layer, arrays)  # for an emitter the user registers for the class
         else:
             entry["weights"] = _weights(layer, arrays)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, emitter
+from migrate.porting.emitters.base import Call, Layer, Out, Unsupported, Value, emitter
 
 #: Keras activation name -> torch expression template ({x}: the input, {dim}: the softmax axis).
 ACTIVATIONS = {
@@ -73,6 +73,12 @@ def softmax(layer: Layer, call: Call, ctx: Any) -> Out:
     if isinstance(axis, list):
         raise Unsupported("softmax over several axes")
     x = call.input
+    mask = call.kwargs.get("mask", call.args[1] if len(call.args) > 1 else None)
+    if isinstance(mask, Value):  # Softmax()(scores, mask), as keras-hub's attention layers call it. As Keras:
+        # kept where the mask is true (> 0.5), -1e9 elsewhere; rows with no kept entry give zeros
+        keep = ctx.keras(mask) if mask.dtype == "bool" else f"({ctx.keras(mask)} > 0.5)"
+        fill = "-3e4" if x.dtype == "float16" else "-1e9"
+        return Out(f"torch.where({keep}, torch.softmax(torch.where({keep}, {ctx.keras(x)}, {fill}), dim={axis}), 0.0)")
     return Out(f"torch.softmax({x.var}, dim={x.dim(axis)})", x.layout)
 
 
