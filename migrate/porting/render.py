@@ -98,6 +98,7 @@ class Context:
         self.prefix = prefix
         self.declared: dict[str, str] = {}
         self.shapes: dict[str, tuple[int | None, ...]] = {}
+        self.dtypes: dict[str, str] = {}  # tensor id -> the dtype Keras gives it (where a call reads it)
         self.variables: set[str] = set()
         self.fresh_names: set[str] = set()
         self.layer: Layer | None = None
@@ -243,6 +244,8 @@ class Renderer:
         ctx = Context(self, cls, prefix)
         ctx.top = top
         ctx.shapes = _collect_shapes(graph)
+        ctx.dtypes = {ref["tensor"]: ref["dtype"] for entry in graph["layers"] for call in entry["calls"]
+                      for part in (call["args"], call["kwargs"]) for ref in _tensor_refs(part) if ref.get("dtype")}
         layers = {entry["name"]: entry for entry in graph["layers"]}
         attrs: set[str] = {pyname(w["name"]) for w in [*custom.get("params", {}).values(),
                                                         *custom.get("consts", {}).values()]}
@@ -436,7 +439,7 @@ class Renderer:
         shapes = out.shapes or [None] * len(names)
         for k, name in enumerate(names):
             shape = shapes[k] if shapes[k] is not None else self._shape_of(ctx, f"{layer.name}:{index}:{k}", call)
-            dtype = out.dtype or (inputs[0].dtype if inputs else "float32")
+            dtype = out.dtype or ctx.dtypes.get(f"{layer.name}:{index}:{k}") or (inputs[0].dtype if inputs else "float32")
             values[f"{layer.name}:{index}:{k}"] = Value(name, shape, dtype,
                                                         out.layout, out.flat_from,
                                                         masked=(masked or starts_mask) and len(shape) > 2)

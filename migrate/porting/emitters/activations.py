@@ -73,7 +73,7 @@ def softmax(layer: Layer, call: Call, ctx: Any) -> Out:
     if isinstance(axis, list):
         raise Unsupported("softmax over several axes")
     x = call.input
-    mask = call.kwargs.get("mask", call.args[1] if len(call.args) > 1 else None)
+    mask = call.mask if "mask" in call.kwargs else (call.args[1] if len(call.args) > 1 else None)
     if isinstance(mask, Value):  # Softmax()(scores, mask), as keras-hub's attention layers call it. As Keras:
         # kept where the mask is true (> 0.5), -1e9 elsewhere; rows with no kept entry give zeros
         keep = ctx.keras(mask) if mask.dtype == "bool" else f"({ctx.keras(mask)} > 0.5)"

@@ -123,7 +123,14 @@ def gelu(layer: Layer, call: Call, ctx: Any) -> Out:
 
 @emitter("ops.Reshape")
 def reshape(layer: Layer, call: Call, ctx: Any) -> Out:
-    return Out(f"{args(call, ctx)[0]}.reshape({ctx.literal(tuple(layer.config['newshape']))})")
+    """A size the trace could not know (``ops.shape`` of a sublayer output whose Keras shape says None, as
+    EinsumDense's ``output_shape=(None, heads, dim)``) is the one ``-1`` that reshape infers."""
+    shape = layer.config["newshape"]
+    if None in shape:
+        if shape.count(None) > 1 or -1 in shape:
+            raise Unsupported(f"ops.reshape to {shape}: more than one size unknown at trace time")
+        shape = [-1 if d is None else d for d in shape]
+    return Out(f"{args(call, ctx)[0]}.reshape({ctx.literal(tuple(shape))})")
 
 
 @emitter("ops.Transpose")
@@ -239,6 +246,11 @@ def cast(layer: Layer, call: Call, ctx: Any) -> Out:
     dtype = str(layer.config["dtype"])
     if dtype not in TORCH_DTYPES:
         raise Unsupported(f"ops.cast to {dtype}")
+    x = call.args[0]
+    if isinstance(x, Value) and x.dtype == dtype and dtype.startswith("float"):
+        # a no-op in Keras (keras-hub's ``ops.cast(x, "float32")`` around a norm): left out, so the module
+        # follows ``.double()`` / ``.half()`` as the layers around it do
+        return Out(ctx.keras(x), dtype=dtype)
     return Out(f"{args(call, ctx)[0]}.to({TORCH_DTYPES[dtype]})", dtype=dtype)
 
 
