@@ -110,6 +110,7 @@ def test_decoder_model_py_reads_like_the_keras_classes(decoder_ported, backbone)
         assert proc.returncode == 0, proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone,optimizer", [(b, o) for b in DECODERS for o in ("sgd", "adam")])
 def test_decoder_trains_like_keras(decoder_ported, backbone, optimizer):
     """3 steps of ``parity --train`` (MSE on the sequence output: the backbones are saved uncompiled)."""
