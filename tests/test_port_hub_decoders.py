@@ -1,4 +1,4 @@
-"""``tf2torch port`` on keras-hub decoder-only backbones (Llama, Mistral, Gemma) built from constructor arguments
+"""``tf2torch port`` on keras-hub decoder-only backbones (Llama, Llama 3, Mistral, Gemma) built from constructor arguments
 (fixtures/models/port_hub_decoders.py): RMS norm, rotary position embedding computed from the length at run time,
 grouped-query attention under the causal (and sliding-window) and padding mask, gated feed-forward, reversible
 embedding. All through the general route: each keras-hub class opened up (its ``call`` traced on symbolic
@@ -24,7 +24,8 @@ from tests.conftest import assert_close
 from tests.test_port import run_module
 
 #: backbone -> the keras-hub classes that must each become exactly one class in model.py
-DECODERS = {"llama": ["LlamaLayerNorm", "LlamaRotaryEmbedding", "LlamaAttention", "LlamaTransformerDecoder"],
+LLAMA = ["LlamaLayerNorm", "LlamaRotaryEmbedding", "LlamaAttention", "LlamaTransformerDecoder"]
+DECODERS = {"llama": LLAMA, "llama3": LLAMA,
             "mistral": ["MistralLayerNormalization", "RotaryEmbedding", "CachedMistralAttention",
                         "MistralTransformerDecoder"],
             "gemma": ["RMSNormalization", "RotaryEmbedding", "CachedGemmaAttention", "GemmaDecoderBlock"]}
