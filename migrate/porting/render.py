@@ -87,6 +87,7 @@ class ClassSource:
     added_loss: bool = False  # forward sets self.added_loss (add_loss in a custom layer's call)
     dims: dict[int, str] = field(default_factory=dict)  # traced sentinel size -> ``x.shape[i]``
     keras_class: str | None = None  # the custom Keras class this class ports
+    output_mask: bool = False  # forward sets self.output_mask (Keras' mask of its one output)
 
 
 class Context:
@@ -101,6 +102,7 @@ class Context:
         self.dtypes: dict[str, str] = {}  # tensor id -> the dtype Keras gives it (where a call reads it)
         self.variables: set[str] = set()
         self.fresh_names: set[str] = set()
+        self.nested_masked: dict[str, str] = {}  # nested model layer name -> attr, where it sets output_mask
         self.layer: Layer | None = None
         self.var = ""
         self.top = False
@@ -311,10 +313,15 @@ class Renderer:
             cls.added_loss = True
             outputs = outputs[:custom["outputs"]]
         masks = graph.get("output_masks") or []
-        if top and len(outputs) == 1 and masks and masks[0] is not None and masks[0]["tensor"] in values:
+        nested = outputs[0].rsplit(":", 2)[0] if len(outputs) == 1 else ""
+        if not custom and len(outputs) == 1 and masks and masks[0] is not None and masks[0]["tensor"] in values:
             ctx.line(f"self.output_mask = {values[masks[0]['tensor']].var}  # Keras' mask of the output: "
                      "the loss averages over the steps it keeps")
-            self.output_mask = True
+            cls.output_mask = True
+        elif not custom and nested in ctx.nested_masked:  # Keras keeps the mask a nested model's output carries
+            ctx.line(f"self.output_mask = self.{ctx.nested_masked[nested]}.output_mask  # Keras' mask of the output")
+            cls.output_mask = True
+        self.output_mask = self.output_mask or (top and cls.output_mask)
         if top and self.added_losses:  # Keras adds each add_loss term to the loss summed (_aggregate_additional_loss)
             terms = [f"self.{path}.added_loss.sum()" for path in self.added_losses]
             ctx.line(f"self.added_loss = {' + '.join(terms)}  # add_loss terms, summed as Keras adds them")
@@ -475,12 +482,16 @@ class Renderer:
                                                                                    layer.name),
                                                     prefix=f"{ctx.prefix}{layer.attr}.", top=False))
             ctx.submodule(layer, f"{nested.name}()")
+            if nested.output_mask:
+                ctx.nested_masked[layer.name] = layer.attr
         # nested classes take and return images channels-first, like the top-level class
         args = [ctx.cf(v) if self._channels_first(v) else ctx.keras(v) for v in call.inputs]
         shapes = [tuple(s) for s in entry["graph"]["output_shapes"]]
         layouts = {"cf" if self._channels_first(Value("", s, call.input.dtype)) else "keras" for s in shapes}
         if len(layouts) > 1:
             raise Unsupported("a nested model returning images and other tensors together")
+        if entry["graph"].get("mask_inputs"):
+            call.mask_read = True  # the masks Keras hands the nested model are the last arguments of its forward
         expr = f"self.{layer.attr}({', '.join(args)})"
         return Out(tuple([expr] * len(shapes)) if len(shapes) > 1 else expr, layouts.pop(), shapes=shapes)
 

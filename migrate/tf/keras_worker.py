@@ -192,10 +192,15 @@ def custom_layer(layer: Any) -> bool:
     return type(layer).__name__ == "Lambda" or not module.startswith(("keras.", "tf_keras."))
 
 
-def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | None = None) -> dict[str, Any]:
+def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | None = None,
+                   input_masks: list[Any] | None = None) -> dict[str, Any]:
     """The layer graph of a Functional or Sequential model (nested models recursively); ``attrs`` names the
-    layers of an opened custom layer by the attribute that holds them (``self.att``)."""
+    layers of an opened custom layer by the attribute that holds them (``self.att``); ``input_masks`` are the
+    masks (refs, None where none) that the outer graph hands a nested model's inputs."""
     functional = getattr(model, "_functional", None) or model
+    mask_inputs: list[str] = []
+    if input_masks and any(m is not None for m in input_masks):
+        functional, mask_inputs = _with_input_masks(functional, input_masks)
     outputs = list(getattr(functional, "outputs", None) or [])
     original = functional
     functional, masks, output_masks = _with_masks(functional)
@@ -223,7 +228,7 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
         entry["attr"] = attrs.get(id(layer)) if attrs else None
         if entry["class_name"] in MODEL_CLASSES or hasattr(layer, "_functional") or _functional(layer) or (
                 hasattr(layer, "layers") and hasattr(layer, "get_layer") and "layers" in layer.get_config()):
-            entry["graph"] = describe_model(layer, arrays)
+            entry["graph"] = describe_model(layer, arrays, input_masks=_call_masks(entry["calls"], name))
             entry["weights"] = []
         elif custom_layer(layer) and entry["registered_name"] not in EMITTED:
             from migrate.tf.keras_open import merged_call, open_layer
@@ -237,9 +242,66 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
         layers.append(entry)
     _fill_shapes(functional, layers)
     return {"name": model.name, "class_name": type(model).__name__, "layers": layers,
-            "inputs": _endpoints(config["input_layers"]), "outputs": _endpoints(config["output_layers"]),
+            "inputs": _endpoints(config["input_layers"]),
+            "outputs": _nested_outputs(functional, _endpoints(config["output_layers"])),
             "output_shapes": [[None if d is None else int(d) for d in t.shape] for t in outputs or functional.outputs],
-            **({"output_masks": output_masks} if output_masks else {})}
+            **({"output_masks": output_masks} if output_masks else {}),
+            **({"mask_inputs": mask_inputs} if mask_inputs else {})}
+
+
+def _nested_outputs(functional: Any, endpoints: list[str]) -> list[str]:
+    """Keras 3's ``output_layers`` numbers a nested Functional's calls from 1 (its node 0 is its own graph's)
+    while the calls that read its outputs number them from 0: an output that a nested model returns, by the
+    call that computes it as the graph's calls are numbered."""
+    from keras.src.models.functional import Functional
+
+    nodes = {id(n) for depth in getattr(functional, "_nodes_by_depth", {}).values() for n in depth}
+    out = []
+    for end, tensor in zip(endpoints, getattr(functional, "outputs", None) or []):
+        op, index, k = tensor._keras_history
+        kept = [i for i, n in enumerate(op._inbound_nodes) if id(n) in nodes]
+        out.append(f"{op.name}:{kept.index(index)}:{k}" if isinstance(op, Functional) and index in kept else end)
+    return out + endpoints[len(out):]
+
+
+def _call_masks(calls: list[dict[str, Any]], name: str) -> list[Any] | None:
+    """The masks Keras hands a nested model's inputs (its calls' ``mask`` keyword, one per input), or None.
+    Every call must mask the same inputs: the nested class has one forward."""
+    patterns = [_flat_masks(call["kwargs"].get("mask")) for call in calls]
+    if any([m is None for m in p] != [m is None for m in patterns[0]] for p in patterns[1:]):
+        raise ConversionError(f"nested model {name!r} is called both with and without a Keras mask on the same "
+                              "input; use 'tf2torch convert' for an inference program")
+    return patterns[0] if patterns else None
+
+
+def _flat_masks(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return [m for v in value for m in _flat_masks(v)]
+    if isinstance(value, dict) and "tensor" not in value:
+        return [m for key in sorted(value) for m in _flat_masks(value[key])]
+    return [value]
+
+
+def _with_input_masks(functional: Any, masks: list[Any]) -> tuple[Any, list[str]]:
+    """A nested model whose inputs Keras hands masks (the padding of an outer ``compute_mask``): its layers
+    traced again from fresh inputs that carry masks, each mask one more input (``<input>_mask``), as
+    ``Functional.call`` sets them at run time; the layers, and so the weights, are the model's own."""
+    import keras
+    from keras.src.backend import set_keras_mask
+
+    inputs = keras.tree.flatten(functional._inputs_struct)
+    if len(inputs) != len(masks):
+        raise ConversionError(f"nested model {functional.name!r}: {len(masks)} masks for {len(inputs)} inputs; "
+                              "use 'tf2torch convert' for an inference program")
+    fresh = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history[0].name) for t in inputs]
+    extra, names = [], []
+    for tensor, mask in zip(fresh, masks):
+        if mask is not None:
+            names.append(f"{tensor._keras_history[0].name}_mask")
+            extra.append(keras.Input(batch_shape=mask["shape"], dtype=mask["dtype"], name=names[-1]))
+            set_keras_mask(tensor, extra[-1])
+    outputs = functional._run_through_graph(fresh)  # Functional.call would convert the inputs, losing the masks
+    return keras.Model([*fresh, *extra], outputs, name=functional.name), names
 
 
 def _with_masks(functional: Any) -> tuple[Any, dict[int, list[list[Any] | None]], list[Any] | None]:
