@@ -3,7 +3,9 @@
 ``ops.shape`` at run time, and two token inputs of independent dynamic lengths.
 
 ``port_seq2seq`` writes ``get_config`` for its layers as the example does; ``port_seq2seq_noconfig`` is the same
-model whose layers define none. Both are ported once through the CLI and checked against Keras.
+model whose layers define none; ``port_seq2seq_nested`` wraps the decoder in a nested Functional model as the
+published example does (the encoder's padding mask enters it, its output mask reaches the loss). Each is ported
+once through the CLI and checked against Keras.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tests.conftest import assert_close
 from tests.test_port import run_module
 from tests.test_port_custom import _module, keras_predict, tf2torch
 
-FIXTURES = ["port_seq2seq", "port_seq2seq_noconfig"]
+FIXTURES = ["port_seq2seq", "port_seq2seq_noconfig", "port_seq2seq_nested"]
 CLASSES = ["PositionalEmbedding", "TransformerEncoder", "TransformerDecoder"]
 VOCABULARY = 40  # the fixtures' vocab_size
 #: (batch, encoder length, decoder length): batch 1 and 3, two lengths for each dynamic axis, never equal
@@ -108,6 +110,11 @@ def test_model_py_reads_like_the_keras_classes(ported, name):
                  "self.output_mask = decoder_inputs_mask"):
         assert line in text, (line, text)
     assert not any(str(size) in text for size in (9973, 9967, 9949))  # no traced sentinel size
+    if name == "port_seq2seq_nested":  # the encoder's padding mask is the nested decoder's last argument
+        for line in ("decoder_state_inputs_mask: torch.Tensor):",
+                     "self.functional_2(decoder_inputs, transformer_encoder, encoder_inputs_mask)",
+                     "self.output_mask = self.functional_2.output_mask"):
+            assert line in text, (line, text)
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", str(out / "model.py")],
                           capture_output=True, text=True, check=False)
     if "No module named ruff" not in proc.stderr:
@@ -116,10 +123,12 @@ def test_model_py_reads_like_the_keras_classes(ported, name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_parity_train_three_steps(ported, optimizer):
+@pytest.mark.parametrize("name", ["port_seq2seq", "port_seq2seq_nested"])
+def test_parity_train_three_steps(ported, name, optimizer):
     """3 steps of ``parity --train`` with the compiled sparse cross-entropy, which Keras averages over the
-    output mask's steps (the decoder's padding): train.py's compute_loss takes ``model.output_mask``."""
-    source, out = ported("port_seq2seq")
+    output mask's steps (the decoder's padding, which the nested decoder's output carries out to the loss):
+    train.py's compute_loss takes ``model.output_mask``."""
+    source, out = ported(name)
     proc = tf2torch("parity", str(source), str(out), "--train", "--trust-model-py", "--steps", "3", "--optimizer",
                     optimizer, "--format", "json")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
