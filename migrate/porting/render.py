@@ -417,8 +417,9 @@ class Renderer:
             return
         masked = any(v.masked for v in inputs) or any(_has_tensor(call_spec["kwargs"].get(k)) for k in MASK_KWARGS)
         if masked and not call.mask_read and (layer.class_name in MASK_READERS or call_spec["kwargs"].get("mask")):
-            self.problems.append(f"{layer.name} ({layer.class_name}): Keras applies a sequence mask here "
-                                 "(Embedding(mask_zero=True) or Masking), which this layer's port does not")
+            self.problems.append(f"{layer.name} ({layer.class_name}): Keras hands this call a mask (from "
+                                 "Embedding(mask_zero=True), Masking or a layer's compute_mask), which its port "
+                                 "does not apply")
             return
         out = out if isinstance(out, Out) else Out(out)
         exprs = out.expr if isinstance(out.expr, tuple) else (out.expr,)
@@ -484,6 +485,9 @@ class Renderer:
             ctx.submodule(layer, f"{nested.name}()")
             if nested.output_mask:
                 ctx.nested_masked[layer.name] = layer.attr
+        if layer.name in ctx.nested_masked and any(c != ["output"] for c in call.output_consumers):
+            raise Unsupported("its output carries the Keras mask of the nested model's output on into the layers "
+                              "that read it (Keras keeps it at run time), which the port hands only to the loss")
         # nested classes take and return images channels-first, like the top-level class
         args = [ctx.cf(v) if self._channels_first(v) else ctx.keras(v) for v in call.inputs]
         shapes = [tuple(s) for s in entry["graph"]["output_shapes"]]

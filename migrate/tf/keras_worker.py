@@ -203,7 +203,7 @@ def describe_model(model: Any, arrays: dict[str, Any], attrs: dict[int, str] | N
         functional, mask_inputs = _with_input_masks(functional, input_masks)
     outputs = list(getattr(functional, "outputs", None) or [])
     original = functional
-    functional, masks, output_masks = _with_masks(functional)
+    functional, masks, output_masks = _with_masks(functional, bool(mask_inputs))
     config = graph_config(functional)
     if functional is not original:
         config["output_layers"] = config["output_layers"][:len(outputs)]  # the masks were extra outputs
@@ -300,23 +300,33 @@ def _with_input_masks(functional: Any, masks: list[Any]) -> tuple[Any, list[str]
             names.append(f"{tensor._keras_history[0].name}_mask")
             extra.append(keras.Input(batch_shape=mask["shape"], dtype=mask["dtype"], name=names[-1]))
             set_keras_mask(tensor, extra[-1])
-    outputs = functional._run_through_graph(fresh)  # Functional.call would convert the inputs, losing the masks
+    def call(op: Any, *args: Any, **kwargs: Any) -> Any:
+        """The recorded call, with the mask of its one tensor argument where it was recorded without one, as
+        Keras fills it in at run time."""
+        tensors = [t for t in keras.tree.flatten([args, kwargs]) if isinstance(t, keras.KerasTensor)]
+        if getattr(op, "_call_has_mask_arg", False) and kwargs.get("mask") is None and len(tensors) == 1:
+            kwargs["mask"] = getattr(tensors[0], "_keras_mask", None)
+        return op(*args, **kwargs)
+
+    outputs = functional._run_through_graph(fresh, call_fn=call)  # Functional.call would convert the inputs
     return keras.Model([*fresh, *extra], outputs, name=functional.name), names
 
 
-def _with_masks(functional: Any) -> tuple[Any, dict[int, list[list[Any] | None]], list[Any] | None]:
+def _with_masks(functional: Any, masked_inputs: bool = False) -> tuple[Any, dict[int, list[list[Any] | None]],
+                                                                    list[Any] | None]:
     """The Keras masks that the tensor arguments of each custom layer's calls carry (``_keras_mask``, which
     Keras hands to sublayers inside ``call``), as tensor ids of the graph: ``id(layer)`` -> per call, one
     entry per tensor argument (None: no mask); and the masks of the model's outputs (Keras' compiled loss
     averages over the steps they keep), or None. A mask no layer of the graph consumes (the decoder's
     ``compute_mask`` when its ``call`` takes two tensors) is not in the graph's config; the model is then
-    rebuilt with those masks as extra outputs, so the ops that compute them are described too."""
+    rebuilt with those masks as extra outputs, so the ops that compute them are described too. A nested model
+    handed masks (``masked_inputs``) reports its outputs' masks even where no custom layer reads one."""
     nodes = [n for depth in getattr(functional, "_nodes_by_depth", {}).values() for n in depth]
     if not nodes or not all(hasattr(n, "arguments") for n in nodes):
         return functional, {}, None
     custom = [n for n in nodes if isinstance(n.operation, _layer_type()) and custom_layer(n.operation)]
     found = [m for n in custom for m in _arg_masks(n) if m is not None]
-    if not found:
+    if not found and not masked_inputs:
         return functional, {}, None
     ends = [getattr(t, "_keras_mask", None) for t in functional.outputs]
     found += [m for m in ends if m is not None]
