@@ -123,7 +123,7 @@ def test_model_py_reads_like_the_keras_classes(ported, name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-@pytest.mark.parametrize("name", ["port_seq2seq", "port_seq2seq_nested"])
+@pytest.mark.parametrize("name", ["port_seq2seq", "port_seq2seq_nested", "port_nested_masked_rnn"])
 def test_parity_train_three_steps(ported, name, optimizer):
     """3 steps of ``parity --train`` with the compiled sparse cross-entropy, which Keras averages over the
     output mask's steps (the decoder's padding, which the nested decoder's output carries out to the loss):
@@ -152,3 +152,22 @@ def test_short_fine_tune_lowers_the_loss(ported):
     losses = [train.train_step(model, optimizer, inputs, targets) for _ in range(15)]
     assert losses[-1] < losses[0], losses
     assert model.output_mask.tolist() == (inputs[1] != 0).tolist()
+
+
+
+def test_nested_model_handed_a_builtin_mask(ported, fixture_model, tmp_path):
+    """``Embedding(mask_zero=True)`` into a nested model's LSTM: the port checks itself against Keras (padded
+    sequences), the mask is the nested forward's last argument and its output mask is the model's (parity
+    --train: test_parity_train_three_steps); a nested output whose mask Keras carries on into a GRU is one
+    line, exit 1."""
+    _, out = ported("port_nested_masked_rnn")
+    text = (out / "model.py").read_text()
+    for line in ("def forward(self, sequence: torch.Tensor, sequence_mask: torch.Tensor):",
+                 "self.tagger(embedding, tokens_mask)", "self.output_mask = self.tagger.output_mask"):
+        assert line in text, (line, text)
+    proc = tf2torch("port", str(fixture_model("port_nested_masked_rnn") / "carried.keras"), "-o",
+                    str(tmp_path / "carried"), "-q")
+    assert proc.returncode == 1
+    line = proc.stderr.strip()
+    assert line.count("\n") == 0 and "tagger (Functional)" in line and "carries the Keras mask" in line, line
+    assert "Masking)" not in line and not (tmp_path / "carried").exists()
