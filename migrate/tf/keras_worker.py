@@ -258,9 +258,12 @@ def _nested_outputs(functional: Any, endpoints: list[str]) -> list[str]:
     nodes = {id(n) for depth in getattr(functional, "_nodes_by_depth", {}).values() for n in depth}
     out = []
     for end, tensor in zip(endpoints, getattr(functional, "outputs", None) or []):
-        op, index, k = tensor._keras_history
+        op, index, k = getattr(tensor, "_keras_history", (None, 0, 0))
+        if not isinstance(op, Functional):
+            out.append(end)
+            continue
         kept = [i for i, n in enumerate(op._inbound_nodes) if id(n) in nodes]
-        out.append(f"{op.name}:{kept.index(index)}:{k}" if isinstance(op, Functional) and index in kept else end)
+        out.append(f"{op.name}:{kept.index(index)}:{k}" if index in kept else end)
     return out + endpoints[len(out):]
 
 
