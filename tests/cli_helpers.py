@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
+import json
 import os
 import subprocess
 import sys
@@ -30,3 +32,26 @@ def user_pytest(test_file: Path, env: dict[str, str]) -> subprocess.CompletedPro
     plugin = [] if installed else ["-p", "checks.parity.pytest_plugin"]
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin, str(test_file)],
                           capture_output=True, text=True, cwd=test_file.parent, env=env, check=False)
+
+
+def imported_packages(text: str) -> set[str]:
+    """Top-level packages a generated file imports (a port's model.py must import only torch)."""
+    return {alias.name.split(".")[0] for node in ast.walk(ast.parse(text))
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+
+
+def assert_ruff_clean(path: Path) -> None:
+    """``ruff check --isolated`` passes on generated code (where ruff is installed)."""
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", str(path)],
+                          capture_output=True, text=True, check=False)
+    if "No module named ruff" not in proc.stderr:
+        assert proc.returncode == 0, proc.stdout
+
+
+def train_parity(source: Path, out: Path, optimizer: str, *extra: str) -> dict:
+    """``parity --train --steps 3`` of a port (JSON), asserted to pass; the report's ``train`` part."""
+    proc = tf2torch("parity", source, out, "--train", "--trust-model-py", "--steps", "3", "--optimizer", optimizer,
+                    "--format", "json", *extra)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    return json.loads(proc.stdout)["train"]

@@ -114,6 +114,27 @@ def fixture_model():
     return model_dir
 
 
+@pytest.fixture(scope="module")
+def port_once(tmp_path_factory):
+    """``port_once(fixture, file="model.keras", custom_objects=None)`` -> (source, OUT): ported through the CLI
+    once per test module."""
+    from tests.cli_helpers import tf2torch
+
+    done: dict[tuple[str, str], tuple[Path, Path]] = {}
+
+    def get(fixture: str, file: str = "model.keras", custom_objects: str | None = None) -> tuple[Path, Path]:
+        if (fixture, file) not in done:
+            source = model_dir(fixture) / file
+            out = tmp_path_factory.mktemp("port") / f"{fixture}-{Path(file).stem}"
+            objects = ["--custom-objects", custom_objects] if custom_objects else []
+            proc = tf2torch("port", source, "-o", out, "-q", *objects)
+            assert proc.returncode == 0, proc.stderr
+            done[(fixture, file)] = (source, out)
+        return done[(fixture, file)]
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def converted(tmp_path_factory):
     """``converted(name, **options)`` -> (SavedModel path, CONVERTED dir) from ``migrate.convert``, once per session

@@ -10,7 +10,6 @@ the per-sample loss term and 3 training steps are checked against Keras.
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import json
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.cli_helpers import ROOT, tf2torch
+from tests.cli_helpers import ROOT, assert_ruff_clean, imported_packages, tf2torch
 from tests.conftest import assert_close
 from tests.test_port import run_module, to_module
 
@@ -55,19 +54,9 @@ def _module(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def ported(tmp_path_factory, fixture_model):
-    done = {}
-
-    def get(name: str) -> tuple[Path, Path]:
-        if name not in done:
-            source = fixture_model(name) / "model.keras"
-            out = tmp_path_factory.mktemp("ctc") / name
-            proc = tf2torch("port", str(source), "-o", str(out), "-q", "--custom-objects", _module(name))
-            assert proc.returncode == 0, proc.stderr
-            done[name] = (source, out)
-        return done[name]
-
-    return get
+def ported(port_once):
+    """``ported(name)`` -> (model.keras, OUT), ported with the fixture's module as --custom-objects."""
+    return lambda name: port_once(name, custom_objects=_module(name))
 
 
 def ctc_inputs(manifest: dict, name: str, batch: int, length: int, seed: int) -> dict[str, np.ndarray]:
@@ -138,19 +127,14 @@ def test_output_and_ctc_loss_term_match_keras(ported, name, tmp_path):
 def test_model_py_is_torch_only_ruff_clean_one_ctc_class(ported, name):
     _, out = ported(name)
     text = (out / "model.py").read_text()
-    imports = {alias.name.split(".")[0] for node in ast.walk(ast.parse(text))
-               if isinstance(node, (ast.Import, ast.ImportFrom))
-               for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+    imports = imported_packages(text)
     assert imports == {"torch"}, imports
     assert text.count("class CTCLayer(nn.Module):") == 1
     blank = CTC[name][0]
     assert text.count("F.ctc_loss(torch.log_softmax(") == 1 and f'blank={blank}, reduction="none")' in text
     assert "self.added_loss = self." in text  # the top-level module sums the layer's term
     assert "9973" not in text and "9967" not in text  # no traced sentinel size baked in
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", str(out / "model.py")],
-                          capture_output=True, text=True, check=False)
-    if "No module named ruff" not in proc.stderr:
-        assert proc.returncode == 0, proc.stdout
+    assert_ruff_clean(out / "model.py")
     assert "model.added_loss" in (out / "train.py").read_text() if (out / "train.py").exists() else True
 
 

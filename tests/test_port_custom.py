@@ -8,11 +8,9 @@ Each fixture is written like public Keras example code and ported once through t
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import torch
 
 from migrate.tf.client import run_worker
 from migrate.tf.custom_objects import specs
-from tests.cli_helpers import ROOT, tf2torch
+from tests.cli_helpers import ROOT, assert_ruff_clean, imported_packages, tf2torch, train_parity
 from tests.conftest import assert_close
 from tests.test_port import run_module
 
@@ -41,19 +39,9 @@ def _module(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def ported(tmp_path_factory, fixture_model):
-    done = {}
-
-    def get(name: str) -> tuple[Path, Path]:
-        if name not in done:
-            source = fixture_model(name) / "model.keras"
-            out = tmp_path_factory.mktemp("port") / name
-            proc = tf2torch("port", str(source), "-o", str(out), "-q", "--custom-objects", _module(name))
-            assert proc.returncode == 0, proc.stderr
-            done[name] = (source, out)
-        return done[name]
-
-    return get
+def ported(port_once):
+    """``ported(name)`` -> (model.keras, OUT), ported with the fixture's module as --custom-objects."""
+    return lambda name: port_once(name, custom_objects=_module(name))
 
 
 def keras_predict(source: Path, name: str, batches: list[dict[str, np.ndarray]], tmp: Path) -> list[dict]:
@@ -110,17 +98,12 @@ def test_eval_matches_keras_at_batch_1_and_3(ported, name, tmp_path):
 def test_model_py_imports_only_torch_is_ruff_clean_one_class_per_keras_class(ported, name):
     _, out = ported(name)
     text = (out / "model.py").read_text()
-    imports = {alias.name.split(".")[0] for node in ast.walk(ast.parse(text))
-               if isinstance(node, (ast.Import, ast.ImportFrom))
-               for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+    imports = imported_packages(text)
     assert imports == {"torch"}, imports
     for cls in CUSTOM[name]:
         assert text.count(f"class {cls}(nn.Module):") == 1, (cls, text)
         assert f"class {cls}2(" not in text
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", str(out / "model.py")],
-                          capture_output=True, text=True, check=False)
-    if "No module named ruff" not in proc.stderr:
-        assert proc.returncode == 0, proc.stdout
+    assert_ruff_clean(out / "model.py")
 
 
 def test_custom_layer_reads_like_the_keras_class(ported):
@@ -138,10 +121,7 @@ def test_custom_layer_reads_like_the_keras_class(ported):
 @pytest.mark.parametrize("name,optimizer", [(n, o) for n, opts in TRAIN.items() for o in opts])
 def test_parity_train_three_steps(ported, name, optimizer):
     source, out = ported(name)
-    proc = tf2torch("parity", str(source), str(out), "--train", "--trust-model-py", "--steps", "3", "--optimizer", optimizer,
-                    "--format", "json")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
-    train = json.loads(proc.stdout)["train"]
+    train = train_parity(source, out, optimizer)
     loss = train["loss"]
     assert loss["passed"]
     assert abs(loss["keras"] - loss["torch"]) <= 1e-5 * max(1.0, abs(loss["keras"]))
@@ -243,20 +223,9 @@ HUB_VOCABULARY = 50  # the fixture's vocabulary_size
 
 
 @pytest.fixture(scope="module")
-def hub_ported(tmp_path_factory, fixture_model):
+def hub_ported(port_once):
     pytest.importorskip("keras_hub")
-    done = {}
-
-    def get(backbone: str) -> tuple[Path, Path]:
-        if backbone not in done:
-            source = fixture_model("port_hub_backbones") / f"{backbone}.keras"
-            out = tmp_path_factory.mktemp("hub") / backbone
-            proc = tf2torch("port", str(source), "-o", str(out), "-q", "--custom-objects", "keras_hub")
-            assert proc.returncode == 0, proc.stderr
-            done[backbone] = (source, out)
-        return done[backbone]
-
-    return get
+    return lambda backbone: port_once("port_hub_backbones", f"{backbone}.keras", custom_objects="keras_hub")
 
 
 def hub_inputs(manifest: dict, batch: int, seed: int, length: int) -> dict[str, np.ndarray]:
@@ -317,9 +286,7 @@ def test_keras_hub_model_py_reads_like_the_keras_classes(hub_ported, backbone):
     ruff-clean; weights are parameters (ViT's position table is not baked into forward)."""
     _, out = hub_ported(backbone)
     text = (out / "model.py").read_text()
-    imports = {alias.name.split(".")[0] for node in ast.walk(ast.parse(text))
-               if isinstance(node, (ast.Import, ast.ImportFrom))
-               for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+    imports = imported_packages(text)
     assert imports == {"torch"}, imports
     for cls in HUB[backbone]:
         assert text.count(f"class {cls}(nn.Module):") == 1, (cls, text)
@@ -335,10 +302,7 @@ def test_keras_hub_model_py_reads_like_the_keras_classes(hub_ported, backbone):
     for line in expected:
         assert line in text, (line, text)
     assert "torch.tensor([[" not in text  # no weights as constants
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", str(out / "model.py")],
-                          capture_output=True, text=True, check=False)
-    if "No module named ruff" not in proc.stderr:
-        assert proc.returncode == 0, proc.stdout
+    assert_ruff_clean(out / "model.py")
 
 
 @pytest.mark.slow
@@ -346,8 +310,5 @@ def test_keras_hub_model_py_reads_like_the_keras_classes(hub_ported, backbone):
 def test_keras_hub_backbone_trains_like_keras(hub_ported, backbone, optimizer):
     """3 steps of ``parity --train`` (MSE on every output: the backbones are saved uncompiled)."""
     source, out = hub_ported(backbone)
-    proc = tf2torch("parity", str(source), str(out), "--train", "--trust-model-py", "--steps", "3", "--optimizer",
-                    optimizer, "--loss", "mse", "--custom-objects", "keras_hub", "--format", "json")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
-    loss = json.loads(proc.stdout)["train"]["loss"]
+    loss = train_parity(source, out, optimizer, "--loss", "mse", "--custom-objects", "keras_hub")["loss"]
     assert loss["passed"] and abs(loss["keras"] - loss["torch"]) <= 1e-5 * max(1.0, abs(loss["keras"]))

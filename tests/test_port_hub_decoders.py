@@ -7,11 +7,7 @@ tensors, ``keras.ops`` emitters), no keras-hub-specific emitter.
 
 from __future__ import annotations
 
-import ast
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +15,7 @@ import torch
 
 from migrate.tf.client import run_worker
 from migrate.tf.custom_objects import specs
-from tests.cli_helpers import tf2torch
+from tests.cli_helpers import assert_ruff_clean, imported_packages, train_parity
 from tests.conftest import assert_close
 from tests.test_port import run_module
 
@@ -33,20 +29,9 @@ VOCABULARY = 50  # the fixture's vocabulary_size
 
 
 @pytest.fixture(scope="module")
-def decoder_ported(tmp_path_factory, fixture_model):
+def decoder_ported(port_once):
     pytest.importorskip("keras_hub")
-    done = {}
-
-    def get(backbone: str) -> tuple[Path, Path]:
-        if backbone not in done:
-            source = fixture_model("port_hub_decoders") / f"{backbone}.keras"
-            out = tmp_path_factory.mktemp("decoder") / backbone
-            proc = tf2torch("port", str(source), "-o", str(out), "-q", "--custom-objects", "keras_hub")
-            assert proc.returncode == 0, proc.stderr
-            done[backbone] = (source, out)
-        return done[backbone]
-
-    return get
+    return lambda backbone: port_once("port_hub_decoders", f"{backbone}.keras", custom_objects="keras_hub")
 
 
 def decoder_inputs(batch: int, length: int, seed: int) -> dict[str, np.ndarray]:
@@ -92,9 +77,7 @@ def test_decoder_model_py_reads_like_the_keras_classes(decoder_ported, backbone)
     from ``torch.arange`` over the input's length and the masked softmax keeps Keras' mask."""
     _, out = decoder_ported(backbone)
     text = (out / "model.py").read_text()
-    imports = {alias.name.split(".")[0] for node in ast.walk(ast.parse(text))
-               if isinstance(node, (ast.Import, ast.ImportFrom))
-               for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+    imports = imported_packages(text)
     assert imports == {"torch"}, imports
     for cls in DECODERS[backbone]:
         assert text.count(f"class {cls}(nn.Module):") == 1, (cls, text)
@@ -105,10 +88,7 @@ def test_decoder_model_py_reads_like_the_keras_classes(decoder_ported, backbone)
         assert line in text, (line, text)
     assert "9973" not in text and "9967" not in text and "9949" not in text  # no traced sentinel size
     assert "torch.tensor([[" not in text  # no weights as constants
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", str(out / "model.py")],
-                          capture_output=True, text=True, check=False)
-    if "No module named ruff" not in proc.stderr:
-        assert proc.returncode == 0, proc.stdout
+    assert_ruff_clean(out / "model.py")
 
 
 @pytest.mark.slow
@@ -116,10 +96,7 @@ def test_decoder_model_py_reads_like_the_keras_classes(decoder_ported, backbone)
 def test_decoder_trains_like_keras(decoder_ported, backbone, optimizer):
     """3 steps of ``parity --train`` (MSE on the sequence output: the backbones are saved uncompiled)."""
     source, out = decoder_ported(backbone)
-    proc = tf2torch("parity", str(source), str(out), "--train", "--trust-model-py", "--steps", "3", "--optimizer",
-                    optimizer, "--loss", "mse", "--custom-objects", "keras_hub", "--format", "json")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
-    loss = json.loads(proc.stdout)["train"]["loss"]
+    loss = train_parity(source, out, optimizer, "--loss", "mse", "--custom-objects", "keras_hub")["loss"]
     assert loss["passed"] and abs(loss["keras"] - loss["torch"]) <= 1e-5 * max(1.0, abs(loss["keras"]))
 
 

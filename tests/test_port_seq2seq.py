@@ -10,17 +10,14 @@ once through the CLI and checked against Keras.
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.cli_helpers import assert_ruff_clean, imported_packages
 from tests.conftest import assert_close
 from tests.test_port import run_module
 from tests.test_port_custom import _module, keras_predict, tf2torch
@@ -33,20 +30,9 @@ CASES = [(1, 7, 4), (3, 7, 4), (1, 5, 9), (3, 5, 9)]
 
 
 @pytest.fixture(scope="module")
-def ported(tmp_path_factory, fixture_model):
-    """``ported(name)`` -> (model.keras, OUT): ported once through the CLI with the fixture's module."""
-    done = {}
-
-    def get(name: str) -> tuple[Path, Path]:
-        if name not in done:
-            source = fixture_model(name) / "model.keras"
-            out = tmp_path_factory.mktemp("port") / name
-            proc = tf2torch("port", str(source), "-o", str(out), "-q", "--custom-objects", _module(name))
-            assert proc.returncode == 0, proc.stderr
-            done[name] = (source, out)
-        return done[name]
-
-    return get
+def ported(port_once):
+    """``ported(name)`` -> (model.keras, OUT), ported with the fixture's module as --custom-objects."""
+    return lambda name: port_once(name, custom_objects=_module(name))
 
 
 def padded_tokens(rng: np.random.Generator, batch: int, length: int, row_pads: tuple[int, ...]) -> np.ndarray:
@@ -90,9 +76,7 @@ def test_model_py_reads_like_the_keras_classes(ported, name):
     follows the decoder input's shape (no traced size in the text); imports only torch; ruff-clean."""
     _, out = ported(name)
     text = (out / "model.py").read_text()
-    imports = {alias.name.split(".")[0] for node in ast.walk(ast.parse(text))
-               if isinstance(node, (ast.Import, ast.ImportFrom))
-               for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+    imports = imported_packages(text)
     assert imports == {"torch"}, imports
     for cls in CLASSES:
         assert text.count(f"class {cls}(nn.Module):") == 1, (cls, text)
@@ -115,10 +99,7 @@ def test_model_py_reads_like_the_keras_classes(ported, name):
                      "self.functional_2(decoder_inputs, transformer_encoder, encoder_inputs_mask)",
                      "self.output_mask = self.functional_2.output_mask"):
             assert line in text, (line, text)
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", str(out / "model.py")],
-                          capture_output=True, text=True, check=False)
-    if "No module named ruff" not in proc.stderr:
-        assert proc.returncode == 0, proc.stdout
+    assert_ruff_clean(out / "model.py")
 
 
 @pytest.mark.slow
