@@ -10,8 +10,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
+from tests.cli_helpers import train_parity
 from tests.conftest import assert_close
 from tests.test_port import keras_inputs, keras_predict, run_module, to_module
 
@@ -48,3 +50,11 @@ def test_strided_same_on_a_dynamic_time_axis_matches_keras(fixture_model, tmp_pa
             torch.testing.assert_close(program.module()(*args), expected)
             torch.testing.assert_close(compiled(*args), expected)
     assert json.loads((out / "manifest.json").read_text())["verified_max_abs_err"]["logits"] < 1e-4
+
+
+@pytest.mark.parametrize("optimizer", ["sgd:learning_rate=0.05,momentum=0.9", "adam:learning_rate=0.01"])
+def test_strided_same_on_a_dynamic_time_axis_trains_like_keras(port_once, optimizer):
+    """3 steps of ``parity --train``: the run-time padding is differentiated like TF's 'same'."""
+    source, out = port_once("port_speech_strided")
+    loss = train_parity(source, out, optimizer, "--loss", "mse")["loss"]
+    assert loss["passed"] and abs(loss["keras"] - loss["torch"]) <= 1e-5 * max(1.0, abs(loss["keras"]))
