@@ -50,8 +50,12 @@ def assert_ruff_clean(path: Path) -> None:
 
 
 def train_parity(source: Path, out: Path, optimizer: str, *extra: str) -> dict:
-    """``parity --train --steps 3`` of a port (JSON), asserted to pass; the report's ``train`` part."""
+    """``parity --train --steps 3`` of a port (JSON), asserted to pass with the final losses within 1e-5 (relative
+    above 1); the report's ``train`` part."""
     proc = tf2torch("parity", source, out, "--train", "--trust-model-py", "--steps", "3", "--optimizer", optimizer,
                     "--format", "json", *extra)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
-    return json.loads(proc.stdout)["train"]
+    train = json.loads(proc.stdout)["train"]
+    loss = train["loss"]
+    assert loss["passed"] and abs(loss["keras"] - loss["torch"]) <= 1e-5 * max(1.0, abs(loss["keras"])), loss
+    return train

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.cli_helpers import assert_ruff_clean, imported_packages
+from tests.cli_helpers import assert_ruff_clean, imported_packages, train_parity
 from tests.conftest import assert_close
 from tests.test_port import run_module
 from tests.test_port_custom import _module, keras_predict, tf2torch
@@ -110,11 +110,7 @@ def test_parity_train_three_steps(ported, name, optimizer):
     output mask's steps (the decoder's padding, which the nested decoder's output carries out to the loss):
     train.py's compute_loss takes ``model.output_mask``."""
     source, out = ported(name)
-    proc = tf2torch("parity", str(source), str(out), "--train", "--trust-model-py", "--steps", "3", "--optimizer",
-                    optimizer, "--format", "json")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
-    loss = json.loads(proc.stdout)["train"]["loss"]
-    assert loss["passed"] and abs(loss["keras"] - loss["torch"]) <= 1e-5 * max(1.0, abs(loss["keras"]))
+    train_parity(source, out, optimizer)
 
 
 def test_short_fine_tune_lowers_the_loss(ported):
