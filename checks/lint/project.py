@@ -202,6 +202,7 @@ class Project(Generic[C]):
         self._keep = keep
         self._loaded: OrderedDict[str, C | None] = OrderedDict()
         self._modules: dict[tuple[str, str], tuple[str, tuple[str, ...]] | None] = {}
+        self.evicted = 0  # parsed files let go so far (see ``add``)
 
     def context(self, path: str) -> C | None:
         """The parsed file at ``path`` (None when it is not in the tree or cannot be parsed)."""
@@ -219,6 +220,7 @@ class Project(Generic[C]):
         self._loaded.move_to_end(path)
         while len(self._loaded) > self._keep:
             self._loaded.popitem(last=False)
+            self.evicted += 1
 
     def module(self, importer: str, dotted_name: str) -> tuple[C, tuple[str, ...]] | None:
         """The loaded file a qualified name points into and the attribute path left inside
