@@ -214,6 +214,12 @@ class Project(Generic[C]):
         self.add(path, found)
         return found
 
+    def loaded(self, path: str) -> C | None:
+        """The parsed file at ``path`` if this process has it already (nothing is parsed)."""
+        if path in self._loaded:
+            self._loaded.move_to_end(path)
+        return self._loaded.get(path)
+
     def add(self, path: str, ctx: C | None) -> None:
         """Keep a parsed file (also the one being linted); the least recently used go first."""
         self._loaded[path] = ctx

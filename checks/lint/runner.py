@@ -185,25 +185,34 @@ def check(
 
 
 class _Triggers:
-    """Which files contain each rule trigger, searched once per (pattern, file)."""
+    """Which files contain each rule trigger, each pattern searched at most once per file
+    (rules share patterns, and a file's own text is asked again for every file importing it)."""
 
     def __init__(self, texts: dict[str, str | None]) -> None:
         self.texts = texts
+        self.hits: dict[tuple[str, str], bool] = {}
         self.files: dict[str, set[str]] = {}
 
     def matching(self, codes: list[str], path: str, deps: frozenset[str]) -> tuple[str, ...]:
         """Codes whose trigger words each occur in the file or in a file it depends on."""
         out = []
         for rule_ in iter_checks(codes):
-            text = self.texts[path] or ""
-            if rule_.may_match(text) or rule_.across_files and deps and re.search(rule_.across_files, text) and all(
-                    not deps.isdisjoint(self._files(p)) or p.search(text) for p in rule_.patterns()):
+            across = rule_.across_pattern()
+            if all(self._has(path, p) for p in rule_.patterns()) or across and deps and self._has(path, across) and all(
+                    self._has(path, p) or not deps.isdisjoint(self._files(p)) for p in rule_.patterns()):
                 out.append(rule_.code)
         return tuple(out)
 
+    def _has(self, path: str, pattern: re.Pattern[str]) -> bool:
+        key = (pattern.pattern, path)
+        found = self.hits.get(key)
+        if found is None:
+            found = self.hits[key] = pattern.search(self.texts[path] or "") is not None
+        return found
+
     def _files(self, pattern: re.Pattern[str]) -> set[str]:
         if pattern.pattern not in self.files:
-            self.files[pattern.pattern] = {f for f, t in self.texts.items() if t and pattern.search(t)}
+            self.files[pattern.pattern] = {f for f in self.texts if self._has(f, pattern)}
         return self.files[pattern.pattern]
 
 
