@@ -181,11 +181,11 @@ def channels_last_into_conv(ctx: FileContext) -> Iterator[Finding]:
         data = arg(call, 0, "input")
         if data is None:
             continue
-        layer = _channels_first_layer(ctx, call)
-        if layer is None:
-            continue
         hit = ctx.trace(data, _channels_last_step)
         if hit is None or (id(ctx.scope(call)), id(hit.origin)) in seen:
+            continue
+        layer = _channels_first_layer(ctx, call)
+        if layer is None:
             continue
         seen.add((id(ctx.scope(call)), id(hit.origin)))
         yield ctx.report(
