@@ -162,7 +162,8 @@ def parse(text: str) -> cst.Module:
 
 def project_for(tree: Tree) -> Project[FileContext]:
     """A project over ``tree`` whose files are parsed on demand in this process."""
-    project: Project[FileContext] = Project(tree, lambda path: load_context(path, project))
+    project: Project[FileContext] = Project(tree, lambda path: load_context(path, project),
+                                           release=FileContext.release)
     return project
 
 

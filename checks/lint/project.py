@@ -196,9 +196,11 @@ class Tree:
 class Project(Generic[C]):
     """One process's view of the tree: loads other files' contexts on demand, once each."""
 
-    def __init__(self, tree: Tree, load: Callable[[str], C | None], keep: int = KEEP) -> None:
+    def __init__(self, tree: Tree, load: Callable[[str], C | None], keep: int = KEEP,
+                 release: Callable[[C], None] | None = None) -> None:
         self.tree = tree
         self._load = load
+        self._release = release  # see ``close``
         self._keep = keep
         self._loaded: OrderedDict[str, C | None] = OrderedDict()
         self._modules: dict[tuple[str, str], tuple[str, tuple[str, ...]] | None] = {}
@@ -227,6 +229,16 @@ class Project(Generic[C]):
         while len(self._loaded) > self._keep:
             self._loaded.popitem(last=False)
             self.evicted += 1
+
+    def close(self) -> None:
+        """Let every parsed file go, through ``release``: a parsed file's facts refer to each other
+        and to other files, so without it their memory waits for a full garbage collection, which
+        walks all of them (1.4 s after a serial run over timm, against 0.2 s this way)."""
+        loaded = [ctx for ctx in self._loaded.values() if ctx is not None]
+        self._loaded.clear()
+        if self._release is not None:
+            for ctx in loaded:
+                self._release(ctx)
 
     def module(self, importer: str, dotted_name: str) -> tuple[C, tuple[str, ...]] | None:
         """The loaded file a qualified name points into and the attribute path left inside

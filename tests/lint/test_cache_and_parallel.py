@@ -157,13 +157,16 @@ def test_full_garbage_collections_wait_only_while_a_tree_is_linted(tmp_path: Pat
     assert during == [(before[0], before[1], 1 << 30)] and gc.get_threshold() == before
 
 
-def test_the_project_counts_the_parsed_files_it_lets_go(tmp_path: Path) -> None:
+def test_the_project_counts_the_parsed_files_it_lets_go_and_releases_the_rest_on_close(tmp_path: Path) -> None:
     files = {str(tmp_path / f"m{i}.py"): f"x = {i}\n" for i in range(3)}
     for name, text in files.items():
         Path(name).write_text(text)
-    project = Project(Tree.build(files), lambda path: Path(path).read_text(), keep=2)
+    released: list[str] = []
+    project = Project(Tree.build(files), lambda path: Path(path).read_text(), keep=2, release=released.append)
     assert [project.context(name) for name in files] == list(files.values())
     assert project.evicted == 1 and project.loaded(next(iter(files))) is None
+    project.close()
+    assert released == ["x = 1\n", "x = 2\n"] and all(project.loaded(name) is None for name in files)
 
 
 def test_parse_skips_node_checks_only_while_it_parses() -> None:
