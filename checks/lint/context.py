@@ -27,6 +27,11 @@ class FileContext(Source):
         self.flow = Flow(self)
         self._import_heads = {full.split(".")[0] for full in self.imports.values()}
 
+    def release(self) -> None:
+        """Drop the tree and every fact about it (``Project.close``); the context is unusable after."""
+        self.flow.__dict__.clear()
+        self.__dict__.clear()
+
     # --- names across the project ----------------------------------------------------------
     def find(self, qual: str | None, depth: int = 0) -> tuple[FileContext, cst.CSTNode] | None:
         """The class or module-level function a qualified name means, and its file: defined in

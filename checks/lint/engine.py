@@ -77,11 +77,14 @@ def lint_source(source: str, filename: str, codes: list[str], project: Project[F
 
 
 def _lint(text: str, filename: str, rules: list[Rule], project: Project[FileContext] | None) -> list[Finding]:
+    ctx = project.loaded(filename) if project is not None and rules else None
+    if ctx is not None and ctx.source == text:  # parsed already for another file's question
+        return _run_rules(ctx, rules)
     problem = _compile(text, filename, measure=bool(rules))
     if problem is not None or not rules:
         return [problem] if problem is not None else []
     try:
-        module = cst.parse_module(text)
+        module = parse(text)
     except cst.ParserSyntaxError as exc:  # CPython read it: not a syntax error
         if "STRING" in exc.message:
             why = (f"more than {LIBCST_MAX_STRINGS} implicitly concatenated strings in one expression: valid "
@@ -93,6 +96,10 @@ def _lint(text: str, filename: str, rules: list[Rule], project: Project[FileCont
     ctx = FileContext(module, text, filename, project)
     if project is not None:
         project.add(filename, ctx)
+    return _run_rules(ctx, rules)
+
+
+def _run_rules(ctx: FileContext, rules: list[Rule]) -> list[Finding]:
     findings: list[Finding] = []
     for rule_ in rules:
         findings.extend(rule_.check(ctx))  # type: ignore[misc]
@@ -112,14 +119,51 @@ def load_context(filename: str, project: Project[FileContext]) -> FileContext | 
     if _compile(text, filename, measure=True) is not None:
         return None
     try:
-        return FileContext(cst.parse_module(text), text, filename, project)
+        return FileContext(parse(text), text, filename, project)
     except (cst.ParserSyntaxError, RecursionError, MemoryError):
         return None
 
 
+_unchecked = threading.local()  # .active: this thread is inside ``parse``
+_unchecked_lock = threading.Lock()
+_unchecked_users = 0
+_validating_post_init = cst.CSTNode.__post_init__
+
+
+def _post_init(node: cst.CSTNode) -> None:
+    """``CSTNode.__post_init__`` while ``parse`` runs: validates, except in a thread that is parsing."""
+    if not getattr(_unchecked, "active", False):
+        _validating_post_init(node)
+
+
+def parse(text: str) -> cst.Module:
+    """``cst.parse_module`` without the check every node's constructor makes of its fields.
+
+    The check (``CSTNode._validate``) is for trees built by hand: libcst's own comment on it
+    suggests skipping it for parsed files. The parser's output, from a text CPython has just
+    compiled, passes it, and it cost 8% of a cold run on timm. It is skipped only in the
+    thread that parses, only while it parses: other threads building nodes meanwhile are
+    checked as usual, and ``CSTNode`` is back as it was once no parse runs."""
+    global _unchecked_users
+    with _unchecked_lock:
+        if _unchecked_users == 0:
+            cst.CSTNode.__post_init__ = _post_init  # type: ignore[method-assign]
+        _unchecked_users += 1
+    _unchecked.active = True
+    try:
+        return cst.parse_module(text)
+    finally:
+        _unchecked.active = False
+        with _unchecked_lock:
+            _unchecked_users -= 1
+            if _unchecked_users == 0:
+                cst.CSTNode.__post_init__ = _validating_post_init  # type: ignore[method-assign]
+
+
 def project_for(tree: Tree) -> Project[FileContext]:
     """A project over ``tree`` whose files are parsed on demand in this process."""
-    project: Project[FileContext] = Project(tree, lambda path: load_context(path, project))
+    project: Project[FileContext] = Project(tree, lambda path: load_context(path, project),
+                                           release=FileContext.release)
     return project
 
 

@@ -196,12 +196,15 @@ class Tree:
 class Project(Generic[C]):
     """One process's view of the tree: loads other files' contexts on demand, once each."""
 
-    def __init__(self, tree: Tree, load: Callable[[str], C | None], keep: int = KEEP) -> None:
+    def __init__(self, tree: Tree, load: Callable[[str], C | None], keep: int = KEEP,
+                 release: Callable[[C], None] | None = None) -> None:
         self.tree = tree
         self._load = load
+        self._release = release  # see ``close``
         self._keep = keep
         self._loaded: OrderedDict[str, C | None] = OrderedDict()
         self._modules: dict[tuple[str, str], tuple[str, tuple[str, ...]] | None] = {}
+        self.evicted = 0  # parsed files let go so far (see ``add``)
 
     def context(self, path: str) -> C | None:
         """The parsed file at ``path`` (None when it is not in the tree or cannot be parsed)."""
@@ -213,12 +216,29 @@ class Project(Generic[C]):
         self.add(path, found)
         return found
 
+    def loaded(self, path: str) -> C | None:
+        """The parsed file at ``path`` if this process has it already (nothing is parsed)."""
+        if path in self._loaded:
+            self._loaded.move_to_end(path)
+        return self._loaded.get(path)
+
     def add(self, path: str, ctx: C | None) -> None:
         """Keep a parsed file (also the one being linted); the least recently used go first."""
         self._loaded[path] = ctx
         self._loaded.move_to_end(path)
         while len(self._loaded) > self._keep:
             self._loaded.popitem(last=False)
+            self.evicted += 1
+
+    def close(self) -> None:
+        """Let every parsed file go, through ``release``: a parsed file's facts refer to each other
+        and to other files, so without it their memory waits for a full garbage collection, which
+        walks all of them (1.4 s after a serial run over timm, against 0.2 s this way)."""
+        loaded = [ctx for ctx in self._loaded.values() if ctx is not None]
+        self._loaded.clear()
+        if self._release is not None:
+            for ctx in loaded:
+                self._release(ctx)
 
     def module(self, importer: str, dotted_name: str) -> tuple[C, tuple[str, ...]] | None:
         """The loaded file a qualified name points into and the attribute path left inside

@@ -42,6 +42,9 @@ class Rule:
     def patterns(self) -> tuple[re.Pattern[str], ...]:
         return _compiled(self.triggers)
 
+    def across_pattern(self) -> re.Pattern[str] | None:
+        return _compiled((self.across_files,))[0] if self.across_files else None
+
 
 @cache
 def _compiled(triggers: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:

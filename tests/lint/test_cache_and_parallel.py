@@ -1,13 +1,16 @@
 """Result cache (content, rule set and version in the key) and the parallel path."""
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
+import libcst as cst
 import pytest
 
 from checks.lint import cache as cache_module
-from checks.lint import check, runner
+from checks.lint import check, engine, runner
 from checks.lint.cache import Cache
+from checks.lint.project import Project, Tree
 
 BAD = "import torch\nfor x in data:\n    model(x).sum().backward()\n    optimizer.step()\n"
 FIXED = "import torch\nfor x in data:\n    optimizer.zero_grad()\n    model(x).sum().backward()\n    optimizer.step()\n"
@@ -114,3 +117,61 @@ def test_parallel_run_with_files_that_crashed_the_parser_reports_every_file(tmp_
     assert report.errors == [] and len(report.findings) == len(codes) == 21
     assert codes.pop("parens.py") == codes.pop("chain.py") == "TTL000"
     assert set(codes.values()) == {"TTL101"}
+
+
+# --- what makes a cold run cheap must not change what it finds ------------------------------------
+MODEL = ("import torch.nn as nn\nimport torch.nn.functional as F\n\n\nclass Net(nn.Module):\n"
+         "    def forward(self, x):\n        return F.softmax(x, dim=1)\n")
+TRAIN = ("import torch.nn as nn\n\nfrom model import Net\n\nnet, loss_fn = Net(), nn.CrossEntropyLoss()\n"
+         "for x, y in loader:\n    optimizer.zero_grad()\n    loss_fn(net(x), y).backward()\n    optimizer.step()\n")
+
+
+def test_a_file_asked_about_before_its_own_turn_is_parsed_once(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "a_train.py").write_text(TRAIN)  # linted first: its analysis parses model.py
+    (tmp_path / "model.py").write_text(MODEL)
+    parsed: list[str] = []
+    original = engine.parse
+
+    def spy(text: str):
+        parsed.append(text)
+        return original(text)
+
+    monkeypatch.setattr(engine, "parse", spy)
+    report = check([str(tmp_path)], cache=False, jobs=1)
+    assert [(Path(f.filename).name, f.row, f.code) for f in report.findings] == [("model.py", 7, "TTL201")]
+    assert sorted(parsed) == sorted([TRAIN, MODEL])
+
+
+def test_full_garbage_collections_wait_only_while_a_tree_is_linted(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "train.py").write_text(BAD)
+    before = gc.get_threshold()
+    during: list[tuple[int, int, int]] = []
+    original = runner.lint_source
+
+    def spy(text, filename, codes, *project):
+        during.append(gc.get_threshold())
+        return original(text, filename, codes, *project)
+
+    monkeypatch.setattr(runner, "lint_source", spy)
+    assert [f.code for f in check([str(tmp_path)], cache=False, jobs=1).findings] == ["TTL101"]
+    assert during == [(before[0], before[1], 1 << 30)] and gc.get_threshold() == before
+
+
+def test_the_project_counts_the_parsed_files_it_lets_go_and_releases_the_rest_on_close(tmp_path: Path) -> None:
+    files = {str(tmp_path / f"m{i}.py"): f"x = {i}\n" for i in range(3)}
+    for name, text in files.items():
+        Path(name).write_text(text)
+    released: list[str] = []
+    project = Project(Tree.build(files), lambda path: Path(path).read_text(), keep=2, release=released.append)
+    assert [project.context(name) for name in files] == list(files.values())
+    assert project.evicted == 1 and project.loaded(next(iter(files))) is None
+    project.close()
+    assert released == ["x = 1\n", "x = 2\n"] and all(project.loaded(name) is None for name in files)
+
+
+def test_parse_skips_node_checks_only_while_it_parses() -> None:
+    text = "def f(a, *, b=1):\n    return [x ** 2 for x in a if x]  # comment\n"
+    assert engine.parse(text).deep_equals(cst.parse_module(text)) and engine.parse(text).code == text
+    assert cst.CSTNode.__post_init__ is engine._validating_post_init
+    with pytest.raises(cst.CSTValidationError):
+        cst.SimpleWhitespace("not whitespace")

@@ -181,11 +181,11 @@ def channels_last_into_conv(ctx: FileContext) -> Iterator[Finding]:
         data = arg(call, 0, "input")
         if data is None:
             continue
-        layer = _channels_first_layer(ctx, call)
-        if layer is None:
-            continue
         hit = ctx.trace(data, _channels_last_step)
         if hit is None or (id(ctx.scope(call)), id(hit.origin)) in seen:
+            continue
+        layer = _channels_first_layer(ctx, call)
+        if layer is None:
             continue
         seen.add((id(ctx.scope(call)), id(hit.origin)))
         yield ctx.report(
@@ -596,7 +596,8 @@ def _unpacked_sizes(ctx: FileContext, scope: cst.CSTNode) -> dict[str, tuple[str
 @rule("TTL406", "reshape-instead-of-permute",
       "view/reshape to the same sizes in another order (N,H,W,C -> N,C,H,W): relabels axes, moves no data.",
       triggers=(r"\.(view|reshape)\(|torch\.reshape",
-                (r"(?m)\w+\s*,\s*\w+\s*(,\s*\w+\s*)+=\s*[\w.]+\.(shape|size\(\))\s*$"
+                # a, b, c = x.shape (from a word's start, not re-tried inside each word), or two sizes on one line
+                (r"(?m)(?<!\w)\w++\s*,\s*\w+\s*(,\s*\w+\s*)+=\s*[\w.]+\.(shape|size\(\))\s*$"
                 r"|(\.shape\[\d\]|\.size\(\d\))[^\n]*(\.shape\[\d\]|\.size\(\d\))")))
 def reshape_instead_of_permute(ctx: FileContext) -> Iterator[Finding]:
     known: dict[int, dict[str, tuple[str, object, int]]] = {}
